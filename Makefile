@@ -1,0 +1,47 @@
+# The two commands a newcomer needs:  `make run`  and  `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: run test setup browser lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch node_modules/.installed
+
+setup: $(STAMP) node_modules/.installed
+	$(BIN)/python -m formwork.ui.assets
+
+## run: the server at http://$(HOST):$(PORT) on the embedded SQLite database, with the CRM installed
+run: setup
+	$(BIN)/formwork init --with-crm
+	$(BIN)/formwork serve --host $(HOST) --port $(PORT)
+
+## browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+## test: the whole suite; on PostgreSQL too when FORMWORK_TEST_DATABASE_URL is set (.ci/run sets it)
+test: setup browser
+	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+lint: setup
+	$(BIN)/ruff check formwork tests bench
+	$(BIN)/mypy formwork
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) node_modules instance formwork/ui/static/vendor

@@ -1,0 +1,183 @@
+"""The `formwork` command: init, serve, worker, template install, export, import, user create."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+from flask import Flask
+
+
+def _app() -> Flask:
+    from formwork import create_app
+
+    return create_app()
+
+
+def _system_service(conn: Any, cat: Any) -> Any:
+    from formwork.metadata.service import Actor, MetadataService
+
+    return MetadataService(conn, Actor(None, True), cat)
+
+
+def ensure_admin(app: Flask, username: str | None, password: str | None) -> str | None:
+    """Create the first admin from arguments or FORMWORK_ADMIN_* when there is no user yet."""
+    from sqlalchemy import func, select
+
+    from formwork import db
+    from formwork.runtime import auth
+
+    p = app.extensions["formwork"]
+    with db.transaction(p.engine) as conn:
+        if conn.execute(select(func.count()).select_from(db.users)).scalar():
+            return None
+        username = username or os.environ.get("FORMWORK_ADMIN_USERNAME") or "admin"
+        password = password or os.environ.get("FORMWORK_ADMIN_PASSWORD")
+        if not password:
+            import secrets
+
+            password = secrets.token_urlsafe(12)
+            click.echo(f"created user '{username}' with password: {password}  (change it after logging in)")
+        auth.create_user(conn, {"username": username, "name": "Administrator", "password": password},
+                         is_admin=True)
+        auth.audit(conn, "user_created", username=username, target=f"user:{username}", details={"by": "init"})
+        return username
+
+
+def install_if_missing(app: Flask, template: str, demo: bool) -> bool:
+    from formwork import db
+    from formwork.metadata.portable import install_template, load_template
+
+    p = app.extensions["formwork"]
+    key = load_template(template)["app"]["key"]
+    with db.transaction(p.engine) as conn:
+        cat = p.catalogs.get(conn)
+        if key in cat.apps_by_key:
+            return False
+        install_template(_system_service(conn, cat), template, key, demo)
+    return True
+
+
+@click.group()
+def main() -> None:
+    """Formwork: zero-code business apps with a bundled CRM."""
+
+
+@main.command()
+@click.option("--username", default=None, help="first admin (default FORMWORK_ADMIN_USERNAME or admin)")
+@click.option("--password", default=None, help="first admin's password (default FORMWORK_ADMIN_PASSWORD)")
+@click.option("--with-crm/--no-crm", default=False, help="also install the CRM template with demo data")
+def init(username: str | None, password: str | None, with_crm: bool) -> None:
+    """Create or upgrade the database and the first admin user."""
+    app = _app()
+    ensure_admin(app, username, password)
+    if with_crm and install_if_missing(app, "crm", demo=True):
+        click.echo("installed the CRM with demo data")
+    click.echo("database ready")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@click.option("--threads", default=8, type=int)
+def serve(host: str, port: int, threads: int) -> None:
+    """Serve the web app and the API until stopped (SIGTERM ends it cleanly)."""
+    from waitress import serve as waitress_serve
+
+    app = _app()
+
+    def stop(*_: Any) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"Formwork on http://{host}:{port}/")
+    waitress_serve(app, host=host, port=port, threads=threads, ident="Formwork")
+
+
+@main.group()
+def template() -> None:
+    """Bundled app templates."""
+
+
+@template.command("install")
+@click.argument("name")
+@click.option("--key", default=None)
+@click.option("--demo", is_flag=True, help="add demo data")
+def template_install(name: str, key: str | None, demo: bool) -> None:
+    from formwork import db
+    from formwork.metadata.portable import install_template
+
+    app = _app()
+    p = app.extensions["formwork"]
+    with db.transaction(p.engine) as conn:
+        a = install_template(_system_service(conn, p.catalogs.get(conn)), name, key, demo)
+        click.echo(f"installed app '{a.key}'")
+
+
+@main.command("export")
+@click.argument("app_key")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None)
+def export_cmd(app_key: str, output: str | None) -> None:
+    """Write an app definition as one JSON document."""
+    from formwork import db
+    from formwork.metadata.portable import export_app
+
+    app = _app()
+    p = app.extensions["formwork"]
+    with db.transaction(p.engine, write=False) as conn:
+        doc = export_app(conn, p.catalogs.get(conn), app_key)
+    text = json.dumps(doc, ensure_ascii=False, indent=1)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text)
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", default=None, help="a new key for the app")
+def import_cmd(file: str, key: str | None) -> None:
+    """Recreate an app from an exported JSON document."""
+    from formwork import db
+    from formwork.metadata.portable import import_app
+
+    app = _app()
+    p = app.extensions["formwork"]
+    with open(file, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    with db.transaction(p.engine) as conn:
+        a = import_app(_system_service(conn, p.catalogs.get(conn)), doc, key)
+        click.echo(f"imported app '{a.key}'")
+
+
+@main.group()
+def user() -> None:
+    """User accounts."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--name", default=None)
+@click.option("--email", default=None)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--admin", is_flag=True)
+@click.option("--role", "roles", multiple=True, help="role key (repeatable)")
+def user_create(username: str, name: str | None, email: str | None, password: str, admin: bool,
+                roles: tuple[str, ...]) -> None:
+    from formwork import db
+    from formwork.runtime import auth
+    from formwork.runtime.admin import assign_roles
+
+    app = _app()
+    with db.transaction(app.extensions["formwork"].engine) as conn:
+        uid = auth.create_user(conn, {"username": username, "name": name or username, "email": email,
+                                      "password": password}, is_admin=admin)
+        if roles:
+            assign_roles(conn, uid, list(roles))
+        auth.audit(conn, "user_created", username=username, target=f"user:{username}", details={"by": "cli"})
+    click.echo(f"created user '{username}'")

@@ -1,0 +1,294 @@
+"""Database engine set-up and the platform's own tables.
+
+User tables are not declared here: they are derived from metadata at run time (see metadata.catalog).
+The platform tables below are versioned by Alembic migrations in ``formwork/migrations``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+platform_md = MetaData()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamp; every stored datetime is UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _id() -> Column[int]:
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
+users = Table(
+    "fw_user", platform_md, _id(),
+    Column("username", String(150), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("password_hash", String(300)),
+    Column("locale", String(20), nullable=False, default="en"),
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("team_id", Integer, ForeignKey("fw_team.id", ondelete="SET NULL"), index=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", DateTime),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+)
+
+teams = Table(
+    "fw_team", platform_md, _id(),
+    Column("key", String(63), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("manager_id", Integer, ForeignKey("fw_user.id", ondelete="SET NULL", use_alter=True)),
+)
+
+roles = Table(
+    "fw_role", platform_md, _id(),
+    Column("app_id", Integer, ForeignKey("fw_app.id", ondelete="CASCADE"), index=True),
+    Column("key", String(63), nullable=False, unique=True),
+    Column("doc", JsonType, nullable=False),
+)
+
+user_roles = Table(
+    "fw_user_role", platform_md,
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", Integer, ForeignKey("fw_role.id", ondelete="CASCADE"), primary_key=True),
+)
+
+sessions = Table(
+    "fw_session", platform_md,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie secret
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("last_seen", DateTime, nullable=False, default=utcnow),
+    Column("ip", String(64)),
+)
+
+api_tokens = Table(
+    "fw_api_token", platform_md, _id(),
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(12), nullable=False),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("expires_at", DateTime),
+    Column("revoked_at", DateTime),
+    Column("last_used_at", DateTime),
+)
+
+apps = Table(
+    "fw_app", platform_md, _id(),
+    Column("key", String(63), nullable=False),
+    Column("doc", JsonType, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("deleted_at", DateTime),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+)
+
+tables = Table(
+    "fw_table", platform_md, _id(),
+    Column("app_id", Integer, ForeignKey("fw_app.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("key", String(63), nullable=False),
+    Column("doc", JsonType, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("deleted_at", DateTime),
+)
+
+fields = Table(
+    "fw_field", platform_md, _id(),
+    Column("table_id", Integer, ForeignKey("fw_table.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("key", String(63), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("doc", JsonType, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("deleted_at", DateTime),
+    # set when the field was deleted together with its table or as a link's reverse: restored with it
+    Column("deleted_with", String(40)),
+)
+
+
+def _child_doc_table(name: str, parent: str) -> Table:
+    return Table(
+        name, platform_md, _id(),
+        Column(f"{parent}_id", Integer, ForeignKey(f"fw_{parent}.id", ondelete="CASCADE"), nullable=False,
+               index=True),
+        Column("key", String(63), nullable=False),
+        Column("doc", JsonType, nullable=False),
+        Column("position", Integer, nullable=False, default=0),
+        Column("deleted_at", DateTime),
+    )
+
+
+views = _child_doc_table("fw_view", "table")
+automations = _child_doc_table("fw_automation", "app")
+dashboards = _child_doc_table("fw_dashboard", "app")
+
+state = Table(
+    "fw_state", platform_md,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+meta_changes = Table(
+    "fw_meta_change", platform_md, _id(),
+    Column("at", DateTime, nullable=False, default=utcnow),
+    Column("user_id", Integer),
+    Column("kind", String(20), nullable=False),
+    Column("object_id", Integer),
+    Column("action", String(20), nullable=False),
+    Column("before", JsonType),
+    Column("after", JsonType),
+    Column("schema_version", BigInteger, nullable=False),
+)
+
+counters = Table(
+    "fw_counter", platform_md,
+    Column("field_id", Integer, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+history = Table(
+    "fw_history", platform_md, _id(),
+    Column("table_id", Integer, nullable=False),
+    Column("record_id", Integer, nullable=False),
+    Column("at", DateTime, nullable=False, default=utcnow),
+    Column("user_id", Integer),
+    Column("action", String(20), nullable=False),
+    Column("changes", JsonType),
+    Index("ix_fw_history_record", "table_id", "record_id", "id"),
+)
+
+outbox = Table(
+    "fw_outbox", platform_md,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False, default=utcnow),
+    Column("app_id", Integer, nullable=False),
+    Column("table_id", Integer),
+    Column("record_id", Integer),
+    Column("event", String(30), nullable=False),
+    Column("user_id", Integer),
+    Column("payload", JsonType),
+    Column("depth", Integer, nullable=False, default=0),
+    Column("origin", String(100)),  # automation key that caused this change (loop protection)
+    Column("status", String(12), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False, default=utcnow),
+    Column("locked_by", String(64)),
+    Column("locked_until", DateTime),
+    Column("processed_at", DateTime),
+    Column("error", Text),
+    Index("ix_fw_outbox_pending", "status", "next_attempt_at"),
+)
+
+files = Table(
+    "fw_file", platform_md, _id(),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mime", String(120), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("user_id", Integer),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+)
+
+jobs = Table(
+    "fw_job", platform_md, _id(),
+    Column("kind", String(40), nullable=False),
+    Column("user_id", Integer),
+    Column("status", String(12), nullable=False, default="queued"),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("total", Integer),
+    Column("params", JsonType),
+    Column("result", JsonType),
+    Column("error", Text),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("finished_at", DateTime),
+)
+
+audit = Table(
+    "fw_audit", platform_md, _id(),
+    Column("at", DateTime, nullable=False, default=utcnow, index=True),
+    Column("user_id", Integer),
+    Column("username", String(150)),
+    Column("action", String(60), nullable=False, index=True),
+    Column("target", String(200)),
+    Column("details", JsonType),
+    Column("ip", String(64)),
+)
+
+SCHEMA_VERSION = "schema_version"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with the settings each backend needs.
+
+    SQLite: WAL, foreign keys, a busy timeout, and transactional DDL: pysqlite's own transaction
+    handling is switched off so that BEGIN is emitted by us and DDL joins the transaction (a failed
+    schema change then rolls back with its data changes).
+    """
+    if url.startswith("sqlite"):
+        connect_args = kwargs.pop("connect_args", {})
+        connect_args.setdefault("timeout", 30)
+        connect_args.setdefault("check_same_thread", False)
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            kwargs.setdefault("poolclass", StaticPool)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout instead of one
+            # failing with "database is locked" when it upgrades a read lock mid-transaction.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    return create_engine(url, **kwargs)
+
+
+@contextmanager
+def transaction(engine: Engine, write: bool = True) -> Iterator[Connection]:
+    """One unit of work: commits when the block ends, rolls back (DDL included) when it raises."""
+    with engine.connect() as conn:
+        conn.info["write"] = write
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info["write"] = False

@@ -1,0 +1,208 @@
+"""The field-type contract and its registry.
+
+Each field type is one small class with a unique ``type`` string. It declares its options schema, the
+SQL column it needs (or none, for computed types), how input values are coerced and validated, how stored
+values are shown as JSON, which filter operators it supports and how other types convert to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import Column, Index, Table
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+if TYPE_CHECKING:
+    from formwork.metadata.catalog import Catalog, FieldDef, TableDef
+
+
+class FieldValueError(ValueError):
+    """A value that the field cannot hold; the message is shown to the user next to the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OptionsError(ValueError):
+    """Options that are well-formed JSON but make no sense (e.g. a link to a missing table)."""
+
+    def __init__(self, pointer: str, message: str) -> None:
+        super().__init__(message)
+        self.pointer = pointer
+        self.message = message
+
+
+@dataclass
+class WriteContext:
+    """What coercion may need besides the value: who writes, where, and a cache for look-ups."""
+
+    catalog: Catalog
+    conn: Any
+    user_id: int | None
+    lenient: bool = False  # conversions and imports: "10 万" style text is parsed leniently where possible
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryContext:
+    """Everything an expression or a filter needs at query time."""
+
+    catalog: Catalog
+    dialect: str
+    user_id: int | None = None
+    timezone: str = "UTC"
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    # row scope of the reader on another table (given an alias of it), applied to link displays,
+    # lookups and rollups so that values from records the reader can't see are not shown
+    row_scope: Callable[[TableDef, Any], ColumnElement[bool] | None] | None = None
+    depth: int = 0
+
+    @property
+    def today(self) -> dt.date:
+        from zoneinfo import ZoneInfo
+
+        return self.now.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(self.timezone)).date()
+
+
+# value kinds drive the filter compiler and formula typing
+TEXT, NUMBER, DATE, DATETIME, BOOL, SELECT, MULTI, USER, LINK_ONE, LINK_MANY, FILES = (
+    "text", "number", "date", "datetime", "bool", "select", "multi", "user", "link_one", "link_many", "files",
+)
+
+OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
+    TEXT: ("eq", "ne", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with", "is_empty",
+           "is_not_empty"),
+    NUMBER: ("eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in", "is_empty", "is_not_empty"),
+    DATE: ("eq", "ne", "lt", "lte", "gt", "gte", "between", "is_empty", "is_not_empty"),
+    DATETIME: ("eq", "ne", "lt", "lte", "gt", "gte", "between", "is_empty", "is_not_empty"),
+    BOOL: ("eq", "ne"),
+    SELECT: ("eq", "ne", "in", "not_in", "is_empty", "is_not_empty"),
+    MULTI: ("has_any", "has_all", "has_none", "eq", "is_empty", "is_not_empty"),
+    USER: ("eq", "ne", "in", "not_in", "is_empty", "is_not_empty"),
+    LINK_ONE: ("eq", "ne", "in", "not_in", "is_empty", "is_not_empty"),
+    LINK_MANY: ("has_any", "has_all", "has_none", "is_empty", "is_not_empty"),
+    FILES: ("is_empty", "is_not_empty"),
+}
+
+FORMULA_TYPE_BY_KIND = {TEXT: "text", NUMBER: "number", DATE: "date", DATETIME: "datetime", BOOL: "boolean",
+                        SELECT: "text", USER: "number", LINK_ONE: "number"}
+
+
+class FieldType:
+    type: ClassVar[str]
+    label: ClassVar[dict[str, str]]
+    kind: ClassVar[str] = TEXT
+    read_only: ClassVar[bool] = False
+    #: no physical column: the value is an SQL expression over other columns or tables
+    computed: ClassVar[bool] = False
+    #: searched by ``search=``
+    searchable: ClassVar[bool] = False
+    options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False,
+                                                "properties": {}}
+    #: SQL columns of these types can hold this type's values without conversion
+    supports_unique: ClassVar[bool] = True
+    supports_default: ClassVar[bool] = True
+
+    # --- metadata -------------------------------------------------------------------------------
+    def operators(self, f: FieldDef, catalog: Catalog) -> tuple[str, ...]:
+        return OPERATORS_BY_KIND[self.value_kind(f, catalog)]
+
+    def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
+        return self.kind
+
+    def options_to_internal(self, options: dict[str, Any], table: TableDef, catalog: Catalog,
+                            field_key: str) -> dict[str, Any]:
+        """Check cross-references (other tables and fields) and store them by id, not key."""
+        return dict(options)
+
+    def options_to_api(self, f: FieldDef, catalog: Catalog) -> dict[str, Any]:
+        return dict(f.options)
+
+    def dependencies(self, f: FieldDef, catalog: Catalog) -> set[int]:
+        """Ids of fields whose deletion or type change would break this one."""
+        return set()
+
+    # --- storage --------------------------------------------------------------------------------
+    def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
+        raise NotImplementedError
+
+    def columns(self, f: FieldDef) -> list[Column[Any]]:
+        ct = self.column_type(f)
+        if ct is None:
+            return []
+        return [Column(f.column_name, ct, nullable=True)]
+
+    def indexes(self, f: FieldDef, table: Table) -> list[Index]:
+        """Indexes this field needs on ``table`` (created bound to it)."""
+        return []
+
+    # --- values ---------------------------------------------------------------------------------
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        """Turn API input into the stored value, or raise FieldValueError."""
+        raise NotImplementedError
+
+    def to_json(self, value: Any, f: FieldDef) -> Any:
+        return value
+
+    def to_text(self, value: Any, f: FieldDef) -> str | None:
+        """The JSON value as plain text: used by conversions, exports and search."""
+        if value is None:
+            return None
+        return str(value)
+
+    def is_empty(self, value: Any) -> bool:
+        return value is None or value == "" or value == []
+
+    def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
+        """Convert a value of another field type into this one; raise FieldValueError when it can't."""
+        if json_value is None:
+            return None
+        text = source.ftype.to_text(json_value, source)
+        if text is None or text == "":
+            return None
+        return self.coerce(text, f, ctx)
+
+    # --- queries --------------------------------------------------------------------------------
+    def expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
+        """The SQL expression that reads this field from ``table`` (a Table or an alias of it)."""
+        return table.c[f.column_name]
+
+    def sortable(self, f: FieldDef, catalog: Catalog) -> bool:
+        return self.value_kind(f, catalog) not in (MULTI, LINK_MANY, FILES)
+
+
+class FieldTypeRegistry:
+    def __init__(self) -> None:
+        self._types: dict[str, FieldType] = {}
+
+    def register(self, ft: FieldType) -> None:
+        if ft.type in self._types:
+            raise ValueError(f"field type {ft.type!r} is registered twice")
+        self._types[ft.type] = ft
+
+    def get(self, name: str) -> FieldType:
+        return self._types[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def all(self) -> list[FieldType]:
+        return list(self._types.values())
+
+
+field_types = FieldTypeRegistry()
+
+
+def number_options(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "precision": {"type": "integer", "minimum": 0, "maximum": 10},
+    }
+    props.update(extra or {})
+    return {"type": "object", "additionalProperties": False, "properties": props}

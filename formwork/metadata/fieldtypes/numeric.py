@@ -1,0 +1,231 @@
+"""Numeric field types: number, decimal, currency, percent, rating, duration, autonumber."""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import BigInteger, Float, Numeric
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from formwork.metadata.fieldtypes.base import (
+    NUMBER,
+    FieldType,
+    FieldValueError,
+    WriteContext,
+    number_options,
+)
+
+if TYPE_CHECKING:
+    from formwork.metadata.catalog import FieldDef
+
+MAX_ABS = Decimal("1e15")
+_DURATION = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{2})$")
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+class DecimalValue(TypeDecorator[Decimal]):
+    """Exact NUMERIC on PostgreSQL; SQLite has no decimal type, so a REAL holding the rounded value."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Float())
+        return dialect.type_descriptor(Numeric(28, 10))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return float(value) if dialect.name == "sqlite" else Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return value
+
+
+def parse_number(value: Any, lenient: bool = False) -> Decimal:
+    if isinstance(value, bool):
+        raise FieldValueError("must be a number")
+    if isinstance(value, int):
+        d = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise FieldValueError("must be a finite number")
+        d = Decimal(repr(value))
+    elif isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, str):
+        text = value.strip().replace(",", "").replace("，", "")
+        if lenient:
+            text = text.replace("¥", "").replace("￥", "").replace("$", "").replace("%", "").strip()
+        if not _NUMBER_TEXT.match(text):
+            raise FieldValueError("must be a number")
+        d = Decimal(text)
+    else:
+        raise FieldValueError("must be a number")
+    if not d.is_finite() or abs(d) >= MAX_ABS:
+        raise FieldValueError("must be a number smaller than 10^15")
+    return d
+
+
+def json_number(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if d == d.to_integral_value():
+        return int(d)
+    return float(d)
+
+
+class NumberType(FieldType):
+    type = "number"
+    label: ClassVar[dict[str, str]] = {"en": "Number", "zh-CN": "数字"}
+    kind = NUMBER
+    options_schema = number_options()
+    default_precision = 0
+
+    def precision(self, f: FieldDef) -> int:
+        p = f.options.get("precision")
+        return self.default_precision if p is None else int(p)
+
+    def column_type(self, f: FieldDef) -> TypeEngine[Any]:
+        return BigInteger() if self.precision(f) == 0 and self.type in ("number", "rating", "duration") \
+            else DecimalValue()
+
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+        d = parse_number(value, ctx.lenient)
+        p = self.precision(f)
+        q = Decimal(1).scaleb(-p)
+        rounded = d.quantize(q, rounding=ROUND_HALF_UP)
+        if rounded != d and not ctx.lenient and p == 0:
+            raise FieldValueError("must be a whole number")
+        self.check_range(rounded, f)
+        return int(rounded) if p == 0 and isinstance(self.column_type(f), BigInteger) else rounded
+
+    def check_range(self, d: Decimal, f: FieldDef) -> None:
+        lo, hi = f.options.get("min"), f.options.get("max")
+        if lo is not None and d < Decimal(str(lo)):
+            raise FieldValueError(f"must be at least {json_number(lo)}")
+        if hi is not None and d > Decimal(str(hi)):
+            raise FieldValueError(f"must be at most {json_number(hi)}")
+
+    def to_json(self, value: Any, f: FieldDef) -> Any:
+        if value is None:
+            return None
+        if self.precision(f) > 0 and not isinstance(value, int):
+            d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+            return float(d.quantize(Decimal(1).scaleb(-self.precision(f)), rounding=ROUND_HALF_UP))
+        return json_number(value)
+
+    def to_text(self, value: Any, f: FieldDef) -> str | None:
+        if value is None:
+            return None
+        return str(value)
+
+    def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
+        if isinstance(json_value, bool):
+            return 1 if json_value else 0
+        return super().convert_from(json_value, source, f, ctx)
+
+
+class DecimalType(NumberType):
+    type = "decimal"
+    label: ClassVar[dict[str, str]] = {"en": "Decimal", "zh-CN": "小数"}
+    default_precision = 2
+
+
+class CurrencyType(NumberType):
+    type = "currency"
+    label: ClassVar[dict[str, str]] = {"en": "Currency", "zh-CN": "金额"}
+    default_precision = 2
+    options_schema = number_options({"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}})
+
+
+class PercentType(NumberType):
+    type = "percent"
+    label: ClassVar[dict[str, str]] = {"en": "Percent", "zh-CN": "百分比"}
+    default_precision = 2
+
+
+class RatingType(NumberType):
+    type = "rating"
+    label: ClassVar[dict[str, str]] = {"en": "Rating", "zh-CN": "评分"}
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"max": {"type": "integer", "minimum": 1, "maximum": 10}},
+    }
+
+    def precision(self, f: FieldDef) -> int:
+        return 0
+
+    def check_range(self, d: Decimal, f: FieldDef) -> None:
+        hi = int(f.options.get("max") or 5)
+        if d < 0 or d > hi:
+            raise FieldValueError(f"must be between 0 and {hi}")
+
+
+class DurationType(NumberType):
+    type = "duration"
+    label: ClassVar[dict[str, str]] = {"en": "Duration", "zh-CN": "时长"}
+
+    def precision(self, f: FieldDef) -> int:
+        return 0
+
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        if isinstance(value, str):
+            m = _DURATION.match(value.strip())
+            if m:
+                h, mi, s = m.groups()
+                if h is None:  # "MM:SS" is ambiguous; "H:MM" is what people type for durations
+                    h, mi, s = mi, s, "0"
+                value = int(h) * 3600 + int(mi) * 60 + int(s)
+        return super().coerce(value, f, ctx)
+
+
+class AutonumberType(FieldType):
+    type = "autonumber"
+    label: ClassVar[dict[str, str]] = {"en": "Auto number", "zh-CN": "自动编号"}
+    kind = NUMBER
+    read_only = True
+    supports_default = False
+    searchable = False
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"prefix": {"type": "string", "maxLength": 20, "pattern": "^[^\\s]*$"},
+                       "digits": {"type": "integer", "minimum": 0, "maximum": 12},
+                       "start": {"type": "integer", "minimum": 0, "maximum": 10**12}},
+    }
+
+    def column_type(self, f: FieldDef) -> TypeEngine[Any]:
+        return BigInteger()
+
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        raise FieldValueError("is read-only")
+
+    def to_json(self, value: Any, f: FieldDef) -> Any:
+        if value is None:
+            return None
+        prefix, digits = f.options.get("prefix") or "", int(f.options.get("digits") or 0)
+        if not prefix and not digits:
+            return int(value)
+        return f"{prefix}{int(value):0{digits}d}"
+
+    def filter_value(self, value: Any, f: FieldDef) -> Any:
+        if isinstance(value, str):
+            prefix = f.options.get("prefix") or ""
+            text = value[len(prefix):] if prefix and value.startswith(prefix) else value
+            if text.isdigit():
+                return int(text)
+            raise FieldValueError("must be a number or a number with the field's prefix")
+        return value
+
+    def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
+        raise FieldValueError("autonumbers are assigned by the platform")

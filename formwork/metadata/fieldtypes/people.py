@@ -1,0 +1,134 @@
+"""People field types: user, created_by, updated_by. Values are resolved to {"id", "name"} by the reader."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import Integer, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from formwork.db import JsonType, users
+from formwork.metadata.fieldtypes.base import (
+    MULTI,
+    USER,
+    FieldType,
+    FieldValueError,
+    QueryContext,
+    WriteContext,
+)
+
+if TYPE_CHECKING:
+    from formwork.metadata.catalog import Catalog, FieldDef
+
+
+def resolve_user(value: Any, ctx: WriteContext) -> int:
+    """Accept an id, a username or {"id": ...}; the user must exist and be active."""
+    if isinstance(value, dict) and "id" in value:
+        value = value["id"]
+    cache: dict[Any, int | None] = ctx.cache.setdefault("users", {})
+    if value in cache:
+        uid = cache[value]
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise FieldValueError("must be a user id or username")
+        cond = users.c.id == value if isinstance(value, int) else users.c.username == value.strip()
+        if isinstance(value, str) and value.strip().isdigit():
+            cond = or_(cond, users.c.id == int(value.strip()))
+        if isinstance(value, str):
+            cond = or_(cond, users.c.name == value.strip())
+        row = ctx.conn.execute(select(users.c.id).where(cond, users.c.active.is_(True)).limit(2)).all()
+        uid = row[0][0] if len(row) == 1 else None
+        cache[value] = uid
+    if uid is None:
+        raise FieldValueError(f"no active user '{str(value)[:100]}'")
+    return uid
+
+
+class UserType(FieldType):
+    type = "user"
+    label: ClassVar[dict[str, str]] = {"en": "User", "zh-CN": "成员"}
+    kind = USER
+    supports_unique = False
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"multiple": {"type": "boolean"}, "notify": {"type": "boolean"}},
+    }
+
+    def multiple(self, f: FieldDef) -> bool:
+        return bool(f.options.get("multiple"))
+
+    def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
+        return MULTI if self.multiple(f) else USER
+
+    def column_type(self, f: FieldDef) -> TypeEngine[Any]:
+        return JsonType if self.multiple(f) else Integer()
+
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        if value is None or value == "" or value == []:
+            return None
+        if self.multiple(f):
+            if not isinstance(value, list):
+                value = [value]
+            out: list[int] = []
+            for v in value:
+                uid = resolve_user(v, ctx)
+                if uid not in out:
+                    out.append(uid)
+            return out
+        if isinstance(value, list):
+            raise FieldValueError("takes one user")
+        return resolve_user(value, ctx)
+
+    def to_json(self, value: Any, f: FieldDef) -> Any:
+        # the reader replaces ids with {"id", "name"}; this is the fallback shape
+        if value is None:
+            return [] if self.multiple(f) else None
+        return value
+
+    def to_text(self, value: Any, f: FieldDef) -> str | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        return ", ".join(str(v.get("name") if isinstance(v, dict) else v) for v in items) or None
+
+    def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
+        if json_value is None:
+            return None
+        items = json_value if isinstance(json_value, list) else [json_value]
+        names = [i.get("id") if isinstance(i, dict) else i for i in items]
+        if isinstance(json_value, str):
+            names = [p.strip() for p in json_value.replace("，", ",").split(",") if p.strip()]
+        return self.coerce(names if self.multiple(f) else (names[0] if names else None), f, ctx)
+
+
+class CreatedByType(UserType):
+    type = "created_by"
+    label: ClassVar[dict[str, str]] = {"en": "Created by", "zh-CN": "创建人"}
+    read_only = True
+    computed = True
+    supports_default = False
+    system_column = "created_by"
+    options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False,
+                                                "properties": {}}
+
+    def multiple(self, f: FieldDef) -> bool:
+        return False
+
+    def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
+        return None
+
+    def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
+        raise FieldValueError("is read-only")
+
+    def expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
+        return table.c[self.system_column]
+
+    def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
+        raise FieldValueError("is maintained by the platform")
+
+
+class UpdatedByType(CreatedByType):
+    type = "updated_by"
+    label: ClassVar[dict[str, str]] = {"en": "Last modified by", "zh-CN": "修改人"}
+    system_column = "updated_by"

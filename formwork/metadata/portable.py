@@ -1,0 +1,204 @@
+"""App definitions as one portable JSON document: export, import and bundled templates.
+
+The document uses keys only (no ids), so it imports into any database. Import replays the definition
+through the MetadataService in dependency order: plain fields, then links, then computed fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from formwork import db
+from formwork.errors import BadRequest, NotFound, ValidationFailed
+from formwork.metadata.catalog import AppDef, Catalog
+from formwork.metadata.service import MetadataService, public_doc
+
+FORMAT = "formwork.app"
+FORMAT_VERSION = 1
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+COMPUTED = ("lookup", "rollup", "formula")
+
+
+def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:
+    app = catalog.app(app_key)
+    svc = MetadataService(conn, None, catalog)  # type: ignore[arg-type]
+    tables = []
+    for t in app.tables:
+        fields = []
+        for f in t.fields:
+            fj = svc.field_json(f)
+            fj.pop("id")
+            fj.pop("read_only")
+            if f.type == "link" and f.options.get("side") == "reverse":
+                fj = {"key": fj["key"], "label": fj["label"], "type": "link", "reverse_of":
+                      f"{catalog.table_by_id(f.options['target']).key}.{catalog.field_by_id(f.options['pair']).key}",
+                      **({"description": fj["description"]} if fj.get("description") else {})}
+            fields.append(fj)
+        tdoc = {k: v for k, v in public_doc(t.doc).items() if k not in ("fields", "views")}
+        tables.append({**tdoc, "fields": fields,
+                       "views": [{k: v for k, v in view.items() if k != "id"} for view in t.views]})
+    roles = [r.doc for r in conn.execute(select(db.roles).where(db.roles.c.app_id == app.id).order_by(db.roles.c.id))]
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "app": public_doc(app.doc),
+        "tables": tables,
+        "automations": [{k: v for k, v in a.items() if k != "id"} for a in app.automations],
+        "dashboards": [{k: v for k, v in d.items() if k != "id"} for d in app.dashboards],
+        "roles": [_strip_app(r, app.key) for r in roles],
+    }
+
+
+def _strip_app(role: dict[str, Any], app_key: str) -> dict[str, Any]:
+    """Role permissions in a portable document name tables without the app key."""
+    out = copy.deepcopy(role)
+    perms = out.get("permissions", {})
+    out["permissions"] = {k.split(".", 1)[1]: v for k, v in perms.items() if k.split(".", 1)[0] == app_key}
+    return out
+
+
+def import_app(svc: MetadataService, doc: Any, key: str | None = None,
+               after_tables: Any = None) -> AppDef:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BadRequest(f"not a Formwork app document (expected \"format\": \"{FORMAT}\")")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise BadRequest(f"unsupported format_version {doc.get('format_version')!r}")
+    app_doc = dict(doc.get("app") or {})
+    if key:
+        app_doc["key"] = key
+    tables_in = doc.get("tables") or []
+    if not isinstance(tables_in, list):
+        raise ValidationFailed.from_details({"/tables": ["must be a list"]})
+    app = svc.create_app(app_doc)
+    app_key = app.key
+    pending: list[tuple[int, str, dict[str, Any]]] = []
+    reverse_docs: dict[str, dict[str, Any]] = {}
+    for ti, t in enumerate(tables_in):
+        if not isinstance(t, dict):
+            raise ValidationFailed.from_details({f"/tables/{ti}": ["must be an object"]})
+        for f in t.get("fields", []):
+            if isinstance(f, dict) and f.get("reverse_of"):
+                reverse_docs[f"{t.get('key')}.{f['key']}"] = f
+    for ti, t in enumerate(tables_in):
+        tdoc = {k: v for k, v in t.items() if k not in ("fields", "views", "display_field", "owner_field",
+                                                          "validations")}
+        plain = [f for f in t.get("fields", []) if isinstance(f, dict) and not f.get("reverse_of")
+                 and f.get("type") not in ("link", *COMPUTED)]
+        tdoc["fields"] = plain
+        try:
+            svc.create_table(app_key, tdoc)
+        except ValidationFailed as e:
+            raise ValidationFailed(e.message, {f"/tables/{ti}{k}": v for k, v in (e.details or {}).items()}) from None
+        for f in t.get("fields", []):
+            if isinstance(f, dict) and not f.get("reverse_of") and f.get("type") in ("link", *COMPUTED):
+                pending.append((ti, t["key"], f))
+    for ti, tkey, f in [p for p in pending if p[2].get("type") == "link"]:
+        fdoc = copy.deepcopy(f)
+        opts = fdoc.setdefault("options", {})
+        rkey = opts.get("reverse_key")
+        rev = reverse_docs.get(f"{opts.get('table')}.{rkey}") if rkey else None
+        if rev is not None:
+            opts["reverse_label"] = rev.get("label", rkey)
+        svc.create_field(app_key, tkey, fdoc)
+    computed = [p for p in pending if p[2].get("type") != "link"]
+    while computed:  # computed fields may depend on each other across tables: retry until stable
+        failed = []
+        for item in computed:
+            try:
+                svc.create_field(app_key, item[1], item[2])
+            except ValidationFailed:
+                failed.append(item)
+        if len(failed) == len(computed):
+            ti, tkey, f = failed[0]
+            svc.create_field(app_key, tkey, f)  # raises the real error
+        computed = failed
+    _apply_order(svc, app_key, tables_in, reverse_docs)
+    for t in tables_in:
+        extra = {k: t[k] for k in ("display_field", "owner_field", "validations") if k in t}
+        if extra:
+            svc.update_table(app_key, t["key"], extra)
+        for v in t.get("views", []):
+            svc.create_doc("view", app_key, v, table_key=t["key"])
+    if after_tables is not None:
+        after_tables(svc, app_key)
+    for a in doc.get("automations") or []:
+        svc.create_doc("automation", app_key, a)
+    for d in doc.get("dashboards") or []:
+        svc.create_doc("dashboard", app_key, d)
+    for r in doc.get("roles") or []:
+        install_role(svc.conn, svc.catalog.app(app_key), r)
+    if doc.get("roles"):
+        svc._bump("app", svc.catalog.app(app_key).id, "roles", None, None)
+    return svc.catalog.app(app_key)
+
+
+def _apply_order(svc: MetadataService, app_key: str, tables_in: list[dict[str, Any]],
+                 reverse_docs: dict[str, dict[str, Any]]) -> None:
+    """Field positions (and reverse links' descriptions) as in the document."""
+    app = svc.catalog.app(app_key)
+    for t in tables_in:
+        table = app.tables_by_key.get(t["key"])
+        if table is None:
+            continue
+        for pos, f in enumerate(t.get("fields", [])):
+            fd = table.fields_by_key.get(f.get("key", ""))
+            if fd is None:
+                continue
+            values: dict[str, Any] = {"position": pos}
+            if f.get("reverse_of") and f.get("description"):
+                values["doc"] = dict(fd.doc, description=f["description"])
+            svc.conn.execute(update(db.fields).where(db.fields.c.id == fd.id).values(**values))
+    svc._bump("app", app.id, "reorder", None, None)
+
+
+def install_role(conn: Connection, app: AppDef, role: dict[str, Any]) -> None:
+    """Install a template/app role; an existing role of the same key gains this app's permissions."""
+    from formwork.metadata import validation
+
+    doc = copy.deepcopy(role)
+    doc["permissions"] = {f"{app.key}.{k}": v for k, v in (role.get("permissions") or {}).items()}
+    validation.validate("role", doc)
+    row = conn.execute(select(db.roles).where(db.roles.c.key == doc["key"])).first()
+    if row is None:
+        conn.execute(insert(db.roles).values(app_id=app.id, key=doc["key"], doc=doc))
+        return
+    merged = copy.deepcopy(row.doc)
+    merged.setdefault("permissions", {}).update(doc["permissions"])
+    conn.execute(update(db.roles).where(db.roles.c.id == row.id).values(doc=merged))
+
+
+def list_templates() -> list[dict[str, Any]]:
+    out = []
+    if TEMPLATES_DIR.is_dir():
+        for d in sorted(TEMPLATES_DIR.iterdir()):
+            f = d / "app.json"
+            if f.is_file():
+                doc = json.loads(f.read_text("utf-8"))
+                out.append({"name": d.name, "label": doc["app"].get("label"),
+                            "description": doc["app"].get("description"),
+                            "tables": [t["key"] for t in doc.get("tables", [])]})
+    return out
+
+
+def load_template(name: str) -> dict[str, Any]:
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise NotFound(f"no template '{name[:40]}'")
+    f = TEMPLATES_DIR / name / "app.json"
+    if not f.is_file():
+        raise NotFound(f"no template '{name}'")
+    return dict(json.loads(f.read_text("utf-8")))
+
+
+def install_template(svc: MetadataService, name: str, key: str | None, demo_data: bool) -> AppDef:
+    doc = load_template(name)
+    app = import_app(svc, doc, key or doc["app"]["key"])
+    if demo_data:
+        from formwork.runtime.demo import generate_demo
+
+        generate_demo(svc.conn, svc.catalog, app.key, name)
+    return svc.catalog.app(app.key)

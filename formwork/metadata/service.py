@@ -1,0 +1,776 @@
+"""MetadataService: create, change, trash and restore apps, tables, fields, views, automations and
+dashboards. Every change is validated, recorded (who, when, before, after), bumps the schema version and
+runs its DDL through the SchemaEditor, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from formwork import db
+from formwork.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from formwork.metadata import validation
+from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
+from formwork.metadata.fieldtypes import field_types
+from formwork.metadata.fieldtypes.base import FieldValueError, OptionsError, WriteContext
+from formwork.metadata.schema_editor import SchemaEditor
+
+DOC_TABLES = {"view": db.views, "automation": db.automations, "dashboard": db.dashboards}
+PARENT_OF = {"view": "table", "automation": "app", "dashboard": "app"}
+MAX_SAMPLES = 10
+_FORMULA_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|\{([a-z][a-z0-9_.]*)\}')
+
+
+@dataclass
+class Actor:
+    """Who is acting: a user id (None for the system) and whether they hold every right."""
+
+    user_id: int | None
+    is_admin: bool = False
+    ip: str | None = None
+
+
+def public_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def rename_formula_refs(formula: str, old: str, new: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) == old:
+            return "{" + new + "}"
+        return m.group(0)
+
+    return _FORMULA_TOKEN.sub(sub, formula)
+
+
+def rename_in_filter(tree: Any, old: str, new: str) -> Any:
+    if isinstance(tree, dict):
+        out = {k: rename_in_filter(v, old, new) for k, v in tree.items()}
+        if isinstance(tree.get("field"), str):
+            parts = tree["field"].split(".")
+            if parts[0] == old:
+                parts[0] = new
+                out["field"] = ".".join(parts)
+        return out
+    if isinstance(tree, list):
+        return [rename_in_filter(x, old, new) for x in tree]
+    return tree
+
+
+class MetadataService:
+    def __init__(self, conn: Connection, actor: Actor, catalog: Catalog | None = None) -> None:
+        self.conn = conn
+        self.actor = actor
+        self.catalog = catalog if catalog is not None else Catalog.load(conn)
+        self.editor = SchemaEditor(conn)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _bump(self, kind: str, object_id: int | None, action: str, before: Any, after: Any) -> None:
+        res = self.conn.execute(update(db.state).where(db.state.c.name == db.SCHEMA_VERSION)
+                                .values(value=db.state.c.value + 1).returning(db.state.c.value))
+        version = res.scalar()
+        if version is None:
+            version = 1
+            self.conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
+        self.conn.execute(insert(db.meta_changes).values(
+            user_id=self.actor.user_id, kind=kind, object_id=object_id, action=action, before=before,
+            after=after, schema_version=version))
+        self.catalog = Catalog.load(self.conn)
+
+    def _check_key_free(self, tbl: Table, parent_col: Any, parent_id: int | None, key: str, what: str,
+                        exclude_id: int | None = None) -> None:
+        q = select(tbl.c.id).where(tbl.c.key == key, tbl.c.deleted_at.is_(None))
+        if parent_col is not None:
+            q = q.where(parent_col == parent_id)
+        if exclude_id is not None:
+            q = q.where(tbl.c.id != exclude_id)
+        if self.conn.execute(q).first() is not None:
+            raise Conflict(f"{what} key '{key}' is already used", {"/key": [f"'{key}' is already used"]})
+
+    # --- apps -----------------------------------------------------------------------------------
+    def app_json(self, app: AppDef, full: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": app.id, **public_doc(app.doc)}
+        if full:
+            out["tables"] = [self.table_json(t) for t in app.tables]
+            out["automations"] = [self._doc_json(d) for d in app.automations]
+            out["dashboards"] = [self._doc_json(d) for d in app.dashboards]
+        return out
+
+    @staticmethod
+    def _doc_json(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"id": doc["id"], **public_doc({k: v for k, v in doc.items() if k != "id"})}
+
+    def create_app(self, doc: dict[str, Any]) -> AppDef:
+        if not isinstance(doc, dict):
+            raise BadRequest("the body must be a JSON object")
+        tables_in = doc.pop("tables", None) if isinstance(doc, dict) else None
+        validation.validate("app", doc)
+        self._check_key_free(db.apps, None, None, doc["key"], "app")
+        pos = self.conn.execute(select(func.count()).select_from(db.apps)).scalar() or 0
+        app_id = self.conn.execute(insert(db.apps).values(key=doc["key"], doc=doc, position=pos)
+                                   .returning(db.apps.c.id)).scalar_one()
+        self._bump("app", app_id, "create", None, doc)
+        for t in tables_in or []:
+            self.create_table(doc["key"], t)
+        return self.catalog.apps_by_id[app_id]
+
+    def update_app(self, app_key: str, patch: dict[str, Any]) -> AppDef:
+        app = self.catalog.app(app_key)
+        doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id"))
+        validation.validate("app", doc)
+        if doc["key"] != app.key:
+            self._check_key_free(db.apps, None, None, doc["key"], "app", app.id)
+        self.conn.execute(update(db.apps).where(db.apps.c.id == app.id).values(key=doc["key"], doc=doc))
+        self._bump("app", app.id, "update", app.doc, doc)
+        return self.catalog.apps_by_id[app.id]
+
+    def delete_app(self, app_key: str) -> None:
+        app = self.catalog.app(app_key)
+        self.conn.execute(update(db.apps).where(db.apps.c.id == app.id).values(deleted_at=db.utcnow()))
+        self._bump("app", app.id, "delete", app.doc, None)
+
+    @staticmethod
+    def _merge(doc: dict[str, Any], patch: Any, forbidden: tuple[str, ...] = ()) -> dict[str, Any]:
+        if not isinstance(patch, dict):
+            raise BadRequest("the body must be a JSON object")
+        for k in forbidden:
+            if k in patch and k != "id":
+                raise ValidationFailed.from_details({f"/{k}": ["cannot be changed here"]})
+        out = copy.deepcopy(doc)
+        for k, v in patch.items():
+            if k == "id":
+                continue
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = v
+        return out
+
+    # --- tables ---------------------------------------------------------------------------------
+    def table_json(self, t: TableDef) -> dict[str, Any]:
+        doc = public_doc(t.doc)
+        out: dict[str, Any] = {"id": t.id, **doc}
+        out["display_field"] = t.display_field.key if t.display_field else None
+        out["fields"] = [self.field_json(f) for f in t.fields]
+        out["views"] = [self._doc_json(v) for v in t.views]
+        return out
+
+    def create_table(self, app_key: str, doc: dict[str, Any]) -> TableDef:
+        if not isinstance(doc, dict):
+            raise BadRequest("the body must be a JSON object")
+        app = self.catalog.app(app_key)
+        validation.validate("table", doc)
+        fields_in = doc.pop("fields", []) or []
+        views_in = doc.pop("views", None)
+        self._check_key_free(db.tables, db.tables.c.app_id, app.id, doc["key"], "table")
+        for i, fd in enumerate(fields_in):
+            validation.validate("field", fd, prefix=f"/fields/{i}")
+        keys = [fd["key"] for fd in fields_in]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValidationFailed.from_details({"/fields": [f"duplicate field key '{k}'" for k in dupes]})
+        pos = len(app.tables)
+        tid = self.conn.execute(insert(db.tables).values(app_id=app.id, key=doc["key"], doc=doc, position=pos)
+                                .returning(db.tables.c.id)).scalar_one()
+        tmp = TableDef(tid, app.id, doc["key"], doc, pos)
+        self.editor.create_table(build_user_table(self.catalog.md.__class__(), tmp, []))
+        self._bump("table", tid, "create", None, doc)
+        # plain fields first, then links, then computed fields (which may refer to the former)
+        order = sorted(range(len(fields_in)), key=lambda i: _creation_rank(fields_in[i].get("type")))
+        for i in order:
+            try:
+                self.create_field(app_key, doc["key"], fields_in[i], position=i)
+            except ValidationFailed as e:
+                raise ValidationFailed(e.message, {f"/fields/{i}{k}": v for k, v in (e.details or {}).items()}) \
+                    from None
+        self._check_table_refs(self.catalog.table_by_id(tid))
+        for v in views_in or []:
+            self.create_doc("view", app_key, v, table_key=doc["key"])
+        return self.catalog.table_by_id(tid)
+
+    def _check_table_refs(self, t: TableDef) -> None:
+        details: dict[str, list[str]] = {}
+        for name in ("display_field", "owner_field"):
+            key = t.doc.get(name)
+            if key and key not in t.fields_by_key:
+                details[f"/{name}"] = [f"no field '{key}' in this table"]
+        if details:
+            raise ValidationFailed.from_details(details)
+        from formwork.runtime.query import FilterCompiler
+
+        for i, rule in enumerate(t.doc.get("validations", [])):
+            for part in ("when", "condition"):
+                if part in rule:
+                    FilterCompiler.check(t, self.catalog, rule[part], f"/validations/{i}/{part}")
+
+    def update_table(self, app_key: str, table_key: str, patch: dict[str, Any]) -> TableDef:
+        t = self.catalog.table(app_key, table_key)
+        doc = self._merge(t.doc, patch, ("fields", "views"))
+        validation.validate("table", doc)
+        if doc["key"] != t.key:
+            self._check_key_free(db.tables, db.tables.c.app_id, t.app_id, doc["key"], "table", t.id)
+        values: dict[str, Any] = {"key": doc["key"], "doc": doc}
+        if isinstance(patch.get("position"), int):
+            values["position"] = patch["position"]
+            doc.pop("position", None)
+        self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(**values))
+        self._bump("table", t.id, "update", t.doc, doc)
+        self._check_table_refs(self.catalog.table_by_id(t.id))
+        return self.catalog.table_by_id(t.id)
+
+    def delete_table(self, app_key: str, table_key: str) -> None:
+        t = self.catalog.table(app_key, table_key)
+        now = db.utcnow()
+        # links from other tables into this one go to the trash with it, and come back with it
+        for f in list(self.catalog.fields_by_id.values()):
+            if f.table_id != t.id and f.type == "link" and f.options.get("target") == t.id:
+                self._blocked_by_dependents(f, ignore_table=t.id)
+                self.conn.execute(update(db.fields).where(db.fields.c.id == f.id)
+                                  .values(deleted_at=now, deleted_with=f"table:{t.id}"))
+        self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(deleted_at=now))
+        self._bump("table", t.id, "delete", t.doc, None)
+
+    # --- fields ---------------------------------------------------------------------------------
+    def field_json(self, f: FieldDef) -> dict[str, Any]:
+        doc = public_doc(f.doc)
+        doc["options"] = f.ftype.options_to_api(f, self.catalog)
+        if not doc["options"]:
+            doc.pop("options")
+        out: dict[str, Any] = {"id": f.id, **doc}
+        out["read_only"] = f.ftype.read_only
+        return out
+
+    def _field_doc(self, t: TableDef, doc: dict[str, Any], field_id: int | None) -> dict[str, Any]:
+        """Validate a field document and return it with options in internal (id) form."""
+        validation.validate("field", doc)
+        ft = field_types.get(doc["type"])
+        opts = doc.get("options") or {}
+        try:
+            internal = ft.options_to_internal(opts, t, self.catalog, doc["key"])
+        except OptionsError as e:
+            raise ValidationFailed.from_details({e.pointer: [e.message]}) from None
+        out = dict(doc)
+        out["options"] = internal
+        details: dict[str, list[str]] = {}
+        if doc.get("unique") and not ft.supports_unique:
+            details["/unique"] = [f"{doc['type']} fields cannot be unique"]
+        if "default" in doc and doc["default"] is not None:
+            if not ft.supports_default:
+                details["/default"] = [f"{doc['type']} fields have no default"]
+            else:
+                probe = FieldDef(field_id or 0, t.id, doc["key"], doc["type"], out, 0)
+                try:
+                    ft.coerce(doc["default"], probe, WriteContext(self.catalog, self.conn, self.actor.user_id))
+                except FieldValueError as e:
+                    details["/default"] = [e.message]
+        if ft.read_only and doc.get("required"):
+            details["/required"] = ["a read-only field cannot be required"]
+        if details:
+            raise ValidationFailed.from_details(details)
+        return out
+
+    def create_field(self, app_key: str, table_key: str, doc: dict[str, Any],
+                     position: int | None = None) -> FieldDef:
+        if not isinstance(doc, dict):
+            raise BadRequest("the body must be a JSON object")
+        t = self.catalog.table(app_key, table_key)
+        doc = {k: v for k, v in doc.items() if k not in ("id", "read_only")}
+        validation.validate("field", doc)
+        self._check_key_free(db.fields, db.fields.c.table_id, t.id, doc["key"], "field")
+        stored = self._field_doc(t, doc, None)
+        stored.pop("position", None)
+        pos = position if position is not None else doc.get("position", len(t.fields))
+        fid = self.conn.execute(insert(db.fields).values(
+            table_id=t.id, key=doc["key"], type=doc["type"], doc=stored, position=pos)
+            .returning(db.fields.c.id)).scalar_one()
+        f = FieldDef(fid, t.id, doc["key"], doc["type"], stored, pos)
+        self._check_cycles(f)
+        self._add_storage(t, f)
+        self._bump("field", fid, "create", None, public_doc(doc))
+        if f.type == "link":
+            self._create_reverse(t, self.catalog.field_by_id(fid))
+        return self.catalog.field_by_id(fid)
+
+    def _add_storage(self, t: TableDef, f: FieldDef) -> None:
+        from formwork.metadata.catalog import build_junction
+
+        md = self.catalog.md.__class__()
+        fresh = build_user_table(md, t, [*t.fields, f])
+        for col in f.ftype.columns(f):
+            self.editor.add_column(t.sa, col)
+            if f.type == "autonumber":
+                self._number_existing(t, f)
+            elif "default" in f.doc and f.doc["default"] is not None:
+                value = f.ftype.coerce(f.doc["default"], f, WriteContext(self.catalog, self.conn, None))
+                self.conn.execute(update(fresh).values({f.column_name: value}))
+        for ix in fresh.indexes:
+            if any(c.name == f.column_name for c in ix.columns):
+                try:
+                    with self.conn.begin_nested():
+                        self.editor.create_index(ix)
+                except IntegrityError:
+                    raise Conflict(f"'{f.key}' cannot be unique: some records share a value") from None
+        if f.type == "link" and f.options.get("multiple") and f.options.get("side") == "forward":
+            self.editor.create_table(build_junction(md, f.id))
+        if f.ftype.searchable and f.stored:
+            self.editor.create_search_index(fresh, [f.column_name])
+
+    def _number_existing(self, t: TableDef, f: FieldDef) -> None:
+        """Give existing records numbers in creation order and set the counter past them."""
+        start = int(f.options.get("start") or 1)
+        md = self.catalog.md.__class__()
+        fresh = build_user_table(md, t, [*t.fields, f])
+        ids = [r[0] for r in self.conn.execute(select(fresh.c.id).order_by(fresh.c.id))]
+        if ids:
+            from sqlalchemy import bindparam
+
+            self.conn.execute(update(fresh).where(fresh.c.id == bindparam("rid"))
+                              .values({f.column_name: bindparam("num")}),
+                              [{"rid": rid, "num": start + i} for i, rid in enumerate(ids)])
+        self.conn.execute(insert(db.counters).values(field_id=f.id, value=start - 1 + len(ids)))
+
+    def _create_reverse(self, t: TableDef, f: FieldDef) -> None:
+        target = self.catalog.table_by_id(f.options["target"])
+        key = f.options.get("reverse_key") or t.key
+        base, n = key, 2
+        while key in target.fields_by_key or key in validation.RESERVED_FIELD_KEYS:
+            if f.options.get("reverse_key"):
+                raise Conflict(f"the target table already has a field '{key}'",
+                               {"/options/reverse_key": [f"'{key}' is already used in '{target.key}'"]})
+            key, n = f"{base[:58]}_{n}", n + 1
+        label = f.options.get("reverse_label") or t.label
+        rdoc = {"key": key, "label": label, "type": "link",
+                "options": {"target": t.id, "multiple": True, "side": "reverse", "pair": f.id}}
+        rid = self.conn.execute(insert(db.fields).values(
+            table_id=target.id, key=key, type="link", doc=rdoc, position=len(target.fields))
+            .returning(db.fields.c.id)).scalar_one()
+        fdoc = copy.deepcopy(f.doc)
+        fdoc["options"] = {k: v for k, v in f.options.items() if k not in ("reverse_key", "reverse_label")}
+        fdoc["options"]["pair"] = rid
+        self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(doc=fdoc))
+        self._bump("field", rid, "create", None, rdoc)
+
+    def _check_cycles(self, new: FieldDef) -> None:
+        graph: dict[int, set[int]] = {}
+        fields = dict(self.catalog.fields_by_id)
+        fields[new.id] = new
+        for fid, f in fields.items():
+            try:
+                if f.type == "formula":
+                    t = self.catalog.tables_by_id.get(f.table_id)
+                    from formwork.runtime import formula as fl
+
+                    refs = fl.references(fl.parse(f.options["formula"]))
+                    table_fields = dict(t.fields_by_key) if t else {}
+                    if f.id == new.id:
+                        table_fields[new.key] = new
+                    graph[fid] = {table_fields[k].id for k in refs if k in table_fields}
+                else:
+                    graph[fid] = f.ftype.dependencies(f, self.catalog) if f.id != new.id else \
+                        set(new.options.get(k) for k in ("link", "field") if new.options.get(k))
+            except Exception:  # noqa: BLE001 - an unparsable old formula has no edges
+                graph[fid] = set()
+        seen: dict[int, int] = {}
+
+        def visit(n: int, path: list[int]) -> list[int] | None:
+            if seen.get(n) == 1:
+                return [*path, n]
+            if seen.get(n) == 2:
+                return None
+            seen[n] = 1
+            for m in graph.get(n, ()):
+                found = visit(m, [*path, n])
+                if found:
+                    return found
+            seen[n] = 2
+            return None
+
+        cycle = visit(new.id, [])
+        if cycle:
+            names = " → ".join(fields[i].key for i in cycle[cycle.index(cycle[-1]):] if i in fields)
+            pointer = "/options/formula" if new.type == "formula" else "/options"
+            raise ValidationFailed.from_details({pointer: [f"circular reference: {names}"]})
+
+    def _dependents(self, f: FieldDef) -> list[FieldDef]:
+        return [g for g in self.catalog.fields_by_id.values()
+                if g.id != f.id and f.id in g.ftype.dependencies(g, self.catalog)]
+
+    def _blocked_by_dependents(self, f: FieldDef, ignore_table: int | None = None) -> None:
+        deps = [g for g in self._dependents(f) if g.table_id != ignore_table and g.id != f.options.get("pair")]
+        if deps:
+            names = ", ".join(f"{self.catalog.table_by_id(g.table_id).key}.{g.key}" for g in deps)
+            raise Conflict(f"'{f.key}' is used by {names}; change or delete those first")
+
+    def update_field(self, app_key: str, table_key: str, field_key: str, patch: dict[str, Any],
+                     dry_run: bool = False) -> dict[str, Any]:
+        t = self.catalog.table(app_key, table_key)
+        f = t.field(field_key)
+        if not isinstance(patch, dict):
+            raise BadRequest("the body must be a JSON object")
+        patch = dict(patch)
+        confirm = bool(patch.pop("confirm_data_loss", False))
+        position = patch.pop("position", None)
+        patch.pop("read_only", None)
+        api_doc = self.field_json(f)
+        api_doc.pop("id")
+        api_doc.pop("read_only")
+        if "type" in patch and patch["type"] != f.type and "options" not in patch:
+            api_doc.pop("options", None)
+        new_doc = self._merge(api_doc, patch)
+        new_doc.pop("position", None)
+        if f.type == "link" and (new_doc.get("type") != "link" or new_doc.get("options") != api_doc.get("options")):
+            raise ValidationFailed.from_details({"/options": ["a link's type and target cannot be changed; "
+                                                              "add a new field instead"]})
+        if new_doc["key"] != f.key:
+            self._check_key_free(db.fields, db.fields.c.table_id, t.id, new_doc["key"], "field", f.id)
+        stored = self._field_doc(t, new_doc, f.id) if f.type != "link" else \
+            dict(new_doc, options=f.doc.get("options"))
+        if f.type == "link":
+            validation.validate("field", {k: v for k, v in new_doc.items() if k != "options"}
+                                | {"options": {"table": api_doc["options"]["table"]}})
+        for k, v in f.doc.items():
+            if k.startswith("_"):
+                stored[k] = v
+        new_f = FieldDef(f.id, t.id, new_doc["key"], new_doc["type"], stored, f.position)
+        type_changed = new_f.type != f.type or _column_signature(f) != _column_signature(new_f)
+        needs_data = type_changed or self._options_affect_data(f, new_f)
+        report: dict[str, Any] = {"rows": 0, "converted": 0, "emptied": 0, "samples": []}
+        if needs_data:
+            if new_f.ftype.computed or new_f.type == "link":
+                if new_f.type == "link":
+                    raise ValidationFailed.from_details({"/type": ["a field cannot be converted to a link; "
+                                                                   "add a link field instead"]})
+            if type_changed and f.ftype.computed is False and new_f.ftype.computed:
+                self._blocked_by_dependents(f)
+            report = self._convert(t, f, new_f, dry_run=True)
+            if dry_run:
+                return report
+            if report["emptied"] and not confirm:
+                raise ValidationFailed(
+                    f"{report['emptied']} values would be emptied; send confirm_data_loss: true to go ahead",
+                    {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted"]})
+        elif dry_run:
+            return report
+        self._check_cycles(new_f)
+        values: dict[str, Any] = {"key": new_f.key, "type": new_f.type, "doc": stored}
+        if isinstance(position, int):
+            values["position"] = position
+        if needs_data:
+            self._convert(t, f, new_f, dry_run=False)
+            values["doc"] = new_f.doc
+        elif new_f.unique != f.unique and new_f.stored:
+            self._toggle_unique(t, new_f)
+        self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(**values))
+        if new_f.key != f.key:
+            self._rekey(t, f.key, new_f.key)
+        self._bump("field", f.id, "update", public_doc(f.doc), public_doc(new_doc))
+        return {"field": self.field_json(self.catalog.field_by_id(f.id)), **report}
+
+    def _options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
+        if old.type != new.type:
+            return True
+        if old.type in ("single_select", "multi_select"):
+            return not {c["value"] for c in new.options.get("choices", [])} >= \
+                {c["value"] for c in old.options.get("choices", [])}
+        keys = ("min", "max", "precision", "max_length", "regex", "multiple", "max_size", "mime_types")
+        return any(old.options.get(k) != new.options.get(k) for k in keys)
+
+    def _toggle_unique(self, t: TableDef, f: FieldDef) -> None:
+        md = self.catalog.md.__class__()
+        fresh = build_user_table(md, t, [g if g.id != f.id else f for g in t.fields])
+        name = f"ux_{t.name}_{f.column_name}"
+        if f.unique:
+            for ix in fresh.indexes:
+                if ix.name == name:
+                    try:
+                        with self.conn.begin_nested():
+                            self.editor.create_index(ix)
+                    except IntegrityError:
+                        raise Conflict(f"'{f.key}' cannot be unique: some records share a value") from None
+        else:
+            from sqlalchemy import Index
+
+            self.editor.drop_index(Index(name, t.sa.c[f.column_name], unique=True))
+
+    def _convert(self, t: TableDef, old: FieldDef, new: FieldDef, dry_run: bool) -> dict[str, Any]:
+        """Convert every value of ``old`` into ``new``'s type, set-based in batches of ids.
+
+        The new values go into a fresh column (its name carries a generation number), then the old
+        column is dropped: on both databases this happens inside the caller's transaction.
+        """
+        from formwork.runtime.records import RecordReader
+
+        reader = RecordReader(self.catalog, self.conn, user_id=self.actor.user_id)
+        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
+        rows = converted = emptied = 0
+        samples: list[dict[str, Any]] = []
+        new_values: list[dict[str, Any]] = []
+        for rid, value in reader.iter_field_values(t, old):
+            rows += 1
+            if old.ftype.is_empty(value):
+                after = None
+            else:
+                try:
+                    after = new.ftype.convert_from(value, old, new, ctx)
+                    converted += 1
+                except FieldValueError:
+                    after = None
+                    emptied += 1
+            if new.ftype.computed:
+                if not old.ftype.computed and not old.ftype.is_empty(value):
+                    emptied += 1  # a stored value replaced by a computed one is gone
+            else:
+                new_values.append({"rid": rid, "v": after})
+            if len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
+                samples.append({"id": rid, "before": value,
+                                "after": new.ftype.to_json(after, new) if not new.ftype.computed else None})
+        report = {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}
+        if dry_run:
+            return report
+        gen = int(old.doc.get("_gen", 0)) + 1
+        new.doc["_gen"] = gen
+        if old.stored:
+            self._drop_field_indexes(t, old)
+        if not new.ftype.computed and new.ftype.column_type(new) is not None:
+            md = self.catalog.md.__class__()
+            fresh = build_user_table(md, t, [new if g.id == new.id else g for g in t.fields])
+            col = fresh.c[new.column_name]
+            self.editor.add_column(t.sa, col)
+            if new_values:
+                from sqlalchemy import bindparam
+
+                stmt = update(fresh).where(fresh.c.id == bindparam("rid")).values({col.name: bindparam("v")})
+                for i in range(0, len(new_values), 5000):
+                    self.conn.execute(stmt, new_values[i:i + 5000])
+            for ix in fresh.indexes:
+                if any(c.name == new.column_name for c in ix.columns):
+                    try:
+                        with self.conn.begin_nested():
+                            self.editor.create_index(ix)
+                    except IntegrityError:
+                        raise Conflict(f"'{new.key}' cannot be unique: converted values repeat") from None
+            if new.ftype.searchable:
+                self.editor.create_search_index(fresh, [new.column_name])
+        if old.stored:
+            self.editor.drop_column(t.sa, old.column_name)
+        return report
+
+    def _drop_field_indexes(self, t: TableDef, f: FieldDef) -> None:
+        for ix in list(t.sa.indexes):
+            if any(c.name == f.column_name for c in ix.columns):
+                self.editor.drop_index(ix)
+        if self.conn.dialect.name == "postgresql":
+            from sqlalchemy import Index
+
+            self.editor.drop_index(Index(f"tg_{t.name}_{f.column_name}", t.sa.c[f.column_name]))
+
+    def _rekey(self, t: TableDef, old: str, new: str) -> None:
+        """Keep references by key (formulas, views, table settings) pointing at a renamed field."""
+        for g in t.fields:
+            if g.type == "formula" and "{" + old + "}" in g.options.get("formula", ""):
+                doc = copy.deepcopy(g.doc)
+                doc["options"]["formula"] = rename_formula_refs(doc["options"]["formula"], old, new)
+                self.conn.execute(update(db.fields).where(db.fields.c.id == g.id).values(doc=doc))
+        tdoc = copy.deepcopy(t.doc)
+        for name in ("display_field", "owner_field"):
+            if tdoc.get(name) == old:
+                tdoc[name] = new
+        tdoc["validations"] = rename_in_filter(tdoc.get("validations", []), old, new)
+        if not tdoc["validations"]:
+            tdoc.pop("validations")
+        self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(doc=tdoc))
+        for v in t.views:
+            doc = rename_in_filter({k: val for k, val in v.items() if k != "id"}, old, new)
+            for name in ("fields", "group_by"):
+                if name in doc:
+                    doc[name] = [new if k == old else k for k in doc[name]]
+            if "sort" in doc:
+                doc["sort"] = [("-" if s.startswith("-") else "") + (new if s.lstrip("-") == old else s.lstrip("-"))
+                               for s in doc["sort"]]
+            for name, val in list(doc.get("options", {}).items()):
+                if val == old:
+                    doc["options"][name] = new
+            self.conn.execute(update(db.views).where(db.views.c.id == v["id"]).values(doc=doc))
+
+    def delete_field(self, app_key: str, table_key: str, field_key: str) -> None:
+        t = self.catalog.table(app_key, table_key)
+        f = t.field(field_key)
+        self._blocked_by_dependents(f)
+        now = db.utcnow()
+        self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(deleted_at=now))
+        if f.type == "link" and f.options.get("pair"):
+            pair = self.catalog.fields_by_id.get(f.options["pair"])
+            if pair is not None:
+                self._blocked_by_dependents(pair)
+                self.conn.execute(update(db.fields).where(db.fields.c.id == pair.id)
+                                  .values(deleted_at=now, deleted_with=f"field:{f.id}"))
+        self._bump("field", f.id, "delete", public_doc(f.doc), None)
+
+    # --- views, automations, dashboards ----------------------------------------------------------
+    def create_doc(self, kind: str, app_key: str, doc: dict[str, Any], table_key: str | None = None) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise BadRequest("the body must be a JSON object")
+        doc = {k: v for k, v in doc.items() if k != "id"}
+        validation.validate(kind, doc)
+        tbl = DOC_TABLES[kind]
+        parent_id = self._doc_parent(kind, app_key, table_key)
+        parent_col = tbl.c[f"{PARENT_OF[kind]}_id"]
+        self._check_key_free(tbl, parent_col, parent_id, doc["key"], kind)
+        self._check_doc_refs(kind, app_key, table_key, doc)
+        pos = self.conn.execute(select(func.count()).select_from(tbl).where(parent_col == parent_id)).scalar()
+        new_id = self.conn.execute(insert(tbl).values({parent_col.name: parent_id, "key": doc["key"], "doc": doc,
+                                                       "position": pos or 0}).returning(tbl.c.id)).scalar_one()
+        self._bump(kind, new_id, "create", None, doc)
+        return {"id": new_id, **doc}
+
+    def _doc_parent(self, kind: str, app_key: str, table_key: str | None) -> int:
+        if PARENT_OF[kind] == "table":
+            return self.catalog.table(app_key, table_key or "").id
+        return self.catalog.app(app_key).id
+
+    def get_doc(self, kind: str, app_key: str, key: str, table_key: str | None = None) -> dict[str, Any]:
+        if kind == "view":
+            return self.catalog.table(app_key, table_key or "").view(key)
+        app = self.catalog.app(app_key)
+        for d in getattr(app, kind + "s"):
+            if d["key"] == key:
+                return d
+        raise NotFound(f"no {kind} '{key}' in app '{app_key}'")
+
+    def update_doc(self, kind: str, app_key: str, key: str, patch: dict[str, Any],
+                   table_key: str | None = None) -> dict[str, Any]:
+        current = self.get_doc(kind, app_key, key, table_key)
+        before = {k: v for k, v in current.items() if k != "id"}
+        doc = self._merge(before, patch)
+        validation.validate(kind, doc)
+        tbl = DOC_TABLES[kind]
+        parent_col = tbl.c[f"{PARENT_OF[kind]}_id"]
+        if doc["key"] != key:
+            self._check_key_free(tbl, parent_col, self._doc_parent(kind, app_key, table_key), doc["key"], kind,
+                                 current["id"])
+        self._check_doc_refs(kind, app_key, table_key, doc)
+        self.conn.execute(update(tbl).where(tbl.c.id == current["id"]).values(key=doc["key"], doc=doc))
+        self._bump(kind, current["id"], "update", before, doc)
+        return {"id": current["id"], **doc}
+
+    def delete_doc(self, kind: str, app_key: str, key: str, table_key: str | None = None) -> None:
+        current = self.get_doc(kind, app_key, key, table_key)
+        tbl = DOC_TABLES[kind]
+        self.conn.execute(update(tbl).where(tbl.c.id == current["id"]).values(deleted_at=db.utcnow()))
+        self._bump(kind, current["id"], "delete", {k: v for k, v in current.items() if k != "id"}, None)
+
+    def _check_doc_refs(self, kind: str, app_key: str, table_key: str | None, doc: dict[str, Any]) -> None:
+        from formwork.runtime.query import FilterCompiler
+
+        if kind == "view":
+            t = self.catalog.table(app_key, table_key or "")
+            details: dict[str, list[str]] = {}
+            for name in ("fields", "group_by"):
+                for i, k in enumerate(doc.get(name, [])):
+                    if k not in t.fields_by_key:
+                        details[f"/{name}/{i}"] = [f"no field '{k}' in table '{t.key}'"]
+            for i, s in enumerate(doc.get("sort", [])):
+                if s.lstrip("-") not in t.fields_by_key and s.lstrip("-") != "id":
+                    details[f"/sort/{i}"] = [f"no field '{s.lstrip('-')}' in table '{t.key}'"]
+            for name, val in doc.get("options", {}).items():
+                if name.endswith("_field") and val not in t.fields_by_key:
+                    details[f"/options/{name}"] = [f"no field '{val}' in table '{t.key}'"]
+            if doc["type"] == "kanban" and "group_field" not in doc.get("options", {}):
+                details["/options/group_field"] = ["a kanban view needs a group_field (a single select or user)"]
+            if doc["type"] == "calendar" and "date_field" not in doc.get("options", {}):
+                details["/options/date_field"] = ["a calendar view needs a date_field"]
+            if details:
+                raise ValidationFailed.from_details(details)
+            if "filter" in doc:
+                FilterCompiler.check(t, self.catalog, doc["filter"], "/filter")
+        elif kind == "dashboard":
+            app = self.catalog.app(app_key)
+            for i, w in enumerate(doc.get("widgets", [])):
+                t = app.tables_by_key.get(w["table"])
+                if t is None:
+                    raise ValidationFailed.from_details({f"/widgets/{i}/table": [f"no table '{w['table']}'"]})
+                if "filter" in w:
+                    FilterCompiler.check(t, self.catalog, w["filter"], f"/widgets/{i}/filter")
+                for j, g in enumerate(w.get("group_by", [])):
+                    if g.split(":")[0] not in t.fields_by_key:
+                        raise ValidationFailed.from_details({f"/widgets/{i}/group_by/{j}": [f"no field '{g}'"]})
+                for j, m in enumerate(w.get("metrics", [])):
+                    if ":" in m and m.split(":")[1] not in t.fields_by_key:
+                        raise ValidationFailed.from_details({f"/widgets/{i}/metrics/{j}": [f"no field in '{m}'"]})
+        elif kind == "automation":
+            from formwork.automation.rules import check_automation
+
+            check_automation(self.catalog, self.catalog.app(app_key), doc)
+
+    # --- trash ----------------------------------------------------------------------------------
+    def trash(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for r in self.conn.execute(select(db.apps).where(db.apps.c.deleted_at.is_not(None))):
+            out.append({"id": f"app-{r.id}", "kind": "app", "key": r.key, "label": r.doc.get("label"),
+                        "deleted_at": _iso(r.deleted_at)})
+        for r in self.conn.execute(select(db.tables).where(db.tables.c.deleted_at.is_not(None))):
+            out.append({"id": f"table-{r.id}", "kind": "table", "key": r.key, "label": r.doc.get("label"),
+                        "app_id": r.app_id, "deleted_at": _iso(r.deleted_at)})
+        for r in self.conn.execute(select(db.fields).where(db.fields.c.deleted_at.is_not(None),
+                                                           db.fields.c.deleted_with.is_(None))):
+            out.append({"id": f"field-{r.id}", "kind": "field", "key": r.key, "label": r.doc.get("label"),
+                        "table_id": r.table_id, "type": r.type, "deleted_at": _iso(r.deleted_at)})
+        for kind, tbl in DOC_TABLES.items():
+            for r in self.conn.execute(select(tbl).where(tbl.c.deleted_at.is_not(None))):
+                out.append({"id": f"{kind}-{r.id}", "kind": kind, "key": r.key, "label": r.doc.get("label"),
+                            "deleted_at": _iso(r.deleted_at)})
+        out.sort(key=lambda e: e["deleted_at"] or "", reverse=True)
+        return out
+
+    def restore(self, trash_id: str) -> dict[str, Any]:
+        m = re.fullmatch(r"(app|table|field|view|automation|dashboard)-(\d{1,18})", trash_id or "")
+        if not m:
+            raise NotFound(f"no trash entry '{trash_id[:80]}'")
+        kind, oid = m.group(1), int(m.group(2))
+        tbl = {"app": db.apps, "table": db.tables, "field": db.fields, **DOC_TABLES}[kind]
+        row = self.conn.execute(select(tbl).where(tbl.c.id == oid, tbl.c.deleted_at.is_not(None))).first()
+        if row is None:
+            raise NotFound(f"no trash entry '{trash_id}'")
+        parent_col = {"app": None, "table": db.tables.c.app_id, "field": db.fields.c.table_id,
+                      "view": db.views.c.table_id, "automation": db.automations.c.app_id,
+                      "dashboard": db.dashboards.c.app_id}[kind]
+        parent_id = getattr(row, parent_col.name) if parent_col is not None else None
+        self._check_key_free(tbl, parent_col, parent_id, row.key, kind)
+        self.conn.execute(update(tbl).where(tbl.c.id == oid).values(deleted_at=None))
+        if kind == "field":
+            if row.table_id not in self.catalog.tables_by_id:
+                raise Conflict("restore the field's table first")
+            self.conn.execute(update(db.fields).where(db.fields.c.deleted_with == f"field:{oid}")
+                              .values(deleted_at=None, deleted_with=None))
+        if kind == "table":
+            self.conn.execute(update(db.fields).where(db.fields.c.deleted_with == f"table:{oid}")
+                              .values(deleted_at=None, deleted_with=None))
+        self._bump(kind, oid, "restore", None, row.doc)
+        return {"id": trash_id, "kind": kind, "key": row.key, "restored": True}
+
+
+def _column_signature(f: FieldDef) -> str | None:
+    ct = f.ftype.column_type(f)
+    return None if ct is None else repr(ct)
+
+
+def _creation_rank(ftype: Any) -> int:
+    if ftype == "link":
+        return 1
+    if ftype in ("lookup", "rollup"):
+        return 2
+    if ftype == "formula":
+        return 3
+    return 0
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+

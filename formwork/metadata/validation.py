@@ -1,0 +1,107 @@
+"""JSON Schema (Draft 2020-12) validation of metadata documents, with errors keyed by JSON pointer."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as JsonSchemaError
+from referencing import Registry, Resource
+
+from formwork.errors import ValidationFailed
+from formwork.metadata.fieldtypes import field_types
+
+KINDS = ("app", "table", "field", "view", "automation", "dashboard", "role")
+MAX_DOC_BYTES = 1_000_000
+RESERVED_FIELD_KEYS = {"id", "version", "fields", "display", "created", "updated", "deleted"}
+BASE = "https://formwork.dev/schemas/"
+
+
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files("formwork.metadata").joinpath("schemas", f"{name}.json").read_text("utf-8")
+    return dict(json.loads(text))
+
+
+def field_schema() -> dict[str, Any]:
+    """The field document schema, with one options schema per registered type (if/then per type)."""
+    types = [ft.type for ft in field_types.all()]
+    per_type = [
+        {"if": {"properties": {"type": {"const": ft.type}}, "required": ["type"]},
+         "then": {"properties": {"options": ft.options_schema}}}
+        for ft in field_types.all()
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": BASE + "field.json",
+        "title": "Field",
+        "type": "object",
+        "required": ["key", "label", "type"],
+        "properties": {
+            "key": {"$ref": "common.json#/$defs/key"},
+            "label": {"$ref": "common.json#/$defs/label"},
+            "type": {"enum": types},
+            "required": {"type": "boolean"},
+            "unique": {"type": "boolean"},
+            "default": True,
+            "description": {"$ref": "common.json#/$defs/description"},
+            "options": {"type": "object"},
+            "position": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+        "allOf": per_type,
+    }
+
+
+@functools.cache
+def _registry() -> Registry:
+    reg: Registry = Registry()
+    for name in ("common", "app", "table", "view", "automation", "dashboard", "role"):
+        reg = reg.with_resource(BASE + f"{name}.json", Resource.from_contents(_load(name)))
+    return reg.with_resource(BASE + "field.json", Resource.from_contents(field_schema()))
+
+
+def schema(kind: str) -> dict[str, Any]:
+    if kind == "field":
+        return field_schema()
+    return _load(kind)
+
+
+@functools.cache
+def _validator(kind: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(kind), registry=_registry())
+
+
+def _pointer(err: JsonSchemaError) -> str:
+    return "/" + "/".join(str(p) for p in err.absolute_path) if err.absolute_path else ""
+
+
+def _message(err: JsonSchemaError) -> str:
+    if err.validator == "pattern" and err.absolute_path and err.absolute_path[-1] == "key":
+        return f"{json.dumps(err.instance, ensure_ascii=False)[:80]} is not a valid key: use lower-case " \
+               "letters, digits and _ , starting with a letter (at most 63)"
+    if err.validator == "additionalProperties":
+        return str(err.message)[:300]
+    if err.validator == "oneOf" and err.context:
+        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        return _message(best)
+    msg = str(err.message)
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def validate(kind: str, doc: Any, prefix: str = "") -> None:
+    """Raise ValidationFailed (422) naming every problem by JSON pointer."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    if len(json.dumps(doc, ensure_ascii=False)) > MAX_DOC_BYTES:
+        raise ValidationFailed(f"the {kind} document is larger than 1 MB", {prefix or "/": ["too large"]})
+    errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    details: dict[str, list[str]] = {}
+    for err in errors[:50]:
+        details.setdefault(prefix + _pointer(err) or "/", []).append(_message(err))
+    if kind == "field" and isinstance(doc, dict) and doc.get("key") in RESERVED_FIELD_KEYS:
+        details.setdefault(prefix + "/key", []).append(f"'{doc['key']}' is reserved")
+    if details:
+        raise ValidationFailed.from_details(details)

@@ -1,0 +1,592 @@
+"""REST API v1: thin views that parse, call a service and dump. Shapes follow shared/API.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, make_response, request
+
+from formwork.errors import BadRequest, Forbidden, NotFound
+from formwork.metadata import validation
+from formwork.metadata.catalog import Catalog, TableDef
+from formwork.metadata.fieldtypes import field_types
+from formwork.metadata.service import Actor, MetadataService
+from formwork.runtime import auth
+from formwork.runtime.permissions import Access
+from formwork.runtime.records import RecordReader, RecordService
+from formwork.web import SESSION_COOKIE, client_ip, current_access, json_body, unit
+
+api = Blueprint("api", __name__)
+MAX_JSON = 20 * 1024 * 1024
+
+
+def ok(data: Any, status: int = 200) -> Response:
+    resp = jsonify(data)
+    resp.status_code = status
+    return resp
+
+
+def secret() -> bytes:
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
+def actor(access: Access) -> Actor:
+    return Actor(access.user_id, access.is_admin, client_ip())
+
+
+def require_build(access: Access) -> None:
+    if not access.can_build():
+        raise Forbidden("you may not change app definitions")
+
+
+def meta_service(conn: Any, catalog: Catalog, access: Access) -> MetadataService:
+    return MetadataService(conn, actor(access), catalog)
+
+
+def bool_arg(name: str) -> bool:
+    v = request.args.get(name, "false").lower()
+    if v not in ("true", "false", "1", "0", ""):
+        raise BadRequest(f"{name} must be true or false")
+    return v in ("true", "1")
+
+
+# --- auth --------------------------------------------------------------------------------------------
+@api.post("/auth/login")
+def login() -> Response:
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"username\", \"password\"}")
+    from formwork.runtime.ratelimit import login_limiter
+
+    login_limiter.check(client_ip() or "-")
+    with unit(write=True) as (conn, _cat):
+        try:
+            token, csrf, u = auth.login(conn, body.get("username"), body.get("password"), client_ip())
+        except Exception:
+            conn.commit()  # keep the failure count and the audit entry
+            raise
+        roles = auth.role_keys(conn, u.id)
+    resp = ok({"user": auth.user_json(u, roles), "csrf_token": csrf})
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
+                    max_age=7 * 24 * 3600, path="/")
+    return resp
+
+
+@api.post("/auth/logout")
+def logout() -> Response:
+    current_access()
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        with unit(write=True) as (conn, _):
+            auth.logout(conn, cookie)
+    resp = ok({"ok": True})
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+@api.get("/me")
+def me() -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        from formwork import db
+
+        u = conn.execute(db.users.select().where(db.users.c.id == access.user_id)).first()
+        data = auth.user_json(u, auth.role_keys(conn, u.id))
+    data["csrf_token"] = g.get("csrf_token")
+    return ok(data)
+
+
+@api.post("/auth/tokens")
+def create_token() -> Response:
+    access = current_access()
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"name\", \"expires_in_days\"?}")
+    with unit() as (conn, _):
+        data = auth.create_token(conn, access.user_id or 0, body.get("name"), body.get("expires_in_days"))
+        auth.audit(conn, "token_created", user_id=access.user_id, username=access.username,
+                   target=f"token:{data['id']}", ip=client_ip())
+    return ok(data, 201)
+
+
+@api.get("/auth/tokens")
+def list_tokens() -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        return ok({"tokens": auth.list_tokens(conn, access.user_id or 0)})
+
+
+@api.delete("/auth/tokens/<token_id>")
+def revoke_token(token_id: str) -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        auth.revoke_token(conn, access.user_id or 0, token_id)
+        auth.audit(conn, "token_revoked", user_id=access.user_id, username=access.username,
+                   target=f"token:{token_id}", ip=client_ip())
+    return Response(status=204)
+
+
+# --- metadata ----------------------------------------------------------------------------------------
+@api.get("/meta/schemas/<kind>")
+def get_schema(kind: str) -> Response:
+    current_access()
+    if kind not in validation.KINDS:
+        raise NotFound(f"no schema '{kind[:40]}'; kinds: {', '.join(validation.KINDS)}")
+    return ok(validation.schema(kind))
+
+
+@api.get("/meta/field-types")
+def list_field_types() -> Response:
+    current_access()
+    from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
+
+    out = []
+    for ft in field_types.all():
+        out.append({"type": ft.type, "label": ft.label, "options_schema": ft.options_schema,
+                    "operators": list(OPERATORS_BY_KIND[ft.kind]), "read_only": ft.read_only,
+                    "computed": ft.computed, "kind": ft.kind})
+    return ok(out)
+
+
+@api.get("/meta/apps")
+def list_apps() -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        apps = [svc.app_json(a, full=False) for a in cat.apps
+                if access.is_admin or any(access.can_see_table(cat, t) for t in a.tables)]
+    return ok({"apps": apps})
+
+
+@api.post("/meta/apps")
+def create_app() -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = svc.create_app(body)
+        return ok(svc.app_json(app), 201)
+
+
+def _visible_app(cat: Catalog, access: Access, app_key: str) -> Any:
+    app = cat.app(app_key)
+    if not (access.is_admin or access.can_build() or any(access.can_see_table(cat, t) for t in app.tables)):
+        raise NotFound(f"no app '{app_key}'")
+    return app
+
+
+@api.get("/meta/apps/<app_key>")
+def get_app(app_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        app = _visible_app(cat, access, app_key)
+        svc = meta_service(conn, cat, access)
+        data = svc.app_json(app)
+        if not access.can_build():
+            data["tables"] = [t for t in data["tables"] if access.can_see_table(cat, cat.tables_by_id[t["id"]])]
+        return ok(data)
+
+
+@api.patch("/meta/apps/<app_key>")
+def update_app(app_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        return ok(svc.app_json(svc.update_app(app_key, body)))
+
+
+@api.delete("/meta/apps/<app_key>")
+def delete_app(app_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_app(app_key)
+    return Response(status=204)
+
+
+@api.get("/meta/apps/<app_key>/tables")
+def list_tables(app_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        app = _visible_app(cat, access, app_key)
+        svc = meta_service(conn, cat, access)
+        return ok({"tables": [svc.table_json(t) for t in app.tables if access.can_see_table(cat, t)]})
+
+
+@api.post("/meta/apps/<app_key>/tables")
+def create_table(app_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        t = svc.create_table(app_key, body)
+        return ok(svc.table_json(t), 201)
+
+
+def _visible_table(cat: Catalog, access: Access, app_key: str, table_key: str) -> TableDef:
+    t = cat.table(app_key, table_key)
+    if not access.can_see_table(cat, t) and not access.can_build():
+        raise NotFound(f"no table '{table_key}' in app '{app_key}'")
+    return t
+
+
+@api.get("/meta/apps/<app_key>/tables/<table_key>")
+def get_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = _visible_table(cat, access, app_key, table_key)
+        return ok(meta_service(conn, cat, access).table_json(t))
+
+
+@api.patch("/meta/apps/<app_key>/tables/<table_key>")
+def update_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        return ok(svc.table_json(svc.update_table(app_key, table_key, body)))
+
+
+@api.delete("/meta/apps/<app_key>/tables/<table_key>")
+def delete_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_table(app_key, table_key)
+    return Response(status=204)
+
+
+@api.get("/meta/apps/<app_key>/tables/<table_key>/fields")
+def list_fields(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = _visible_table(cat, access, app_key, table_key)
+        svc = meta_service(conn, cat, access)
+        vis = access.field_visibility(cat, t, t.sa)
+        return ok({"fields": [svc.field_json(f) for f in t.fields if vis.get(f.id, True) is not False]})
+
+
+@api.post("/meta/apps/<app_key>/tables/<table_key>/fields")
+def create_field(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        f = svc.create_field(app_key, table_key, body)
+        return ok(svc.field_json(f), 201)
+
+
+@api.get("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def get_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = _visible_table(cat, access, app_key, table_key)
+        return ok(meta_service(conn, cat, access).field_json(t.field(field_key)))
+
+
+@api.patch("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def update_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    dry = bool_arg("dry_run")
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        result = svc.update_field(app_key, table_key, field_key, body, dry_run=dry)
+        if dry:
+            conn.rollback()
+            return ok(result)
+        field = result.pop("field")
+        return ok({**field, "conversion": result})
+
+
+@api.delete("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_field(app_key, table_key, field_key)
+    return Response(status=204)
+
+
+def _doc_routes(kind: str, base: str, parent_table: bool) -> None:
+    plural = kind + "s"
+
+    def listing(app_key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        with unit() as (_conn, cat):
+            if parent_table:
+                docs = _visible_table(cat, access, app_key, table_key or "").views
+            else:
+                docs = getattr(_visible_app(cat, access, app_key), plural)
+            return ok({plural: [MetadataService._doc_json(d) for d in docs]})
+
+    def create(app_key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        if kind == "automation" and not access.can_manage_automations():
+            raise Forbidden("you may not manage automations")
+        if kind != "automation":
+            require_build(access)
+        body = json_body(MAX_JSON)
+        with unit() as (conn, cat):
+            doc = meta_service(conn, cat, access).create_doc(kind, app_key, body, table_key)
+            return ok(doc, 201)
+
+    def one(app_key: str, key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        with unit() as (conn, cat):
+            if parent_table:
+                _visible_table(cat, access, app_key, table_key or "")
+            else:
+                _visible_app(cat, access, app_key)
+            svc = meta_service(conn, cat, access)
+            if request.method == "GET":
+                return ok(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key)))
+            if kind == "automation":
+                if not access.can_manage_automations():
+                    raise Forbidden("you may not manage automations")
+            else:
+                require_build(access)
+            if request.method == "PATCH":
+                return ok(svc.update_doc(kind, app_key, key, json_body(MAX_JSON), table_key))
+            svc.delete_doc(kind, app_key, key, table_key)
+            return Response(status=204)
+
+    api.add_url_rule(base, f"list_{plural}", listing, methods=["GET"])
+    api.add_url_rule(base, f"create_{kind}", create, methods=["POST"])
+    api.add_url_rule(f"{base}/<key>", f"{kind}_one", one, methods=["GET", "PATCH", "DELETE"])
+
+
+_doc_routes("view", "/meta/apps/<app_key>/tables/<table_key>/views", True)
+_doc_routes("automation", "/meta/apps/<app_key>/automations", False)
+_doc_routes("dashboard", "/meta/apps/<app_key>/dashboards", False)
+
+
+@api.get("/meta/trash")
+def list_trash() -> Response:
+    access = current_access()
+    require_build(access)
+    with unit() as (conn, cat):
+        return ok({"entries": meta_service(conn, cat, access).trash()})
+
+
+@api.post("/meta/trash/<trash_id>/restore")
+def restore_trash(trash_id: str) -> Response:
+    access = current_access()
+    require_build(access)
+    with unit() as (conn, cat):
+        return ok(meta_service(conn, cat, access).restore(trash_id))
+
+
+@api.get("/meta/apps/<app_key>/export")
+def export_app(app_key: str) -> Response:
+    access = current_access()
+    require_build(access)
+    from formwork.metadata.portable import export_app as do_export
+
+    with unit() as (conn, cat):
+        doc = do_export(conn, cat, app_key)
+        auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app_key}",
+                   ip=client_ip())
+    resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
+    resp.headers["Content-Type"] = "application/json; charset=utf-8"
+    return resp
+
+
+@api.post("/meta/apps/import")
+def import_app() -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON)
+    from formwork.metadata.portable import import_app as do_import
+
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = do_import(svc, body, request.args.get("key"))
+        return ok(svc.app_json(app), 201)
+
+
+@api.get("/meta/templates")
+def list_templates() -> Response:
+    current_access()
+    from formwork.metadata.portable import list_templates as templates
+
+    return ok({"templates": templates()})
+
+
+@api.post("/meta/templates/<name>/install")
+def install_template(name: str) -> Response:
+    access = current_access()
+    require_build(access)
+    body = json_body(MAX_JSON) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"key\"?, \"demo_data\"?}")
+    from formwork.metadata.portable import install_template as install
+
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = install(svc, name, body.get("key"), bool(body.get("demo_data")))
+        return ok(svc.app_json(app), 201)
+
+
+# --- records -----------------------------------------------------------------------------------------
+LIST_ARGS = {"filter", "view", "sort", "search", "fields", "limit", "cursor", "offset", "count"}
+
+
+def _reader(conn: Any, cat: Catalog, access: Access) -> RecordReader:
+    return RecordReader(cat, conn, access, secret=secret())
+
+
+def _service(conn: Any, cat: Catalog, access: Access) -> RecordService:
+    return RecordService(cat, conn, access, secret=secret())
+
+
+def parse_filter_arg() -> Any:
+    raw = request.args.get("filter")
+    if raw in (None, ""):
+        return None
+    if len(raw) > 100_000:
+        raise BadRequest("the filter is too long")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise BadRequest("filter must be a JSON filter tree") from None
+
+
+def _view(t: TableDef) -> dict[str, Any] | None:
+    key = request.args.get("view")
+    return t.view(key) if key else None
+
+
+@api.get("/data/<app_key>/<table_key>")
+def list_records(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    unknown = set(request.args) - LIST_ARGS
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        result = _reader(conn, cat, access).list(
+            t, filter_tree=parse_filter_arg(), sort=request.args.get("sort"), search=request.args.get("search"),
+            fields=request.args.get("fields"), limit=request.args.get("limit"), cursor=request.args.get("cursor"),
+            offset=request.args.get("offset"), count=bool_arg("count"), view=_view(t))
+    return ok(result)
+
+
+@api.post("/data/<app_key>/<table_key>")
+def create_records(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    body = json_body(MAX_JSON)
+    if not isinstance(body, dict) or ("fields" not in body and "records" not in body):
+        raise BadRequest("send {\"fields\": {...}} or {\"records\": [{\"fields\": {...}}, ...]}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        svc = _service(conn, cat, access)
+        if "records" in body:
+            items = body["records"]
+            if not isinstance(items, list):
+                raise BadRequest("'records' must be a list")
+            recs = svc.create_many(t, [i.get("fields", {}) if isinstance(i, dict) else i for i in items])
+            return ok({"records": recs}, 201)
+        return ok(svc.create(t, body["fields"]), 201)
+
+
+@api.patch("/data/<app_key>/<table_key>")
+def update_records(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    body = json_body(MAX_JSON)
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise BadRequest("send {\"records\": [{\"id\", \"fields\"}, ...]}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return ok({"records": _service(conn, cat, access).update_many(t, body["records"])})
+
+
+def _if_match() -> int | None:
+    raw = request.headers.get("If-Match")
+    if not raw:
+        return None
+    raw = raw.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise BadRequest("If-Match must be a record version such as \"3\"")
+    return int(raw)
+
+
+def _with_etag(rec: dict[str, Any], status: int = 200) -> Response:
+    resp = ok(rec, status)
+    resp.headers["ETag"] = f'"{rec["version"]}"'
+    return resp
+
+
+@api.get("/data/<app_key>/<table_key>/<int:record_id>")
+def get_record(app_key: str, table_key: str, record_id: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return _with_etag(_reader(conn, cat, access).get(t, record_id, request.args.get("fields")))
+
+
+@api.patch("/data/<app_key>/<table_key>/<int:record_id>")
+def update_record(app_key: str, table_key: str, record_id: int) -> Response:
+    access = current_access()
+    body = json_body(MAX_JSON)
+    if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
+        raise BadRequest("send {\"fields\": {...}}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return _with_etag(_service(conn, cat, access).update(t, record_id, body["fields"], _if_match()))
+
+
+@api.delete("/data/<app_key>/<table_key>/<int:record_id>")
+def delete_record(app_key: str, table_key: str, record_id: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        _service(conn, cat, access).delete(t, record_id)
+    return Response(status=204)
+
+
+@api.post("/data/<app_key>/<table_key>/<int:record_id>/restore")
+def restore_record(app_key: str, table_key: str, record_id: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return _with_etag(_service(conn, cat, access).restore(t, record_id))
+
+
+@api.get("/data/<app_key>/<table_key>/<int:record_id>/history")
+def record_history(app_key: str, table_key: str, record_id: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return ok(_service(conn, cat, access).history(t, record_id))
+
+
+@api.post("/data/<app_key>/<table_key>/bulk-update")
+def bulk_update(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    body = json_body(MAX_JSON)
+    if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
+        raise BadRequest("send {\"filter\": {...}, \"fields\": {...}}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return ok({"updated": _service(conn, cat, access).bulk_update(t, body.get("filter"), body["fields"])})
+
+
+@api.post("/data/<app_key>/<table_key>/bulk-delete")
+def bulk_delete(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    body = json_body(MAX_JSON)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"filter\": {...}}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        return ok({"deleted": _service(conn, cat, access).bulk_delete(t, body.get("filter"))})
+

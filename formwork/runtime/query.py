@@ -1,0 +1,568 @@
+"""The query compiler: filter trees, sorts, keyset cursors and search, into SQLAlchemy Core.
+
+Every value is a bound parameter and every column comes from the catalog; a bad tree is a 400 that
+names the condition at fault.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    String,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from formwork.db import users
+from formwork.errors import BadRequest, ValidationFailed
+from formwork.metadata.catalog import Catalog, FieldDef, TableDef
+from formwork.metadata.fieldtypes.base import (
+    BOOL,
+    DATE,
+    DATETIME,
+    FILES,
+    LINK_MANY,
+    LINK_ONE,
+    MULTI,
+    NUMBER,
+    OPERATORS_BY_KIND,
+    SELECT,
+    TEXT,
+    USER,
+    FieldValueError,
+    QueryContext,
+)
+from formwork.metadata.fieldtypes.link import is_many, relation
+from formwork.metadata.fieldtypes.numeric import parse_number
+from formwork.metadata.fieldtypes.temporal import parse_date, parse_datetime
+
+MAX_DEPTH = 32
+MAX_CONDITIONS = 500
+RELATIVE = ("today", "yesterday", "tomorrow", "this_week", "last_week", "next_week", "this_month",
+            "last_month", "next_month", "this_quarter", "last_quarter", "this_year", "last_year",
+            "last_n_days", "next_n_days")
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _month_start(d: dt.date, delta: int = 0) -> dt.date:
+    m = d.month - 1 + delta
+    return dt.date(d.year + m // 12, m % 12 + 1, 1)
+
+
+def relative_range(spec: dict[str, Any], today: dt.date) -> tuple[dt.date, dt.date]:
+    """Inclusive [first, last] day of a relative date such as this_month or last_n_days."""
+    name = spec.get("relative")
+    n = spec.get("n", 7)
+    if name not in RELATIVE:
+        raise ValueError(f"unknown relative date '{str(name)[:40]}'; use one of: {', '.join(RELATIVE)}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 36500:
+        raise ValueError("n must be a whole number of days between 0 and 36500")
+    one = dt.timedelta(days=1)
+    if name == "today":
+        return today, today
+    if name == "yesterday":
+        return today - one, today - one
+    if name == "tomorrow":
+        return today + one, today + one
+    if name.endswith("_week"):
+        start = today - dt.timedelta(days=today.weekday())
+        start += dt.timedelta(days={"this_week": 0, "last_week": -7, "next_week": 7}[name])
+        return start, start + dt.timedelta(days=6)
+    if name.endswith("_month"):
+        delta = {"this_month": 0, "last_month": -1, "next_month": 1}[name]
+        start = _month_start(today, delta)
+        return start, _month_start(start, 1) - one
+    if name.endswith("_quarter"):
+        q0 = _month_start(today, -((today.month - 1) % 3))
+        start = _month_start(q0, -3 if name == "last_quarter" else 0)
+        return start, _month_start(start, 3) - one
+    if name.endswith("_year"):
+        y = today.year - (1 if name == "last_year" else 0)
+        return dt.date(y, 1, 1), dt.date(y, 12, 31)
+    if name == "last_n_days":
+        return today - dt.timedelta(days=n), today
+    return today, today + dt.timedelta(days=n)
+
+
+@dataclass
+class Resolved:
+    field: FieldDef
+    expr: ColumnElement[Any]
+    kind: str
+    path: str
+    many_lookup: tuple[Any, ...] | None = None  # (relation alias, target alias, target field) for EXISTS
+
+
+class FilterCompiler:
+    """Compiles one filter tree for one table (or an alias of it)."""
+
+    def __init__(self, table: TableDef, ctx: QueryContext, alias: Any = None) -> None:
+        self.table = table
+        self.ctx = ctx
+        self.cat: Catalog = ctx.catalog
+        self.t = alias if alias is not None else table.sa
+        self.count = 0
+
+    @classmethod
+    def check(cls, table: TableDef, catalog: Catalog, tree: Any, pointer: str) -> None:
+        """Validate a stored filter (views, rules, widgets): problems are 422s at ``pointer``."""
+        try:
+            cls(table, QueryContext(catalog=catalog, dialect="sqlite")).compile(tree)
+        except BadRequest as e:
+            raise ValidationFailed.from_details({pointer: [e.message]}) from None
+
+    def compile(self, tree: Any) -> ColumnElement[bool]:
+        if tree is None or tree == {}:
+            return true()
+        return self._node(tree, 0, "filter")
+
+    def _node(self, node: Any, depth: int, where: str) -> ColumnElement[bool]:
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"the filter is nested more than {MAX_DEPTH} levels deep")
+        if not isinstance(node, dict):
+            raise BadRequest(f"{where}: a filter node must be an object")
+        self.count += 1
+        if self.count > MAX_CONDITIONS:
+            raise BadRequest(f"the filter has more than {MAX_CONDITIONS} conditions")
+        for group in ("and", "or"):
+            if group in node:
+                if len(node) != 1 or not isinstance(node[group], list):
+                    raise BadRequest(f"{where}: '{group}' takes a list of conditions and nothing else")
+                parts = [self._node(child, depth + 1, f"{where}.{group}[{i}]")
+                         for i, child in enumerate(node[group])]
+                if not parts:
+                    return true()
+                return and_(*parts) if group == "and" else or_(*parts)
+        if "not" in node:
+            if len(node) != 1:
+                raise BadRequest(f"{where}: 'not' takes one condition and nothing else")
+            return not_(self._node(node["not"], depth + 1, f"{where}.not"))
+        return self._condition(node, where)
+
+    # --- conditions ------------------------------------------------------------------------------
+    def resolve(self, path: Any, where: str) -> Resolved:
+        if not isinstance(path, str) or not path:
+            raise BadRequest(f"{where}: 'field' must be a field key")
+        parts = path.split(".")
+        if len(parts) > 2:
+            raise BadRequest(f"{where}: '{path[:100]}' goes through more than one link")
+        f = self.table.fields_by_key.get(parts[0])
+        if f is None:
+            raise BadRequest(f"{where}: no field '{parts[0][:100]}' in table '{self.table.key}'")
+        if len(parts) == 1:
+            kind = f.ftype.value_kind(f, self.cat)
+            if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
+                link, tf, target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
+                return self._many_lookup(f, link, tf, target, path)
+            return Resolved(f, f.ftype.expression(f, self.t, self.ctx), kind, path)
+        if f.type != "link":
+            raise BadRequest(f"{where}: '{f.key}' is not a link, so '{path[:100]}' is not a field")
+        target = self.cat.table_by_id(f.options["target"])
+        tf = target.fields_by_key.get(parts[1])
+        if tf is None:
+            raise BadRequest(f"{where}: no field '{parts[1][:100]}' in table '{target.key}'")
+        if is_many(f):
+            return self._many_lookup(tf, f, tf, target, path)
+        ta = target.sa.alias()
+        inner = tf.ftype.expression(tf, ta, self.ctx)
+        conds = [ta.c.id == self.t.c[f.column_name], ta.c.deleted_at.is_(None)]
+        scope = self.ctx.row_scope(target, ta) if self.ctx.row_scope else None
+        if scope is not None:
+            conds.append(scope)
+        expr = select(inner).where(*conds).scalar_subquery()
+        return Resolved(tf, expr, tf.ftype.value_kind(tf, self.cat), path)
+
+    def _many_lookup(self, shown: FieldDef, link: FieldDef, tf: FieldDef, target: TableDef,
+                     path: str) -> Resolved:
+        rel = relation(link, self.cat)
+        ra = rel.table.alias()
+        ta = target.sa.alias()
+        return Resolved(shown, tf.ftype.expression(tf, ta, self.ctx), tf.ftype.value_kind(tf, self.cat), path,
+                        (rel, ra, ta, target))
+
+    def _condition(self, c: dict[str, Any], where: str) -> ColumnElement[bool]:
+        extra = set(c) - {"field", "op", "value"}
+        if extra:
+            raise BadRequest(f"{where}: unknown keys {sorted(extra)} in a condition")
+        r = self.resolve(c.get("field"), where)
+        op = c.get("op")
+        allowed = OPS_BY_KIND.get(r.kind, ())
+        if op not in allowed:
+            raise BadRequest(f"{where}: operator '{str(op)[:30]}' is not allowed for '{r.path}' "
+                             f"({r.field.type}); use one of: {', '.join(allowed)}")
+        value = c.get("value")
+        try:
+            if r.many_lookup is not None:
+                return self._through_many(r, op, value)
+            return self._apply(r, op, value)
+        except (FieldValueError, ValueError) as e:
+            msg = e.message if isinstance(e, FieldValueError) else str(e)
+            raise BadRequest(f"{where}: value for '{r.path}' {op}: {msg}") from None
+
+    def _through_many(self, r: Resolved, op: str, value: Any) -> ColumnElement[bool]:
+        rel, ra, ta, target = r.many_lookup  # type: ignore[misc]
+        negative = {"ne": "eq", "not_in": "in", "not_contains": "contains", "is_empty": "is_not_empty"}
+        pos_op = negative.get(op, op)
+        inner = Resolved(r.field, r.expr, r.kind, r.path)
+        conds = [ra.c[rel.this] == self.t.c.id, ta.c.deleted_at.is_(None), self._apply(inner, pos_op, value)]
+        if rel.trash and rel.table is not target.sa:
+            conds.append(ra.c.deleted_at.is_(None))
+        scope = self.ctx.row_scope(target, ta) if self.ctx.row_scope else None
+        if scope is not None:
+            conds.append(scope)
+        src = ra.join(ta, ta.c.id == ra.c[rel.other]) if rel.table is not target.sa else ta
+        if src is ta:
+            conds[0] = ta.c[rel.this] == self.t.c.id
+        found = exists(select(literal(1)).select_from(src).where(and_(*conds)))
+        return not_(found) if op in negative else found
+
+    def _value(self, r: Resolved, v: Any) -> Any:
+        """Coerce one filter value to what the column holds."""
+        if isinstance(v, dict) and "var" in v:
+            if v["var"] == "me":
+                return self.ctx.user_id if self.ctx.user_id is not None else -1
+            if v["var"] == "now":
+                return self.ctx.now if r.kind == DATETIME else self.ctx.today
+            if v["var"] == "today":
+                return self.ctx.today
+            raise ValueError(f"unknown variable '{str(v['var'])[:30]}'")
+        k = r.kind
+        if k == TEXT:
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                raise ValueError("must be text")
+            return str(v)
+        if k == NUMBER:
+            if hasattr(r.field.ftype, "filter_value") and r.field.type == "autonumber":
+                v = r.field.ftype.filter_value(v, r.field)
+            d = parse_number(v)
+            return int(d) if d == d.to_integral_value() else float(d)
+        if k == DATE:
+            return parse_date(v)
+        if k == DATETIME:
+            return parse_datetime(v, self.ctx.timezone)
+        if k == BOOL:
+            if not isinstance(v, bool):
+                raise ValueError("must be true or false")
+            return v
+        if k in (SELECT, MULTI):
+            if r.field.type in ("single_select", "multi_select"):
+                values = [ch["value"] for ch in r.field.options.get("choices", [])]
+                if v not in values:
+                    raise ValueError(f"'{str(v)[:80]}' is not one of: {', '.join(values[:20])}")
+                return v
+            return self._user_value(v)
+        if k == USER:
+            return self._user_value(v)
+        if k in (LINK_ONE, LINK_MANY):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError("must be a record id")
+            return v
+        raise ValueError("cannot be compared")
+
+    def _user_value(self, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v:
+            return select(users.c.id).where(users.c.username == v).scalar_subquery()
+        raise ValueError("must be a user id, a username or {\"var\": \"me\"}")
+
+    def _list(self, r: Resolved, value: Any) -> list[Any]:
+        if not isinstance(value, list) or not value:
+            raise ValueError("must be a non-empty list")
+        if len(value) > 1000:
+            raise ValueError("takes at most 1000 values")
+        return [self._value(r, v) for v in value]
+
+    def _range(self, r: Resolved, value: Any) -> tuple[Any, Any] | None:
+        """A relative date or a plain date on a datetime field means a range of instants/days."""
+        if isinstance(value, dict) and "relative" in value:
+            first, last = relative_range(value, self.ctx.today)
+        elif r.kind == DATETIME and isinstance(value, str) and len(value.strip()) == 10:
+            first = last = parse_date(value)
+        elif r.kind == DATETIME and isinstance(value, dict) and value.get("var") == "today":
+            first = last = self.ctx.today
+        else:
+            return None
+        if r.kind == DATETIME:
+            tz = ZoneInfo(self.ctx.timezone)
+
+            def instant(d: dt.date) -> dt.datetime:
+                return dt.datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
+
+            return instant(first), instant(last + dt.timedelta(days=1))
+        return first, last + dt.timedelta(days=1)  # half-open [first, next day)
+
+    def _apply(self, r: Resolved, op: str, value: Any) -> ColumnElement[bool]:
+        e = r.expr
+        k = r.kind
+        if op in ("is_empty", "is_not_empty"):
+            cond = self._empty(r)
+            return cond if op == "is_empty" else not_(cond)
+        if k in (MULTI, LINK_MANY) and op in ("has_any", "has_all", "has_none", "eq"):
+            vals = self._list(r, value if isinstance(value, list) else [value])
+            return self._multi(r, op, vals)
+        if k in (DATE, DATETIME) and op in ("eq", "ne", "lt", "lte", "gt", "gte"):
+            rng = self._range(r, value)
+            if rng is not None:
+                lo, hi = rng
+                cond = {"eq": and_(e >= lo, e < hi), "ne": or_(e < lo, e >= hi, e.is_(None)),
+                        "lt": e < lo, "lte": e < hi, "gt": e >= hi, "gte": e >= lo}[op]
+                return cond
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError("takes a list of two values [from, to]")
+            lo_r = self._range(r, value[0]) if k in (DATE, DATETIME) else None
+            hi_r = self._range(r, value[1]) if k in (DATE, DATETIME) else None
+            lo = lo_r[0] if lo_r else self._value(r, value[0])
+            if hi_r:
+                return and_(e >= lo, e < hi_r[1])
+            return and_(e >= lo, e <= self._value(r, value[1]))
+        if op in ("in", "not_in"):
+            vals = self._list(r, value)
+            cond = e.in_(vals)
+            return cond if op == "in" else or_(not_(cond), e.is_(None))
+        if op in ("contains", "not_contains", "starts_with", "ends_with"):
+            text = self._value(r, value)
+            if text == "":
+                raise ValueError("must not be empty")
+            pat = {"contains": "%{}%", "not_contains": "%{}%", "starts_with": "{}%", "ends_with": "%{}"}[op]
+            like = e.ilike(pat.format(escape_like(text)), escape="\\")
+            return or_(not_(like), e.is_(None)) if op == "not_contains" else like
+        v = self._value(r, value)
+        if k == BOOL:
+            cond = func.coalesce(e, false()) == v
+            return cond if op == "eq" else not_(cond)
+        if k == TEXT and op in ("eq", "ne"):
+            cond = func.lower(e) == func.lower(literal(v, String()))
+            return cond if op == "eq" else or_(not_(cond), e.is_(None))
+        if op == "eq":
+            return e == v
+        if op == "ne":
+            return or_(e != v, e.is_(None))
+        return {"lt": e < v, "lte": e <= v, "gt": e > v, "gte": e >= v}[op]
+
+    def _empty(self, r: Resolved) -> ColumnElement[bool]:
+        e = r.expr
+        if r.kind == TEXT:
+            return or_(e.is_(None), e == "")
+        if r.kind in (MULTI, FILES) and r.field.type not in ("link", "lookup"):
+            length = func.json_array_length(e) if self.ctx.dialect == "sqlite" else func.jsonb_array_length(e)
+            return or_(e.is_(None), length == 0)
+        if r.kind == LINK_MANY:
+            return not_(self._link_exists(r.field, None))
+        if r.kind == BOOL:
+            return func.coalesce(e, false()) == false()
+        return e.is_(None)
+
+    def _link_exists(self, f: FieldDef, ids: list[Any] | None) -> ColumnElement[bool]:
+        rel = relation(f, self.cat)
+        ra = rel.table.alias()
+        conds = [ra.c[rel.this] == self.t.c.id]
+        if rel.trash:
+            conds.append(ra.c.deleted_at.is_(None))
+        if ids is not None:
+            conds.append(ra.c[rel.other].in_(ids))
+        return exists(select(literal(1)).select_from(ra).where(*conds))
+
+    def _multi(self, r: Resolved, op: str, vals: list[Any]) -> ColumnElement[bool]:
+        if r.kind == LINK_MANY:
+            if op == "has_any":
+                return self._link_exists(r.field, vals)
+            if op == "has_none":
+                return not_(self._link_exists(r.field, vals))
+            return and_(*[self._link_exists(r.field, [v]) for v in vals])
+        e = r.expr
+        if self.ctx.dialect == "sqlite":
+            je = func.json_each(e).table_valued("value")
+            elem = je.c.value
+        else:
+            je = func.jsonb_array_elements_text(e).table_valued("value")
+            elem = je.c.value
+            vals = [v if not isinstance(v, int | str) else str(v) for v in vals]
+        distinct = list(dict.fromkeys(v for v in vals if not isinstance(v, ColumnElement))) or vals
+        if self.ctx.dialect != "sqlite":
+            cast_vals = [cast(v, String()) if isinstance(v, ColumnElement) else v for v in distinct]
+        else:
+            cast_vals = distinct
+        matches = select(func.count(func.distinct(elem))).select_from(je).where(elem.in_(cast_vals))
+        n = len(distinct)
+        if op == "has_any":
+            return matches.scalar_subquery() > 0
+        if op == "has_none":
+            return or_(e.is_(None), matches.scalar_subquery() == 0)
+        if op == "has_all":
+            return matches.scalar_subquery() == n
+        length = func.json_array_length(e) if self.ctx.dialect == "sqlite" else func.jsonb_array_length(e)
+        return and_(matches.scalar_subquery() == n, length == n)
+
+
+OPS_BY_KIND = OPERATORS_BY_KIND
+
+
+# --- sorting and keyset cursors ---------------------------------------------------------------------
+@dataclass
+class SortKey:
+    field: FieldDef | None  # None: the id tiebreak
+    desc: bool
+    expr: ColumnElement[Any]
+
+
+def parse_sort(spec: Any) -> list[tuple[str, bool]]:
+    if spec is None or spec == "":
+        return []
+    items = spec.split(",") if isinstance(spec, str) else spec
+    if not isinstance(items, list) or len(items) > 10:
+        raise BadRequest("sort takes at most 10 comma-separated field keys")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise BadRequest("sort takes field keys such as -amount,name")
+        item = item.strip()
+        out.append((item.lstrip("-"), item.startswith("-")))
+    return out
+
+
+def sort_keys(table: TableDef, ctx: QueryContext, spec: list[tuple[str, bool]], t: Any = None) -> list[SortKey]:
+    t = t if t is not None else table.sa
+    keys: list[SortKey] = []
+    for key, desc in spec:
+        if key == "id":
+            keys.append(SortKey(None, desc, t.c.id))
+            break
+        f = table.fields_by_key.get(key)
+        if f is None:
+            raise BadRequest(f"cannot sort by '{key[:100]}': no such field in '{table.key}'")
+        if not f.ftype.sortable(f, ctx.catalog):
+            raise BadRequest(f"cannot sort by '{key}' ({f.type}): it holds several values")
+        keys.append(SortKey(f, desc, sort_expression(f, t, ctx)))
+    if not keys or keys[-1].field is not None:
+        keys.append(SortKey(None, False, t.c.id))  # stable tiebreak
+    return keys
+
+
+def sort_expression(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any]:
+    kind = f.ftype.value_kind(f, ctx.catalog)
+    expr = f.ftype.expression(f, t, ctx)
+    if kind == LINK_ONE and f.type == "link":
+        target = ctx.catalog.table_by_id(f.options["target"])
+        disp = target.display_field
+        if disp is not None and disp.ftype.sortable(disp, ctx.catalog):
+            ta = target.sa.alias()
+            return select(disp.ftype.expression(disp, ta, replace(ctx, depth=ctx.depth + 1))).where(
+                ta.c.id == expr).scalar_subquery()
+    if kind == USER and f.type in ("user", "created_by", "updated_by"):
+        return select(users.c.name).where(users.c.id == expr).scalar_subquery()
+    if kind == SELECT and f.type == "single_select":
+        # choices sort in their defined order (lead, qualified, ... won), as users arrange them
+        from sqlalchemy import case
+
+        values = [c["value"] for c in f.options.get("choices", [])]
+        if values:
+            return case({v: i for i, v in enumerate(values)}, value=expr, else_=None)
+    return expr
+
+
+def order_by(keys: list[SortKey]) -> list[Any]:
+    out = []
+    for k in keys:
+        col = k.expr.desc() if k.desc else k.expr.asc()
+        out.append(col.nulls_last() if k.field is not None else col)
+    return out
+
+
+def keyset_condition(keys: list[SortKey], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order of ``keys`` (NULLs last in both directions)."""
+    k, v = keys[0], values[0]
+    rest = keyset_condition(keys[1:], values[1:]) if len(keys) > 1 else None
+    e = k.expr
+    if v is None:
+        return and_(e.is_(None), rest) if rest is not None else false()
+    after = (e < v) if k.desc else (e > v)
+    if k.field is not None:
+        after = or_(after, e.is_(None))
+    if rest is None:
+        return after
+    return or_(after, and_(e == v, rest))
+
+
+def _enc(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return {"t": v.isoformat()}
+    if isinstance(v, dt.date):
+        return {"d": v.isoformat()}
+    if isinstance(v, Decimal):
+        return {"n": str(v)}
+    return v
+
+
+def _dec(v: Any) -> Any:
+    if isinstance(v, dict):
+        if "t" in v:
+            return dt.datetime.fromisoformat(v["t"])
+        if "d" in v:
+            return dt.date.fromisoformat(v["d"])
+        if "n" in v:
+            return Decimal(v["n"])
+        raise ValueError("bad cursor value")
+    if isinstance(v, list):
+        raise ValueError("bad cursor value")
+    return v
+
+
+def make_cursor(secret: bytes, signature: str, values: list[Any]) -> str:
+    body = json.dumps({"s": signature, "v": [_enc(x) for x in values]}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+
+
+def read_cursor(secret: bytes, signature: str, cursor: str, n: int) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        mac, body = raw[:12], raw[12:]
+        if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:12]):
+            raise ValueError("signature")
+        data = json.loads(body)
+        if data["s"] != signature or len(data["v"]) != n:
+            raise ValueError("sort")
+        return [_dec(x) for x in data["v"]]
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the cursor is invalid or belongs to a different query; start from the first page") \
+            from None
+
+
+def search_condition(table: TableDef, ctx: QueryContext, text: str, t: Any = None) -> ColumnElement[bool]:
+    t = t if t is not None else table.sa
+    text = text.strip()
+    if not text:
+        return true()
+    if len(text) > 200:
+        raise BadRequest("search text is longer than 200 characters")
+    pat = f"%{escape_like(text)}%"
+    conds = [f.ftype.expression(f, t, ctx).ilike(pat, escape="\\")
+             for f in table.fields if f.ftype.searchable and f.stored]
+    for f in table.fields:
+        if f.type == "autonumber" and text.isdigit():
+            conds.append(t.c[f.column_name] == int(text))
+    return or_(*conds) if conds else false()

@@ -1,0 +1,5 @@
+"""The browser UI (htmx pages)."""
+
+from formwork.ui.views import ui
+
+__all__ = ["ui"]

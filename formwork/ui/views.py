@@ -1,0 +1,7 @@
+"""Pages for the browser."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+ui = Blueprint("ui", __name__)

@@ -1,0 +1,84 @@
+"""Shared fixtures: a real database per backend (SQLite always, PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, delete, inspect, insert, text
+
+from formwork import create_app, db
+from tests.helpers import Api
+
+PG_URL = os.environ.get("FORMWORK_TEST_DATABASE_URL")
+
+
+def backends() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+@pytest.fixture(scope="session", params=backends())
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    assert PG_URL is not None
+    name = f"fw_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def reset_database(engine: Any) -> None:
+    """Drop user tables and empty the platform tables: each test starts from a fresh database."""
+    names = inspect(engine).get_table_names()
+    with db.transaction(engine) as conn:
+        for name in names:
+            if name.startswith(("t_", "j_")):
+                conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+        for table in reversed(db.platform_md.sorted_tables):
+            conn.execute(delete(table))
+        conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Any) -> Iterator[Any]:
+    application = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
+                              "FILES_DIR": str(tmp_path / "files"), "SMTP_HOST": "127.0.0.1"})
+    engine = application.extensions["formwork"].engine
+    reset_database(engine)
+    application.extensions["formwork"].catalogs.invalidate()
+    from formwork.runtime.ratelimit import form_limiter, login_limiter
+
+    login_limiter.reset()
+    form_limiter.reset()
+    yield application
+    engine.dispose()
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+@pytest.fixture
+def admin(app: Any) -> Api:
+    """An API client logged in (by token) as the first administrator."""
+    from formwork.runtime import auth
+
+    with db.transaction(app.extensions["formwork"].engine) as conn:
+        uid = auth.create_user(conn, {"username": "admin", "name": "Admin", "password": "admin-pass-1",
+                                      "email": "admin@example.com"}, is_admin=True)
+        token = auth.create_token(conn, uid, "tests", None)["token"]
+    return Api(app.test_client(), token)
