@@ -10,7 +10,7 @@ import datetime as dt
 import random
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from formwork import db
@@ -123,8 +123,9 @@ def load(engine: Engine, deals: int, companies: int, owners: list[int], seed: in
         with engine.connect() as c:
             c.exec_driver_sql("COMMIT")
             for t in (comp.sa, deal.sa):
-                c.exec_driver_sql(f'ANALYZE "{t.name}"')
-                c.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{t.name}', 'id'), (SELECT max(id) FROM \"{t.name}\"))")
+                top = c.execute(select(func.max(t.c.id))).scalar()
+                c.execute(select(func.setval(func.pg_get_serial_sequence(t.name, "id"), top)))
+                c.exec_driver_sql("ANALYZE " + c.dialect.identifier_preparer.quote(t.name))
     else:
         with engine.connect() as c:
             c.exec_driver_sql("ANALYZE")
