@@ -43,7 +43,10 @@ def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, An
         tdoc = {k: v for k, v in public_doc(t.doc).items() if k not in ("fields", "views")}
         tables.append({**tdoc, "fields": fields,
                        "views": [{k: v for k, v in view.items() if k != "id"} for view in t.views]})
-    roles = [r.doc for r in conn.execute(select(db.roles).where(db.roles.c.app_id == app.id).order_by(db.roles.c.id))]
+    # roles are shared across apps (an installed template's role gains the new app's tables): export
+    # every role that grants something in this app, with just this app's permissions
+    roles = [r.doc for r in conn.execute(select(db.roles).order_by(db.roles.c.id))
+             if any(k.split(".", 1)[0] == app.key for k in (r.doc.get("permissions") or {}))]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "app": public_doc(app.doc),
