@@ -98,6 +98,30 @@ def serve(host: str, port: int, threads: int) -> None:
     waitress_serve(app, host=host, port=port, threads=threads, ident="Formwork")
 
 
+@main.command()
+@click.option("--poll", default=0.5, type=float, help="seconds to sleep when there is no work")
+@click.option("--tick", default=15.0, type=float, help="seconds between schedule checks")
+@click.option("--grace", default=None, type=float,
+              help="missed schedule firings older than this many seconds are skipped (default 3600)")
+@click.option("--lease", default=None, type=float, help="seconds a claimed delivery stays reserved (default 30)")
+def worker(poll: float, tick: float, grace: float | None, lease: float | None) -> None:
+    """Run automations until stopped (SIGTERM finishes the current work and exits)."""
+    import datetime as dt
+    import logging
+
+    from formwork.automation.engine import Settings
+    from formwork.automation.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = _app()
+    settings = Settings.from_config(app.config)
+    if grace is not None:
+        settings.grace = dt.timedelta(seconds=grace)
+    if lease is not None:
+        settings.lease = lease
+    run_worker(app, poll=poll, tick=tick, settings=settings)
+
+
 @main.group()
 def template() -> None:
     """Bundled app templates."""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -241,6 +242,137 @@ audit = Table(
     Column("target", String(200)),
     Column("details", JsonType),
     Column("ip", String(64)),
+)
+
+# --- automation (migration 0002) ---------------------------------------------------------------------
+_BigId = BigInteger().with_variant(Integer, "sqlite")
+
+automation_runs = Table(
+    "fw_automation_run", platform_md,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, nullable=False),
+    Column("automation_id", Integer, nullable=False),
+    Column("automation_key", String(63), nullable=False),
+    Column("trigger", String(30), nullable=False),
+    Column("table_id", Integer),
+    Column("record_id", Integer),
+    Column("outbox_id", BigInteger),
+    Column("firing_key", String(200)),
+    # running, waiting, awaiting_approval, delivering, succeeded, failed, skipped
+    Column("status", String(20), nullable=False),
+    Column("depth", Integer, nullable=False, default=0),
+    Column("state", JsonType),  # where a parked run resumes, outputs of earlier actions, trigger data
+    Column("resume_at", DateTime),
+    Column("started_at", DateTime, nullable=False, default=utcnow),
+    Column("finished_at", DateTime),
+    Column("duration_ms", Integer),
+    Column("error", Text),
+    Index("ix_fw_automation_run_rule", "automation_id", "id"),
+    Index("ix_fw_automation_run_resume", "status", "resume_at"),
+)
+
+automation_steps = Table(
+    "fw_automation_step", platform_md,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", BigInteger().with_variant(Integer, "sqlite"), ForeignKey("fw_automation_run.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("path", String(100), nullable=False),
+    Column("action", String(30), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("output", JsonType),
+    Column("error", Text),
+    Column("started_at", DateTime, nullable=False, default=utcnow),
+    Column("duration_ms", Integer),
+    Column("delivery_id", BigInteger),
+)
+
+deliveries = Table(
+    "fw_delivery", platform_md,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("run_id", BigInteger, nullable=False, index=True),
+    Column("kind", String(10), nullable=False),  # email | webhook
+    Column("request", JsonType, nullable=False),
+    # pending -> written (bytes handed to the peer, no answer yet) -> sent | failed | unconfirmed
+    Column("status", String(12), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False, default=utcnow),
+    Column("locked_by", String(64)),
+    Column("locked_until", DateTime),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("sent_at", DateTime),
+    Column("response", JsonType),
+    Column("error", Text),
+    Index("ix_fw_delivery_pending", "status", "next_attempt_at"),
+)
+
+firings = Table(
+    "fw_firing", platform_md,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("automation_id", Integer, nullable=False),
+    Column("firing_key", String(200), nullable=False, unique=True),
+    Column("due_at", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+)
+
+automation_state = Table(
+    "fw_automation_state", platform_md,
+    Column("automation_id", Integer, primary_key=True),
+    Column("last_tick", DateTime, nullable=False),
+)
+
+assign_state = Table(
+    "fw_assign_state", platform_md,
+    Column("automation_id", Integer, primary_key=True),
+    Column("path", String(100), primary_key=True),
+    Column("last_user_id", Integer),
+)
+
+notifications = Table(
+    "fw_notification", platform_md, _id(),
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text),
+    Column("link", JsonType),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("read_at", DateTime),
+    Index("ix_fw_notification_user", "user_id", "id"),
+)
+
+approvals = Table(
+    "fw_approval", platform_md, _id(),
+    Column("run_id", BigInteger, nullable=False, index=True),
+    Column("automation_id", Integer, nullable=False),
+    Column("app_id", Integer, nullable=False),
+    Column("table_id", Integer),
+    Column("record_id", Integer),
+    Column("path", String(100), nullable=False),
+    Column("mode", String(4), nullable=False),  # any | all
+    Column("title", Text, nullable=False),
+    Column("approvers", JsonType, nullable=False),  # user ids
+    Column("status", String(12), nullable=False, default="pending"),  # pending approved rejected returned
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("decided_at", DateTime),
+    Index("ix_fw_approval_record", "table_id", "record_id"),
+)
+
+approval_decisions = Table(
+    "fw_approval_decision", platform_md, _id(),
+    Column("approval_id", Integer, ForeignKey("fw_approval.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Integer, nullable=False),
+    Column("decision", String(10), nullable=False),
+    Column("comment", Text),
+    Column("at", DateTime, nullable=False, default=utcnow),
+    UniqueConstraint("approval_id", "user_id", name="uq_fw_approval_decision"),
+)
+
+hook_tokens = Table(
+    "fw_hook_token", platform_md, _id(),
+    Column("automation_id", Integer, nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(12), nullable=False),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
 )
 
 SCHEMA_VERSION = "schema_version"

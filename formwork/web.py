@@ -14,13 +14,14 @@ from sqlalchemy.engine import Connection, Engine
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from formwork import db
-from formwork.errors import BadRequest, Forbidden, FormworkError, Unauthorized
+from formwork.errors import BadRequest, Forbidden, FormworkError, NotFound, Unauthorized
 from formwork.metadata.catalog import Catalog, CatalogCache
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_COOKIE = "fw_session"
+VIEW_AS_HEADER = "X-Formwork-View-As"
 
 
 @dataclass
@@ -64,11 +65,17 @@ def client_ip() -> str | None:
 
 
 def current_access() -> Access:
-    """The caller, from a bearer token or the session cookie; raises 401 when there is none."""
+    """The caller, from a bearer token or the session cookie; raises 401 when there is none.
+
+    A session cookie must name a live server-side session (a value planted before login never is one),
+    and unsafe methods under a session need the CSRF token (header or form field). Administrators may send
+    ``X-Formwork-View-As: <user id>`` on GET requests and get exactly what that user would get.
+    """
     if "access" in g:
         return g.access  # type: ignore[no-any-return]
     header = request.headers.get("Authorization", "")
     cookie = request.cookies.get(SESSION_COOKIE)
+    view_as = request.headers.get(VIEW_AS_HEADER)
     p = platform()
     with db.transaction(p.engine, write=False) as conn:
         user_id = None
@@ -85,16 +92,32 @@ def current_access() -> Access:
                 g.csrf_token = csrf
         if user_id is None:
             raise Unauthorized("log in or send an API token")
-        access = Access.for_user(conn, user_id)
         u = conn.execute(db.users.select().where(db.users.c.id == user_id)).first()
         if u is None or not u.active:
             raise Unauthorized("this account is disabled")
-    if g.get("auth_kind") == "session" and request.method not in SAFE_METHODS:
-        sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
-        if not hmac.compare_digest(sent, g.csrf_token):
-            raise Forbidden("the CSRF token is missing or wrong; reload the page")
+        access = Access.for_user(conn, user_id)
+        if g.get("auth_kind") == "session" and request.method not in SAFE_METHODS:
+            sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
+            if not hmac.compare_digest(sent.encode(), g.csrf_token.encode()):
+                raise Forbidden("the CSRF token is missing or wrong; reload the page")
+        if view_as is not None:
+            access = _view_as(conn, access, view_as)
     g.access = access
     return access
+
+
+def _view_as(conn: Connection, real: Access, value: str) -> Access:
+    if request.method not in ("GET", "HEAD"):
+        raise BadRequest(f"{VIEW_AS_HEADER} is honoured on GET requests only")
+    if not real.is_admin:
+        raise Forbidden("only administrators may view as another user")
+    value = value.strip()
+    if not value.isdigit() or len(value) > 12:
+        raise BadRequest(f"{VIEW_AS_HEADER} must be a user id")
+    if conn.execute(db.users.select().where(db.users.c.id == int(value))).first() is None:
+        raise NotFound(f"no user {value}")
+    g.real_access = real
+    return Access.for_user(conn, int(value))
 
 
 def error_response(err: FormworkError) -> Response:

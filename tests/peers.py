@@ -37,6 +37,7 @@ __all__ = [
     "SmtpSink",
     "WebhookSink",
     "smtp_sink",
+    "wait_until",
     "webhook_sink",
 ]
 

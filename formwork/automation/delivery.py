@@ -30,9 +30,11 @@ import socket
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 __all__ = [
@@ -41,6 +43,9 @@ __all__ = [
     "WebhookResult",
     "backoff_delay",
     "call_webhook",
+    "encode_payload",
+    "message_id_for",
+    "resolve_public_addresses",
     "send_email",
     "sign_body",
 ]
@@ -189,6 +194,38 @@ def _build_message(
     return msg, sender, to_addrs + cc_addrs
 
 
+class _WrittenHook:
+    """Calls ``on_written`` once the message body's final "." has been handed to the server.
+
+    From that moment the server may have the message even if this process dies before reading
+    its answer; the worker records that point so a restart does not send the message again.
+    """
+
+    on_written: Callable[[], None] | None = None
+    _in_data = False
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self._in_data = True
+        try:
+            return super().data(msg)  # type: ignore[misc,no-any-return]
+        finally:
+            self._in_data = False
+
+    def send(self, s: Any) -> None:
+        super().send(s)  # type: ignore[misc]
+        if self._in_data and self.on_written is not None and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            callback, self.on_written = self.on_written, None
+            callback()
+
+
+class _SMTP(_WrittenHook, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_WrittenHook, smtplib.SMTP_SSL):
+    pass
+
+
 def _smtp_code_error(prefix: str, code: int, detail: object) -> DeliveryError:
     text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
     return DeliveryError(f"{prefix} ({code} {text[:200]})", retryable=400 <= code < 500, status=code)
@@ -211,12 +248,14 @@ def send_email(
     body_html: str | None = None,
     idempotency_key: str | None = None,
     cc: list[str] | None = None,
+    on_written: Callable[[], None] | None = None,
 ) -> str:
     """Send one email over SMTP and return its Message-ID.
 
     With an ``idempotency_key`` the Message-ID is derived from the key and the key
     is sent in ``X-Formwork-Idempotency-Key``, so a retried delivery can be
-    recognised as the same message.
+    recognised as the same message.  ``on_written`` is called once the whole message
+    has been handed to the server, before its answer is read.
     """
     msg, sender, recipients = _build_message(settings, to, subject, body_text, body_html, idempotency_key, cc)
     envelope_to = list(dict.fromkeys(a.addr_spec for a in recipients))
@@ -224,19 +263,20 @@ def send_email(
     if tls not in ("none", "starttls", "ssl"):
         raise DeliveryError(f"Unknown SMTP TLS mode {settings.tls!r}", retryable=False)
     context = ssl.create_default_context()
-    client: smtplib.SMTP | None = None
+    client: _SMTP | _SMTPSSL | None = None
     sent = False
     try:
         if tls == "ssl":
-            client = smtplib.SMTP_SSL(
+            client = _SMTPSSL(
                 settings.host, settings.port, settings.helo_name, timeout=settings.timeout, context=context
             )
         else:
-            client = smtplib.SMTP(settings.host, settings.port, settings.helo_name, timeout=settings.timeout)
+            client = _SMTP(settings.host, settings.port, settings.helo_name, timeout=settings.timeout)
         if tls == "starttls":
             client.starttls(context=context)
         if settings.username:
             client.login(settings.username, settings.password or "")
+        client.on_written = on_written
         refused = client.sendmail(sender.addr_spec, envelope_to, msg.as_bytes())
         sent = True
     except smtplib.SMTPRecipientsRefused as exc:
@@ -435,12 +475,14 @@ def call_webhook(
     timeout: float = 10,
     allow_private: bool = False,
     max_response_bytes: int = 1_000_000,
+    on_written: Callable[[], None] | None = None,
 ) -> WebhookResult:
     """POST ``payload`` as JSON to ``url`` and return the 2xx response (body capped).
 
     Raises DeliveryError: non-retryable for bad URLs, refused destinations,
     redirects and 4xx (except 429); retryable for timeouts, connection errors,
     429 and 5xx.  ``timeout`` bounds each network step and the body read overall.
+    ``on_written`` is called once the request has been sent, before the response is awaited.
     """
     if not isinstance(url, str) or len(url) > MAX_URL_CHARS or _URL_FORBIDDEN.search(url):
         raise DeliveryError("Webhook URL is not valid", retryable=False)
@@ -479,6 +521,8 @@ def call_webhook(
     deadline = time.monotonic() + timeout
     try:
         conn.request("POST", target, body=body, headers=headers)
+        if on_written is not None:
+            on_written()
         response = conn.getresponse()
         status = response.status
         raw = _read_capped(response, max_response_bytes, deadline)

@@ -1,19 +1,226 @@
-"""Checks an automation document against the app it belongs to (tables, fields, filters, templates)."""
+"""Checks an automation document against the app it belongs to (tables, fields, filters, templates).
+
+Everything that can be known when a rule is saved is checked here, so authors get a 422 with a JSON
+pointer instead of a failed run later: unknown tables and fields, bad filters, template syntax and
+sandbox escapes, schedules, actions that need a record on triggers that have none.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from formwork.automation.templating import TemplateError, validate_template
 from formwork.errors import ValidationFailed
-from formwork.metadata.catalog import AppDef, Catalog
+from formwork.metadata.catalog import AppDef, Catalog, TableDef
 
 TABLE_TRIGGERS = ("record_created", "record_updated", "record_deleted", "form_submitted", "date_reached",
                   "manual", "webhook")
+CHANGED_OPS = ("changed", "changed_to", "changed_from")
+TEMPLATE_NAMES = frozenset({"record", "trigger", "actions", "now", "today"})
+RECORD_ACTIONS = ("update_record", "update_related", "assign_owner", "request_approval", "branch")
+NESTED = ("then", "else", "on_approve", "on_reject", "on_return")
+TRUE: dict[str, Any] = {"and": []}
+FALSE: dict[str, Any] = {"not": {"and": []}}
+
+
+def resolve_changed(tree: Any, changes: dict[str, Any] | None) -> Any:
+    """Replace "changed" tests by constant true/false nodes, so the rest compiles to SQL.
+
+    ``changes`` is the event's ``{field: {"old", "new"}}``; ``None`` (no update event) makes every
+    "changed" test false.
+    """
+    if not isinstance(tree, dict):
+        return tree
+    for group in ("and", "or"):
+        if group in tree and isinstance(tree[group], list):
+            return {group: [resolve_changed(c, changes) for c in tree[group]]}
+    if "not" in tree:
+        return {"not": resolve_changed(tree["not"], changes)}
+    if tree.get("op") in CHANGED_OPS:
+        return TRUE if changed_test(tree, changes) else FALSE
+    return tree
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Compare an event value with a value from a rule; links/users compare by id."""
+    if isinstance(a, dict) and "id" in a and not isinstance(b, dict):
+        return bool(a["id"] == b)
+    return bool(a == b)
+
+
+def changed_test(node: dict[str, Any], changes: dict[str, Any] | None) -> bool:
+    change = (changes or {}).get(node.get("field", ""))
+    if change is None:
+        return False
+    if node["op"] == "changed":
+        return True
+    side = change.get("new") if node["op"] == "changed_to" else change.get("old")
+    values = node.get("value")
+    if isinstance(values, list):
+        return any(_same(side, v) for v in values)
+    return _same(side, values)
+
+
+def changed_fields(tree: Any) -> list[str]:
+    if not isinstance(tree, dict):
+        return []
+    out: list[str] = []
+    for group in ("and", "or"):
+        for c in tree.get(group, []) if isinstance(tree.get(group), list) else []:
+            out += changed_fields(c)
+    if "not" in tree:
+        out += changed_fields(tree["not"])
+    if tree.get("op") in CHANGED_OPS:
+        out.append(str(tree.get("field")))
+    return out
+
+
+def _templates(value: Any, pointer: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(pointer, value)]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _templates(v, f"{pointer}/{k}")]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in _templates(v, f"{pointer}/{i}")]
+    return []
+
+
+class _Checker:
+    def __init__(self, catalog: Catalog, app: AppDef, table: TableDef | None, trigger: str) -> None:
+        self.cat = catalog
+        self.app = app
+        self.table = table
+        self.trigger = trigger
+        self.details: dict[str, list[str]] = {}
+
+    def err(self, pointer: str, message: str) -> None:
+        self.details.setdefault(pointer, []).append(message)
+
+    def template(self, pointer: str, text: str, extra: frozenset[str] = frozenset()) -> None:
+        try:
+            validate_template(text, names=TEMPLATE_NAMES | extra)
+        except TemplateError as e:
+            self.err(pointer, e.message)
+
+    def templated(self, value: Any, pointer: str, extra: frozenset[str] = frozenset()) -> None:
+        for p, text in _templates(value, pointer):
+            self.template(p, text, extra)
+
+    def fields_of(self, t: TableDef, fields: Any, pointer: str, extra: frozenset[str] = frozenset()) -> None:
+        if not isinstance(fields, dict) or not fields:
+            self.err(pointer, "must map field keys to values")
+            return
+        for k, v in fields.items():
+            f = t.fields_by_key.get(k)
+            if f is None:
+                self.err(f"{pointer}/{k}", f"no field '{k}' in table '{t.key}'")
+            elif f.ftype.read_only:
+                self.err(f"{pointer}/{k}", f"'{k}' is read-only")
+            self.templated(v, f"{pointer}/{k}", extra)
+
+    def condition(self, t: TableDef | None, tree: Any, pointer: str) -> None:
+        from formwork.runtime.query import FilterCompiler
+
+        if t is None:
+            self.err(pointer, "a condition needs a table on the trigger")
+            return
+        for k in changed_fields(tree):
+            if k not in t.fields_by_key:
+                self.err(pointer, f"no field '{k}' in table '{t.key}'")
+        try:
+            FilterCompiler.check(t, self.cat, resolve_changed(tree, None), pointer)
+        except ValidationFailed as e:
+            for k, v in (e.details or {}).items():
+                self.details.setdefault(k, []).extend(v)
+
+    def actions(self, actions: list[dict[str, Any]], pointer: str) -> None:
+        for i, a in enumerate(actions):
+            self.action(a, f"{pointer}/{i}")
+
+    def action(self, a: dict[str, Any], p: str) -> None:
+        kind = a["type"]
+        t = self.table
+        if kind in RECORD_ACTIONS and t is None:
+            self.err(f"{p}/type", f"'{kind}' needs a triggering record; this trigger has none")
+            return
+        if kind == "update_record":
+            assert t is not None
+            self.fields_of(t, a.get("fields"), f"{p}/fields")
+        elif kind == "create_record":
+            target = self.app.tables_by_key.get(a.get("table", ""))
+            if target is None:
+                self.err(f"{p}/table", f"no table '{a.get('table')}' in app '{self.app.key}'")
+            else:
+                self.fields_of(target, a.get("fields"), f"{p}/fields")
+        elif kind == "update_related":
+            assert t is not None
+            f = t.fields_by_key.get(a.get("link", ""))
+            if f is None or f.type != "link":
+                self.err(f"{p}/link", f"must name a link field of '{t.key}'")
+            else:
+                target = self.cat.table_by_id(f.options["target"])
+                self.fields_of(target, a.get("fields"), f"{p}/fields", frozenset({"related"}))
+        elif kind == "send_email":
+            if not a.get("to"):
+                self.err(f"{p}/to", "needs at least one recipient")
+            for name in ("to", "cc", "subject", "body", "html"):
+                self.templated(a.get(name), f"{p}/{name}")
+            if not a.get("subject"):
+                self.err(f"{p}/subject", "is required")
+        elif kind == "call_webhook":
+            if not a.get("url"):
+                self.err(f"{p}/url", "is required")
+            else:
+                self.template(f"{p}/url", a["url"])
+                if not a["url"].lower().startswith(("http://", "https://", "{{")):
+                    self.err(f"{p}/url", "must start with http:// or https://")
+            if "payload" in a:
+                self.templated(a["payload"], f"{p}/payload")
+        elif kind == "notify":
+            if not (a.get("users") or a.get("roles") or a.get("owner")):
+                self.err(p, "name 'users', 'roles' or 'owner': true")
+            if a.get("owner") and t is None:
+                self.err(f"{p}/owner", "needs a triggering record")
+            if not a.get("title"):
+                self.err(f"{p}/title", "is required")
+            for name in ("users", "title", "body"):
+                self.templated(a.get(name), f"{p}/{name}")
+        elif kind == "assign_owner":
+            assert t is not None
+            key = a.get("field") or (t.owner_field.key if t.owner_field else "")
+            f = t.fields_by_key.get(key)
+            if f is None or f.type != "user" or f.options.get("multiple"):
+                self.err(f"{p}/field", "must name a single user field (the table has no owner field)")
+            if bool(a.get("role")) == bool(a.get("team")):
+                self.err(p, "name exactly one of 'role' or 'team'")
+        elif kind == "request_approval":
+            appr = a.get("approvers") or {}
+            if not (appr.get("users") or appr.get("role") or appr.get("manager")):
+                self.err(f"{p}/approvers", "name 'users', a 'role' or 'manager': true")
+            self.templated(appr.get("users"), f"{p}/approvers/users")
+            self.templated(a.get("title"), f"{p}/title")
+            for name in ("on_approve", "on_reject", "on_return"):
+                self.actions(a.get(name) or [], f"{p}/{name}")
+        elif kind == "wait":
+            total = sum(float(a.get(u) or 0) * s for u, s in (("seconds", 1), ("minutes", 60), ("hours", 3600),
+                                                                ("days", 86400)))
+            if total <= 0 or total > 366 * 86400:
+                self.err(p, "a wait needs seconds, minutes, hours or days (at most a year)")
+        elif kind == "branch":
+            if "condition" not in a:
+                self.err(f"{p}/condition", "is required")
+            else:
+                self.condition(t, a["condition"], f"{p}/condition")
+            for name in ("then", "else"):
+                self.actions(a.get(name) or [], f"{p}/{name}")
+
+
+def wait_seconds(a: dict[str, Any]) -> float:
+    return sum(float(a.get(u) or 0) * s for u, s in (("seconds", 1), ("minutes", 60), ("hours", 3600),
+                                                      ("days", 86400)))
 
 
 def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None:
-    from formwork.runtime.query import FilterCompiler
-
     trig = doc["trigger"]
     details: dict[str, list[str]] = {}
     table = None
@@ -25,10 +232,15 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None
         for i, k in enumerate(trig.get("fields", [])):
             if k not in table.fields_by_key:
                 details[f"/trigger/fields/{i}"] = [f"no field '{k}' in '{table.key}'"]
+        for i, c in enumerate(trig.get("changes", [])):
+            if c["field"] not in table.fields_by_key:
+                details[f"/trigger/changes/{i}/field"] = [f"no field '{c['field']}' in '{table.key}'"]
         if trig["type"] == "date_reached":
             df = table.fields_by_key.get(trig.get("date_field", ""))
             if df is None or df.ftype.kind not in ("date", "datetime"):
                 details["/trigger/date_field"] = ["must name a date field of the table"]
+        if trig["type"] == "webhook" and trig.get("match_field") and trig["match_field"] not in table.fields_by_key:
+            details["/trigger/match_field"] = [f"no field '{trig['match_field']}' in '{table.key}'"]
     if trig["type"] == "schedule":
         from formwork.automation.schedule import ScheduleError, parse_schedule
 
@@ -36,7 +248,18 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None
             parse_schedule(trig.get("schedule") or {})
         except ScheduleError as e:
             details["/trigger/schedule"] = [str(e)]
+    if trig["type"] in ("date_reached",) and trig.get("timezone"):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(trig["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            details["/trigger/timezone"] = [f"unknown time zone '{trig['timezone'][:64]}'"]
     if details:
         raise ValidationFailed.from_details(details)
-    if table is not None and doc.get("condition"):
-        FilterCompiler.check(table, catalog, doc["condition"], "/condition")
+    checker = _Checker(catalog, app, table, trig["type"])
+    if doc.get("condition"):
+        checker.condition(table, doc["condition"], "/condition")
+    checker.actions(doc.get("actions") or [], "/actions")
+    if checker.details:
+        raise ValidationFailed.from_details(checker.details)

@@ -29,7 +29,7 @@ import time
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -110,7 +110,6 @@ class _Budget:
 
     deadline: float
     iterations: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
@@ -520,8 +519,34 @@ def validate_template(text: str, *, names: Iterable[str] | None = None) -> None:
     with; unknown names are then reported too.
     """
     compiled = _compile_checked(text)
+    _refuse_unsafe(text)
     if names is not None:
         _check_names(compiled, names)
+
+
+_ALL_METHODS = _STR_METHODS | _MAPPING_METHODS | _SEQUENCE_METHODS | _LOOP_METHODS
+
+
+@functools.lru_cache(maxsize=512)
+def _refuse_unsafe(text: str) -> None:
+    """Save-time mirror of the runtime sandbox: internal names and non-allow-listed calls are refused.
+
+    The sandbox would refuse these when the rule runs; refusing them when the rule is saved tells the
+    author at once instead of failing later in the worker.
+    """
+    ast = _ENV.parse(text)
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Const, nodes.Call)):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise TemplateError(f"Access to {node.attr!r} is not allowed in templates", lineno=node.lineno)
+        if isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+            raise TemplateError("Names with double underscores are not allowed in templates", lineno=node.lineno)
+        if isinstance(node, nodes.Call):
+            func = node.node
+            if isinstance(func, nodes.Name) and func.name == "range":
+                continue
+            if isinstance(func, nodes.Getattr) and func.attr in _ALL_METHODS:
+                continue
+            raise TemplateError("Calling this value is not allowed in templates", lineno=node.lineno)
 
 
 def _run(compiled: _Compiled, context: Mapping[str, object], *, expression: bool) -> object:

@@ -1,12 +1,34 @@
-"""Administration of users, teams and roles (services; the HTTP views live in runtime.api_admin)."""
+"""Administration of users, teams and roles (services; the HTTP views live in runtime.api_admin).
+
+Who may do what, so that nobody can grant themselves more than they have:
+- administrators may do everything except change their own roles, team, admin flag or active flag;
+- holders of ``manage_users`` may manage non-admin users and teams, may grant only roles they hold themselves,
+  may not touch teams they belong to or manage (that would widen their own "team" scope), and may read roles
+  but not change them;
+- everyone else gets 403.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select
+import copy
+import datetime as dt
+import re
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
-from formwork.errors import ValidationFailed
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from formwork.metadata import validation
+from formwork.metadata.catalog import Catalog
+from formwork.runtime import auth
+from formwork.runtime.permissions import Access
+
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+USER_KEYS = {"username", "name", "email", "password", "roles", "team", "locale", "timezone", "active", "is_admin"}
+TEAM_KEYS = {"key", "name", "manager", "members"}
 
 
 def assign_roles(conn: Connection, user_id: int, role_keys: list[str]) -> None:
@@ -20,3 +42,545 @@ def assign_roles(conn: Connection, user_id: int, role_keys: list[str]) -> None:
     conn.execute(delete(db.user_roles).where(db.user_roles.c.user_id == user_id))
     if rows:
         conn.execute(insert(db.user_roles), [{"user_id": user_id, "role_id": rid} for rid in set(rows.values())])
+
+
+# --- who may ------------------------------------------------------------------------------------------
+def require_user_admin(actor: Access) -> None:
+    if not (actor.is_admin or actor.can_manage_users()):
+        raise Forbidden("you may not manage users, teams or roles")
+
+
+def require_admin(actor: Access, what: str) -> None:
+    if not actor.is_admin:
+        raise Forbidden(f"only administrators may {what}")
+
+
+def _held_role_keys(actor: Access) -> set[str]:
+    return {str(r.get("key")) for r in actor.roles}
+
+
+def _guard_target(actor: Access, target: Any) -> None:
+    if target.is_admin and not actor.is_admin:
+        raise Forbidden("only administrators may change an administrator's account")
+
+
+def _guard_teams(actor: Access, team_ids: set[int]) -> None:
+    """A non-admin may not change the membership of teams they are in or manage (their team scope)."""
+    if not actor.is_admin and team_ids & set(actor.team_ids):
+        raise Forbidden("you may not change the membership of a team you belong to or manage")
+
+
+def _audit(conn: Connection, actor: Access, ip: str | None, action: str, target: str, details: Any = None) -> None:
+    auth.audit(conn, action, user_id=actor.user_id, username=actor.username, target=target[:200], details=details,
+               ip=ip)
+
+
+# --- users --------------------------------------------------------------------------------------------
+def _user_row(conn: Connection, user_id: Any) -> Any:
+    try:
+        uid = int(user_id)
+    except (TypeError, ValueError):
+        raise NotFound("no such user") from None
+    row = conn.execute(select(db.users).where(db.users.c.id == uid)).first()
+    if row is None:
+        raise NotFound(f"no user {uid}")
+    return row
+
+
+def find_user(conn: Connection, ref: Any) -> Any:
+    """A user by id or username (404 when there is none)."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        cond = db.users.c.id == ref
+    elif isinstance(ref, str) and ref.strip():
+        cond = db.users.c.username == ref.strip()
+        if ref.strip().isdigit():
+            cond = or_(cond, db.users.c.id == int(ref.strip()))
+    else:
+        raise NotFound("no such user")
+    rows = conn.execute(select(db.users).where(cond)).all()
+    if len(rows) != 1:
+        raise NotFound(f"no user '{str(ref)[:100]}'")
+    return rows[0]
+
+
+def user_out(conn: Connection, row: Any) -> dict[str, Any]:
+    data = auth.user_json(row, auth.role_keys(conn, row.id))
+    team = conn.execute(select(db.teams.c.key).where(db.teams.c.id == row.team_id)).scalar() if row.team_id else None
+    data["team"] = team
+    data["created_at"] = auth._iso(row.created_at)
+    data["locked_until"] = auth._iso(row.locked_until)
+    return data
+
+
+def _team_id(conn: Connection, ref: Any) -> int | None:
+    if ref is None:
+        return None
+    q = select(db.teams.c.id)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        q = q.where(db.teams.c.id == ref)
+    elif isinstance(ref, str):
+        q = q.where(db.teams.c.key == ref)
+    else:
+        raise ValidationFailed.from_details({"team": ["must be a team key or id"]})
+    tid = conn.execute(q).scalar()
+    if tid is None:
+        raise ValidationFailed.from_details({"team": [f"no team '{str(ref)[:100]}'"]})
+    return int(tid)
+
+
+def _check_profile(data: dict[str, Any]) -> dict[str, list[str]]:
+    details: dict[str, list[str]] = {}
+    unknown = sorted(set(data) - USER_KEYS)
+    for k in unknown:
+        details[k[:100]] = ["is not a user property"]
+    if "name" in data and (not isinstance(data["name"], str) or not 1 <= len(data["name"].strip()) <= 200):
+        details["name"] = ["must be text of 1–200 characters"]
+    if "email" in data and data["email"] is not None and (
+            not isinstance(data["email"], str) or "@" not in data["email"] or len(data["email"]) > 320):
+        details["email"] = ["must be an email address"]
+    if "locale" in data and data["locale"] not in ("en", "zh-CN"):
+        details["locale"] = ["must be one of: en, zh-CN"]
+    if "timezone" in data:
+        tz = data["timezone"]
+        try:
+            if not isinstance(tz, str) or not tz or len(tz) > 64:
+                raise ZoneInfoNotFoundError(tz)
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            details["timezone"] = ["must be an IANA time zone such as Asia/Shanghai"]
+    for flag in ("active", "is_admin"):
+        if flag in data and not isinstance(data[flag], bool):
+            details[flag] = ["must be true or false"]
+    if "roles" in data and (not isinstance(data["roles"], list) or not all(isinstance(k, str) for k in data["roles"])):
+        details["roles"] = ["must be a list of role keys"]
+    return details
+
+
+def _check_grants(conn: Connection, actor: Access, data: dict[str, Any], target_id: int | None,
+                  old_team: int | None) -> int | None:
+    """Escalation checks for a create or an update; returns the new team id."""
+    if target_id is not None and target_id == actor.user_id:
+        own = sorted(k for k in ("roles", "team", "active", "is_admin") if k in data)
+        if own:
+            raise Forbidden(f"you may not change your own {', '.join(own)}")
+    if "is_admin" in data:
+        require_admin(actor, "make or unmake administrators")
+    if "roles" in data and not actor.is_admin:
+        extra = sorted(set(data["roles"]) - _held_role_keys(actor))
+        if extra:
+            raise Forbidden(f"you may only grant roles you hold yourself (not {', '.join(extra)[:200]})")
+    team = old_team
+    if "team" in data:
+        team = _team_id(conn, data["team"])
+        _guard_teams(actor, {t for t in (old_team, team) if t is not None} if team != old_team else set())
+    return team
+
+
+def list_users(conn: Connection, args: dict[str, str]) -> dict[str, Any]:
+    allowed = {"q", "active", "team", "role", "limit", "offset"}
+    unknown = set(args) - allowed
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    u = db.users
+    conds: list[Any] = []
+    if args.get("q"):
+        pat = "%" + args["q"][:100].lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds.append(or_(func.lower(u.c.username).like(pat, escape="\\"), func.lower(u.c.name).like(pat, escape="\\"),
+                         func.lower(func.coalesce(u.c.email, "")).like(pat, escape="\\")))
+    if "active" in args:
+        if args["active"] not in ("true", "false"):
+            raise BadRequest("active must be true or false")
+        conds.append(u.c.active.is_(args["active"] == "true"))
+    if "team" in args:
+        tid = conn.execute(select(db.teams.c.id).where(db.teams.c.key == args["team"])).scalar()
+        if tid is None:
+            raise BadRequest(f"no team '{args['team'][:100]}'")
+        conds.append(u.c.team_id == tid)
+    if "role" in args:
+        rid = conn.execute(select(db.roles.c.id).where(db.roles.c.key == args["role"])).scalar()
+        if rid is None:
+            raise BadRequest(f"no role '{args['role'][:100]}'")
+        conds.append(u.c.id.in_(select(db.user_roles.c.user_id).where(db.user_roles.c.role_id == rid)))
+    limit, offset = _int_arg(args, "limit", 100, 1, 1000), _int_arg(args, "offset", 0, 0, 10_000_000)
+    total = conn.execute(select(func.count()).select_from(u).where(*conds)).scalar() or 0
+    rows = conn.execute(select(u).where(*conds).order_by(u.c.id).limit(limit).offset(offset)).all()
+    return {"users": [user_out(conn, r) for r in rows], "total": int(total)}
+
+
+def _int_arg(args: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    if name not in args:
+        return default
+    try:
+        n = int(args[name])
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if not low <= n <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return n
+
+
+def create_user(conn: Connection, actor: Access, data: Any, ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    if not isinstance(data, dict):
+        raise BadRequest("send {\"username\", \"name\", \"password\", \"roles\": [...]}")
+    details = _check_profile(data)
+    if details:
+        raise ValidationFailed.from_details(details)
+    team = _check_grants(conn, actor, data, None, None)
+    uid = auth.create_user(conn, {**data, "team_id": team}, is_admin=bool(data.get("is_admin")))
+    assign_roles(conn, uid, data.get("roles") or [])
+    row = _user_row(conn, uid)
+    _audit(conn, actor, ip, "user_created", f"user:{row.username}",
+           {"id": uid, "roles": data.get("roles") or [], "team": data.get("team"), "is_admin": row.is_admin})
+    return user_out(conn, row)
+
+
+def update_user(conn: Connection, actor: Access, user_id: Any, data: Any, ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    row = _user_row(conn, user_id)
+    if not isinstance(data, dict) or not data:
+        raise BadRequest("send the properties to change")
+    _guard_target(actor, row)
+    details = _check_profile(data)
+    if "username" in data:
+        details["username"] = ["cannot be changed"]
+    if "password" in data:
+        details["password"] = ["use POST /admin/users/{id}/password"]
+    if details:
+        raise ValidationFailed.from_details(details)
+    team = _check_grants(conn, actor, data, row.id, row.team_id)
+    values: dict[str, Any] = {k: data[k] for k in ("name", "email", "locale", "timezone", "active", "is_admin")
+                              if k in data}
+    if "team" in data:
+        values["team_id"] = team
+    if values:
+        conn.execute(update(db.users).where(db.users.c.id == row.id).values(**values))
+    if "roles" in data:
+        assign_roles(conn, row.id, data["roles"])
+    if values.get("active") is False:
+        _lock_out(conn, row.id)
+    changed = {k: data[k] for k in data if k in ("roles", "team", "active", "is_admin", "locale", "timezone")}
+    _audit(conn, actor, ip, "user_updated", f"user:{row.username}", {"id": row.id, "changed": sorted(data),
+                                                                     **changed})
+    return user_out(conn, _user_row(conn, row.id))
+
+
+def _lock_out(conn: Connection, user_id: int) -> None:
+    """End every session and token of a user at once (deactivation)."""
+    conn.execute(delete(db.sessions).where(db.sessions.c.user_id == user_id))
+    conn.execute(update(db.api_tokens).where(db.api_tokens.c.user_id == user_id, db.api_tokens.c.revoked_at.is_(None))
+                 .values(revoked_at=db.utcnow()))
+
+
+def deactivate_user(conn: Connection, actor: Access, user_id: Any, ip: str | None) -> None:
+    require_user_admin(actor)
+    row = _user_row(conn, user_id)
+    _guard_target(actor, row)
+    if row.id == actor.user_id:
+        raise Forbidden("you may not deactivate yourself")
+    conn.execute(update(db.users).where(db.users.c.id == row.id).values(active=False))
+    _lock_out(conn, row.id)
+    _audit(conn, actor, ip, "user_deactivated", f"user:{row.username}", {"id": row.id})
+
+
+def reset_password(conn: Connection, actor: Access, user_id: Any, data: Any, ip: str | None) -> None:
+    require_user_admin(actor)
+    row = _user_row(conn, user_id)
+    _guard_target(actor, row)
+    if not isinstance(data, dict):
+        raise BadRequest("send {\"password\"}")
+    auth.check_password_strength(data.get("password"))
+    conn.execute(update(db.users).where(db.users.c.id == row.id).values(
+        password_hash=auth.hash_password(data["password"]), failed_logins=0, locked_until=None))
+    conn.execute(delete(db.sessions).where(db.sessions.c.user_id == row.id))
+    _audit(conn, actor, ip, "password_reset", f"user:{row.username}", {"id": row.id})
+
+
+# --- teams --------------------------------------------------------------------------------------------
+def team_out(conn: Connection, row: Any) -> dict[str, Any]:
+    def person(r: Any) -> dict[str, Any]:
+        return {"id": r.id, "username": r.username, "name": r.name}
+
+    manager = conn.execute(select(db.users).where(db.users.c.id == row.manager_id)).first() if row.manager_id else None
+    members = conn.execute(select(db.users).where(db.users.c.team_id == row.id).order_by(db.users.c.id)).all()
+    return {"id": row.id, "key": row.key, "name": row.name, "manager": person(manager) if manager else None,
+            "members": [person(m) for m in members]}
+
+
+def _team_row(conn: Connection, key: str) -> Any:
+    row = conn.execute(select(db.teams).where(db.teams.c.key == key)).first()
+    if row is None:
+        raise NotFound(f"no team '{key[:100]}'")
+    return row
+
+
+def list_teams(conn: Connection) -> dict[str, Any]:
+    return {"teams": [team_out(conn, r) for r in conn.execute(select(db.teams).order_by(db.teams.c.key)).all()]}
+
+
+def _team_values(conn: Connection, data: Any, creating: bool) -> tuple[dict[str, Any], list[int] | None]:
+    if not isinstance(data, dict):
+        raise BadRequest("send {\"key\", \"name\", \"manager\"?, \"members\"?}")
+    details: dict[str, list[str]] = {}
+    for k in sorted(set(data) - TEAM_KEYS):
+        details[k[:100]] = ["is not a team property"]
+    values: dict[str, Any] = {}
+    if creating or "key" in data:
+        if not isinstance(data.get("key"), str) or not KEY_RE.match(data["key"]):
+            details["key"] = ["must be lower-case letters, digits and _ , starting with a letter (at most 63)"]
+        else:
+            values["key"] = data["key"]
+    if creating or "name" in data:
+        if not isinstance(data.get("name"), str) or not 1 <= len(data["name"].strip()) <= 200:
+            details["name"] = ["must be text of 1–200 characters"]
+        else:
+            values["name"] = data["name"].strip()
+    if "manager" in data:
+        try:
+            values["manager_id"] = None if data["manager"] is None else find_user(conn, data["manager"]).id
+        except NotFound:
+            details["manager"] = [f"no user '{str(data['manager'])[:100]}'"]
+    members: list[int] | None = None
+    if "members" in data:
+        if not isinstance(data["members"], list):
+            details["members"] = ["must be a list of user ids or usernames"]
+        else:
+            members = []
+            for i, ref in enumerate(data["members"]):
+                try:
+                    members.append(int(find_user(conn, ref).id))
+                except NotFound:
+                    details[f"members/{i}"] = [f"no user '{str(ref)[:100]}'"]
+    if details:
+        raise ValidationFailed.from_details(details)
+    return values, members
+
+
+def _set_members(conn: Connection, actor: Access, team_id: int, members: list[int]) -> set[int]:
+    """Make ``members`` the team's members; returns the other teams those users leave."""
+    old = {r[0] for r in conn.execute(select(db.users.c.id).where(db.users.c.team_id == team_id))}
+    new = set(members)
+    left_teams = {r[0] for r in conn.execute(select(db.users.c.team_id).where(
+        db.users.c.id.in_(new - old), db.users.c.team_id.is_not(None)))}
+    if actor.user_id is not None and actor.user_id in (old ^ new):
+        raise Forbidden("you may not change your own team")
+    conn.execute(update(db.users).where(db.users.c.id.in_(old - new)).values(team_id=None))
+    if new - old:
+        conn.execute(update(db.users).where(db.users.c.id.in_(new - old)).values(team_id=team_id))
+    return left_teams
+
+
+def create_team(conn: Connection, actor: Access, data: Any, ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    values, members = _team_values(conn, data, creating=True)
+    if conn.execute(select(db.teams.c.id).where(db.teams.c.key == values["key"])).first():
+        raise Conflict(f"team key '{values['key']}' is taken", {"key": ["is taken"]})
+    if values.get("manager_id") is not None and values["manager_id"] == actor.user_id and not actor.is_admin:
+        raise Forbidden("you may not make yourself a team manager")
+    tid = int(conn.execute(insert(db.teams).values(**values).returning(db.teams.c.id)).scalar_one())
+    if members is not None:
+        _guard_teams(actor, _set_members(conn, actor, tid, members))
+    row = _team_row(conn, values["key"])
+    _audit(conn, actor, ip, "team_created", f"team:{row.key}", {"id": tid, "manager": values.get("manager_id"),
+                                                                 "members": members})
+    return team_out(conn, row)
+
+
+def update_team(conn: Connection, actor: Access, key: str, data: Any, ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    row = _team_row(conn, key)
+    _guard_teams(actor, {row.id})
+    values, members = _team_values(conn, data, creating=False)
+    if not values and members is None:
+        raise BadRequest("send the properties to change")
+    if "manager_id" in values and values["manager_id"] != row.manager_id and actor.user_id in (
+            values["manager_id"], row.manager_id):
+        raise Forbidden("you may not make yourself or unmake yourself a team manager")
+    if values.get("key", row.key) != row.key and conn.execute(
+            select(db.teams.c.id).where(db.teams.c.key == values["key"])).first():
+        raise Conflict(f"team key '{values['key']}' is taken", {"key": ["is taken"]})
+    if values:
+        conn.execute(update(db.teams).where(db.teams.c.id == row.id).values(**values))
+    if members is not None:
+        _guard_teams(actor, _set_members(conn, actor, row.id, members))
+    new = conn.execute(select(db.teams).where(db.teams.c.id == row.id)).first()
+    _audit(conn, actor, ip, "team_updated", f"team:{new.key}", {"id": row.id, "changed": sorted(data),
+                                                                 "members": members})
+    return team_out(conn, new)
+
+
+def delete_team(conn: Connection, actor: Access, key: str, ip: str | None) -> None:
+    require_user_admin(actor)
+    row = _team_row(conn, key)
+    _guard_teams(actor, {row.id})
+    conn.execute(update(db.users).where(db.users.c.team_id == row.id).values(team_id=None))
+    conn.execute(delete(db.teams).where(db.teams.c.id == row.id))
+    _audit(conn, actor, ip, "team_deleted", f"team:{row.key}", {"id": row.id})
+
+
+# --- roles --------------------------------------------------------------------------------------------
+def role_out(conn: Connection, row: Any, catalog: Catalog) -> dict[str, Any]:
+    app = catalog.apps_by_id.get(row.app_id) if row.app_id else None
+    users = conn.execute(select(func.count()).select_from(db.user_roles)
+                         .where(db.user_roles.c.role_id == row.id)).scalar()
+    return {**copy.deepcopy(row.doc), "id": row.id, "app": app.key if app else None, "user_count": int(users or 0)}
+
+
+def _role_row(conn: Connection, key: str) -> Any:
+    row = conn.execute(select(db.roles).where(db.roles.c.key == key)).first()
+    if row is None:
+        raise NotFound(f"no role '{key[:100]}'")
+    return row
+
+
+def list_roles(conn: Connection, catalog: Catalog) -> dict[str, Any]:
+    return {"roles": [role_out(conn, r, catalog) for r in conn.execute(select(db.roles).order_by(db.roles.c.key))]}
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def validate_role(catalog: Catalog, doc: Any) -> None:
+    """JSON Schema, then every table, field and filter tree checked against the live metadata."""
+    from formwork.runtime.query import FilterCompiler
+
+    validation.validate("role", doc)
+    details: dict[str, list[str]] = {}
+    for perm_key, g in (doc.get("permissions") or {}).items():
+        app_key, table_key = perm_key.split(".", 1)
+        base = ("permissions", perm_key)
+        try:
+            app = catalog.app(app_key)
+        except NotFound:
+            details[_pointer(*base)] = [f"no app '{app_key}'"]
+            continue
+        if table_key == "*":
+            for op in ("read", "update", "delete"):
+                if isinstance(g.get(op), dict):
+                    details[_pointer(*base, op)] = ["a filter scope needs one table, not '*'"]
+            continue
+        t = next((x for x in app.tables if x.key == table_key), None)
+        if t is None:
+            details[_pointer(*base)] = [f"no table '{table_key}' in app '{app_key}'"]
+            continue
+        for op in ("read", "update", "delete"):
+            if isinstance(g.get(op), dict):
+                try:
+                    FilterCompiler.check(t, catalog, g[op], _pointer(*base, op))
+                except ValidationFailed as e:
+                    details.update(e.details or {})
+        for fkey in (g.get("fields") or {}):
+            if fkey not in t.fields_by_key:
+                details[_pointer(*base, "fields", fkey)] = [f"no field '{fkey}' in table '{table_key}'"]
+    if details:
+        raise ValidationFailed.from_details(details)
+
+
+def create_role(conn: Connection, actor: Access, catalog: Catalog, doc: Any, ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    require_admin(actor, "create roles")
+    validate_role(catalog, doc)
+    if conn.execute(select(db.roles.c.id).where(db.roles.c.key == doc["key"])).first():
+        raise Conflict(f"role key '{doc['key']}' is taken", {"/key": ["is taken"]})
+    conn.execute(insert(db.roles).values(key=doc["key"], doc=doc))
+    _audit(conn, actor, ip, "role_created", f"role:{doc['key']}", {"after": doc})
+    return role_out(conn, _role_row(conn, doc["key"]), catalog)
+
+
+def update_role(conn: Connection, actor: Access, catalog: Catalog, key: str, patch: Any,
+                ip: str | None) -> dict[str, Any]:
+    require_user_admin(actor)
+    row = _role_row(conn, key)
+    require_admin(actor, "change roles")
+    if not isinstance(patch, dict):
+        raise BadRequest("send the role properties to change")
+    doc = {**copy.deepcopy(row.doc), **{k: v for k, v in patch.items() if k not in ("id", "app", "user_count")}}
+    if doc.get("key") != key:
+        raise ValidationFailed.from_details({"/key": ["cannot be changed"]})
+    validate_role(catalog, doc)
+    conn.execute(update(db.roles).where(db.roles.c.id == row.id).values(doc=doc))
+    _audit(conn, actor, ip, "role_updated", f"role:{key}", {"before": row.doc, "after": doc})
+    return role_out(conn, _role_row(conn, key), catalog)
+
+
+def delete_role(conn: Connection, actor: Access, key: str, ip: str | None) -> None:
+    require_user_admin(actor)
+    row = _role_row(conn, key)
+    require_admin(actor, "delete roles")
+    holders = [r[0] for r in conn.execute(select(db.user_roles.c.user_id).where(db.user_roles.c.role_id == row.id))]
+    conn.execute(delete(db.user_roles).where(db.user_roles.c.role_id == row.id))
+    conn.execute(delete(db.roles).where(db.roles.c.id == row.id))
+    _audit(conn, actor, ip, "role_deleted", f"role:{key}", {"before": row.doc, "holders": holders})
+
+
+# --- audit log (read only) ----------------------------------------------------------------------------
+def _when(value: str, name: str) -> dt.datetime:
+    try:
+        v = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date or time") from None
+    if v.tzinfo is not None:
+        v = v.astimezone(dt.UTC).replace(tzinfo=None)
+    return v
+
+
+def list_audit(conn: Connection, args: dict[str, str]) -> dict[str, Any]:
+    allowed = {"user", "action", "since", "until", "target", "limit", "before"}
+    unknown = set(args) - allowed
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    a = db.audit
+    conds: list[Any] = []
+    if args.get("user"):
+        ref = args["user"].strip()
+        cond = a.c.username == ref
+        if ref.isdigit():
+            cond = or_(cond, a.c.user_id == int(ref))
+        conds.append(cond)
+    if args.get("action"):
+        conds.append(a.c.action.in_([x.strip() for x in args["action"].split(",") if x.strip()][:50]))
+    if args.get("target"):
+        conds.append(a.c.target == args["target"][:200])
+    if args.get("since"):
+        conds.append(a.c.at >= _when(args["since"], "since"))
+    if args.get("until"):
+        conds.append(a.c.at <= _when(args["until"], "until"))
+    if "before" in args:
+        conds.append(a.c.id < _int_arg(args, "before", 0, 1, 2**62))
+    limit = _int_arg(args, "limit", 100, 1, 1000)
+    rows = conn.execute(select(a).where(*conds).order_by(a.c.id.desc())
+                        .limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"entries": [{"id": r.id, "at": auth._iso(r.at), "user": {"id": r.user_id, "username": r.username},
+                         "action": r.action, "target": r.target, "details": r.details, "ip": r.ip} for r in rows],
+            "next_before": rows[-1].id if more else None}
+
+
+# --- explain ------------------------------------------------------------------------------------------
+def explain(conn: Connection, catalog: Catalog, args: dict[str, str]) -> dict[str, Any]:
+    from formwork.runtime.records import parse_id
+
+    allowed = {"user", "app", "table", "record", "field"}
+    unknown = set(args) - allowed
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    for need in ("user", "app", "table"):
+        if not args.get(need):
+            raise BadRequest(f"'{need}' is required")
+    who = find_user(conn, args["user"])
+    target = Access.for_user(conn, who.id)
+    t = catalog.table(args["app"], args["table"])
+    rid = None
+    if args.get("record"):
+        rid = parse_id(args["record"])
+        if conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, t.sa.c.deleted_at.is_(None))).first() is None:
+            raise NotFound(f"no record {rid} in '{t.key}'")
+    f = t.field(args["field"]) if args.get("field") else None
+    out = target.explain(conn, catalog, t, rid, f)
+    if not who.active:
+        out["note"] = "this account is deactivated: it cannot log in or use tokens"
+    return {"user": {"id": who.id, "username": who.username, "is_admin": who.is_admin,
+                     "roles": auth.role_keys(conn, who.id)},
+            "app": args["app"], "table": t.key, "record": rid, **out}

@@ -41,6 +41,8 @@ def require_build(access: Access) -> None:
 
 
 def meta_service(conn: Any, catalog: Catalog, access: Access) -> MetadataService:
+    if request.method not in ("GET", "HEAD"):
+        auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
     return MetadataService(conn, actor(access), catalog)
 
 
@@ -61,6 +63,9 @@ def login() -> Response:
 
     login_limiter.check(client_ip() or "-")
     with unit(write=True) as (conn, _cat):
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            auth.logout(conn, old)  # session fixation: whatever id came in dies; the login gets a new one
         try:
             token, csrf, u = auth.login(conn, body.get("username"), body.get("password"), client_ip())
         except Exception:
@@ -75,11 +80,12 @@ def login() -> Response:
 
 @api.post("/auth/logout")
 def logout() -> Response:
-    current_access()
+    access = current_access()
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
+    if cookie and g.get("auth_kind") == "session":
         with unit(write=True) as (conn, _):
             auth.logout(conn, cookie)
+            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
     resp = ok({"ok": True})
     resp.delete_cookie(SESSION_COOKIE, path="/")
     return resp

@@ -177,3 +177,10 @@ def revoke_token(conn: Connection, user_id: int, token_id: Any) -> None:
 
 def _iso(v: dt.datetime | None) -> str | None:
     return v.isoformat(timespec="seconds") + "Z" if v else None
+
+
+def audit_meta_change(conn: Connection, access: Any, method: str, path: str, ip: str | None) -> None:
+    """One audit row per metadata API call that changes something (same transaction: a failed change leaves none)."""
+    action = "automation_changed" if "/automations" in path else "schema_changed"
+    audit(conn, action, user_id=access.user_id, username=access.username, target=path[:200],
+          details={"method": method, "path": path[:1000]}, ip=ip)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
-from formwork.errors import Forbidden, NotFound
+from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import QueryContext
 
@@ -96,7 +96,10 @@ class Access:
         from formwork.runtime.query import FilterCompiler
 
         ctx = QueryContext(catalog=catalog, dialect="", user_id=self.user_id, timezone=self.timezone)
-        return FilterCompiler(t, ctx, alias).compile(scope)
+        try:
+            return FilterCompiler(t, ctx, alias).compile(scope)
+        except BadRequest:
+            return false()  # a scope naming a field that no longer exists opens nothing (fail closed)
 
     @staticmethod
     def _owner_column(t: TableDef, alias: Any) -> ColumnElement[Any]:
@@ -118,8 +121,6 @@ class Access:
                 b = self.scope_expr(read_s, t, alias, catalog)
                 if a is None and b is None:
                     return None
-                from sqlalchemy import and_
-
                 parts.append(and_(*(x for x in (a, b) if x is not None)))
                 continue
             expr = self.scope_expr(s, t, alias, catalog)
@@ -146,28 +147,94 @@ class Access:
 
     # --- fields ------------------------------------------------------------------------------------
     def field_visibility(self, catalog: Catalog, t: TableDef, alias: Any) -> dict[int, Any]:
-        """Per field id: True (shown on every readable row), False (never) or a row predicate."""
+        """Per field id: True (shown on every readable row), False (never) or a row predicate.
+
+        A field is shown on a row when some role that opens the row shows it. A computed field (lookup,
+        rollup, formula) is shown only where every field it is computed from is shown: a lookup of a field
+        hidden on the linked table, or a formula over a hidden field, would otherwise reveal it.
+        """
         if self.is_admin:
             return {f.id: True for f in t.fields}
-        grants = self._grants(catalog, t)
-        out: dict[int, Any] = {}
-        for f in t.fields:
-            shown: list[Any] = []
-            hidden_somewhere = False
-            for _role, g in grants:
-                if g.get("read", "none") in ("none", None, False):
-                    continue
-                if g.get("fields", {}).get(f.key) == "hidden":
-                    hidden_somewhere = True
-                    continue
-                shown.append(self.scope_expr(g.get("read"), t, alias, catalog))
-            if not shown:
-                out[f.id] = False
-            elif not hidden_somewhere or any(s is None for s in shown):
-                out[f.id] = True
+        memo: dict[int, Any] = {}
+        return {f.id: self._visible(catalog, f, alias, memo, set()) for f in t.fields}
+
+    def _role_visibility(self, catalog: Catalog, t: TableDef, f: FieldDef, alias: Any) -> Any:
+        shown: list[Any] = []
+        hidden_somewhere = False
+        for _role, g in self._grants(catalog, t):
+            if g.get("read", "none") in ("none", None, False):
+                continue
+            if (g.get("fields") or {}).get(f.key) == "hidden":
+                hidden_somewhere = True
+                continue
+            shown.append(self.scope_expr(g.get("read"), t, alias, catalog))
+        if not shown:
+            return False
+        if not hidden_somewhere or any(s is None for s in shown):
+            return True
+        return or_(*shown)
+
+    def _visible(self, catalog: Catalog, f: FieldDef, alias: Any, memo: dict[int, Any], stack: set[int]) -> Any:
+        if f.id in memo:
+            return memo[f.id]
+        if f.id in stack:
+            return True  # a cycle adds nothing new; the metadata layer rejects real cycles
+        stack.add(f.id)
+        t = catalog.table_by_id(f.table_id)
+        vis = self._role_visibility(catalog, t, f, alias if alias is not None else t.sa)
+        for dep_id in sorted(f.ftype.dependencies(f, catalog)):
+            if vis is False:
+                break
+            dep = catalog.fields_by_id.get(dep_id)
+            if dep is None:
+                continue
+            if dep.table_id == f.table_id:
+                dv = self._visible(catalog, dep, alias, memo, stack)
             else:
-                out[f.id] = or_(*shown)
-        return out
+                # on another table only "shown on every row" is safe: rows there are not rows here
+                dv = self._visible(catalog, dep, None, {}, stack) is True
+            if dv is False:
+                vis = False
+            elif dv is not True:
+                vis = dv if vis is True else and_(vis, dv)
+        stack.discard(f.id)
+        if alias is not None:
+            memo[f.id] = vis
+        return vis
+
+    def unreadable_fields(self, catalog: Catalog, t: TableDef) -> set[str]:
+        """Keys of fields not shown on every row this user reads: filtering or sorting on them would leak."""
+        if self.is_admin:
+            return set()
+        vis = self.field_visibility(catalog, t, t.sa)
+        return {f.key for f in t.fields if vis.get(f.id, True) is not True}
+
+    def check_query_fields(self, catalog: Catalog, t: TableDef, filter_tree: Any = None,
+                           sort_keys: list[str] | None = None) -> None:
+        """Refuse a user's filter or sort on a field they can't see (as if it did not exist): a filter
+        such as ``credit_limit > 500`` would otherwise reveal a hidden value one question at a time."""
+        if self.is_admin:
+            return
+        hidden: dict[int, set[str]] = {}
+
+        def hidden_in(table: TableDef) -> set[str]:
+            if table.id not in hidden:
+                hidden[table.id] = self.unreadable_fields(catalog, table) if self.can_see_table(catalog, table) \
+                    else {f.key for f in table.fields}
+            return hidden[table.id]
+
+        for path in sorted(_filter_paths(filter_tree)):
+            parts = path.split(".")
+            if parts[0] in hidden_in(t):
+                raise BadRequest(f"filter: no field '{parts[0][:100]}' in table '{t.key}'")
+            f = t.fields_by_key.get(parts[0])
+            if len(parts) == 2 and f is not None and f.type == "link":
+                target = catalog.tables_by_id.get(f.options.get("target", -1))
+                if target is not None and parts[1] in hidden_in(target):
+                    raise BadRequest(f"filter: no field '{parts[1][:100]}' in table '{target.key}'")
+        for key in sort_keys or []:
+            if key in hidden_in(t):
+                raise BadRequest(f"cannot sort by '{key[:100]}': no such field in '{t.key}'")
 
     def field_writable(self, catalog: Catalog, t: TableDef, f: FieldDef) -> bool:
         if self.is_admin:
@@ -175,3 +242,106 @@ class Access:
         modes = [g.get("fields", {}).get(f.key, "editable") for _r, g in self._grants(catalog, t)
                  if g.get("update", "none") not in ("none", None, False) or g.get("create")]
         return any(m == "editable" for m in modes)
+
+    # --- explanations ("why can X see this?") ------------------------------------------------------
+    def _matches(self, conn: Connection, t: TableDef, record_id: int, expr: ColumnElement[bool] | None) -> bool:
+        conds = [t.sa.c.id == record_id, t.sa.c.deleted_at.is_(None)]
+        if expr is not None:
+            conds.append(expr)
+        return conn.execute(select(t.sa.c.id).where(*conds)).first() is not None
+
+    def explain(self, conn: Connection, catalog: Catalog, t: TableDef, record_id: int | None = None,
+                f: FieldDef | None = None) -> dict[str, Any]:
+        """Which roles allow or deny each operation (on one record when given) and why a field shows."""
+        out: dict[str, Any] = {}
+        if self.is_admin:
+            for op in (*SCOPED, *FLAGS):
+                out[op] = {"allowed": True, "by": [{"rule": "administrator"}], "denied_by": []}
+            if f is not None:
+                out["field"] = {"key": f.key, "visible": True, "writable": not f.ftype.read_only,
+                                "hidden_by": [], "read_only_by": [], "rule": "administrator"}
+            return out
+        grants = self._grants(catalog, t)
+        for op in SCOPED:
+            by: list[dict[str, Any]] = []
+            denied: list[dict[str, Any]] = []
+            for role, g in grants:
+                s = g.get(op, "none")
+                entry = {"role": role.get("key"), "scope": s if s not in (None, False) else "none"}
+                if s in ("none", None, False):
+                    denied.append({**entry, "reason": f"the role grants no {op}"})
+                    continue
+                expr = self.scope_expr(s, t, t.sa, catalog)
+                if op != "read":
+                    read_s = g.get("read", "none")
+                    entry["read_scope"] = read_s
+                    r = self.scope_expr(read_s, t, t.sa, catalog)
+                    expr = and_(*(x for x in (expr, r) if x is not None)) if (expr is not None or r is not None) \
+                        else None
+                if record_id is not None and not self._matches(conn, t, record_id, expr):
+                    denied.append({**entry, "reason": "the record is outside this scope"})
+                    continue
+                by.append(entry)
+            result: dict[str, Any] = {"allowed": bool(by), "by": by, "denied_by": denied}
+            if not grants:
+                result["reason"] = "no role grants anything on this table"
+            out[op] = result
+        for flag in FLAGS:
+            by_f = [{"role": r.get("key")} for r, g in grants if g.get(flag)]
+            out[flag] = {"allowed": bool(by_f), "by": by_f,
+                         "denied_by": [{"role": r.get("key")} for r, g in grants if not g.get(flag)]}
+        if f is not None:
+            out["field"] = self._explain_field(conn, catalog, t, record_id, f, grants)
+        return out
+
+    def _explain_field(self, conn: Connection, catalog: Catalog, t: TableDef, record_id: int | None, f: FieldDef,
+                       grants: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+        shown_by, hidden_by, read_only_by = [], [], []
+        for role, g in grants:
+            read_s = g.get("read", "none")
+            if read_s in ("none", None, False):
+                continue
+            if record_id is not None and not self._matches(conn, t, record_id, self.scope_expr(read_s, t, t.sa,
+                                                                                                 catalog)):
+                continue  # this role does not open the record, so it neither shows nor hides the field
+            mode = (g.get("fields") or {}).get(f.key, "editable")
+            (hidden_by if mode == "hidden" else shown_by).append(role.get("key"))
+            if mode == "read_only":
+                read_only_by.append(role.get("key"))
+        vis = self.field_visibility(catalog, t, t.sa).get(f.id, False)
+        if record_id is None:
+            visible: Any = True if vis is True else (False if vis is False else "on some records")
+        elif vis is False:
+            visible = False
+        else:
+            visible = self._matches(conn, t, record_id, None if vis is True else vis) and \
+                self._matches(conn, t, record_id, self.scope(catalog, t, t.sa, "read"))
+        out: dict[str, Any] = {"key": f.key, "visible": visible, "shown_by": shown_by, "hidden_by": hidden_by,
+                               "writable": bool(visible) and not f.ftype.read_only
+                               and self.field_writable(catalog, t, f),
+                               "read_only_by": read_only_by}
+        if shown_by and visible is False:
+            hidden_deps = [catalog.field_by_id(d).key for d in sorted(f.ftype.dependencies(f, catalog))
+                           if d in catalog.fields_by_id
+                           and self._visible(catalog, catalog.field_by_id(d), None, {}, set()) is not True]
+            out["reason"] = "computed from fields you cannot see: " + ", ".join(hidden_deps)
+        elif f.ftype.read_only:
+            out["reason"] = "the field is computed or set by the system"
+        return out
+
+
+def _filter_paths(node: Any, depth: int = 0) -> set[str]:
+    """Every field path a filter tree names (malformed parts are left to the filter compiler)."""
+    out: set[str] = set()
+    if depth > 64:
+        return out
+    if isinstance(node, list):
+        for child in node:
+            out |= _filter_paths(child, depth + 1)
+    elif isinstance(node, dict):
+        if isinstance(node.get("field"), str):
+            out.add(node["field"])
+        for group in ("and", "or", "not"):
+            if group in node:
+                out |= _filter_paths(node[group], depth + 1)
+    return out

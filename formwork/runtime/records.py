@@ -9,6 +9,8 @@ its outbox events in the caller's transaction.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -18,6 +20,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    false,
     func,
     insert,
     literal,
@@ -174,6 +177,7 @@ class RecordReader:
               view: dict[str, Any] | None = None) -> list[ColumnElement[bool]]:
         if not self.access.can_see_table(self.cat, t):
             raise NotFound(f"no table '{t.key}'")
+        self.access.check_query_fields(self.cat, t, filter_tree)
         conds = self.base_conditions(t)
         if view and view.get("filter"):
             conds.append(FilterCompiler(t, self.ctx).compile(view["filter"]))
@@ -233,12 +237,16 @@ class RecordReader:
         n = parse_limit(limit)
         conds = self.where(t, filter_tree, search, view)
         spec = parse_sort(sort) or parse_sort(view.get("sort") if view else None)
+        self.access.check_query_fields(self.cat, t, sort_keys=[k for k, _ in parse_sort(sort)])
         keys = sort_keys(t, self.ctx, spec)
         fdefs = self.pick_fields(t, fields, view)
         cols, vis = self._columns(t, fdefs)
         sort_cols = [k.expr.label(f"s{i}") for i, k in enumerate(keys)]
         q = select(*cols, *sort_cols).where(*conds)
-        signature = f"{t.id}:{self.cat.version}:{','.join(('-' if d else '') + k for k, d in spec)}"
+        # a cursor only fits the query it came from: same table, schema, sort, filter, search and view
+        query = json.dumps([filter_tree, search, view.get("key") if view else None], sort_keys=True, default=str)
+        signature = (f"{t.id}:{self.cat.version}:{','.join(('-' if d else '') + k for k, d in spec)}:"
+                     f"{hashlib.sha256(query.encode()).hexdigest()[:16]}")
         if cursor:
             if offset:
                 raise BadRequest("use either cursor or offset, not both")
@@ -414,15 +422,25 @@ class RecordService:
     def _load(self, t: TableDef, data: Any, creating: bool, ctx: WriteContext) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise BadRequest("'fields' must be an object mapping field keys to values")
-        token = _write_ctx.set(ctx)
         details: dict[str, list[str]] = {}
+        # read-only fields are refused whatever the value (marshmallow never looks at a null)
+        for key in data:
+            f = t.fields_by_key.get(key)
+            if f is not None and f.ftype.read_only:
+                details[key] = ["is read-only"]
+        writable = {k: v for k, v in data.items() if k not in details}
+        token = _write_ctx.set(ctx)
         try:
-            values = input_schema(t, self.cat).load(data, partial=True)
+            values = input_schema(t, self.cat).load(writable, partial=True)
         except ma.ValidationError as e:
-            details = _ma_details(e)
+            details.update(_ma_details(e))
             values = dict(e.valid_data or {})  # type: ignore[call-overload]
         finally:
             _write_ctx.reset(token)
+        for key, v in list(values.items()):
+            if v is None:  # a null means "empty" in the type's own terms (false, no links, ...)
+                f = t.fields_by_key[key]
+                values[key] = f.ftype.coerce(None, f, ctx)
         for key in values:
             f = t.fields_by_key[key]
             if not self.access.field_writable(self.cat, t, f):
@@ -443,7 +461,8 @@ class RecordService:
             raise ValidationFailed.from_details(details)
         return values
 
-    def _check_unique(self, t: TableDef, values: dict[str, Any], exclude_id: int | None) -> None:
+    def _check_unique(self, t: TableDef, values: dict[str, Any], exclude_id: int | None,
+                      prefix: str | None = None) -> None:
         for key, v in values.items():
             f = t.fields_by_key[key]
             if f.unique and f.stored and v is not None:
@@ -452,21 +471,37 @@ class RecordService:
                     q = q.where(t.sa.c.id != exclude_id)
                 if self.conn.execute(q.limit(1)).first() is not None:
                     raise Conflict(f"{key}: the value is already used by another record",
-                                   {key: ["is already used by another record"]})
+                                   {f"{prefix or ''}{key}": ["is already used by another record"]})
 
-    def _check_rules(self, t: TableDef, ids: list[int]) -> None:
+    def _check_rules(self, t: TableDef, ids: list[int], where: dict[int, str] | None = None) -> None:
+        """Table validation rules on the written rows (as stored, computed fields included).
+
+        Every broken rule of every row is reported at once; ``where`` names a row in the details
+        (``records/3`` in a batch), a single write uses the rule's key alone.
+        """
         rules = t.doc.get("validations") or []
         if not rules or not ids:
             return
-        for rule in rules:
+        details: dict[str, list[str]] = {}
+        first = ""
+        for n, rule in enumerate(rules):
             fc = FilterCompiler(t, self.reader.ctx)
-            broken = not_(fc.compile(rule["condition"]))
+            # a condition that is NULL for a row (an empty value) does not hold
+            holds = func.coalesce(fc.compile(rule["condition"]), false())
+            broken = not_(holds)
             if rule.get("when"):
-                broken = and_(fc.compile(rule["when"]), broken)
-            bad = self.conn.execute(select(t.sa.c.id).where(t.sa.c.id.in_(ids), broken).limit(1)).first()
-            if bad is not None:
-                msg = label_text(rule["message"], self.access.locale)
-                raise ValidationFailed(msg, {"": [msg]} if len(ids) == 1 else {f"record {bad.id}": [msg]})
+                broken = and_(func.coalesce(fc.compile(rule["when"]), false()), broken)
+            rows = self.conn.execute(select(t.sa.c.id).where(t.sa.c.id.in_(ids), broken)
+                                     .order_by(t.sa.c.id).limit(100)).all()
+            msg = label_text(rule["message"], self.access.locale)
+            name = rule.get("key") or f"validations/{n}"
+            for row in rows:
+                prefix = (where or {}).get(row.id)
+                details.setdefault(f"{prefix}/{name}" if prefix else name, []).append(msg)
+                first = first or msg
+        if details:
+            raise ValidationFailed(first if len(details) == 1 else f"{len(details)} validation rules are broken",
+                                   details)
 
     def _split(self, t: TableDef, values: dict[str, Any]) -> tuple[dict[str, Any], dict[FieldDef, list[int]]]:
         cols: dict[str, Any] = {}
@@ -546,12 +581,13 @@ class RecordService:
         if details:
             raise ValidationFailed.from_details(details)
         seen: dict[str, set[Any]] = {}
-        for values in loaded:
-            self._check_unique(t, values, None)
+        for i, values in enumerate(loaded):
+            self._check_unique(t, values, None, None if single else f"records/{i}/")
             for key, v in values.items():
                 if t.fields_by_key[key].unique and v is not None:
                     if v in seen.setdefault(key, set()):
-                        raise Conflict(f"{key}: the value '{v}' appears twice in the batch", {key: ["repeats"]})
+                        raise Conflict(f"{key}: the value '{str(v)[:100]}' appears twice in the batch",
+                                       {f"records/{i}/{key}": ["repeats a value earlier in the batch"]})
                     seen[key].add(v)
         now = db.utcnow()
         numbers = self._autonumbers(t, len(loaded))
@@ -568,7 +604,7 @@ class RecordService:
                 raise Conflict("a unique value is already used by another record") from None
             self._write_links(t, rid, links)
             ids.append(rid)
-        self._check_rules(t, ids)
+        self._check_rules(t, ids, None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)})
         records = self._read_back(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
                            "changes": {k: {"old": None, "new": v} for k, v in r["fields"].items()
@@ -610,7 +646,7 @@ class RecordService:
         return self.update_many(t, [{"id": record_id, "fields": data}], if_match=if_match, single=True)[0]
 
     def update_many(self, t: TableDef, items: Any, if_match: int | None = None,
-                    single: bool = False) -> list[dict[str, Any]]:
+                    single: bool = False, where: dict[int, str] | None = None) -> list[dict[str, Any]]:
         if not isinstance(items, list) or not items:
             raise BadRequest("'records' must be a non-empty list")
         if len(items) > MAX_BATCH:
@@ -628,7 +664,9 @@ class RecordService:
             seen_ids.add(rid)
             row = self._current(t, rid, "update")
             expected = item.get("version", if_match)
-            if expected is not None and int(expected) != row.version:
+            if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
+                raise BadRequest(f"records[{i}]: 'version' must be the record's version number")
+            if expected is not None and expected != row.version:
                 raise PreconditionFailed(f"record {rid} was changed by someone else (version {row.version})",
                                          current=self.reader.get(t, rid))
             try:
@@ -644,8 +682,8 @@ class RecordService:
             raise ValidationFailed.from_details(details)
         before = {r["id"]: r for r in self._read_back(t, [p[0] for p in plan])}
         now = db.utcnow()
-        for rid, version, values in plan:
-            self._check_unique(t, values, rid)
+        for i, (rid, version, values) in enumerate(plan):
+            self._check_unique(t, values, rid, None if single else f"records/{i}/")
             cols, links = self._split(t, values)
             stmt = update(t.sa).where(t.sa.c.id == rid, t.sa.c.version == version).values(
                 version=version + 1, updated_at=now, updated_by=self.access.user_id, **cols)
@@ -658,13 +696,15 @@ class RecordService:
                                          current=self.reader.get(t, rid))
             self._write_links(t, rid, links)
         ids = [p[0] for p in plan]
-        self._check_rules(t, ids)
+        self._check_rules(t, ids, where or (None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)}))
         after = self._read_back(t, ids)
         hist, events = [], []
         for rec in after:
             old = before[rec["id"]]["fields"]
             changes = {k: {"old": old.get(k), "new": v} for k, v in rec["fields"].items()
                        if old.get(k) != v and not t.fields_by_key[k].ftype.computed}
+            if not changes:
+                continue
             hist.append({"record_id": rec["id"], "at": now, "action": "update", "changes": changes})
             events.append({"record_id": rec["id"], "event": "record_updated",
                            "payload": {"changes": changes, "fields": rec["fields"]}})
@@ -746,9 +786,14 @@ class RecordService:
         return [r[0] for r in rows]
 
     def bulk_update(self, t: TableDef, filter_tree: Any, data: Any) -> int:
+        """Change the same fields on every record the filter matches (one transaction, history each)."""
+        # bad values are reported by field key, once, before any record is touched
+        self._load(t, data, creating=False, ctx=WriteContext(self.cat, self.conn, self.access.user_id))
         ids = self.matching_ids(t, filter_tree, "update")
         for i in range(0, len(ids), MAX_BATCH):
-            self.update_many(t, [{"id": rid, "fields": data} for rid in ids[i:i + MAX_BATCH]])
+            chunk = ids[i:i + MAX_BATCH]
+            self.update_many(t, [{"id": rid, "fields": data} for rid in chunk],
+                             where={rid: f"record:{rid}" for rid in chunk})
         return len(ids)
 
     def bulk_delete(self, t: TableDef, filter_tree: Any) -> int:

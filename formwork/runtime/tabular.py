@@ -25,11 +25,11 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import IO, BinaryIO, Literal, TypeVar
+from typing import IO, Any, BinaryIO, Literal, TypeVar
 
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell import WriteOnlyCell
@@ -306,16 +306,34 @@ def open_tabular(
     head = _read_up_to(stream, _SNIFF_BYTES)
     if not head:
         raise TabularError("the file is empty")
-    limits = {"max_rows": max_rows, "max_columns": max_columns, "max_cell_chars": max_cell_chars}
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return _open_xlsx(stream, head, start, sheet=sheet, max_uncompressed=max_uncompressed, **limits)
+        return _open_xlsx(
+            stream,
+            head,
+            start,
+            sheet=sheet,
+            max_uncompressed=max_uncompressed,
+            max_rows=max_rows,
+            max_columns=max_columns,
+            max_cell_chars=max_cell_chars,
+        )
     for signature, what in _FOREIGN_SIGNATURES:
         if head.startswith(signature):
             raise _refuse(what)
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1024].lower()
-    if start.startswith(b"<") and any(tag in start for tag in (b"<html", b"<!doctype", b"<table", b"<?xml")):
+    text_start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1024].lower()
+    if text_start.startswith(b"<") and any(
+        tag in text_start for tag in (b"<html", b"<!doctype", b"<table", b"<?xml")
+    ):
         raise _refuse("a web page or XML document (some systems save those with an .xls name)")
-    return _open_csv(stream, head, filename, encoding=encoding, **limits)  # type: ignore[arg-type]
+    return _open_csv(
+        stream,
+        head,
+        filename,
+        encoding=encoding,
+        max_rows=max_rows,
+        max_columns=max_columns,
+        max_cell_chars=max_cell_chars,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +355,6 @@ def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_MARK_ERRORS, _mark_undecodable)
 
 _ENCODING_LABELS = {
-    "ascii": "UTF-8",
     "utf-8": "UTF-8",
     "utf-8-sig": "UTF-8",
     "gb18030": "GB18030/GBK",
@@ -414,7 +431,7 @@ def _detect_bom_encoding(head: bytes) -> str | None:
     return None
 
 
-_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+_LINE_END_RE = re.compile(r"\r\n?|\n")
 
 
 def _text_lines(head: bytes, stream: IO[bytes], decoder: _Decoder, max_line_chars: int) -> Iterator[str]:
@@ -438,8 +455,8 @@ def _text_lines(head: bytes, stream: IO[bytes], decoder: _Decoder, max_line_char
         # A chunk may end between \r and \n; keep the \r until the next chunk.
         end = len(text) - 1 if (text.endswith("\r") and not final and bad_at < 0) else len(text)
         pos = 0
-        for match in _LINE_RE.finditer(text, 0, end):
-            yield match.group()
+        for match in _LINE_END_RE.finditer(text, 0, end):
+            yield text[pos : match.end()]
             pos = match.end()
         pending = text[pos:]
         if bad_at >= 0:
@@ -496,10 +513,13 @@ def _guess_delimiter(sample: list[str], filename: str | None) -> str:
         order.remove("\t")
         order.insert(0, "\t")
 
+    # Lines of nothing but delimiters are blank whatever the delimiter is.
+    lines = [line for line in sample if line.strip("".join(_DELIMITERS) + " \r\n")]
+
     def score(delimiter: str) -> tuple[bool, float, float, int, int]:
         preference = -order.index(delimiter)
         try:
-            records = [r for r in csv.reader(sample, delimiter=delimiter) if any(c.strip() for c in r)]
+            records = [r for r in csv.reader(lines, delimiter=delimiter) if any(c.strip() for c in r)]
         except csv.Error:
             return (False, 0.0, 0.0, 0, preference)
         widths = []
@@ -723,7 +743,7 @@ def _xlsx_records(sheet_rows: Iterator[Sequence[object]], close: Callable[[], No
             except Exception as exc:
                 # openpyxl surfaces corrupt XML/ZIP data as assorted exception types.
                 raise TabularError(
-                    f"the Excel sheet is damaged after row {row} and cannot be read further ({exc})"
+                    f"the Excel sheet is damaged somewhere after row {row} and cannot be read further"
                 ) from exc
             row += 1
             values = [_xlsx_value(cell) for cell in cells]
@@ -805,9 +825,11 @@ def neutralize(value: object) -> object:
     Strings starting with = + - @ tab or carriage return get a leading
     apostrophe; everything else, including negative numbers, is unchanged.
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
-        return "'" + value
-    return value
+    return _neutralize_text(value) if isinstance(value, str) else value
+
+
+def _neutralize_text(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_TRIGGERS) else text
 
 
 def _plain_text(value: object) -> str:
@@ -832,15 +854,17 @@ def _plain_text(value: object) -> str:
 def _csv_cell(value: object) -> str:
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return str(value)
-    return neutralize(_plain_text(value))  # type: ignore[return-value]
+    return _neutralize_text(_plain_text(value))
 
 
 def write_csv(header: list[str], rows: Iterable[Sequence[object]]) -> Iterator[bytes]:
     """Stream a CSV export as UTF-8 chunks of roughly 64 KB.
 
     Starts with a BOM so Excel opens Chinese text correctly; CRLF line ends;
-    None → empty, bools → TRUE/FALSE, dates → ISO text, lists → "a, b",
-    {"display": x} → x; every text cell goes through :func:`neutralize`.
+    None → empty, bools → TRUE/FALSE, dates → ISO text (aware datetimes keep
+    their offset), lists → "a, b", {"display": x} → x; every text cell goes
+    through :func:`neutralize`.  Unencodable lone surrogates become "?"
+    rather than breaking a download halfway.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -862,8 +886,10 @@ _ILLEGAL_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def _xlsx_text(text: str) -> str:
-    """XML cannot carry most control characters, and Excel caps cells at 32,767 characters."""
-    return neutralize(_ILLEGAL_XML_CHARS.sub("", text))[:_EXCEL_MAX_CELL_CHARS]  # type: ignore[index]
+    """Neutralized text minus the control characters XML cannot carry, cut to Excel's cell limit."""
+    cleaned = _ILLEGAL_XML_CHARS.sub("", _neutralize_text(text))
+    # XML parsers turn a bare CR into LF anyway; do it here so the result is predictable.
+    return cleaned.replace("\r\n", "\n").replace("\r", "\n")[:_EXCEL_MAX_CELL_CHARS]
 
 
 def _xlsx_cell(value: object) -> object:
@@ -913,42 +939,45 @@ def write_xlsx(
     """
     if len(header) > _EXCEL_MAX_COLUMNS:
         raise TabularError(f"an Excel sheet holds at most {_EXCEL_MAX_COLUMNS:,} columns")
+    # Only openpyxl's own calls run under the warnings filter, not the caller's row source.
     with _quiet_openpyxl():
         workbook = Workbook(write_only=True)
         worksheet = workbook.create_sheet(title=_sheet_title(sheet_title))
-        worksheet.freeze_panes = "A2"
-        bold = Font(bold=True)
-        header_cells = []
-        for name in header:
-            cell = WriteOnlyCell(worksheet, value=_xlsx_cell(name))
-            cell.font = bold
-            header_cells.append(cell)
-        try:
-            worksheet.append(header_cells)
-            for count, row in enumerate(rows, 1):
-                if count >= _EXCEL_MAX_ROWS:
-                    raise TabularError(
-                        f"an Excel sheet holds at most {_EXCEL_MAX_ROWS - 1:,} data rows; "
-                        "please export as CSV instead"
-                    )
-                values = [_xlsx_cell(value) for value in row]
-                if len(values) > _EXCEL_MAX_COLUMNS:
-                    raise TabularError(f"an Excel sheet holds at most {_EXCEL_MAX_COLUMNS:,} columns")
-                worksheet.append(values)
-            workbook.save(out)
-        except BaseException:
-            _discard_write_only(worksheet)
-            raise
-
-
-def _discard_write_only(worksheet: object) -> None:
-    """openpyxl only deletes a write-only sheet's temp file on save or at exit;
-    a failed export in a long-running server would otherwise leak it."""
-    writer = getattr(worksheet, "_writer", None)
-    if writer is None:
-        return
+    worksheet.freeze_panes = "A2"
+    bold = Font(bold=True)
+    header_cells = []
+    for name in header:
+        cell = WriteOnlyCell(worksheet, value=_xlsx_cell(name))
+        cell.font = bold
+        header_cells.append(cell)
     try:
-        writer.close()
-        writer.cleanup()
-    except (OSError, ValueError, RuntimeError):
-        pass
+        worksheet.append(header_cells)
+        for count, row in enumerate(rows, 1):
+            if count >= _EXCEL_MAX_ROWS:
+                raise TabularError(
+                    f"an Excel sheet holds at most {_EXCEL_MAX_ROWS - 1:,} data rows; "
+                    "please export as CSV instead"
+                )
+            values = [_xlsx_cell(value) for value in row]
+            if len(values) > _EXCEL_MAX_COLUMNS:
+                raise TabularError(f"an Excel sheet holds at most {_EXCEL_MAX_COLUMNS:,} columns")
+            worksheet.append(values)
+        with _quiet_openpyxl():
+            workbook.save(out)
+    except BaseException:
+        _discard_write_only(worksheet)
+        raise
+
+
+def _discard_write_only(worksheet: Any) -> None:
+    """Best-effort cleanup after a failed export, while the real error propagates.
+
+    openpyxl deletes a write-only sheet's temporary file only on save or at
+    interpreter exit, so a long-running server would leak one per failure.
+    """
+    with suppress(Exception):
+        worksheet.close()
+    writer = getattr(worksheet, "_writer", None)
+    if writer is not None:
+        with suppress(OSError, ValueError):
+            writer.cleanup()
