@@ -82,7 +82,16 @@ class TableDef:
     position: int
     fields: list[FieldDef] = field(default_factory=list)
     fields_by_key: dict[str, FieldDef] = field(default_factory=dict)
-    sa: Table = None  # type: ignore[assignment]
+    # the physical table is built on first use: metadata operations reload the catalog often and
+    # touch only a few tables, so building every Table up front would dominate their cost
+    _sa: Table | None = None
+    _builder: Any = None
+
+    @property
+    def sa(self) -> Table:
+        if self._sa is None:
+            self._sa = self._builder()
+        return self._sa
     views: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -189,8 +198,9 @@ class Catalog:
         self.tables_by_id: dict[int, TableDef] = {}
         self.fields_by_id: dict[int, FieldDef] = {}
         self.junctions: dict[int, Table] = {}
+        self._junction_ids: set[int] = set()
         self._cache: dict[Any, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # builds may memoise what they need (schemas → formula types)
 
     # --- look-ups -------------------------------------------------------------------------------
     def app(self, key: str) -> AppDef:
@@ -212,7 +222,21 @@ class Catalog:
         return self.fields_by_id[field_id]
 
     def junction(self, field_id: int) -> Table:
-        return self.junctions[field_id]
+        with self._lock:
+            if field_id not in self.junctions:
+                if field_id not in self._junction_ids:
+                    raise KeyError(field_id)
+                self.junctions[field_id] = build_junction(self.md, field_id)
+            return self.junctions[field_id]
+
+    def _table_builder(self, t: TableDef, stored_all: list[FieldDef]) -> Any:
+        def build() -> Table:
+            with self._lock:
+                if t._sa is None:
+                    t._sa = build_user_table(self.md, t, stored_all)
+                return t._sa
+
+        return build
 
     def cached(self, key: Any, build: Any) -> Any:
         """Memoise derived objects (serializer schemas, parsed formulas) for this schema version."""
@@ -280,10 +304,10 @@ class Catalog:
             del cat.fields_by_id[fid]
         for t in cat.tables_by_id.values():
             stored_all = [f for f in all_fields_by_table.get(t.id, []) if f.type in field_types]
-            t.sa = build_user_table(cat.md, t, stored_all)
+            t._builder = cat._table_builder(t, stored_all)
             for f in stored_all:
                 if f.type == "link" and f.options.get("side") == "forward" and f.options.get("multiple"):
-                    cat.junctions[f.id] = build_junction(cat.md, f.id)
+                    cat._junction_ids.add(f.id)
         for r in conn.execute(select(db.views).where(db.views.c.deleted_at.is_(None)).order_by(
                 db.views.c.position, db.views.c.id)):
             t = cat.tables_by_id.get(r.table_id)
