@@ -142,6 +142,38 @@ def template_install(name: str, key: str | None, demo: bool) -> None:
         click.echo(f"installed app '{a.key}'")
 
 
+@main.command("demo")
+@click.argument("template_name")
+@click.option("--app", "app_key", default=None, help="app to fill (default: the template's key; installed if missing)")
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small")
+@click.option("--customers", type=click.IntRange(1, 10_000_000), default=None, help="exact number of customers")
+@click.option("--seed", type=int, default=None, help="random seed (same seed, same data)")
+def demo_cmd(template_name: str, app_key: str | None, size: str, customers: int | None, seed: int | None) -> None:
+    """Generate demo data; from 5000 customers on rows are bulk-loaded (e.g. --customers 1000000)."""
+    from formwork import db
+    from formwork.metadata.portable import install_template, load_template
+    from formwork.runtime.demo import DEFAULT_SEED, generate_demo
+
+    app = _app()
+    p = app.extensions["formwork"]
+    key = app_key or load_template(template_name)["app"]["key"]
+    with db.transaction(p.engine) as conn:
+        cat = p.catalogs.get(conn)
+        if key not in cat.apps_by_key:
+            install_template(_system_service(conn, cat), template_name, key, False)
+            click.echo(f"installed app '{key}'")
+            cat = p.catalogs.get(conn)
+
+        def progress(what: str, n: int) -> None:
+            click.echo(f"  {n} {what}...")
+
+        r = generate_demo(conn, cat, key, template_name, size=size, customers=customers,
+                          seed=DEFAULT_SEED if seed is None else seed, progress=progress)
+    for table, n in r["tables"].items():
+        click.echo(f"{table:>20}: {n}")
+    click.echo(f"{r['rows']} rows in {r['seconds']} s ({r['rows_per_second']} rows/s, {r['mode']} mode)")
+
+
 @main.command("export")
 @click.argument("app_key")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None)

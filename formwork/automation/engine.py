@@ -703,6 +703,18 @@ class AutomationEngine:
                     continue
                 ctx = {"type": "schedule", "rule": rule["key"], "due_at": due.isoformat(), "user": None,
                        "changes": {}}
+                if trig.get("aggregate_condition"):
+                    try:
+                        ctx["aggregate"] = self.aggregate_condition(conn, cat, app, rule, due)
+                    except (StepFailed, FormworkError) as e:
+                        msg = f"aggregate condition: {getattr(e, 'message', None) or e}"
+                        req = RunRequest(app=app, rule=rule, trigger="schedule", table=None, record_id=None,
+                                         trigger_ctx=ctx, firing_key=key)
+                        self._notify_owner(conn, req, self._insert_run(conn, req, "failed", error=msg), msg)
+                        runs += 1
+                        continue
+                    if not ctx["aggregate"]["matched"]:
+                        continue
                 if table is None:
                     runs += self.start(conn, cat, RunRequest(app=app, rule=rule, trigger="schedule", table=None,
                                                              record_id=None, trigger_ctx=ctx, firing_key=key))
@@ -721,6 +733,37 @@ class AutomationEngine:
         conn.execute(update(db.automation_state).where(db.automation_state.c.automation_id == rule["id"])
                      .values(last_tick=naive(now)))
         return runs
+
+    def aggregate_condition(self, conn: Connection, cat: Catalog, app: AppDef, rule: dict[str, Any],
+                            due: dt.datetime) -> dict[str, Any]:
+        """A schedule's aggregate condition as of the firing time: value (a ratio with ``divide_by``),
+        the parts, and whether ``value op threshold`` holds. Computed as the rule's user sees the data."""
+        from formwork.runtime.aggregate import Aggregator
+
+        spec = rule["trigger"]["aggregate_condition"]
+        access = self.access_for(conn, rule)
+
+        def measure(part: dict[str, Any]) -> Any:
+            agg = Aggregator(conn, cat, access)
+            agg.ctx.now = naive(due)  # relative dates ("last_month") as of the firing
+            metric = part.get("metric") or "count"
+            rows = agg.run(app.table(part["table"]), [], [metric], part.get("filter"))
+            return rows[0].get(metric) if rows else None
+
+        numerator = measure(spec)
+        out: dict[str, Any] = {"numerator": numerator}
+        value = numerator
+        if spec.get("divide_by"):
+            denominator = measure(spec["divide_by"])
+            out["denominator"] = denominator
+            value = None if not denominator or numerator is None else round(numerator / denominator, 10)
+        threshold = spec["value"]
+        ops: dict[str, Callable[[Any, Any], bool]] = {
+            "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
+            "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b}
+        out.update(value=value, threshold=threshold, op=spec["op"],
+                   matched=value is not None and ops[spec["op"]](value, threshold))
+        return out
 
     def _claim_firing(self, conn: Connection, rule: dict[str, Any], key: str, due: dt.datetime) -> bool:
         try:
@@ -1016,10 +1059,23 @@ class Executor:
                 out += [part.strip() for part in str(item).split(",") if part.strip()]
         return out
 
+    def _emails(self, user_ids: list[int]) -> list[str]:
+        if not user_ids:
+            return []
+        return [r[0] for r in self.conn.execute(select(db.users.c.email).where(
+            db.users.c.id.in_(sorted(set(user_ids))), db.users.c.email.is_not(None)).order_by(db.users.c.id))]
+
     def do_send_email(self, a: dict[str, Any], path: list[Any]) -> Any:
-        to = self._addresses(self.render(a["to"]))
+        to = self._addresses(self.render(a.get("to") or []))
+        for role in a.get("roles") or []:
+            to += self._emails(self._users_by_role(role))
+        if a.get("owner"):
+            owner = self._owner_id()
+            to += self._emails([owner] if owner is not None else [])
+        to = list(dict.fromkeys(to))
         if not to:
-            raise StepFailed("the email has no recipient (the 'to' templates rendered empty)")
+            raise StepFailed("the email has no recipient (the 'to' templates rendered empty and no role member "
+                             "or owner has an email address)")
         request = {"to": to, "cc": self._addresses(self.render(a.get("cc") or [])),
                    "subject": str(self.render(a["subject"]) or ""), "body": str(self.render(a.get("body") or "")),
                    "html": self.render(a["html"]) if a.get("html") else None}
@@ -1161,6 +1217,15 @@ class Executor:
         if self.dry:
             return {"would_wait_seconds": seconds}
         return Park("waiting", [*path[:-1], path[-1] + 1], resume_at)
+
+    def do_recycle_to_pool(self, a: dict[str, Any], path: list[Any]) -> Any:
+        """Return stale records of a pool table to the pool (see formwork.runtime.pool), as of the firing."""
+        from formwork.runtime.pool import recycle
+
+        due = self.req.trigger_ctx.get("due_at")
+        now = naive(dt.datetime.fromisoformat(due)) if isinstance(due, str) else None
+        return recycle(self.conn, self.cat, self.app.table(a["table"]), now=now, origin=self.rule["key"],
+                       depth=self.req.depth + 1, dry=self.dry)
 
     def do_branch(self, a: dict[str, Any], path: list[Any]) -> Any:
         assert self.t is not None and self.rid is not None

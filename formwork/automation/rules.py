@@ -161,8 +161,10 @@ class _Checker:
                 target = self.cat.table_by_id(f.options["target"])
                 self.fields_of(target, a.get("fields"), f"{p}/fields", frozenset({"related"}))
         elif kind == "send_email":
-            if not a.get("to"):
-                self.err(f"{p}/to", "needs at least one recipient")
+            if not (a.get("to") or a.get("roles") or a.get("owner")):
+                self.err(f"{p}/to", "needs at least one recipient ('to', 'roles' or 'owner': true)")
+            if a.get("owner") and t is None:
+                self.err(f"{p}/owner", "needs a triggering record")
             for name in ("to", "cc", "subject", "body", "html"):
                 self.templated(a.get(name), f"{p}/{name}")
             if not a.get("subject"):
@@ -206,6 +208,16 @@ class _Checker:
                                                                 ("days", 86400)))
             if total <= 0 or total > 366 * 86400:
                 self.err(p, "a wait needs seconds, minutes, hours or days (at most a year)")
+        elif kind == "recycle_to_pool":
+            from formwork.runtime.pool import pool_problems
+
+            target = self.app.tables_by_key.get(a.get("table", ""))
+            if target is None:
+                self.err(f"{p}/table", f"no table '{a.get('table')}' in app '{self.app.key}'")
+            else:
+                for ptr, msgs in pool_problems(target, self.cat).items():
+                    for m in msgs:
+                        self.err(f"{p}/table", f"{ptr}: {m}")
         elif kind == "branch":
             if "condition" not in a:
                 self.err(f"{p}/condition", "is required")
@@ -248,6 +260,8 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None
             parse_schedule(trig.get("schedule") or {})
         except ScheduleError as e:
             details["/trigger/schedule"] = [str(e)]
+    if trig.get("aggregate_condition") is not None:
+        _check_aggregate(catalog, app, trig, details)
     if trig["type"] in ("date_reached",) and trig.get("timezone"):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -263,3 +277,34 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None
     checker.actions(doc.get("actions") or [], "/actions")
     if checker.details:
         raise ValidationFailed.from_details(checker.details)
+
+
+def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], details: dict[str, list[str]]) -> None:
+    """An aggregate condition: tables, metric fields and filters must exist (schedule triggers only)."""
+    from formwork.runtime.query import FilterCompiler
+
+    if trig["type"] != "schedule":
+        details["/trigger/aggregate_condition"] = ["only a schedule trigger takes an aggregate condition"]
+        return
+    spec = trig["aggregate_condition"]
+    for ptr, part in (("/trigger/aggregate_condition", spec),
+                      ("/trigger/aggregate_condition/divide_by", spec.get("divide_by"))):
+        if part is None:
+            continue
+        t = app.tables_by_key.get(part["table"])
+        if t is None:
+            details[f"{ptr}/table"] = [f"no table '{part['table']}' in app '{app.key}'"]
+            continue
+        fn, _, key = (part.get("metric") or "count").partition(":")
+        if key:
+            f = t.fields_by_key.get(key)
+            if f is None:
+                details[f"{ptr}/metric"] = [f"no field '{key}' in '{t.key}'"]
+            elif fn in ("sum", "avg") and f.ftype.value_kind(f, catalog) != "number":
+                details[f"{ptr}/metric"] = [f"'{key}' is not a number, so it has no {fn}"]
+        if part.get("filter") is not None:
+            try:
+                FilterCompiler.check(t, catalog, part["filter"], f"{ptr}/filter")
+            except ValidationFailed as e:
+                for k, v in (e.details or {}).items():
+                    details.setdefault(k, []).extend(v)

@@ -288,6 +288,8 @@ class Catalog:
             all_fields_by_table.setdefault(fr.table_id, []).append(fd)
             if fr.deleted_at is None:
                 cat.fields_by_id[fd.id] = fd
+        live_tables = {tr.id for tr in table_rows if tr.app_id in cat.apps_by_id}
+        _hide_dangling(cat.fields_by_id, live_tables)
         for tr in table_rows:
             app = cat.apps_by_id.get(tr.app_id)
             if app is None:
@@ -299,9 +301,6 @@ class Catalog:
             app.tables.append(t)
             app.tables_by_key[t.key] = t
             cat.tables_by_id[t.id] = t
-        # fields of trashed tables stay out of the live maps
-        for fid in [fid for fid, f in cat.fields_by_id.items() if f.table_id not in cat.tables_by_id]:
-            del cat.fields_by_id[fid]
         for t in cat.tables_by_id.values():
             stored_all = [f for f in all_fields_by_table.get(t.id, []) if f.type in field_types]
             t._builder = cat._table_builder(t, stored_all)
@@ -320,6 +319,28 @@ class Catalog:
                 if a is not None:
                     getattr(a, kind).append(dict(r.doc, id=r.id))
         return cat
+
+
+def _hide_dangling(fields: dict[int, FieldDef], live_tables: set[int]) -> None:
+    """Drop live fields that stand on something in the trash (a link whose other table or twin is gone,
+    a lookup or rollup through it), so that restoring tables in any order never shows a broken field.
+    They reappear by themselves once what they need is restored."""
+    for fid in [fid for fid, f in fields.items() if f.table_id not in live_tables]:
+        del fields[fid]
+    changed = True
+    while changed:
+        changed = False
+        for fid, f in list(fields.items()):
+            opts = f.options
+            if f.type == "link":
+                ok = opts.get("target") in live_tables and (not opts.get("pair") or opts["pair"] in fields)
+            elif f.type in ("lookup", "rollup"):
+                ok = all(opts.get(k) in fields for k in ("link", "field") if opts.get(k) is not None)
+            else:
+                continue
+            if not ok:
+                del fields[fid]
+                changed = True
 
 
 def current_version(conn: Connection) -> int:

@@ -97,28 +97,30 @@ def import_app(svc: MetadataService, doc: Any, key: str | None = None,
             svc.create_table(app_key, tdoc)
         except ValidationFailed as e:
             raise ValidationFailed(e.message, {f"/tables/{ti}{k}": v for k, v in (e.details or {}).items()}) from None
-        for f in t.get("fields", []):
+        for fi, f in enumerate(t.get("fields", [])):
             if isinstance(f, dict) and not f.get("reverse_of") and f.get("type") in ("link", *COMPUTED):
-                pending.append((ti, t["key"], f))
-    for ti, tkey, f in [p for p in pending if p[2].get("type") == "link"]:
+                pending.append((f"/tables/{ti}/fields/{fi}", t["key"], f))
+    for pointer, tkey, f in [p for p in pending if p[2].get("type") == "link"]:
         fdoc = copy.deepcopy(f)
         opts = fdoc.setdefault("options", {})
-        rkey = opts.get("reverse_key")
+        rkey = opts.get("reverse_key") if isinstance(opts, dict) else None
         rev = reverse_docs.get(f"{opts.get('table')}.{rkey}") if rkey else None
         if rev is not None:
             opts["reverse_label"] = rev.get("label", rkey)
-        svc.create_field(app_key, tkey, fdoc)
+        _create_field(svc, app_key, tkey, fdoc, pointer)
     computed = [p for p in pending if p[2].get("type") != "link"]
     while computed:  # computed fields may depend on each other across tables: retry until stable
         failed = []
         for item in computed:
             try:
-                svc.create_field(app_key, item[1], item[2])
+                with svc.conn.begin_nested():  # a failed attempt leaves no half-created field behind
+                    svc.create_field(app_key, item[1], item[2])
             except ValidationFailed:
+                svc.catalog = Catalog.load(svc.conn)
                 failed.append(item)
         if len(failed) == len(computed):
-            ti, tkey, f = failed[0]
-            svc.create_field(app_key, tkey, f)  # raises the real error
+            pointer, tkey, f = failed[0]
+            _create_field(svc, app_key, tkey, f, pointer)  # raises the real error
         computed = failed
     _apply_order(svc, app_key, tables_in, reverse_docs)
     for t in tables_in:
@@ -138,6 +140,14 @@ def import_app(svc: MetadataService, doc: Any, key: str | None = None,
     if doc.get("roles"):
         svc._bump("app", svc.catalog.app(app_key).id, "roles", None, None)
     return svc.catalog.app(app_key)
+
+
+def _create_field(svc: MetadataService, app_key: str, table_key: str, doc: Any, pointer: str) -> None:
+    """Create one field of the document; errors point into the document (``/tables/2/fields/5/...``)."""
+    try:
+        svc.create_field(app_key, table_key, doc)
+    except ValidationFailed as e:
+        raise ValidationFailed(e.message, {pointer + k: v for k, v in (e.details or {}).items()}) from None
 
 
 def _apply_order(svc: MetadataService, app_key: str, tables_in: list[dict[str, Any]],

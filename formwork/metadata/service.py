@@ -10,7 +10,21 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -166,9 +180,12 @@ class MetadataService:
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         app = self.catalog.app(app_key)
+        doc = dict(doc)
+        views_in = doc.pop("views", None)
+        if views_in is not None and not isinstance(views_in, list):
+            raise ValidationFailed.from_details({"/views": ["must be a list of view documents"]})
         validation.validate("table", doc)
         fields_in = doc.pop("fields", []) or []
-        views_in = doc.pop("views", None)
         self._check_key_free(db.tables, db.tables.c.app_id, app.id, doc["key"], "table")
         for i, fd in enumerate(fields_in):
             validation.validate("field", fd, prefix=f"/fields/{i}")
@@ -212,15 +229,21 @@ class MetadataService:
 
     def update_table(self, app_key: str, table_key: str, patch: dict[str, Any]) -> TableDef:
         t = self.catalog.table(app_key, table_key)
+        if isinstance(patch, dict):
+            patch = dict(patch)
+            position = patch.pop("position", None)
         doc = self._merge(t.doc, patch, ("fields", "views"))
         validation.validate("table", doc)
         if doc["key"] != t.key:
             self._check_key_free(db.tables, db.tables.c.app_id, t.app_id, doc["key"], "table", t.id)
-        values: dict[str, Any] = {"key": doc["key"], "doc": doc}
-        if isinstance(patch.get("position"), int):
-            values["position"] = patch["position"]
-            doc.pop("position", None)
-        self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(**values))
+        self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(key=doc["key"], doc=doc))
+        if position is not None:
+            if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+                raise ValidationFailed.from_details({"/position": ["must be a whole number, 0 or more"]})
+            order = [x for x in self.catalog.app_by_id(t.app_id).tables if x.id != t.id]
+            order.insert(min(position, len(order)), t)
+            for i, x in enumerate(order):
+                self.conn.execute(update(db.tables).where(db.tables.c.id == x.id).values(position=i))
         self._bump("table", t.id, "update", t.doc, doc)
         self._check_table_refs(self.catalog.table_by_id(t.id))
         return self.catalog.table_by_id(t.id)
@@ -449,29 +472,34 @@ class MetadataService:
                                                                    "add a link field instead"]})
             if type_changed and f.ftype.computed is False and new_f.ftype.computed:
                 self._blocked_by_dependents(f)
-            report = self._convert(t, f, new_f, dry_run=True)
             if dry_run:
-                return report
-            if report["emptied"] and not confirm:
-                raise ValidationFailed(
-                    f"{report['emptied']} values would be emptied; send confirm_data_loss: true to go ahead",
-                    {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted"]})
+                return self._convert(t, f, new_f, dry_run=True)
         elif dry_run:
             return report
         self._check_cycles(new_f)
         values: dict[str, Any] = {"key": new_f.key, "type": new_f.type, "doc": stored}
-        if isinstance(position, int):
-            values["position"] = position
         if needs_data:
-            self._convert(t, f, new_f, dry_run=False)
+            report = self._convert(t, f, new_f, dry_run=False, confirm=confirm)
             values["doc"] = new_f.doc
         elif new_f.unique != f.unique and new_f.stored:
             self._toggle_unique(t, new_f)
         self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(**values))
+        if position is not None:
+            self._reorder(t, f, position)
         if new_f.key != f.key:
             self._rekey(t, f.key, new_f.key)
         self._bump("field", f.id, "update", public_doc(f.doc), public_doc(new_doc))
         return {"field": self.field_json(self.catalog.field_by_id(f.id)), **report}
+
+    def _reorder(self, t: TableDef, f: FieldDef, position: Any) -> None:
+        """Move ``f`` to index ``position`` among the table's fields and renumber them all 0..n-1."""
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValidationFailed.from_details({"/position": ["must be a whole number, 0 or more"]})
+        order = [g for g in t.fields if g.id != f.id]
+        order.insert(min(position, len(order)), f)
+        for i, g in enumerate(order):
+            if g.position != i or g.id == f.id:
+                self.conn.execute(update(db.fields).where(db.fields.c.id == g.id).values(position=i))
 
     def _options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
         if old.type != new.type:
@@ -499,53 +527,42 @@ class MetadataService:
 
             self.editor.drop_index(Index(name, t.sa.c[f.column_name], unique=True))
 
-    def _convert(self, t: TableDef, old: FieldDef, new: FieldDef, dry_run: bool) -> dict[str, Any]:
-        """Convert every value of ``old`` into ``new``'s type, set-based in batches of ids.
+    def _convert(self, t: TableDef, old: FieldDef, new: FieldDef, dry_run: bool,
+                 confirm: bool = False) -> dict[str, Any]:
+        """Convert every value of ``old`` into ``new``'s type.
 
         The new values go into a fresh column (its name carries a generation number), then the old
-        column is dropped: on both databases this happens inside the caller's transaction.
+        column is dropped: on both databases this happens inside the caller's transaction. Conversions
+        that SQL can do exactly run as one UPDATE; only the values it can't vouch for go through Python.
+        A change that would empty values raises unless ``confirm`` (the counts are exact either way).
         """
-        from formwork.runtime.records import RecordReader
-
-        reader = RecordReader(self.catalog, self.conn, user_id=self.actor.user_id)
-        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
-        rows = converted = emptied = 0
-        samples: list[dict[str, Any]] = []
-        new_values: list[dict[str, Any]] = []
-        for rid, value in reader.iter_field_values(t, old):
-            rows += 1
-            if old.ftype.is_empty(value):
-                after = None
-            else:
-                try:
-                    after = new.ftype.convert_from(value, old, new, ctx)
-                    converted += 1
-                except FieldValueError:
-                    after = None
-                    emptied += 1
-            if new.ftype.computed:
-                if not old.ftype.computed and not old.ftype.is_empty(value):
-                    emptied += 1  # a stored value replaced by a computed one is gone
-            else:
-                new_values.append({"rid": rid, "v": after})
-            if len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
-                samples.append({"id": rid, "before": value,
-                                "after": new.ftype.to_json(after, new) if not new.ftype.computed else None})
-        report = {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}
+        fast = _fast_conversion(old, new, self.conn.dialect.name)
+        if fast is not None:
+            report, new_values = self._plan_fast(t, old, new, fast)
+        else:
+            report, new_values = self._plan_python(t, old, new)
         if dry_run:
             return report
+        if report["emptied"] and not confirm:
+            raise ValidationFailed(
+                f"{report['emptied']} values would be emptied; send confirm_data_loss: true to go ahead",
+                {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted"]})
         gen = int(old.doc.get("_gen", 0)) + 1
         new.doc["_gen"] = gen
         if old.stored:
             self._drop_field_indexes(t, old)
         if not new.ftype.computed and new.ftype.column_type(new) is not None:
             md = self.catalog.md.__class__()
-            fresh = build_user_table(md, t, [new if g.id == new.id else g for g in t.fields])
+            # the old column stays declared (it is dropped last) so the set-based copy can read it
+            fresh = build_user_table(md, t, [new if g.id == new.id else g for g in t.fields]
+                                     + ([old] if old.stored else []))
             col = fresh.c[new.column_name]
             self.editor.add_column(t.sa, col)
+            if fast is not None:
+                src = fresh.c[old.column_name]
+                self.conn.execute(update(fresh).where(fast.present(src), fast.exact(src, new))
+                                  .values({col.name: fast.value(src, new)}))
             if new_values:
-                from sqlalchemy import bindparam
-
                 stmt = update(fresh).where(fresh.c.id == bindparam("rid")).values({col.name: bindparam("v")})
                 for i in range(0, len(new_values), 5000):
                     self.conn.execute(stmt, new_values[i:i + 5000])
@@ -561,6 +578,66 @@ class MetadataService:
         if old.stored:
             self.editor.drop_column(t.sa, old.column_name)
         return report
+
+    def _convert_one(self, value: Any, old: FieldDef, new: FieldDef, ctx: WriteContext) -> tuple[Any, bool]:
+        """(the stored value in the new type, whether it converted); empty values stay empty."""
+        if old.ftype.is_empty(value):
+            return None, False
+        try:
+            return new.ftype.convert_from(value, old, new, ctx), True
+        except FieldValueError:
+            return None, False
+
+    def _plan_python(self, t: TableDef, old: FieldDef,
+                     new: FieldDef) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        from formwork.runtime.records import RecordReader
+
+        reader = RecordReader(self.catalog, self.conn, user_id=self.actor.user_id)
+        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
+        rows = converted = emptied = 0
+        samples: list[dict[str, Any]] = []
+        new_values: list[dict[str, Any]] = []
+        for rid, value in reader.iter_field_values(t, old):
+            rows += 1
+            after, ok = self._convert_one(value, old, new, ctx)
+            if not old.ftype.is_empty(value):
+                if ok:
+                    converted += 1
+                else:
+                    emptied += 1
+            if new.ftype.computed:
+                if ok and not old.ftype.computed:
+                    emptied += 1  # a stored value replaced by a computed one is gone
+            else:
+                new_values.append({"rid": rid, "v": after})
+            if len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
+                samples.append({"id": rid, "before": value,
+                                "after": new.ftype.to_json(after, new) if not new.ftype.computed else None})
+        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
+
+    def _plan_fast(self, t: TableDef, old: FieldDef, new: FieldDef,
+                   fast: _FastConversion) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Counts for a set-based conversion; values SQL can't convert exactly are converted in Python."""
+        src = t.sa.c[old.column_name]
+        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
+        present, exact = fast.present(src), fast.exact(src, new)
+        rows, simple = self.conn.execute(select(
+            func.count(), func.count(case((and_(present, exact), 1))))).one()
+        rows, simple = int(rows or 0), int(simple or 0)
+        converted, emptied = simple, 0
+        new_values: list[dict[str, Any]] = []
+        odd = select(t.sa.c.id, src).where(present, ~exact).order_by(t.sa.c.id)
+        for rid, raw in self.conn.execute(odd):
+            after, ok = self._convert_one(old.ftype.to_json(raw, old), old, new, ctx)
+            converted, emptied = converted + ok, emptied + (not ok)
+            new_values.append({"rid": rid, "v": after})
+        samples = []
+        for rid, raw in self.conn.execute(select(t.sa.c.id, src).where(present).order_by(t.sa.c.id)
+                                          .limit(MAX_SAMPLES)):
+            before = old.ftype.to_json(raw, old)
+            after, _ok = self._convert_one(before, old, new, ctx)
+            samples.append({"id": rid, "before": before, "after": new.ftype.to_json(after, new)})
+        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
 
     def _drop_field_indexes(self, t: TableDef, f: FieldDef) -> None:
         for ix in list(t.sa.indexes):
@@ -729,6 +806,19 @@ class MetadataService:
         out.sort(key=lambda e: e["deleted_at"] or "", reverse=True)
         return out
 
+    def _check_restorable(self, kind: str, row: Any) -> None:
+        """What a restored object stands on must be live: its app, its table, a link's other table."""
+        if kind == "table" and row.app_id not in self.catalog.apps_by_id:
+            raise Conflict(f"restore the app of table '{row.key}' first")
+        if kind != "field":
+            return
+        if row.table_id not in self.catalog.tables_by_id:
+            raise Conflict(f"restore table '{_table_label(self.conn, row.table_id)}' of field '{row.key}' first")
+        target = (row.doc.get("options") or {}).get("target") if row.type == "link" else None
+        if target is not None and target not in self.catalog.tables_by_id:
+            raise Conflict(f"field '{row.key}' links to table '{_table_label(self.conn, target)}', which is in "
+                           "the trash: restore that table first")
+
     def restore(self, trash_id: str) -> dict[str, Any]:
         m = re.fullmatch(r"(app|table|field|view|automation|dashboard)-(\d{1,18})", trash_id or "")
         if not m:
@@ -742,18 +832,32 @@ class MetadataService:
                       "view": db.views.c.table_id, "automation": db.automations.c.app_id,
                       "dashboard": db.dashboards.c.app_id}[kind]
         parent_id = getattr(row, parent_col.name) if parent_col is not None else None
+        self._check_restorable(kind, row)
         self._check_key_free(tbl, parent_col, parent_id, row.key, kind)
+        companions: list[Any] = []
+        if kind in ("field", "table"):
+            companions = list(self.conn.execute(select(db.fields).where(
+                db.fields.c.deleted_with == f"{kind}:{oid}", db.fields.c.deleted_at.is_not(None))))
+        for c in companions:  # a link's reverse, or links from other tables into a restored table
+            target_table = self.catalog.tables_by_id.get(c.table_id)
+            where = f" in table '{target_table.key}'" if target_table else ""
+            try:
+                self._check_key_free(db.fields, db.fields.c.table_id, c.table_id, c.key, "field")
+            except Conflict:
+                raise Conflict(f"cannot restore '{row.key}': its linked field '{c.key}'{where} has a key that is "
+                               f"used again; rename or delete that field first",
+                               {"/key": [f"'{c.key}' is already used{where}"]}) from None
         self.conn.execute(update(tbl).where(tbl.c.id == oid).values(deleted_at=None))
-        if kind == "field":
-            if row.table_id not in self.catalog.tables_by_id:
-                raise Conflict("restore the field's table first")
-            self.conn.execute(update(db.fields).where(db.fields.c.deleted_with == f"field:{oid}")
-                              .values(deleted_at=None, deleted_with=None))
-        if kind == "table":
-            self.conn.execute(update(db.fields).where(db.fields.c.deleted_with == f"table:{oid}")
+        if companions:
+            self.conn.execute(update(db.fields).where(db.fields.c.id.in_([c.id for c in companions]))
                               .values(deleted_at=None, deleted_with=None))
         self._bump(kind, oid, "restore", None, row.doc)
         return {"id": trash_id, "kind": kind, "key": row.key, "restored": True}
+
+
+def _table_label(conn: Connection, table_id: int) -> str:
+    row = conn.execute(select(db.tables.c.key).where(db.tables.c.id == table_id)).first()
+    return str(row.key) if row else str(table_id)
 
 
 def _column_signature(f: FieldDef) -> str | None:
@@ -774,3 +878,77 @@ def _creation_rank(ftype: Any) -> int:
 def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
+
+
+#: every character Python's str.strip() removes: text fields strip input, so SQL must check the same set
+_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+
+
+@dataclass
+class _FastConversion:
+    """A conversion SQL does exactly for most rows: ``value`` is right wherever ``exact`` holds.
+
+    Rows where the old value is present but ``exact`` is false go through the Python path, so the
+    dry-run counts and the converted values are the same as a row-by-row conversion would give.
+    """
+
+    mode: str  # copy | number_text | checkbox_text | to_number
+    dialect: str
+
+    def present(self, src: Any) -> Any:
+        if self.mode == "checkbox_text":
+            return src.is_(True)
+        if self.mode == "copy":
+            return and_(src.is_not(None), src != "")
+        return src.is_not(None)
+
+    def value(self, src: Any, new: FieldDef) -> Any:
+        if self.mode == "checkbox_text":
+            return literal("true", String())
+        if self.mode == "number_text":
+            return cast(src, String())
+        if self.mode == "to_number":
+            return cast(src, new.ftype.column_type(new))  # type: ignore[arg-type]
+        return src
+
+    def exact(self, src: Any, new: FieldDef) -> Any:
+        if self.mode == "to_number":
+            conds = [src > -MAX_EXACT_INT, src < MAX_EXACT_INT]
+            if new.options.get("min") is not None:
+                conds.append(src >= new.options["min"])
+            if new.options.get("max") is not None:
+                conds.append(src <= new.options["max"])
+            return and_(*conds)
+        limit = min(new.options.get("max_length") or new.ftype.default_max,  # type: ignore[attr-defined]
+                    new.ftype.default_max)  # type: ignore[attr-defined]
+        if self.mode == "checkbox_text":
+            return true() if limit >= 4 else false()
+        value = self.value(src, new)
+        conds = [func.length(value) <= limit]
+        if new.type != "long_text":
+            trim = func.btrim if self.dialect == "postgresql" else func.trim
+            conds.append(value == trim(value, literal(_WHITESPACE, String())))
+        return and_(*conds)
+
+
+MAX_EXACT_INT = 10**15
+_TEXT_TARGETS = ("text", "long_text")
+
+
+def _fast_conversion(old: FieldDef, new: FieldDef, dialect: str) -> _FastConversion | None:
+    """The set-based form of this conversion, when there is one (no user text reaches the SQL)."""
+    from sqlalchemy import BigInteger
+
+    if new.ftype.computed or not old.stored or new.ftype.column_type(new) is None or new.options.get("regex"):
+        return None
+    int_source = old.type == "number" and isinstance(old.ftype.column_type(old), BigInteger)
+    if new.type in _TEXT_TARGETS:
+        if old.type in (*_TEXT_TARGETS, "single_select"):
+            return _FastConversion("copy", dialect)
+        if int_source:
+            return _FastConversion("number_text", dialect)
+        if old.type == "checkbox":
+            return _FastConversion("checkbox_text", dialect)
+    if new.type in ("number", "decimal", "currency", "percent") and int_source:
+        return _FastConversion("to_number", dialect)
+    return None

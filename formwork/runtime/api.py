@@ -601,3 +601,4 @@ def bulk_delete(app_key: str, table_key: str) -> Response:
 # route modules that extend this blueprint (imported for their side effect of adding routes)
 from formwork.automation import api as _automation_api  # noqa: E402,F401
 from formwork.runtime import api_admin, api_reports, api_transfer  # noqa: E402,F401
+from formwork.runtime import api_pool  # noqa: E402,F401

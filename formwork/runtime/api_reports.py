@@ -1,7 +1,53 @@
-"""Routes added to the /api/v1 blueprint (see formwork.runtime.api)."""
+"""Routes added to the /api/v1 blueprint (see formwork.runtime.api): aggregates, dashboard data, OpenAPI."""
 
 from __future__ import annotations
 
-from formwork.runtime.api import api
+from flask import Response, current_app, request
+
+from formwork.errors import BadRequest, NotFound
+from formwork.runtime.aggregate import Aggregator, dashboard_data
+from formwork.runtime.api import _visible_app, api, ok, parse_filter_arg
+from formwork.runtime.openapi import document
+from formwork.web import current_access, unit
 
 __all__ = ["api"]
+
+AGGREGATE_ARGS = {"group_by", "metrics", "filter", "view", "search", "sort", "limit"}
+
+
+@api.get("/data/<app_key>/<table_key>/aggregate")
+def aggregate_records(app_key: str, table_key: str) -> Response:
+    """Grouped metrics (count, sum, avg...) over the records the caller may read."""
+    access = current_access()
+    unknown = set(request.args) - AGGREGATE_ARGS
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    with unit() as (conn, cat):
+        t = cat.table(app_key, table_key)
+        view = request.args.get("view")
+        groups = Aggregator(conn, cat, access).run(
+            t, request.args.get("group_by"), request.args.get("metrics"), parse_filter_arg(),
+            t.view(view) if view else None, request.args.get("search"), request.args.get("sort"),
+            request.args.get("limit"))
+    return ok({"groups": groups})
+
+
+@api.get("/meta/apps/<app_key>/dashboards/<key>/data")
+def dashboard_widgets(app_key: str, key: str) -> Response:
+    """Every widget's computed data under the viewer's permissions."""
+    access = current_access()
+    with unit() as (conn, cat):
+        app = _visible_app(cat, access, app_key)
+        doc = next((d for d in app.dashboards if d["key"] == key), None)
+        if doc is None:
+            raise NotFound(f"no dashboard '{key[:100]}' in app '{app_key}'")
+        return ok(dashboard_data(conn, cat, access, app, doc))
+
+
+@api.get("/openapi.json")
+def openapi_document() -> Response:
+    """The OpenAPI 3.1 document of this API as the caller sees it."""
+    access = current_access()
+    with unit() as (_conn, cat):
+        doc = document(current_app._get_current_object(), cat, access)  # type: ignore[attr-defined]
+    return ok(doc)

@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.sql import elements as sa_elements
 from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
@@ -45,11 +46,14 @@ MAX_LENGTH = 10_000
 MAX_DEPTH = 100
 """Deepest accepted nesting of operators and function calls."""
 
-MAX_SQL_NODES = 50_000
+MAX_SQL_NODES = 20_000
 """Largest accepted compiled expression (counted as rendered, repeats included)."""
 
-MAX_SQL_DEPTH = 400
-"""Deepest accepted compiled expression tree."""
+MAX_SQL_DEPTH = 150
+"""Deepest accepted compiled expression tree (SQLAlchemy compiles recursively)."""
+
+SQLITE_STACK_BUDGET = 60
+"""Estimated SQLite parser stack a formula may use; SQLite 3.40 stops at 100 in total."""
 
 TYPES = ("number", "text", "boolean", "date", "datetime")
 """Value types a formula or a field can have."""
@@ -242,6 +246,7 @@ _FULL_WIDTH = {
     "＊": "*", "／": "/", "＆": "&", "％": "%",
 }  # fmt: skip
 _MAX_NUMBER_CHARS = 40
+_MAX_EXPONENT = 100
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -270,7 +275,7 @@ def _tokenize(text: str) -> list[_Tok]:
             close = text.find("}", i + 1)
             if close < 0:
                 raise FormulaError("unclosed field reference '{'", i)
-            key = text[i + 1 : close]
+            key = text[i + 1 : close].strip()
             if not _KEY_RE.fullmatch(key):
                 raise FormulaError(
                     f"invalid field reference {{{key}}} (keys look like {{amount}} or {{customer.name}})", i
@@ -290,7 +295,9 @@ def _tokenize(text: str) -> list[_Tok]:
                 break
         else:
             if ch in _FULL_WIDTH:
-                raise FormulaError(f"unexpected full-width character '{ch}' (type '{_FULL_WIDTH[ch]}' instead)", i)
+                raise FormulaError(
+                    f"unexpected full-width character '{ch}' (type '{_FULL_WIDTH[ch]}' instead)", i
+                )
             raise FormulaError(f"unexpected character {ch!r}", i)
     tokens.append(_Tok("eof", "", n))
     return tokens
@@ -381,7 +388,12 @@ class _Parser:
     def prefix(self, depth: int) -> Node:
         tok = self.advance()
         if tok.kind == "number":
-            return Literal(tok.pos, "number", Decimal(tok.value))
+            value = Decimal(tok.value)
+            if value and not -_MAX_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
+                raise FormulaError(
+                    f"number is out of range (1e-{_MAX_EXPONENT} to 1e{_MAX_EXPONENT})", tok.pos
+                )
+            return Literal(tok.pos, "number", value)
         if tok.kind == "string":
             return Literal(tok.pos, "text", tok.value)
         if tok.kind == "field":
@@ -503,7 +515,13 @@ class _V(NamedTuple):
     pos: int
 
 
-_ARTICLE = {"number": "a number", "text": "text", "boolean": "a boolean", "date": "a date", "datetime": "a date"}
+_ARTICLE = {
+    "number": "a number",
+    "text": "text",
+    "boolean": "a boolean",
+    "date": "a date",
+    "datetime": "a date",
+}
 _DATE_UNITS = {
     "day": "days", "days": "days", "week": "weeks", "weeks": "weeks",
     "month": "months", "months": "months", "year": "years", "years": "years",
@@ -516,12 +534,11 @@ _DATEADD_LIMITS = {
     "hours": 35_000_000, "minutes": 2_100_000_000, "seconds": 2_100_000_000,
 }  # fmt: skip
 _SECONDS = {"days": 86_400, "weeks": 604_800, "hours": 3_600, "minutes": 60, "seconds": 1}
-_NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
+_NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?"
 _INT_LIMIT = 1_000_000_000
-_MIN_DATE = dt.date(1, 1, 1)
-_MAX_DATE = dt.date(9999, 12, 31)
-_MIN_DATETIME = dt.datetime(1, 1, 1)
-_MAX_DATETIME = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+_SQLITE_BELOW_MIN = "0001-01-00"  # sorts after every year-0 value and before 0001-01-01
+# Functions that read some arguments as constants and compile the others themselves.
+_CONSTANT_ARG_FUNCTIONS = frozenset({"DATEADD", "DATEDIF", "ROUND", "ROUNDUP", "ROUNDDOWN"})
 
 
 def compile_formula(
@@ -535,7 +552,8 @@ def compile_formula(
 
     ``resolve(key)`` returns ``(sql_expression, type)`` for a field or raises
     :class:`FormulaError`. ``dialect`` is "sqlite" or "postgresql". ``today`` and
-    ``now`` (naive UTC) are bound as parameters for TODAY() and NOW().
+    ``now`` (naive UTC) are bound as parameters for TODAY() and NOW(). A formula
+    that is only ``BLANK()`` has type "text".
     """
     if dialect not in ("sqlite", "postgresql"):
         raise ValueError(f"unsupported dialect {dialect!r}")
@@ -548,40 +566,96 @@ def compile_formula(
     compiler = _Compiler(resolve, dialect, today, now)
     value = compiler.compile(node)
     kind = "text" if value.type == "blank" else value.type
-    expr = compiler.coerce(value, kind)
-    _check_complexity(expr, compiler.leaves)
-    return _retype(expr, compiler.sqltype(kind)), kind
+    expr = _retype(compiler.coerce(value, kind), compiler.sqltype(kind))
+    _check_complexity(expr, compiler.leaves, dialect)
+    return expr, kind
 
 
 def _retype(expr: ColumnElement[Any], type_: sa.types.TypeEngine[Any]) -> ColumnElement[Any]:
-    """Give ``expr`` a SQLAlchemy type without SQL changes; bound values keep theirs."""
-    if isinstance(expr, sa.BindParameter):
+    """Give ``expr`` a SQLAlchemy type without changing the SQL; bound values keep theirs."""
+    if isinstance(expr, sa.BindParameter) or type(expr.type) is type(type_):
         return expr
     return sa.type_coerce(expr, type_)
 
 
-def _check_complexity(expr: ColumnElement[Any], leaves: set[int]) -> None:
-    """Reject compiled expressions that would render huge or too deep SQL."""
-    size: dict[int, int] = {}
-    depth: dict[int, int] = {}
-    stack: list[tuple[Any, bool]] = [(expr, False)]
-    while stack:
-        element, done = stack.pop()
+def _edges(element: Any) -> list[tuple[Any, int]]:
+    """Children of a Core element with the SQLite parser stack each one adds.
+
+    The weights approximate how many grammar symbols SQLite keeps on its fixed
+    parser stack while reading the child, e.g. ``f(`` keeps two and every
+    argument after the first keeps two more.
+    """
+    if isinstance(element, sa.FunctionElement):
+        return [(child, 2) for child in element.get_children()]
+    if isinstance(element, sa_elements.BinaryExpression):
+        return [(element.left, 0), (element.right, 2)]
+    if isinstance(element, sa_elements.Grouping):
+        return [(element.element, 1)]
+    if isinstance(element, sa_elements.Cast):
+        return [(element.clause, 2)]
+    if isinstance(element, sa_elements.TypeCoerce):
+        return [(element.clause, 0)]
+    if isinstance(element, sa_elements.Case):
+        edges = [(element.value, 1)] if element.value is not None else []
+        for condition, result in element.whens:
+            edges += [(condition, 4), (result, 6)]
+        if element.else_ is not None:
+            edges.append((element.else_, 4))
+        return edges
+    if isinstance(element, sa_elements.UnaryExpression):
+        return [(element.element, 2 if element.operator is not None else 0)]
+    if isinstance(element, (sa_elements.ClauseList, sa_elements.ExpressionClauseList)):
+        return [(child, 2 if i else 0) for i, child in enumerate(element.clauses)]
+    return [(child, 2) for child in element.get_children()]
+
+
+def _measure(expr: ColumnElement[Any], leaves: set[int]) -> tuple[int, int, int]:
+    """Return (rendered size, tree depth, estimated SQLite parser stack) of ``expr``.
+
+    Shared sub-expressions are visited once but counted every time they render.
+    Elements whose ``id`` is in ``leaves`` (resolved fields) count as one node.
+    """
+    metrics: dict[int, tuple[int, int, int]] = {}
+    todo: list[tuple[Any, bool]] = [(expr, False)]
+    while todo:
+        element, expanded = todo.pop()
         key = id(element)
-        if key in size:
+        if key in metrics:
             continue
         if key in leaves:
-            size[key], depth[key] = 1, 1
+            metrics[key] = (1, 1, 1)
             continue
-        children = list(element.get_children())
-        if not done:
-            stack.append((element, True))
-            stack.extend((child, False) for child in children if id(child) not in size)
+        edges = _edges(element)
+        if not expanded:
+            todo.append((element, True))
+            todo.extend((child, False) for child, _ in edges if id(child) not in metrics)
             continue
-        size[key] = 1 + sum(size[id(c)] for c in children)
-        depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
-        if size[key] > MAX_SQL_NODES or depth[key] > MAX_SQL_DEPTH:
-            raise FormulaError("formula is too complex; split it into several formula fields")
+        children = [(metrics[id(child)], weight) for child, weight in edges]
+        metrics[key] = (
+            1 + sum(m[0] for m, _ in children),
+            1 + max((m[1] for m, _ in children), default=0),
+            max((weight + m[2] for m, weight in children), default=1),
+        )
+        if metrics[key][0] > MAX_SQL_NODES:
+            return metrics[key]
+    return metrics[id(expr)]
+
+
+def _check_complexity(expr: ColumnElement[Any], leaves: set[int], dialect: str) -> None:
+    """Reject expressions that would render huge SQL, nest too deeply for
+    SQLAlchemy's recursive compiler, or overflow SQLite's parser stack."""
+    size, depth, stack = _measure(expr, leaves)
+    too_deep = depth > MAX_SQL_DEPTH or (dialect == "sqlite" and stack > SQLITE_STACK_BUDGET)
+    if size > MAX_SQL_NODES or too_deep:
+        raise FormulaError("formula is too complex; split it into several formula fields")
+
+
+def _is_small_int(value: Decimal) -> bool:
+    """Whether a Decimal is a whole number that fits in a 64-bit integer."""
+    try:
+        return value == value.to_integral_value() and abs(value) < 2**63
+    except InvalidOperation:
+        return False
 
 
 class _Compiler:
@@ -595,7 +669,7 @@ class _Compiler:
         self.fields: dict[str, _V] = {}
         self.leaves: set[int] = set()
 
-    # -- helpers ----------------------------------------------------------
+    # -- typing and literals ----------------------------------------------
 
     def sqltype(self, kind: str) -> sa.types.TypeEngine[Any]:
         """SQLAlchemy type used for values of formula type ``kind``."""
@@ -665,46 +739,55 @@ class _Compiler:
         if len(kinds) > 1:
             first = next(v for v in values if v.type != "blank")
             other = next(v for v in values if v.type not in ("blank", first.type))
-            raise FormulaError(f"{what} values must have the same type, got {first.type} and {other.type}", other.pos)
+            raise FormulaError(
+                f"{what} values must have the same type, got {first.type} and {other.type}", other.pos
+            )
         return kinds.pop() if kinds else "blank"
+
+    # -- dialect helpers ----------------------------------------------------
 
     def int_arg(self, expr: ColumnElement[Any], low: int, high: int) -> ColumnElement[Any]:
         """Truncate a number toward zero and clamp it into [low, high] as an integer."""
+        int_type = sa.BigInteger() if max(abs(low), abs(high)) > 2**31 - 1 else sa.Integer()
         if self.pg:
-            truncated = sa.func.trunc(expr)
-        else:
-            truncated = sa.cast(expr, sa.Integer())
-        clamped = sa.case(
-            (truncated < self.ilit(low), self.ilit(low)),
-            (truncated > self.ilit(high), self.ilit(high)),
-            else_=truncated,
-        )
-        return sa.cast(clamped, sa.BigInteger() if max(abs(low), abs(high)) > 2**31 - 1 else sa.Integer())
+            clamped = sa.func.least(sa.func.greatest(sa.func.trunc(expr), self.ilit(low)), self.ilit(high))
+            return sa.case((expr.is_(None), sa.cast(sa.null(), int_type)), else_=sa.cast(clamped, int_type))
+        return sa.cast(sa.func.min(sa.func.max(expr, self.ilit(low)), self.ilit(high)), int_type)
 
     def floor(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-        """floor(x) that works on SQLite without math functions."""
+        """floor(x); on SQLite built from round(), which every build has.
+
+        SQLAlchemy replaces SQLite's floor() with a Python function that fails on
+        NULL, and CAST(x AS INTEGER) saturates above 2**63, so neither is used.
+        """
         if self.pg:
             return sa.func.floor(expr)
-        truncated = sa.cast(expr, sa.Integer())
-        return truncated - sa.case((expr < truncated, 1), else_=0)
+        nearest = sa.func.round(expr)
+        return sa.case((nearest <= expr, nearest), else_=nearest - 1)
 
     def ceiling(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-        """ceil(x) that works on SQLite without math functions."""
+        """ceil(x); on SQLite built from round() like :meth:`floor`."""
         if self.pg:
             return sa.func.ceil(expr)
-        truncated = sa.cast(expr, sa.Integer())
-        return truncated + sa.case((expr > truncated, 1), else_=0)
+        nearest = sa.func.round(expr)
+        return sa.case((nearest >= expr, nearest), else_=nearest + 1)
 
     def denoise(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-        """On SQLite, round away binary floating-point noise before floor/ceil."""
-        return expr if self.pg else sa.func.round(expr, 9)
+        """On SQLite, drop binary floating-point noise before floor/ceil.
+
+        SQLite prints REAL values with 15 significant digits, so a text round trip
+        turns 72.99999999999999 (7.3 / 0.1) back into 73.0.
+        """
+        if self.pg:
+            return expr
+        return sa.cast(sa.cast(expr, sa.Text()), sa.Float())
 
     def divide(self, left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
         """True division that yields NULL when dividing by zero."""
-        zero = self.ilit(0)
+        divisor = sa.func.nullif(right, self.ilit(0))
         if self.pg:
-            return sa.cast(left, sa.Numeric()) / sa.func.nullif(right, zero)
-        return sa.cast(left, sa.Float()) / sa.func.nullif(right, zero)
+            return sa.cast(left, sa.Numeric()) / divisor
+        return _retype(left * sa.literal(1.0, sa.Float()), sa.Float()) / divisor
 
     def as_text(self, value: _V) -> ColumnElement[Any]:
         """Convert any value to text the same way on both engines."""
@@ -716,10 +799,12 @@ class _Compiler:
         if kind == "number":
             if self.pg:
                 return sa.cast(sa.func.trim_scale(x), sa.Text())
-            as_int = sa.cast(x, sa.Integer())
-            return sa.case((x == as_int, sa.cast(as_int, sa.Text())), else_=sa.cast(x, sa.Text()))
+            # text -> NUMERIC turns "3.0" into the integer 3, so 3.0 prints as "3".
+            return sa.cast(sa.cast(sa.cast(x, sa.Text()), sa.Numeric()), sa.Text())
         if kind == "boolean":
-            return sa.case((x, self.tlit("TRUE")), (sa.not_(x), self.tlit("FALSE")), else_=self.typed_null("text"))
+            return sa.case(
+                (x, self.tlit("TRUE")), (sa.not_(x), self.tlit("FALSE")), else_=self.typed_null("text")
+            )
         if kind == "date":
             if self.pg:
                 return sa.func.to_char(x, self.tlit("YYYY-MM-DD"), type_=sa.Text())
@@ -732,23 +817,26 @@ class _Compiler:
         """Widen a date to a datetime at midnight."""
         if self.pg:
             return sa.cast(x, sa.DateTime())
-        return _retype(sa.func.date(x, type_=sa.Text()).concat(self.tlit(" 00:00:00.000000")), sa.DateTime())
-
-    def sqlite_fraction(self, x: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The '.ffffff' part of a SQLite datetime string (zeros when absent)."""
-        digits = sa.func.substr(sa.func.substr(x, 21, type_=sa.Text()).concat(self.tlit("000000")), 1, 6, type_=sa.Text())
-        return self.tlit(".").concat(digits)
+        midnight = sa.func.date(x, type_=sa.Text()).concat(self.tlit(" 00:00:00.000000"))
+        return _retype(midnight, sa.DateTime())
 
     def in_range(self, x: ColumnElement[Any], kind: str) -> ColumnElement[Any]:
         """NULL instead of dates outside years 1-9999 (Python cannot load them)."""
         if not self.pg:
-            # SQLite yields NULL after year 9999 but happily formats negative years.
-            return _retype(sa.case((x >= self.tlit("0001-01-01"), x)), self.sqltype(kind))
+            # SQLite yields NULL after year 9999 but formats years <= 0; map those to NULL.
+            sentinel = self.tlit(_SQLITE_BELOW_MIN)
+            return _retype(sa.func.nullif(sa.func.max(x, sentinel), sentinel), self.sqltype(kind))
+        # Clamp into [just below year 1, year 10000] and turn both sentinels into NULL,
+        # so x is rendered once (nested DATEADD calls would otherwise grow exponentially).
         if kind == "date":
-            low, high = self.lit(_MIN_DATE, "date"), self.lit(_MAX_DATE, "date")
+            low = sa.func.make_date(self.ilit(-1), self.ilit(12), self.ilit(31))
+            high = sa.func.make_date(self.ilit(10_000), self.ilit(1), self.ilit(1))
         else:
-            low, high = self.lit(_MIN_DATETIME, "datetime"), self.lit(_MAX_DATETIME, "datetime")
-        return sa.case((x.between(low, high), x), else_=self.typed_null(kind))
+            ints = [self.ilit(v) for v in (-1, 12, 31, 23, 59)]
+            low = sa.func.make_timestamp(*ints, sa.literal(59.999999, sa.Float()))
+            high = sa.func.make_timestamp(*[self.ilit(v) for v in (10_000, 1, 1, 0, 0, 0)])
+        clamped = sa.func.least(sa.func.greatest(x, low), high)
+        return sa.func.nullif(sa.func.nullif(clamped, low), high, type_=self.sqltype(kind))
 
     def date_part(self, x: ColumnElement[Any], part: str) -> ColumnElement[Any]:
         """Integer year/month/day/hour/minute of a date or datetime."""
@@ -758,12 +846,19 @@ class _Compiler:
         return sa.cast(sa.func.strftime(self.tlit(fmt), x), sa.Integer())
 
     def epoch(self, x: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Whole seconds since 1970-01-01 of a datetime."""
+        """Whole seconds since 1970-01-01 of a date or datetime."""
         if self.pg:
             return sa.cast(sa.func.floor(sa.extract("epoch", x)), sa.BigInteger())
         return sa.cast(sa.func.strftime(self.tlit("%s"), x), sa.BigInteger())
 
-    # -- dispatch ---------------------------------------------------------
+    def text_cat(self, left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``(left) || right`` for SQLite modifier strings built from numbers.
+
+        The explicit parentheses matter: SQLite binds ``||`` tighter than ``-``.
+        """
+        return sa.type_coerce(sa_elements.Grouping(left), sa.Text()).concat(right)
+
+    # -- dispatch -------------------------------------------------------------
 
     def compile(self, node: Node) -> _V:
         """Compile one syntax tree node."""
@@ -780,14 +875,16 @@ class _Compiler:
         if isinstance(node, Binary):
             return self.binary(node)
         if isinstance(node, Call):
+            if node.name == "IF":
+                return self.if_chain(node)
             handler = getattr(self, f"fn_{node.name.lower()}")
-            if node.name in ("DATEADD", "DATEDIF"):
+            if node.name in _CONSTANT_ARG_FUNCTIONS:
                 return handler(node)
             return handler(node, [self.compile(arg) for arg in node.args])
         raise FormulaError(f"unsupported syntax node {type(node).__name__}", getattr(node, "pos", None))
 
     def field(self, node: Field) -> _V:
-        """Resolve and normalise a field reference (cached per key)."""
+        """Resolve and normalise a field reference (resolved once per key)."""
         cached = self.fields.get(node.key)
         if cached is not None:
             return cached._replace(pos=node.pos)
@@ -810,32 +907,33 @@ class _Compiler:
 
     def unary(self, node: Unary) -> _V:
         """Compile -x, +x and NOT x."""
+        if node.op == "-" and isinstance(node.operand, Literal) and node.operand.kind == "number":
+            assert isinstance(node.operand.value, Decimal)
+            return _V(self.lit(-node.operand.value, "number"), "number", node.pos)
         operand = self.compile(node.operand)
         if node.op == "NOT":
             return _V(sa.not_(self.expect(operand, "boolean", "NOT")), "boolean", node.pos)
-        if operand.type not in ("number", "blank"):
-            raise FormulaError(f"{node.op} expects a number, got {operand.type}", operand.pos)
+        expr = self.expect(operand, "number", node.op)
         if node.op == "+":
-            return operand._replace(pos=node.pos)
-        if isinstance(node.operand, Literal) and node.operand.kind == "number":
-            assert isinstance(node.operand.value, Decimal)
-            return _V(self.lit(-node.operand.value, "number"), "number", node.pos)
-        return _V(-self.expect(operand, "number", "-"), "number", node.pos)
+            return _V(expr, "number", node.pos)
+        return _V(self.numeric(-expr), "number", node.pos)
 
     def binary(self, node: Binary) -> _V:
         """Compile infix operators."""
+        if node.op == "&":
+            return _V(self.concat([self.compile(n) for n in _flatten(node, "&")]), "text", node.pos)
         left, right = self.compile(node.left), self.compile(node.right)
         op = node.op
         if op in ("AND", "OR"):
             parts = [self.expect(left, "boolean", op), self.expect(right, "boolean", op)]
             return _V(sa.and_(*parts) if op == "AND" else sa.or_(*parts), "boolean", node.pos)
-        if op == "&":
-            return _V(self.concat([left, right]), "text", node.pos)
         if op in ("+", "-", "*", "/", "%"):
             for side in (left, right):
                 if side.type not in ("number", "blank"):
-                    hint = " (use & to join text)" if side.type == "text" and op == "+" else ""
-                    if side.type in ("date", "datetime"):
+                    hint = ""
+                    if side.type == "text" and op == "+":
+                        hint = " (use & to join text)"
+                    elif side.type in ("date", "datetime"):
                         hint = " (use DATEADD or DATEDIF for dates)"
                     raise FormulaError(f"{op} expects numbers, got {side.type}{hint}", side.pos)
             a, b = self.expect(left, "number", op), self.expect(right, "number", op)
@@ -861,21 +959,23 @@ class _Compiler:
             if op == "!=":
                 return _V(other.expr.is_not(None), "boolean", pos)
             return _V(self.typed_null("boolean"), "boolean", pos)
+        if {left.type, right.type} != {"date", "datetime"} and left.type != right.type:
+            raise FormulaError(f"cannot compare {left.type} with {right.type}", pos)
         kind = self.common_type([left, right], "compared")
         if kind == "boolean" and op not in ("=", "!="):
             raise FormulaError(f"cannot use {op} on booleans (only = and !=)", pos)
         a, b = self.coerce(left, kind), self.coerce(right, kind)
         if kind == "text" and self.pg and op not in ("=", "!="):
             a = a.collate("C")
-        expr = {
+        comparisons: dict[str, Callable[[], ColumnElement[Any]]] = {
             "=": lambda: a == b,
             "!=": lambda: a != b,
             "<": lambda: a < b,
             "<=": lambda: a <= b,
             ">": lambda: a > b,
             ">=": lambda: a >= b,
-        }[op]()
-        return _V(expr, "boolean", pos)
+        }
+        return _V(comparisons[op](), "boolean", pos)
 
     def modulo(self, a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
         """Remainder with the sign of the divisor (like spreadsheets); NULL for 0."""
@@ -883,21 +983,31 @@ class _Compiler:
 
     def concat(self, values: list[_V]) -> ColumnElement[Any]:
         """Join values as text, treating blanks as empty text."""
-        parts = [sa.func.coalesce(self.as_text(v), self.tlit("")) for v in values]
+        parts = [sa.func.coalesce(self.as_text(v), self.tlit(""), type_=sa.Text()) for v in values]
         expr = parts[0]
         for part in parts[1:]:
             expr = expr.concat(part)
         return _retype(expr, sa.Text())
 
-    # -- logic ------------------------------------------------------------
+    # -- logic ------------------------------------------------------------------
 
-    def fn_if(self, node: Call, args: list[_V]) -> _V:
-        """IF(condition, then, else)."""
-        cond = self.expect(args[0], "boolean", "IF condition")
-        kind = self.common_type(args[1:], "IF")
+    def if_chain(self, node: Call) -> _V:
+        """IF(cond, then, else); an IF in the else branch joins the same CASE."""
+        branches: list[tuple[_V, _V]] = []
+        current: Node = node
+        while isinstance(current, Call) and current.name == "IF":
+            branches.append((self.compile(current.args[0]), self.compile(current.args[1])))
+            current = current.args[2]
+        otherwise = self.compile(current)
+        conditions = [self.expect(cond, "boolean", "IF condition") for cond, _ in branches]
+        results = [then for _, then in branches] + [otherwise]
+        kind = self.common_type(results, "IF")
         if kind == "blank":
             return _V(sa.null(), "blank", node.pos)
-        expr = sa.case((cond, self.coerce(args[1], kind)), else_=self.coerce(args[2], kind))
+        whens = [
+            (cond, self.coerce(then, kind)) for cond, (_, then) in zip(conditions, branches, strict=True)
+        ]
+        expr = sa.case(*whens, else_=self.coerce(otherwise, kind))
         return _V(_retype(expr, self.sqltype(kind)), kind, node.pos)
 
     def fn_switch(self, node: Call, args: list[_V]) -> _V:
@@ -911,10 +1021,9 @@ class _Compiler:
         if kind == "blank":
             return _V(sa.null(), "blank", node.pos)
         whens = [(self.coerce(m, match_kind), self.coerce(r, kind)) for m, r in pairs if m.type != "blank"]
-        else_ = self.coerce(default, kind) if default else None
-        if not whens:
-            expr = else_ if else_ is not None else self.typed_null(kind)
-            return _V(expr, kind, node.pos)
+        else_ = self.coerce(default, kind) if default else self.typed_null(kind)
+        if not whens or subject.type == "blank":
+            return _V(else_, kind, node.pos)
         expr = sa.case(*whens, value=self.coerce(subject, match_kind), else_=else_)
         return _V(_retype(expr, self.sqltype(kind)), kind, node.pos)
 
@@ -944,7 +1053,7 @@ class _Compiler:
         """BLANK(): an empty value."""
         return _V(sa.null(), "blank", node.pos)
 
-    # -- numbers ----------------------------------------------------------
+    # -- numbers ------------------------------------------------------------------
 
     def number_args(self, node: Call, args: list[_V]) -> list[ColumnElement[Any]]:
         """Check that every argument is a number."""
@@ -954,74 +1063,66 @@ class _Compiler:
         """The constant digits argument of ROUND/ROUNDUP/ROUNDDOWN (default 0)."""
         if len(node.args) < 2:
             return 0
-        arg = node.args[1]
-        sign = 1
-        if isinstance(arg, Unary) and arg.op in ("-", "+"):
-            sign = -1 if arg.op == "-" else 1
-            arg = arg.operand
-        if isinstance(arg, Literal) and arg.kind == "number":
-            assert isinstance(arg.value, Decimal)
-            value = arg.value * sign
-            if value == value.to_integral_value() and -15 <= value <= 15:
-                return int(value)
+        value = _constant_number(node.args[1])
+        if value is not None and value == value.to_integral_value() and -15 <= value <= 15:
+            return int(value)
         raise FormulaError(f"{node.name} digits must be a whole number from -15 to 15", node.args[1].pos)
 
-    def fn_round(self, node: Call, args: list[_V]) -> _V:
+    def fn_round(self, node: Call) -> _V:
         """ROUND(x, [digits]): round half away from zero."""
-        x = self.number_args(node, args[:1])[0]
+        x = self.expect(self.compile(node.args[0]), "number", node.name)
         n = self.digits(node)
-        if self.pg:
-            expr = sa.func.round(x, self.ilit(n))
-        elif n >= 0:
+        if self.pg or n >= 0:
             expr = sa.func.round(x, self.ilit(n))
         else:
             scale = self.ilit(10**-n)
-            expr = sa.func.round(sa.cast(x, sa.Float()) / scale) * scale
+            expr = sa.func.round(self.divide(x, scale)) * scale
         return _V(self.numeric(expr), "number", node.pos)
 
-    def rounded_toward(self, node: Call, args: list[_V], away: bool) -> _V:
+    def rounded_toward(self, node: Call, away: bool) -> _V:
         """Shared code of ROUNDUP (away from zero) and ROUNDDOWN (toward zero)."""
-        x = self.number_args(node, args[:1])[0]
+        x = self.expect(self.compile(node.args[0]), "number", node.name)
         n = self.digits(node)
         if self.pg:
-            scale = self.lit(Decimal(10) ** n, "number")
-            scaled = x * scale
+            scaled = x * self.lit(Decimal(10) ** n, "number")
             if away:
                 whole = sa.case((x < 0, sa.func.floor(scaled)), else_=sa.func.ceil(scaled))
             else:
                 whole = sa.func.trunc(scaled)
-            return _V(self.numeric(whole / scale), "number", node.pos)
+            return _V(self.numeric(whole * self.lit(Decimal(10) ** -n, "number")), "number", node.pos)
         scale = self.lit(Decimal(10) ** n, "number")
-        scaled = sa.func.round(sa.cast(x, sa.Float()) * scale, 9)
-        truncated = sa.cast(scaled, sa.Integer())
+        scaled = self.denoise(x * scale)
+        nearest = sa.func.round(scaled)
         if away:
             whole = sa.case(
-                (scaled == truncated, truncated),
-                (scaled > 0, truncated + 1),
-                else_=truncated - 1,
+                (sa.func.abs(nearest) >= sa.func.abs(scaled), nearest),
+                (scaled > 0, nearest + 1),
+                else_=nearest - 1,
             )
         else:
-            whole = truncated
-        return _V(self.numeric(sa.cast(whole, sa.Float()) / scale), "number", node.pos)
+            whole = sa.case(
+                (sa.func.abs(nearest) <= sa.func.abs(scaled), nearest),
+                (scaled > 0, nearest - 1),
+                else_=nearest + 1,
+            )
+        return _V(self.numeric(self.divide(whole, scale)), "number", node.pos)
 
-    def fn_roundup(self, node: Call, args: list[_V]) -> _V:
+    def fn_roundup(self, node: Call) -> _V:
         """ROUNDUP(x, [digits]): round away from zero."""
-        return self.rounded_toward(node, args, away=True)
+        return self.rounded_toward(node, away=True)
 
-    def fn_rounddown(self, node: Call, args: list[_V]) -> _V:
+    def fn_rounddown(self, node: Call) -> _V:
         """ROUNDDOWN(x, [digits]): round toward zero."""
-        return self.rounded_toward(node, args, away=False)
+        return self.rounded_toward(node, away=False)
 
     def stepped(self, node: Call, args: list[_V], up: bool) -> _V:
         """Shared code of FLOOR and CEILING with an optional step."""
         values = self.number_args(node, args)
-        x = values[0]
         op = self.ceiling if up else self.floor
         if len(values) == 1:
-            return _V(self.numeric(op(x)), "number", node.pos)
-        step = values[1]
-        expr = op(self.denoise(self.divide(x, step))) * step
-        return _V(self.numeric(expr), "number", node.pos)
+            return _V(self.numeric(op(values[0])), "number", node.pos)
+        x, step = values
+        return _V(self.numeric(op(self.denoise(self.divide(x, step))) * step), "number", node.pos)
 
     def fn_floor(self, node: Call, args: list[_V]) -> _V:
         """FLOOR(x, [step]): round down to a multiple of step (default 1)."""
@@ -1088,7 +1189,7 @@ class _Compiler:
         kind = self.common_type(present, node.name)
         if kind == "boolean":
             raise FormulaError(f"{node.name} expects numbers, text or dates, got boolean", present[0].pos)
-        values = [self.coerce(v, kind) for v in present]
+        values = list({id(e): e for e in (self.coerce(v, kind) for v in present)}.values())
         if len(values) == 1:
             return _V(values[0], kind, node.pos)
         if self.pg:
@@ -1096,8 +1197,17 @@ class _Compiler:
                 values = [v.collate("C") for v in values]
             expr = (sa.func.greatest if largest else sa.func.least)(*values)
         else:
-            filled = [sa.func.coalesce(v, *[o for o in values if o is not v]) for v in values]
-            expr = (sa.func.max if largest else sa.func.min)(*filled)
+            # SQLite's multi-argument min()/max() return NULL if any argument is NULL,
+            # so blanks become a sentinel that never wins, and a sentinel result is NULL.
+            # SQLite orders numbers < text < blobs, so -inf loses every max() and an
+            # empty blob loses every min(), whatever the type of the values.
+            if largest:
+                sentinel = sa.literal(float("-inf"), sa.Float())
+            else:
+                sentinel = sa.literal(b"", sa.LargeBinary())
+            filled = [sa.func.coalesce(v, sentinel) for v in values]
+            extreme = (sa.func.max if largest else sa.func.min)(*filled)
+            expr = sa.func.nullif(extreme, sentinel)
         return _V(_retype(expr, self.sqltype(kind)), kind, node.pos)
 
     def fn_min(self, node: Call, args: list[_V]) -> _V:
@@ -1110,14 +1220,14 @@ class _Compiler:
 
     def fn_value(self, node: Call, args: list[_V]) -> _V:
         """VALUE(text): the number written in text, blank when it is not a number."""
-        text = sa.func.trim(self.expect(args[0], "text", "VALUE"))
-        looks_numeric = text.regexp_match(self.tlit(_NUMBER_PATTERN))
-        if not self.pg:
-            looks_numeric = sa.and_(looks_numeric, text.op("NOT GLOB", is_comparison=True)(self.tlit("*[^0-9.eE+-]*")))
+        text = sa.func.trim(self.expect(args[0], "text", "VALUE"), type_=sa.Text())
+        # PostgreSQL's "$" only matches at the very end; Python's needs "\Z" for that.
+        pattern = _NUMBER_PATTERN + ("$" if self.pg else r"\Z")
+        looks_numeric = text.regexp_match(self.tlit(pattern))
         expr = sa.case((looks_numeric, sa.cast(text, sa.Numeric())), else_=self.typed_null("number"))
         return _V(self.numeric(expr), "number", node.pos)
 
-    # -- text ---------------------------------------------------------------
+    # -- text -------------------------------------------------------------------
 
     def text_arg(self, node: Call, value: _V) -> ColumnElement[Any]:
         """Check that ``value`` is text."""
@@ -1147,30 +1257,28 @@ class _Compiler:
         """TRIM(text): remove leading and trailing spaces."""
         return _V(sa.func.trim(self.text_arg(node, args[0]), type_=sa.Text()), "text", node.pos)
 
-    def count_arg(self, node: Call, args: list[_V], index: int, default: int) -> ColumnElement[Any]:
-        """A character count/position argument as a clamped integer."""
+    def count_arg(self, node: Call, args: list[_V], index: int, low: int) -> ColumnElement[Any]:
+        """A character count or position argument (default 1) as a clamped integer."""
         if len(args) <= index:
-            return self.ilit(default)
-        low = 1 if node.name == "MID" and index == 1 else 0
+            return self.ilit(1)
         return self.int_arg(self.expect(args[index], "number", node.name), low, _INT_LIMIT)
 
     def fn_left(self, node: Call, args: list[_V]) -> _V:
         """LEFT(text, [count]): the first count characters (default 1)."""
         text = self.text_arg(node, args[0])
-        count = self.count_arg(node, args, 1, 1)
+        count = self.count_arg(node, args, 1, 0)
         return _V(sa.func.substr(text, self.ilit(1), count, type_=sa.Text()), "text", node.pos)
 
     def fn_right(self, node: Call, args: list[_V]) -> _V:
         """RIGHT(text, [count]): the last count characters (default 1)."""
         text = self.text_arg(node, args[0])
-        count = self.count_arg(node, args, 1, 1)
+        count = self.count_arg(node, args, 1, 0)
         if self.pg:
-            expr = sa.func.right(text, count, type_=sa.Text())
-        else:
-            expr = sa.case(
-                (count == 0, sa.func.substr(text, 1, 0)),
-                else_=sa.func.substr(text, -count),
-            )
+            return _V(sa.func.right(text, count, type_=sa.Text()), "text", node.pos)
+        expr = sa.case(
+            (count > self.ilit(0), sa.func.substr(text, -count)),
+            else_=sa.func.substr(text, self.ilit(1), count),
+        )
         return _V(_retype(expr, sa.Text()), "text", node.pos)
 
     def fn_mid(self, node: Call, args: list[_V]) -> _V:
@@ -1183,7 +1291,12 @@ class _Compiler:
     def fn_substitute(self, node: Call, args: list[_V]) -> _V:
         """SUBSTITUTE(text, old, new): replace every occurrence of old."""
         text, old, new = (self.text_arg(node, a) for a in args)
-        return _V(sa.func.replace(text, old, new, type_=sa.Text()), "text", node.pos)
+        expr = sa.func.replace(text, old, new, type_=sa.Text())
+        if not self.pg:
+            # SQLite returns the text unchanged when old is "" even if new is NULL;
+            # appending "" (or NULL) makes it NULL-strict like PostgreSQL.
+            expr = expr.concat(sa.func.substr(new, self.ilit(1), self.ilit(0), type_=sa.Text()))
+        return _V(expr, "text", node.pos)
 
     def position(self, haystack: ColumnElement[Any], needle: ColumnElement[Any]) -> ColumnElement[Any]:
         """1-based position of needle in haystack, 0 when missing."""
@@ -1201,7 +1314,7 @@ class _Compiler:
         text, needle = (self.text_arg(node, a) for a in args)
         return _V(self.position(text, needle) > self.ilit(0), "boolean", node.pos)
 
-    # -- dates ----------------------------------------------------------------
+    # -- dates --------------------------------------------------------------------
 
     def date_arg(self, node: Call, value: _V) -> ColumnElement[Any]:
         """Check that ``value`` is a date or datetime."""
@@ -1215,12 +1328,12 @@ class _Compiler:
         """NOW(): the current date and time (UTC)."""
         return _V(self.lit(self.now, "datetime"), "datetime", node.pos)
 
-    def part(self, node: Call, args: list[_V], part: str, widen: bool = False) -> _V:
+    def part(self, node: Call, args: list[_V], part: str) -> _V:
         """Shared code of YEAR, MONTH, DAY, HOUR and MINUTE."""
         x = self.date_arg(node, args[0])
-        if widen and args[0].type == "date":
+        if self.pg and part in ("hour", "minute") and args[0].type != "datetime":
             x = self.date_to_datetime(x)
-        return _V(self.numeric(self.date_part(x, part)), "number", node.pos)
+        return _V(self.to_numeric(self.date_part(x, part)), "number", node.pos)
 
     def fn_year(self, node: Call, args: list[_V]) -> _V:
         """YEAR(date)."""
@@ -1236,40 +1349,43 @@ class _Compiler:
 
     def fn_hour(self, node: Call, args: list[_V]) -> _V:
         """HOUR(datetime): 0-23 (UTC)."""
-        return self.part(node, args, "hour", widen=True)
+        return self.part(node, args, "hour")
 
     def fn_minute(self, node: Call, args: list[_V]) -> _V:
         """MINUTE(datetime): 0-59."""
-        return self.part(node, args, "minute", widen=True)
+        return self.part(node, args, "minute")
 
     def fn_weekday(self, node: Call, args: list[_V]) -> _V:
         """WEEKDAY(date): 1 = Monday ... 7 = Sunday."""
         x = self.date_arg(node, args[0])
         if self.pg:
-            expr = sa.extract("isodow", x)
-        else:
-            sunday_based = sa.cast(sa.func.strftime(self.tlit("%w"), x), sa.Integer())
-            expr = (sunday_based + 6) % 7 + 1
-        return _V(self.to_numeric(expr), "number", node.pos)
+            return _V(self.to_numeric(sa.extract("isodow", x)), "number", node.pos)
+        sunday_based = sa.cast(sa.func.strftime(self.tlit("%w"), x), sa.Integer())
+        return _V(self.to_numeric((sunday_based + 6) % 7 + 1), "number", node.pos)
 
     def fn_date(self, node: Call, args: list[_V]) -> _V:
         """DATE(year, month, day); out-of-range months and days roll over."""
         y, m, d = self.number_args(node, args)
         year = self.int_arg(y, 0, 10_000)
-        months = self.int_arg(m, -120_000, 120_000) - 1
-        days = self.int_arg(d, -3_660_000, 3_660_000) - 1
-        valid_year = year.between(self.ilit(1), self.ilit(9999))
+        # About 2000 years each way, so even year 1 stays inside PostgreSQL's range.
+        months = self.int_arg(m, -24_000, 24_000) - 1
+        days = self.int_arg(d, -730_000, 730_000) - 1
         if self.pg:
-            start = sa.func.make_date(year, 1, 1)
+            valid_year = year.between(self.ilit(1), self.ilit(9999))
+            start = sa.func.make_date(year, self.ilit(1), self.ilit(1))
             built = sa.cast(start + sa.func.make_interval(0, months, 0, days), sa.Date())
+            expr = sa.case((valid_year, self.in_range(built, "date")), else_=self.typed_null("date"))
         else:
+            # Years 0 and 10000 become NULL; printf() would render NULL as 0, so
+            # "+ year * 0" below makes the whole date NULL instead.
+            year = sa.func.nullif(sa.func.nullif(year, self.ilit(0)), self.ilit(10_000))
             start = sa.func.printf(self.tlit("%04d-01-01"), year)
             built = sa.func.date(
                 start,
-                sa.cast(months, sa.Text()).concat(self.tlit(" months")),
-                sa.cast(days, sa.Text()).concat(self.tlit(" days")),
+                self.text_cat(months, self.tlit(" months")),
+                self.text_cat(days + year * 0, self.tlit(" days")),
             )
-        expr = sa.case((valid_year, self.in_range(built, "date")), else_=self.typed_null("date"))
+            expr = self.in_range(built, "date")
         return _V(_retype(expr, sa.Date()), "date", node.pos)
 
     def unit(self, node: Call, index: int) -> str:
@@ -1289,57 +1405,67 @@ class _Compiler:
         """DATEADD(date, amount, unit): shift a date; month ends are clamped."""
         unit = self.unit(node, 2)
         base = self.compile(node.args[0])
-        amount = self.compile(node.args[1])
         x = self.date_arg(node, base)
         limit = _DATEADD_LIMITS[unit]
-        n = self.int_arg(self.expect(amount, "number", node.name), -limit, limit)
-        kind = "datetime" if base.type == "datetime" or unit in ("hours", "minutes", "seconds") else "date"
-        if base.type == "blank":
-            kind = "datetime" if unit in ("hours", "minutes", "seconds") else "date"
+        constant = _constant_number(node.args[1])
+        if constant is not None:
+            n = self.ilit(max(-limit, min(limit, int(constant))))
+        else:
+            amount = self.compile(node.args[1])
+            n = self.int_arg(self.expect(amount, "number", node.name), -limit, limit)
+        clock_unit = unit in ("hours", "minutes", "seconds")
+        kind = "datetime" if base.type == "datetime" or clock_unit else "date"
         if kind == "datetime" and base.type != "datetime":
             x = self.date_to_datetime(x)
-        expr = self.pg_dateadd(x, n, unit, kind) if self.pg else self.sqlite_dateadd(x, n, unit, kind)
-        return _V(_retype(self.in_range(expr, kind), self.sqltype(kind)), kind, node.pos)
+        if self.pg:
+            expr = self.in_range(self.pg_dateadd(x, n, unit, kind), kind)
+        else:
+            expr = self.sqlite_dateadd(x, n, unit, kind)
+            # SQLite already yields NULL past year 9999; only going back can leave the range.
+            if constant is None or constant < 0:
+                expr = self.in_range(expr, kind)
+        return _V(_retype(expr, self.sqltype(kind)), kind, node.pos)
 
-    def pg_dateadd(self, x: ColumnElement[Any], n: ColumnElement[Any], unit: str, kind: str) -> ColumnElement[Any]:
+    def pg_dateadd(
+        self, x: ColumnElement[Any], n: ColumnElement[Any], unit: str, kind: str
+    ) -> ColumnElement[Any]:
         """DATEADD on PostgreSQL using make_interval()."""
-        slots = {"years": 0, "months": 1, "weeks": 2, "days": 3, "hours": 4, "minutes": 5, "seconds": 6}
-        interval_args: list[Any] = [0] * 7
-        interval_args[slots[unit]] = n
+        slots = ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
+        interval_args: list[Any] = [self.ilit(0)] * len(slots)
+        interval_args[slots.index(unit)] = n
         shifted = x + sa.func.make_interval(*interval_args, type_=sa.Interval())
         return sa.cast(shifted, self.sqltype(kind))
 
-    def sqlite_dateadd(self, x: ColumnElement[Any], n: ColumnElement[Any], unit: str, kind: str) -> ColumnElement[Any]:
+    def sqlite_dateadd(
+        self, x: ColumnElement[Any], n: ColumnElement[Any], unit: str, kind: str
+    ) -> ColumnElement[Any]:
         """DATEADD on SQLite using date modifiers, clamping month ends like PostgreSQL."""
         if unit in ("months", "years"):
-            months = n * 12 if unit == "years" else n
-            first = sa.func.date(x, self.tlit("start of month"), sa.cast(months, sa.Text()).concat(self.tlit(" months")))
-            last_day = sa.cast(
-                sa.func.strftime(self.tlit("%d"), first, self.tlit("+1 months"), self.tlit("-1 days")), sa.Integer()
-            )
-            day = sa.func.min(sa.cast(sa.func.strftime(self.tlit("%d"), x), sa.Integer()), last_day)
-            shifted = sa.func.date(first, sa.cast(day - 1, sa.Text()).concat(self.tlit(" days")))
+            months = self.text_cat(n * 12 if unit == "years" else n, self.tlit(" months"))
+            # SQLite rolls 2024-01-31 + 1 month over to 2024-03-02; when the day of
+            # the month changed, step back to the last day of the intended month.
+            shifted = sa.func.date(x, months, type_=sa.Text())
+            day = self.tlit("%d")
+            same_day = sa.func.strftime(day, x) == sa.func.strftime(day, shifted)
+            month_end = sa.func.date(shifted, self.tlit("start of month"), self.tlit("-1 days"))
+            clamped = sa.case((same_day, shifted), else_=month_end)
             if kind == "date":
-                return shifted
-            clock = sa.func.strftime(self.tlit(" %H:%M:%S"), x, type_=sa.Text()).concat(self.sqlite_fraction(x))
-            return _retype(shifted, sa.Text()).concat(clock)
+                return clamped
+            return _retype(clamped, sa.Text()).concat(sa.func.substr(x, self.ilit(11), type_=sa.Text()))
         if unit == "weeks":
             n, unit = n * 7, "days"
-        modifier = sa.cast(n, sa.Text()).concat(self.tlit(f" {unit}"))
+        modifier = self.text_cat(n, self.tlit(f" {unit}"))
         if kind == "date":
-            return sa.func.date(x, modifier)
+            return sa.func.date(x, modifier, type_=sa.Text())
         shifted = sa.func.strftime(self.tlit("%Y-%m-%d %H:%M:%S"), x, modifier, type_=sa.Text())
-        return shifted.concat(self.sqlite_fraction(x))
+        fraction = sa.func.substr(self.text_cat(x, self.tlit(".000000")), self.ilit(20), self.ilit(7))
+        return shifted.concat(fraction)
 
     def fn_datedif(self, node: Call) -> _V:
         """DATEDIF(start, end, unit): whole units from start to end (negative if end is earlier)."""
         unit = self.unit(node, 2)
-        start_v, end_v = self.compile(node.args[0]), self.compile(node.args[1])
-        start, end = self.date_arg(node, start_v), self.date_arg(node, end_v)
-        if start_v.type != "datetime":
-            start = self.date_to_datetime(start)
-        if end_v.type != "datetime":
-            end = self.date_to_datetime(end)
+        start = self.date_arg(node, self.compile(node.args[0]))
+        end = self.date_arg(node, self.compile(node.args[1]))
         if unit in _SECONDS:
             seconds = self.epoch(end) - self.epoch(start)
             expr = seconds // self.ilit(_SECONDS[unit]) if unit != "seconds" else seconds
@@ -1357,20 +1483,33 @@ class _Compiler:
 
     def month_index(self, x: ColumnElement[Any]) -> ColumnElement[Any]:
         """year * 12 + month, as an integer."""
-        if self.pg:
-            return sa.cast(sa.extract("year", x) * 12 + sa.extract("month", x), sa.Integer())
         return sa.cast(self.date_part(x, "year") * 12 + self.date_part(x, "month"), sa.Integer())
 
     def day_clock(self, x: ColumnElement[Any]) -> ColumnElement[Any]:
-        """DDHHMMSS of a datetime as an integer, for comparing positions within months."""
+        """DDHHMMSS of a date or datetime, comparable within a month."""
         if self.pg:
-            return sa.cast(sa.func.to_char(x, self.tlit("DDHH24MISS")), sa.Integer())
-        return sa.cast(sa.func.strftime(self.tlit("%d%H%M%S"), x), sa.Integer())
+            return sa.func.to_char(x, self.tlit("DDHH24MISS"), type_=sa.Text())
+        return sa.func.strftime(self.tlit("%d%H%M%S"), x, type_=sa.Text())
 
 
-def _is_small_int(value: Decimal) -> bool:
-    """Whether a Decimal is a whole number that fits in a 64-bit integer."""
-    try:
-        return value == value.to_integral_value() and abs(value) < 2**63
-    except InvalidOperation:
-        return False
+def _constant_number(node: Node) -> Decimal | None:
+    """The value of a number literal such as ``3`` or ``-2.5``, else ``None``."""
+    sign = 1
+    if isinstance(node, Unary) and node.op in ("-", "+"):
+        sign = -1 if node.op == "-" else 1
+        node = node.operand
+    if isinstance(node, Literal) and node.kind == "number":
+        assert isinstance(node.value, Decimal)
+        return node.value * sign
+    return None
+
+
+def _flatten(node: Binary, op: str) -> list[Node]:
+    """Operands of a left-nested chain such as ``a & b & c``, left to right."""
+    operands: list[Node] = []
+    current: Node = node
+    while isinstance(current, Binary) and current.op == op:
+        operands.append(current.right)
+        current = current.left
+    operands.append(current)
+    return operands[::-1]

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     String,
     and_,
+    case,
     cast,
     exists,
     false,
@@ -107,11 +108,38 @@ def relative_range(spec: dict[str, Any], today: dt.date) -> tuple[dt.date, dt.da
 
 @dataclass
 class Resolved:
-    field: FieldDef
-    expr: ColumnElement[Any]
+    field: FieldDef  # the field named by the condition (for messages)
+    source: FieldDef  # the field whose values the condition compares (a lookup's target, recursively)
+    expr: ColumnElement[Any] | None  # None for to-many links, which are tested with EXISTS
     kind: str
     path: str
-    many_lookup: tuple[Any, ...] | None = None  # (relation alias, target alias, target field) for EXISTS
+    many_lookup: tuple[Any, ...] | None = None  # (relation, relation alias, target alias, target) for EXISTS
+
+
+MANY_VALUED = (MULTI, LINK_MANY, FILES)
+
+
+def link_value(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any]:
+    """A to-one link's target id, or NULL when the target is in the trash or hidden from the reader."""
+    target = ctx.catalog.table_by_id(f.options["target"])
+    ta = target.sa.alias()
+    conds = [ta.c.id == t.c[f.column_name], ta.c.deleted_at.is_(None)]
+    scope = ctx.row_scope(target, ta) if ctx.row_scope else None
+    if scope is not None:
+        conds.append(scope)
+    return select(ta.c.id).where(*conds).correlate_except(ta).scalar_subquery()
+
+
+def value_source(f: FieldDef, catalog: Catalog) -> FieldDef:
+    """The stored field whose values a computed field shows: choices and prefixes come from it."""
+    for _ in range(8):
+        if f.type == "lookup":
+            f = f.ftype.parts(f, catalog)[1]  # type: ignore[attr-defined]
+        elif f.type == "rollup" and f.options.get("function") in ("min", "max") and f.options.get("field"):
+            f = catalog.field_by_id(f.options["field"])
+        else:
+            break
+    return f
 
 
 class FilterCompiler:
@@ -138,6 +166,7 @@ class FilterCompiler:
         return self._node(tree, 0, "filter")
 
     def _node(self, node: Any, depth: int, where: str) -> ColumnElement[bool]:
+        # checked before descending, so a tree thousands of levels deep never reaches Python's recursion limit
         if depth > MAX_DEPTH:
             raise BadRequest(f"the filter is nested more than {MAX_DEPTH} levels deep")
         if not isinstance(node, dict):
@@ -157,7 +186,8 @@ class FilterCompiler:
         if "not" in node:
             if len(node) != 1:
                 raise BadRequest(f"{where}: 'not' takes one condition and nothing else")
-            return not_(self._node(node["not"], depth + 1, f"{where}.not"))
+            # SQL's NULL would make "not" drop rows whose values are empty; the complement is meant
+            return not_(func.coalesce(self._node(node["not"], depth + 1, f"{where}.not"), false()))
         return self._condition(node, where)
 
     # --- conditions ------------------------------------------------------------------------------
@@ -170,41 +200,50 @@ class FilterCompiler:
         f = self.table.fields_by_key.get(parts[0])
         if f is None:
             raise BadRequest(f"{where}: no field '{parts[0][:100]}' in table '{self.table.key}'")
+        kind = f.ftype.value_kind(f, self.cat)
         if len(parts) == 1:
-            kind = f.ftype.value_kind(f, self.cat)
             if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
                 link, tf, target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
                 return self._many_lookup(f, link, tf, target, path)
-            return Resolved(f, f.ftype.expression(f, self.t, self.ctx), kind, path)
+            if kind == LINK_MANY:
+                return Resolved(f, f, None, kind, path)
+            if kind == LINK_ONE and f.type == "link":
+                return Resolved(f, f, link_value(f, self.t, self.ctx), kind, path)
+            return Resolved(f, value_source(f, self.cat), f.ftype.expression(f, self.t, self.ctx), kind, path)
         if f.type != "link":
             raise BadRequest(f"{where}: '{f.key}' is not a link, so '{path[:100]}' is not a field")
         target = self.cat.table_by_id(f.options["target"])
         tf = target.fields_by_key.get(parts[1])
         if tf is None:
             raise BadRequest(f"{where}: no field '{parts[1][:100]}' in table '{target.key}'")
+        tkind = tf.ftype.value_kind(tf, self.cat)
+        if tkind in MANY_VALUED or (tf.type == "lookup" and tf.ftype.many(tf, self.cat)):  # type: ignore[attr-defined]
+            raise BadRequest(f"{where}: '{path[:100]}' holds several values per linked record; "
+                             f"filter on '{tf.key}' in '{target.key}' instead")
         if is_many(f):
             return self._many_lookup(tf, f, tf, target, path)
         ta = target.sa.alias()
-        inner = tf.ftype.expression(tf, ta, self.ctx)
+        inner = tf.ftype.expression(tf, ta, replace(self.ctx, depth=self.ctx.depth + 1))
         conds = [ta.c.id == self.t.c[f.column_name], ta.c.deleted_at.is_(None)]
         scope = self.ctx.row_scope(target, ta) if self.ctx.row_scope else None
         if scope is not None:
             conds.append(scope)
         expr = select(inner).where(*conds).scalar_subquery()
-        return Resolved(tf, expr, tf.ftype.value_kind(tf, self.cat), path)
+        return Resolved(tf, value_source(tf, self.cat), expr, tkind, path)
 
     def _many_lookup(self, shown: FieldDef, link: FieldDef, tf: FieldDef, target: TableDef,
                      path: str) -> Resolved:
         rel = relation(link, self.cat)
         ra = rel.table.alias()
         ta = target.sa.alias()
-        return Resolved(shown, tf.ftype.expression(tf, ta, self.ctx), tf.ftype.value_kind(tf, self.cat), path,
+        expr = tf.ftype.expression(tf, ta, replace(self.ctx, depth=self.ctx.depth + 1))
+        return Resolved(shown, value_source(tf, self.cat), expr, tf.ftype.value_kind(tf, self.cat), path,
                         (rel, ra, ta, target))
 
     def _condition(self, c: dict[str, Any], where: str) -> ColumnElement[bool]:
         extra = set(c) - {"field", "op", "value"}
         if extra:
-            raise BadRequest(f"{where}: unknown keys {sorted(extra)} in a condition")
+            raise BadRequest(f"{where}: unknown keys {sorted(extra)[:5]} in a condition")
         r = self.resolve(c.get("field"), where)
         op = c.get("op")
         allowed = OPS_BY_KIND.get(r.kind, ())
@@ -212,6 +251,8 @@ class FilterCompiler:
             raise BadRequest(f"{where}: operator '{str(op)[:30]}' is not allowed for '{r.path}' "
                              f"({r.field.type}); use one of: {', '.join(allowed)}")
         value = c.get("value")
+        if op not in ("is_empty", "is_not_empty") and value is None:
+            raise BadRequest(f"{where}: '{op}' on '{r.path}' needs a 'value' (use is_empty for empty values)")
         try:
             if r.many_lookup is not None:
                 return self._through_many(r, op, value)
@@ -221,42 +262,51 @@ class FilterCompiler:
             raise BadRequest(f"{where}: value for '{r.path}' {op}: {msg}") from None
 
     def _through_many(self, r: Resolved, op: str, value: Any) -> ColumnElement[bool]:
+        """Any linked record matches (negative operators: none of them matches the positive one)."""
         rel, ra, ta, target = r.many_lookup  # type: ignore[misc]
         negative = {"ne": "eq", "not_in": "in", "not_contains": "contains", "is_empty": "is_not_empty"}
         pos_op = negative.get(op, op)
-        inner = Resolved(r.field, r.expr, r.kind, r.path)
-        conds = [ra.c[rel.this] == self.t.c.id, ta.c.deleted_at.is_(None), self._apply(inner, pos_op, value)]
-        if rel.trash and rel.table is not target.sa:
-            conds.append(ra.c.deleted_at.is_(None))
+        inner = Resolved(r.field, r.source, r.expr, r.kind, r.path)
+        conds = [ta.c.deleted_at.is_(None), self._apply(inner, pos_op, value)]
         scope = self.ctx.row_scope(target, ta) if self.ctx.row_scope else None
         if scope is not None:
             conds.append(scope)
-        src = ra.join(ta, ta.c.id == ra.c[rel.other]) if rel.table is not target.sa else ta
-        if src is ta:
-            conds[0] = ta.c[rel.this] == self.t.c.id
+        if rel.table is target.sa:  # the reverse of a to-one link: the linked rows are the target's rows
+            src: Any = ta
+            conds.append(ta.c[rel.this] == self.t.c.id)
+        else:
+            src = ra.join(ta, ta.c.id == ra.c[rel.other])
+            conds.append(ra.c[rel.this] == self.t.c.id)
         found = exists(select(literal(1)).select_from(src).where(and_(*conds)))
         return not_(found) if op in negative else found
 
     def _value(self, r: Resolved, v: Any) -> Any:
         """Coerce one filter value to what the column holds."""
-        if isinstance(v, dict) and "var" in v:
-            if v["var"] == "me":
-                return self.ctx.user_id if self.ctx.user_id is not None else -1
-            if v["var"] == "now":
-                return self.ctx.now if r.kind == DATETIME else self.ctx.today
-            if v["var"] == "today":
-                return self.ctx.today
-            raise ValueError(f"unknown variable '{str(v['var'])[:30]}'")
         k = r.kind
+        src = r.source
+        people = k == USER or (k == MULTI and src.type in ("user", "created_by", "updated_by"))
+        if isinstance(v, dict) and "var" in v:
+            if v["var"] == "me" and people:
+                return self.ctx.user_id if self.ctx.user_id is not None else -1
+            if v["var"] == "now" and k in (DATE, DATETIME):
+                return self.ctx.now if k == DATETIME else self.ctx.today
+            if v["var"] == "today" and k in (DATE, DATETIME):
+                return self.ctx.today
+            raise ValueError(f"the variable '{str(v['var'])[:30]}' does not apply here")
+        if isinstance(v, dict | list):
+            raise ValueError("must be a single value")
         if k == TEXT:
             if isinstance(v, bool) or not isinstance(v, str | int | float):
                 raise ValueError("must be text")
             return str(v)
         if k == NUMBER:
-            if hasattr(r.field.ftype, "filter_value") and r.field.type == "autonumber":
-                v = r.field.ftype.filter_value(v, r.field)
+            if src.type == "autonumber":
+                v = src.ftype.filter_value(v, src)  # type: ignore[attr-defined]
             d = parse_number(v)
-            return int(d) if d == d.to_integral_value() else float(d)
+            if d == d.to_integral_value():
+                return int(d)
+            # exact on PostgreSQL's NUMERIC (a float 0.1 is not 0.1 there); SQLite stores REALs
+            return float(d) if self.ctx.dialect == "sqlite" else d
         if k == DATE:
             return parse_date(v)
         if k == DATETIME:
@@ -265,16 +315,16 @@ class FilterCompiler:
             if not isinstance(v, bool):
                 raise ValueError("must be true or false")
             return v
+        if people:
+            return self._user_value(v)
         if k in (SELECT, MULTI):
-            if r.field.type in ("single_select", "multi_select"):
-                values = [ch["value"] for ch in r.field.options.get("choices", [])]
-                if v not in values:
-                    raise ValueError(f"'{str(v)[:80]}' is not one of: {', '.join(values[:20])}")
-                return v
-            return self._user_value(v)
-        if k == USER:
-            return self._user_value(v)
+            values = [ch["value"] for ch in src.options.get("choices", [])]
+            if not isinstance(v, str) or v not in values:
+                raise ValueError(f"'{str(v)[:80]}' is not one of: {', '.join(values[:20])}")
+            return v
         if k in (LINK_ONE, LINK_MANY):
+            if isinstance(v, str) and v.strip().isdigit():
+                v = int(v.strip())
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError("must be a record id")
             return v
@@ -283,8 +333,10 @@ class FilterCompiler:
     def _user_value(self, v: Any) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
             return v
-        if isinstance(v, str) and v:
-            return select(users.c.id).where(users.c.username == v).scalar_subquery()
+        if isinstance(v, str) and v.strip():
+            if v.strip().isdigit():
+                return int(v.strip())
+            return select(users.c.id).where(users.c.username == v.strip()).scalar_subquery()
         raise ValueError("must be a user id, a username or {\"var\": \"me\"}")
 
     def _list(self, r: Resolved, value: Any) -> list[Any]:
@@ -297,8 +349,12 @@ class FilterCompiler:
     def _range(self, r: Resolved, value: Any) -> tuple[Any, Any] | None:
         """A relative date or a plain date on a datetime field means a range of instants/days."""
         if isinstance(value, dict) and "relative" in value:
+            extra = set(value) - {"relative", "n"}
+            if extra:
+                raise ValueError(f"unknown keys {sorted(extra)[:5]} in a relative date")
             first, last = relative_range(value, self.ctx.today)
-        elif r.kind == DATETIME and isinstance(value, str) and len(value.strip()) == 10:
+        elif r.kind == DATETIME and isinstance(value, str) and len(value.strip()) <= 11 \
+                and "T" not in value and ":" not in value:
             first = last = parse_date(value)
         elif r.kind == DATETIME and isinstance(value, dict) and value.get("var") == "today":
             first = last = self.ctx.today
@@ -314,21 +370,21 @@ class FilterCompiler:
         return first, last + dt.timedelta(days=1)  # half-open [first, next day)
 
     def _apply(self, r: Resolved, op: str, value: Any) -> ColumnElement[bool]:
-        e = r.expr
         k = r.kind
         if op in ("is_empty", "is_not_empty"):
             cond = self._empty(r)
             return cond if op == "is_empty" else not_(cond)
-        if k in (MULTI, LINK_MANY) and op in ("has_any", "has_all", "has_none", "eq"):
+        if k in (MULTI, LINK_MANY):
             vals = self._list(r, value if isinstance(value, list) else [value])
             return self._multi(r, op, vals)
+        e = r.expr
+        assert e is not None
         if k in (DATE, DATETIME) and op in ("eq", "ne", "lt", "lte", "gt", "gte"):
             rng = self._range(r, value)
             if rng is not None:
                 lo, hi = rng
-                cond = {"eq": and_(e >= lo, e < hi), "ne": or_(e < lo, e >= hi, e.is_(None)),
+                return {"eq": and_(e >= lo, e < hi), "ne": or_(e < lo, e >= hi, e.is_(None)),
                         "lt": e < lo, "lte": e < hi, "gt": e >= hi, "gte": e >= lo}[op]
-                return cond
         if op == "between":
             if not isinstance(value, list) or len(value) != 2:
                 raise ValueError("takes a list of two values [from, to]")
@@ -338,6 +394,13 @@ class FilterCompiler:
             if hi_r:
                 return and_(e >= lo, e < hi_r[1])
             return and_(e >= lo, e <= self._value(r, value[1]))
+        if k == TEXT and op in ("eq", "ne", "in", "not_in"):
+            # text compares case-insensitively; lower() runs on both sides in SQL so both agree
+            vals = self._list(r, value) if op in ("in", "not_in") else [self._value(r, value)]
+            low = func.lower(e)
+            cond = low == func.lower(literal(vals[0], String())) if len(vals) == 1 else \
+                low.in_([func.lower(literal(v, String())) for v in vals])
+            return cond if op in ("eq", "in") else or_(not_(cond), e.is_(None))
         if op in ("in", "not_in"):
             vals = self._list(r, value)
             cond = e.in_(vals)
@@ -353,37 +416,46 @@ class FilterCompiler:
         if k == BOOL:
             cond = func.coalesce(e, false()) == v
             return cond if op == "eq" else not_(cond)
-        if k == TEXT and op in ("eq", "ne"):
-            cond = func.lower(e) == func.lower(literal(v, String()))
-            return cond if op == "eq" else or_(not_(cond), e.is_(None))
         if op == "eq":
             return e == v
         if op == "ne":
             return or_(e != v, e.is_(None))
         return {"lt": e < v, "lte": e <= v, "gt": e > v, "gte": e >= v}[op]
 
+    def _json_length(self, e: Any) -> Any:
+        return func.json_array_length(e) if self.ctx.dialect == "sqlite" else func.jsonb_array_length(e)
+
     def _empty(self, r: Resolved) -> ColumnElement[bool]:
-        e = r.expr
-        if r.kind == TEXT:
-            return or_(e.is_(None), e == "")
-        if r.kind in (MULTI, FILES) and r.field.type not in ("link", "lookup"):
-            length = func.json_array_length(e) if self.ctx.dialect == "sqlite" else func.jsonb_array_length(e)
-            return or_(e.is_(None), length == 0)
         if r.kind == LINK_MANY:
             return not_(self._link_exists(r.field, None))
+        e = r.expr
+        assert e is not None
+        if r.kind == TEXT:
+            return or_(e.is_(None), e == "")
+        if r.kind in (MULTI, FILES):
+            return or_(e.is_(None), self._json_length(e) == 0)
         if r.kind == BOOL:
             return func.coalesce(e, false()) == false()
         return e.is_(None)
 
     def _link_exists(self, f: FieldDef, ids: list[Any] | None) -> ColumnElement[bool]:
+        """Some live linked record (among ``ids``) exists for the row."""
         rel = relation(f, self.cat)
-        ra = rel.table.alias()
-        conds = [ra.c[rel.this] == self.t.c.id]
-        if rel.trash:
-            conds.append(ra.c.deleted_at.is_(None))
+        target = self.cat.table_by_id(f.options["target"])
+        ta = target.sa.alias()
+        if rel.table is target.sa:  # reverse of a to-one link: the target rows point at this row
+            conds = [ta.c[rel.this] == self.t.c.id, ta.c.deleted_at.is_(None)]
+            src: Any = ta
+        else:
+            ra = rel.table.alias()
+            conds = [ra.c[rel.this] == self.t.c.id, ta.c.deleted_at.is_(None)]
+            src = ra.join(ta, ta.c.id == ra.c[rel.other])
         if ids is not None:
-            conds.append(ra.c[rel.other].in_(ids))
-        return exists(select(literal(1)).select_from(ra).where(*conds))
+            conds.append(ta.c.id.in_(ids))
+        scope = self.ctx.row_scope(target, ta) if self.ctx.row_scope else None
+        if scope is not None:
+            conds.append(scope)
+        return exists(select(literal(1)).select_from(src).where(*conds))
 
     def _multi(self, r: Resolved, op: str, vals: list[Any]) -> ColumnElement[bool]:
         if r.kind == LINK_MANY:
@@ -391,30 +463,27 @@ class FilterCompiler:
                 return self._link_exists(r.field, vals)
             if op == "has_none":
                 return not_(self._link_exists(r.field, vals))
-            return and_(*[self._link_exists(r.field, [v]) for v in vals])
+            return and_(*[self._link_exists(r.field, [v]) for v in dict.fromkeys(vals)])
         e = r.expr
+        assert e is not None
         if self.ctx.dialect == "sqlite":
             je = func.json_each(e).table_valued("value")
-            elem = je.c.value
+            wanted = vals
         else:
             je = func.jsonb_array_elements_text(e).table_valued("value")
-            elem = je.c.value
-            vals = [v if not isinstance(v, int | str) else str(v) for v in vals]
-        distinct = list(dict.fromkeys(v for v in vals if not isinstance(v, ColumnElement))) or vals
-        if self.ctx.dialect != "sqlite":
-            cast_vals = [cast(v, String()) if isinstance(v, ColumnElement) else v for v in distinct]
-        else:
-            cast_vals = distinct
-        matches = select(func.count(func.distinct(elem))).select_from(je).where(elem.in_(cast_vals))
-        n = len(distinct)
+            wanted = [cast(v, String()) if isinstance(v, ColumnElement) else str(v) for v in vals]
+        elem = je.c.value
+        plain = list(dict.fromkeys(v for v in wanted if not isinstance(v, ColumnElement)))
+        exprs = [v for v in wanted if isinstance(v, ColumnElement)]
+        n = len(plain) + len(exprs)
+        matches = select(func.count(func.distinct(elem))).select_from(je).where(elem.in_([*plain, *exprs]))
         if op == "has_any":
-            return matches.scalar_subquery() > 0
+            return and_(e.is_not(None), matches.scalar_subquery() > 0)
         if op == "has_none":
             return or_(e.is_(None), matches.scalar_subquery() == 0)
         if op == "has_all":
-            return matches.scalar_subquery() == n
-        length = func.json_array_length(e) if self.ctx.dialect == "sqlite" else func.jsonb_array_length(e)
-        return and_(matches.scalar_subquery() == n, length == n)
+            return and_(e.is_not(None), matches.scalar_subquery() == n)
+        return and_(e.is_not(None), matches.scalar_subquery() == n, self._json_length(e) == n)
 
 
 OPS_BY_KIND = OPERATORS_BY_KIND
@@ -470,14 +539,14 @@ def sort_expression(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any
         if disp is not None and disp.ftype.sortable(disp, ctx.catalog):
             ta = target.sa.alias()
             return select(disp.ftype.expression(disp, ta, replace(ctx, depth=ctx.depth + 1))).where(
-                ta.c.id == expr).scalar_subquery()
+                ta.c.id == expr, ta.c.deleted_at.is_(None)).scalar_subquery()
     if kind == USER and f.type in ("user", "created_by", "updated_by"):
         return select(users.c.name).where(users.c.id == expr).scalar_subquery()
-    if kind == SELECT and f.type == "single_select":
-        # choices sort in their defined order (lead, qualified, ... won), as users arrange them
-        from sqlalchemy import case
-
-        values = [c["value"] for c in f.options.get("choices", [])]
+    src = value_source(f, ctx.catalog)
+    if kind == SELECT and src.type == "single_select":
+        # choices sort in their defined order (lead, qualified, ... won), as users arrange them;
+        # a lookup of a single select sorts like the field it shows
+        values = [c["value"] for c in src.options.get("choices", [])]
         if values:
             return case({v: i for i, v in enumerate(values)}, value=expr, else_=None)
     return expr

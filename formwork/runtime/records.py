@@ -59,6 +59,7 @@ from formwork.runtime.permissions import Access
 from formwork.runtime.query import (
     FilterCompiler,
     keyset_condition,
+    link_value,
     make_cursor,
     order_by,
     parse_sort,
@@ -211,12 +212,12 @@ class RecordReader:
                 continue
             if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
                 continue
-            expr = f.ftype.expression(f, sa, self.ctx)
+            expr = link_value(f, sa, self.ctx) if f.type == "link" else f.ftype.expression(f, sa, self.ctx)
             if v is not True:
                 cols.append(case((v, literal(True)), else_=literal(False)).label(f"v{f.id}"))
             cols.append(expr.label(f"c{f.id}"))
             if f.type == "link" and not is_many(f):
-                cols.append(self._display_expr(f, expr).label(f"d{f.id}"))
+                cols.append(self._display_expr(f, sa.c[f.column_name]).label(f"d{f.id}"))
         return cols, vis
 
     def _display_expr(self, f: FieldDef, id_expr: Any) -> Any:
@@ -397,13 +398,12 @@ def _display_text(value: Any) -> str:
 
 
 def parse_id(value: Any) -> int:
-    try:
-        rid = int(value)
-    except (TypeError, ValueError):
-        raise NotFound("no such record") from None
-    if rid < 1 or rid > 2**62:
-        raise NotFound("no such record")
-    return rid
+    """A record id: a whole number (or its digits as text); anything else names no record."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > 2**62:
+        raise NotFound(f"no record '{str(value)[:40]}'")
+    return value
 
 
 class RecordService:
@@ -466,12 +466,15 @@ class RecordService:
         for key, v in values.items():
             f = t.fields_by_key[key]
             if f.unique and f.stored and v is not None:
-                q = select(t.sa.c.id).where(t.sa.c[f.column_name] == v, t.sa.c.deleted_at.is_(None))
+                # the unique index covers trashed rows too (they keep their values for restore)
+                q = select(t.sa.c.id, t.sa.c.deleted_at).where(t.sa.c[f.column_name] == v)
                 if exclude_id is not None:
                     q = q.where(t.sa.c.id != exclude_id)
-                if self.conn.execute(q.limit(1)).first() is not None:
-                    raise Conflict(f"{key}: the value is already used by another record",
-                                   {f"{prefix or ''}{key}": ["is already used by another record"]})
+                hit = self.conn.execute(q.order_by(t.sa.c.deleted_at.is_not(None)).limit(1)).first()
+                if hit is not None:
+                    where = "a record in the trash" if hit.deleted_at is not None else "another record"
+                    raise Conflict(f"{key}: the value is already used by {where}",
+                                   {f"{prefix or ''}{key}": [f"is already used by {where}"]})
 
     def _check_rules(self, t: TableDef, ids: list[int], where: dict[int, str] | None = None) -> None:
         """Table validation rules on the written rows (as stored, computed fields included).

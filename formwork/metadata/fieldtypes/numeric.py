@@ -126,9 +126,15 @@ class NumberType(FieldType):
         return json_number(value)
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
+        """Plain decimal notation without a float's trailing ".0" (3.0 → "3", 1e-07 → "0.0000001")."""
         if value is None:
             return None
-        return str(value)
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if d == d.to_integral_value():
+            return str(int(d))
+        return format(d.normalize(), "f")
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if isinstance(json_value, bool):

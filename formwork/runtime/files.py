@@ -1,0 +1,138 @@
+"""Uploaded files: content-addressed blobs under FILES_DIR plus one ``fw_file`` row per upload.
+
+The blob is named by its sha256, so the same bytes uploaded twice are stored once; each upload still gets
+its own random token (the handle attachment fields hold), name and owner. Downloads are allowed to the
+uploader, to administrators and to anyone who can read a record whose attachment field holds the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import re
+import secrets
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Text, cast, insert, select
+from sqlalchemy.engine import Connection
+
+from formwork import db
+from formwork.errors import NotFound, TooLarge
+from formwork.metadata.catalog import Catalog
+from formwork.runtime.permissions import Access
+
+CHUNK = 64 * 1024
+_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+$")
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+
+
+def safe_name(name: str | None) -> str:
+    """A file name fit for storage and Content-Disposition: no paths, control or shell-special characters."""
+    text = unicodedata.normalize("NFC", name or "")
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = _UNSAFE_NAME.sub("_", text).strip().lstrip(".")
+    if len(text) > 200:
+        stem, dot, ext = text.rpartition(".")
+        text = (stem[: 190] + dot + ext[:9]) if dot and len(ext) <= 9 else text[:200]
+    return text or "file"
+
+
+def guess_mime(name: str, declared: str | None) -> str:
+    """The type from the file name, else the client's claim if well-formed; served with nosniff anyway."""
+    guessed = mimetypes.guess_type(name, strict=False)[0]
+    if guessed:
+        return guessed
+    if declared and _MIME.match(declared) and len(declared) <= 120:
+        return declared.lower()
+    return "application/octet-stream"
+
+
+def blob_path(files_dir: str | Path, sha: str) -> Path:
+    return Path(files_dir) / "blobs" / sha[:2] / sha[2:4] / sha
+
+
+def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) -> tuple[str, int]:
+    """Copy ``stream`` into the blob store chunk by chunk; returns (sha256, size). 413 past ``max_size``."""
+    tmp_dir = Path(files_dir) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if max_size is not None and size > max_size:
+                    raise TooLarge(f"the file is larger than {max_size // (1024 * 1024) or 1} MB")
+                digest.update(chunk)
+                out.write(chunk)
+        sha = digest.hexdigest()
+        target = blob_path(files_dir, sha)
+        if target.exists():
+            os.unlink(tmp_name)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, target)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return sha, size
+
+
+def store_upload(conn: Connection, stream: IO[bytes], name: str | None, declared_mime: str | None,
+                 user_id: int | None, files_dir: str | Path, max_size: int | None) -> dict[str, Any]:
+    """Store one upload and register it; returns the API shape {"token","name","size","mime"}."""
+    clean = safe_name(name)
+    sha, size = save_stream(stream, files_dir, max_size)
+    token = secrets.token_urlsafe(32)
+    mime = guess_mime(clean, declared_mime)
+    conn.execute(insert(db.files).values(token=token, name=clean, size=size, mime=mime, sha256=sha,
+                                         user_id=user_id, created_at=db.utcnow()))
+    return {"token": token, "name": clean, "size": size, "mime": mime}
+
+
+def _held_by_readable_record(conn: Connection, catalog: Catalog, access: Access, token: str) -> bool:
+    """Is the token in an attachment field the caller can see, on a record the caller can read?"""
+    from formwork.runtime.records import RecordReader
+
+    reader = RecordReader(catalog, conn, access)
+    for app in catalog.apps:
+        for t in app.tables:
+            fields = [f for f in t.fields if f.type == "attachment" and f.stored]
+            if not fields or not access.can_see_table(catalog, t):
+                continue
+            vis = access.field_visibility(catalog, t, t.sa)
+            for f in fields:
+                seen = vis.get(f.id, True)
+                if seen is False:
+                    continue
+                conds = reader.base_conditions(t)
+                conds.append(cast(t.sa.c[f.column_name], Text).contains(token, autoescape=True))
+                if seen is not True:
+                    conds.append(seen)
+                if conn.execute(select(t.sa.c.id).where(*conds).limit(1)).first() is not None:
+                    return True
+    return False
+
+
+def find_for_download(conn: Connection, catalog: Catalog, access: Access, files_dir: str | Path,
+                      token: str) -> tuple[Any, Path]:
+    """The file row and its blob path, or 404 when it doesn't exist or the caller may not see it."""
+    if not token or len(token) > 64:
+        raise NotFound("no such file")
+    row = conn.execute(select(db.files).where(db.files.c.token == token)).first()
+    if row is None:
+        raise NotFound("no such file")
+    allowed = access.is_admin or (row.user_id is not None and row.user_id == access.user_id) \
+        or _held_by_readable_record(conn, catalog, access, token)
+    if not allowed:
+        raise NotFound("no such file")
+    path = blob_path(files_dir, row.sha256)
+    if not path.is_file():
+        raise NotFound("the file's content is missing from storage")
+    return row, path

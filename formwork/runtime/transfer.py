@@ -1,0 +1,636 @@
+"""Record import (CSV/XLSX → records) and export (records → CSV/XLSX).
+
+Import streams the file through :mod:`formwork.runtime.tabular`, maps columns to fields, converts each
+cell leniently with the field's own type (``"1,200.50"``, ``"¥300"``, ``"2026年11月23日"``, select labels,
+``是/否``, users by name, links by display value) and writes batches of up to 1,000 rows through
+:class:`RecordService`, so permissions, required and unique checks, validation rules, history and outbox
+events are the same as for the API. Every batch runs in a savepoint; when one fails, its rows are retried
+one by one to find and report the bad ones. The whole import runs in one more savepoint that is released
+only when nothing failed (or ``on_error=skip``) and this is not a dry run: all or nothing by default.
+
+Export pages through :class:`RecordReader` with its keyset cursor (same filter, sort, view, search and
+permission semantics as the list endpoint) and writes what a person reads: link displays, user names,
+select values, ISO dates; :mod:`tabular` neutralises formula-like text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import String, cast, select
+from sqlalchemy.engine import Connection
+
+from formwork.errors import BadRequest, FormworkError, ValidationFailed
+from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
+from formwork.metadata.fieldtypes.base import (
+    BOOL,
+    DATE,
+    NUMBER,
+    TEXT,
+    FieldValueError,
+    WriteContext,
+)
+from formwork.metadata.fieldtypes.link import is_many
+from formwork.metadata.fieldtypes.numeric import parse_number
+from formwork.runtime.permissions import Access
+from formwork.runtime.records import RecordReader, RecordService
+from formwork.runtime.tabular import TabularReader, open_tabular
+
+BATCH = 1000
+MAX_ERRORS = 1000
+MODES = ("insert", "upsert")
+ON_ERROR = ("abort", "skip")
+_SPLIT = re.compile(r"[,，;；]")
+_NEUTRALIZED = re.compile(r"^'[=+\-@\t\r]")
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+_RECORD_KEY = re.compile(r"^records/\d+/?")
+
+
+# --- options and column plan ------------------------------------------------------------------------
+def _bool_text(name: str, value: str | None) -> bool:
+    v = (value or "false").strip().lower()
+    if v not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise BadRequest(f"{name} must be true or false")
+    return v in ("true", "1", "yes")
+
+
+@dataclass
+class ImportOptions:
+    mapping: dict[str, str | None] | None = None
+    mode: str = "insert"
+    key_field: str | None = None
+    dry_run: bool = False
+    on_error: str = "abort"
+
+    @classmethod
+    def parse(cls, form: Mapping[str, str]) -> ImportOptions:
+        """Options from the multipart form fields; 400 for malformed ones."""
+        unknown = set(form) - {"mapping", "mode", "key_field", "dry_run", "on_error", "csrf_token"}
+        if unknown:
+            raise BadRequest(f"unknown form field(s): {', '.join(sorted(unknown))[:200]}")
+        mapping: dict[str, str | None] | None = None
+        raw = form.get("mapping")
+        if raw not in (None, ""):
+            try:
+                parsed = json.loads(raw)  # type: ignore[arg-type]
+            except (json.JSONDecodeError, RecursionError):
+                raise BadRequest("mapping must be a JSON object such as {\"Column\": \"field_key\"}") from None
+            if not isinstance(parsed, dict) or not all(
+                    isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in parsed.items()):
+                raise BadRequest("mapping must be a JSON object of column names to field keys (or null)")
+            mapping = parsed
+        mode = (form.get("mode") or "insert").strip()
+        if mode not in MODES:
+            raise BadRequest("mode must be insert or upsert")
+        on_error = (form.get("on_error") or "abort").strip()
+        if on_error not in ON_ERROR:
+            raise BadRequest("on_error must be abort or skip")
+        key = (form.get("key_field") or "").strip() or None
+        if mode == "upsert" and key is None:
+            raise ValidationFailed.from_details({"key_field": ["is required when mode is upsert"]})
+        return cls(mapping, mode, key, _bool_text("dry_run", form.get("dry_run")), on_error)
+
+    def to_params(self) -> dict[str, Any]:
+        return {"mapping": self.mapping, "mode": self.mode, "key_field": self.key_field,
+                "dry_run": self.dry_run, "on_error": self.on_error}
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> ImportOptions:
+        return cls(p.get("mapping"), p.get("mode", "insert"), p.get("key_field"), bool(p.get("dry_run")),
+                   p.get("on_error", "abort"))
+
+
+@dataclass
+class ImportColumn:
+    index: int
+    name: str
+    field: FieldDef
+
+
+@dataclass
+class ImportPlan:
+    columns: list[ImportColumn]
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    key: ImportColumn | None = None
+
+    def column_of(self, key: str) -> str | None:
+        return next((c.name for c in self.columns if c.field.key == key), None)
+
+
+def _norm(text: str) -> str:
+    return "".join(text.split()).casefold()
+
+
+def _names(f: FieldDef) -> list[str]:
+    label = f.label
+    labels = list(label.values()) if isinstance(label, dict) else [label]
+    return [f.key, *(str(x) for x in labels if x)]
+
+
+def _importable(f: FieldDef) -> str | None:
+    """Why a field cannot take values from a file, or None when it can."""
+    if f.ftype.read_only or f.ftype.computed:
+        return "is read-only (computed or maintained by the platform); column skipped"
+    if f.type == "attachment":
+        return "is an attachment field; files can't be imported from a spreadsheet, column skipped"
+    return None
+
+
+def plan_import(cat: Catalog, t: TableDef, access: Access, header: list[str],
+                opts: ImportOptions) -> ImportPlan:
+    """Match the file's columns to fields; 422 for a mapping or key_field that can't work."""
+    vis = access.field_visibility(cat, t, t.sa)
+    visible = [f for f in t.fields if vis.get(f.id, True) is not False]
+    by_key = {f.key: f for f in visible}
+    chosen: dict[int, FieldDef] = {}
+    ignored: set[int] = set()
+    problems: list[str] = []
+    positions = {name: i for i, name in enumerate(header)}
+    norm_positions = {_norm(name): i for i, name in enumerate(header)}
+    for col, key in (opts.mapping or {}).items():
+        idx = positions.get(col.strip(), norm_positions.get(_norm(col)))
+        if idx is None:
+            problems.append(f"the file has no column '{col[:100]}'")
+            continue
+        if key is None or key == "":
+            ignored.add(idx)
+            continue
+        f = by_key.get(key)
+        if f is None:
+            problems.append(f"column '{col[:100]}': no field '{key[:100]}' in table '{t.key}'")
+            continue
+        chosen[idx] = f
+    if problems:
+        raise ValidationFailed.from_details({"mapping": problems})
+    names: dict[str, list[FieldDef]] = {}
+    for f in visible:
+        for n in _names(f):
+            names.setdefault(_norm(n), [])
+            if f not in names[_norm(n)]:
+                names[_norm(n)].append(f)
+    used = {f.id for f in chosen.values()}
+    notes: list[dict[str, Any]] = []
+    for idx, name in enumerate(header):
+        if idx in chosen or idx in ignored:
+            continue
+        exact = by_key.get(name.strip())
+        candidates = [exact] if exact is not None else names.get(_norm(name), [])
+        candidates = [f for f in candidates if f.id not in used]
+        if len(candidates) == 1:
+            chosen[idx] = candidates[0]
+            used.add(candidates[0].id)
+        else:
+            reason = "matches no field" if not candidates else "matches several fields; map it explicitly"
+            notes.append({"column": name, "field": None, "message": f"{reason}; column skipped"})
+    seen: dict[int, int] = {}
+    for idx, f in sorted(chosen.items()):
+        if f.id in seen:
+            problems.append(f"columns '{header[seen[f.id]]}' and '{header[idx]}' both map to field '{f.key}'")
+        seen[f.id] = idx
+    if problems:
+        raise ValidationFailed.from_details({"mapping": problems})
+    columns: list[ImportColumn] = []
+    for idx, f in sorted(chosen.items()):
+        why = _importable(f)
+        if why is None and not access.field_writable(cat, t, f):
+            why = "you may not change this field; column skipped"
+        if why is not None:
+            notes.append({"column": header[idx], "field": f.key, "message": f"'{f.key}' {why}"})
+            continue
+        columns.append(ImportColumn(idx, header[idx], f))
+    if not columns:
+        raise ValidationFailed.from_details({"mapping": [
+            f"no column of the file matches a writable field of '{t.key}' (columns are matched to field "
+            "keys or labels; send a mapping to choose)"]})
+    plan = ImportPlan(columns, notes)
+    if opts.key_field is not None:
+        kf = by_key.get(opts.key_field)
+        if kf is None:
+            raise ValidationFailed.from_details({"key_field": [f"no field '{opts.key_field[:100]}' in '{t.key}'"]})
+        kind = kf.ftype.value_kind(kf, cat)
+        if not kf.stored or kf.type == "link" or (kind not in (TEXT, NUMBER) and not kf.unique):
+            raise ValidationFailed.from_details({"key_field": [
+                f"'{kf.key}' ({kf.type}) can't identify records; use a unique, text or number field"]})
+        plan.key = next((c for c in columns if c.field.id == kf.id), None)
+        if plan.key is None:
+            raise ValidationFailed.from_details({"key_field": [f"no column of the file maps to '{kf.key}'"]})
+    if opts.mode == "insert":
+        mapped = {c.field.id for c in columns}
+        missing = {f.key: ["is required but no column of the file maps to it"] for f in t.fields
+                   if f.required and f.id not in mapped and _importable(f) is None
+                   and f.doc.get("default") is None}
+        if missing:
+            raise ValidationFailed.from_details(missing)
+    return plan
+
+
+# --- cell conversion --------------------------------------------------------------------------------
+def _prepare(value: Any) -> Any:
+    """Undo what spreadsheets and our own export do to cells: float integers, neutralised text, blanks."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if _NEUTRALIZED.match(value):
+            return value[1:]
+    return value
+
+
+def _parts(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [p.strip() for p in _SPLIT.split(value) if p.strip()]
+    return [value]
+
+
+def _api_value(value: Any) -> Any:
+    """A coerced value back in the API's input form (RecordService coerces it once more, strictly)."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds") + "Z"
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _key_norm(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return Decimal(str(value)).normalize()
+    return value
+
+
+class LinkResolver:
+    """Link cells → record ids, by the target's display value (or an id); one query per distinct value."""
+
+    def __init__(self, cat: Catalog, reader: RecordReader) -> None:
+        self.cat = cat
+        self.reader = reader
+        self.cache: dict[tuple[int, str], int] = {}
+
+    def resolve(self, f: FieldDef, value: Any) -> int | list[int]:
+        target = self.cat.table_by_id(f.options["target"])
+        if is_many(f):
+            out: list[int] = []
+            for part in _parts(value):
+                rid = self._one(target, part)
+                if rid not in out:
+                    out.append(rid)
+            return out
+        return self._one(target, value)
+
+    def _one(self, target: TableDef, value: Any) -> int:
+        text = value.isoformat() if isinstance(value, dt.date) else str(value).strip()
+        key = (target.id, text)
+        if key in self.cache:
+            return self.cache[key]
+        sa = target.sa
+        conds = self.reader.base_conditions(target) if self.reader.access.can_see_table(self.cat, target) else None
+        if conds is None:
+            raise FieldValueError(f"no record '{text[:100]}' in '{target.key}'")
+        disp = target.display_field
+        ids: list[int] = []
+        if disp is not None:
+            expr = disp.ftype.expression(disp, sa, self.reader.ctx)
+            match = self._display_match(disp, expr, text)
+            if match is not None:
+                ids = [r[0] for r in self.reader.conn.execute(select(sa.c.id).where(*conds, match).limit(2))]
+        if len(ids) > 1:
+            raise FieldValueError(f"'{text[:100]}' matches several records in '{target.key}'; use the record id")
+        if not ids and text.isdigit():
+            ids = [r[0] for r in self.reader.conn.execute(select(sa.c.id).where(*conds, sa.c.id == int(text)))]
+        if not ids:
+            raise FieldValueError(f"no record '{text[:100]}' in '{target.key}'")
+        self.cache[key] = ids[0]
+        return ids[0]
+
+    def _display_match(self, disp: FieldDef, expr: Any, text: str) -> Any:
+        kind = disp.ftype.value_kind(disp, self.cat)
+        to_filter = getattr(disp.ftype, "filter_value", None)
+        if disp.type == "autonumber" and to_filter is not None:
+            try:
+                return expr == to_filter(text, disp)
+            except FieldValueError:
+                return None
+        if kind == TEXT:
+            return expr == text
+        if kind == NUMBER:
+            try:
+                return expr == parse_number(text, lenient=True)
+            except FieldValueError:
+                return None
+        return cast(expr, String) == text
+
+
+def convert_cell(f: FieldDef, value: Any, ctx: WriteContext, links: LinkResolver) -> Any:
+    """One prepared, non-empty cell → the field's stored value (lenient), or FieldValueError."""
+    if f.type == "link":
+        return links.resolve(f, value)
+    if f.type == "user" and f.options.get("multiple"):
+        return f.ftype.coerce(_parts(value), f, ctx)
+    if f.type == "date" and isinstance(value, int | float) and not isinstance(value, bool) \
+            and 1 <= value < 2_958_466:
+        return _EXCEL_EPOCH + dt.timedelta(days=int(value))  # an Excel serial date in an unformatted cell
+    if f.type == "multi_select" and not isinstance(value, str | list):
+        value = str(value)
+    return f.ftype.coerce(value, f, ctx)
+
+
+# --- the import itself ------------------------------------------------------------------------------
+@dataclass
+class _Row:
+    number: int
+    fields: dict[str, Any]  # API input form; None = an empty cell
+    key: Any = None  # normalised, for comparisons
+    stored_key: Any = None  # as the column holds it, for the look-up query
+    record_id: int | None = None
+
+
+class Importer:
+    def __init__(self, conn: Connection, cat: Catalog, access: Access, t: TableDef, plan: ImportPlan,
+                 opts: ImportOptions, secret: bytes,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.conn, self.cat, self.access, self.t = conn, cat, access, t
+        self.plan, self.opts, self.progress = plan, opts, progress
+        self.svc = RecordService(cat, conn, access, secret=secret)
+        self.reader = self.svc.reader
+        self.ctx = WriteContext(cat, conn, access.user_id, lenient=True)
+        self.links = LinkResolver(cat, self.reader)
+        self.errors: list[dict[str, Any]] = []
+        self.error_rows: set[int] = set()
+        self.truncated = False
+        self.rows = self.inserted = self.updated = 0
+        self.keys_seen: dict[Any, int] = {}
+
+    # errors
+    def error(self, row: int, column: str | None, f: str | None, message: str) -> None:
+        self.error_rows.add(row)
+        if len(self.errors) >= MAX_ERRORS:
+            self.truncated = True
+            return
+        self.errors.append({"row": row, "column": column, "field": f, "message": message})
+
+    def _stop(self) -> bool:
+        return self.opts.on_error == "abort" and self.truncated
+
+    # rows
+    def convert(self, number: int, cells: list[Any]) -> _Row | None:
+        values: dict[str, Any] = {}
+        ok = True
+        key: Any = None
+        stored_key: Any = None
+        for col in self.plan.columns:
+            f = col.field
+            raw = _prepare(cells[col.index])
+            if raw is None:
+                values[f.key] = None
+                if f.required:
+                    self.error(number, col.name, f.key, "is required")
+                    ok = False
+                continue
+            try:
+                stored = convert_cell(f, raw, self.ctx, self.links)
+            except FieldValueError as e:
+                self.error(number, col.name, f.key, e.message)
+                ok = False
+                continue
+            if f.required and f.ftype.is_empty(stored):
+                self.error(number, col.name, f.key, "is required")
+                ok = False
+                continue
+            values[f.key] = _api_value(stored)
+            if self.plan.key is not None and col is self.plan.key:
+                key, stored_key = _key_norm(stored), stored
+        if self.plan.key is not None and ok:
+            if key is None:
+                self.error(number, self.plan.key.name, self.plan.key.field.key, "the key column is empty")
+                return None
+            first = self.keys_seen.get(key)
+            if first is not None:
+                self.error(number, self.plan.key.name, self.plan.key.field.key,
+                           f"the same key as row {first}")
+                return None
+            self.keys_seen[key] = number
+        return _Row(number, values, key, stored_key) if ok else None
+
+    def _match_keys(self, batch: list[_Row]) -> list[_Row]:
+        """Upsert: find each row's record by the key field; more than one match is a row error."""
+        assert self.plan.key is not None
+        kf = self.plan.key.field
+        col = self.t.sa.c[kf.column_name]
+        wanted = {r.key for r in batch}
+        found: dict[Any, list[int]] = {}
+        raw_keys = [r.stored_key for r in batch]
+        conds = self.reader.base_conditions(self.t)
+        for rid, value in self.conn.execute(select(self.t.sa.c.id, col).where(col.in_(raw_keys), *conds)):
+            k = _key_norm(value)
+            if k in wanted:
+                found.setdefault(k, []).append(rid)
+        out = []
+        for r in batch:
+            ids = found.get(r.key, [])
+            if len(ids) > 1:
+                self.error(r.number, self.plan.key.name, kf.key,
+                           f"{len(ids)} records have this {kf.key}; the key must identify one record")
+                continue
+            r.record_id = ids[0] if ids else None
+            out.append(r)
+        return out
+
+    def _write(self, rows: list[_Row]) -> None:
+        inserts = [{k: v for k, v in r.fields.items() if v is not None} for r in rows if r.record_id is None]
+        updates = [{"id": r.record_id, "fields": r.fields} for r in rows if r.record_id is not None]
+        if inserts:
+            self.svc.create_many(self.t, inserts)
+        if updates:
+            self.svc.update_many(self.t, updates)
+
+    def _count(self, rows: list[_Row]) -> None:
+        for r in rows:
+            if r.record_id is None:
+                self.inserted += 1
+            else:
+                self.updated += 1
+
+    def flush(self, batch: list[_Row]) -> None:
+        if self.plan.key is not None and batch:
+            batch = self._match_keys(batch)
+        if not batch:
+            return
+        try:
+            with self.conn.begin_nested():
+                self._write(batch)
+            self._count(batch)
+            return
+        except FormworkError:
+            pass
+        for r in batch:  # find the rows at fault
+            if self._stop():
+                return
+            try:
+                with self.conn.begin_nested():
+                    self._write([r])
+                self._count([r])
+            except FormworkError as e:
+                self._record_failure(r, e)
+
+    def _record_failure(self, r: _Row, e: FormworkError) -> None:
+        if not e.details:
+            self.error(r.number, None, None, e.message)
+            return
+        for k, msgs in e.details.items():
+            key = _RECORD_KEY.sub("", str(k))
+            f = self.t.fields_by_key.get(key)
+            for m in (msgs if isinstance(msgs, list) else [msgs]):
+                if f is None:  # a table rule ("validations/0", "record 12") or the record as a whole
+                    self.error(r.number, None, None, str(m))
+                else:
+                    self.error(r.number, self.plan.column_of(f.key), f.key, str(m))
+
+    def run(self, rows: Iterator[tuple[int, list[Any]]]) -> dict[str, Any]:
+        outer = self.conn.begin_nested()
+        try:
+            batch: list[_Row] = []
+            for number, cells in rows:
+                self.rows += 1
+                row = self.convert(number, cells)
+                if row is not None:
+                    batch.append(row)
+                if self._stop():
+                    break
+                if len(batch) >= BATCH:
+                    self.flush(batch)
+                    batch = []
+                    if self.progress:
+                        self.progress(self.rows)
+            if not self._stop():
+                self.flush(batch)
+            if self.progress:
+                self.progress(self.rows)
+            failed = bool(self.error_rows) and self.opts.on_error == "abort"
+            commit = not failed and not self.opts.dry_run
+        except BaseException:
+            outer.rollback()
+            raise
+        if commit:
+            outer.commit()
+        else:
+            outer.rollback()
+        return self.report(failed, commit)
+
+    def report(self, failed: bool, committed: bool) -> dict[str, Any]:
+        skipped = len(self.error_rows)
+        out: dict[str, Any] = {
+            "inserted": 0 if failed else self.inserted, "updated": 0 if failed else self.updated,
+            "skipped": self.rows if failed else skipped, "errors": sorted(self.errors, key=lambda e: e["row"]),
+            "rows": self.rows, "notes": self.plan.notes, "dry_run": self.opts.dry_run, "committed": committed,
+        }
+        if self.truncated:
+            out["errors_truncated"] = True
+        return out
+
+
+def open_file(path: str | Path, name: str | None) -> tuple[IO[bytes], TabularReader]:
+    """Open a stored upload; the caller closes both (TabularError for a bad file, nothing left open)."""
+    fh = open(path, "rb")  # noqa: SIM115 - closed by the caller together with the reader
+    try:
+        return fh, open_tabular(fh, name)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def count_rows(path: str | Path, name: str | None) -> int:
+    """Data rows of a file; reading it to the end also finds encoding and shape errors up front."""
+    fh, reader = open_file(path, name)
+    with fh, reader:
+        return sum(1 for _ in reader.rows())
+
+
+def run_import(conn: Connection, cat: Catalog, access: Access, t: TableDef, path: str | Path,
+               name: str | None, opts: ImportOptions, secret: bytes,
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Import one stored file in the caller's transaction; see the module docstring for the rules."""
+    access.require(cat, t, "import")
+    if opts.mode == "insert":
+        access.require(cat, t, "create")
+    fh, reader = open_file(path, name)
+    with fh, reader:
+        plan = plan_import(cat, t, access, reader.header, opts)
+        return Importer(conn, cat, access, t, plan, opts, secret, progress).run(reader.rows())
+
+
+# --- export -----------------------------------------------------------------------------------------
+@dataclass
+class ExportSpec:
+    filter_tree: Any = None
+    sort: str | None = None
+    search: str | None = None
+    fields: str | None = None
+    view: dict[str, Any] | None = None
+    header: str = "labels"
+
+
+def export_columns(cat: Catalog, t: TableDef, access: Access, reader: RecordReader,
+                   spec: ExportSpec) -> tuple[list[FieldDef], list[str]]:
+    """The exported fields (hidden ones dropped) and the header: labels in the user's locale, or keys."""
+    vis = access.field_visibility(cat, t, t.sa)
+    fields = [f for f in reader.pick_fields(t, spec.fields, spec.view) if vis.get(f.id, True) is not False]
+    if spec.header == "keys":
+        return fields, [f.key for f in fields]
+    labels = [label_text(f.label, access.locale).strip() or f.key for f in fields]
+    counts: dict[str, int] = {}
+    for x in labels:
+        counts[_norm(x)] = counts.get(_norm(x), 0) + 1
+    return fields, [x if counts[_norm(x)] == 1 else f"{x} ({f.key})" for x, f in zip(labels, fields, strict=True)]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("display") or value.get("name") or value.get("id") or "")
+    if isinstance(value, list):
+        return ", ".join(t for t in (_text(v) for v in value) if t)
+    return str(value)
+
+
+def export_cell(f: FieldDef, kind: str, value: Any, fmt: str) -> Any:
+    """A JSON field value → a cell a person reads (and that import reads back to the same value)."""
+    if value is None or value == [] or value == "":
+        return None
+    if kind == BOOL and isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if kind == DATE and isinstance(value, str) and fmt == "xlsx":
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return value
+    if f.type in ("link", "user", "multi_select", "attachment", "created_by", "updated_by"):
+        text = f.ftype.to_text(value, f)
+        return text if text else None
+    return _text(value)
+
+
+def iter_export(reader: RecordReader, t: TableDef, fields: list[FieldDef], spec: ExportSpec,
+                fmt: str, page: int = 1000) -> Iterator[list[Any]]:
+    """Rows of cells, one page of records at a time (keyset cursor), never the whole table at once."""
+    kinds = [f.ftype.value_kind(f, reader.cat) for f in fields]
+    keys = [f.key for f in fields] or None
+    cursor: str | None = None
+    while True:
+        result = reader.list(t, filter_tree=spec.filter_tree, sort=spec.sort, search=spec.search,
+                             fields=keys, limit=page, cursor=cursor, view=spec.view)
+        for rec in result["records"]:
+            values = rec["fields"]
+            yield [export_cell(f, k, values.get(f.key), fmt) for f, k in zip(fields, kinds, strict=True)]
+        cursor = result["next_cursor"]
+        if not cursor:
+            return

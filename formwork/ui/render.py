@@ -1,0 +1,206 @@
+"""Typed cell rendering: a record's JSON value → escaped HTML, fast enough for a 50-row grid in a few ms.
+
+Every piece of user text goes through ``escape``; the Markup returned is built only from escaped
+values and fixed tags, so templates may print it as is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from markupsafe import Markup, escape
+
+from formwork.metadata.catalog import Catalog, FieldDef, label_text
+from formwork.metadata.fieldtypes.base import BOOL, DATE, DATETIME, FILES, NUMBER
+
+CURRENCY_SYMBOLS = {"CNY": "¥", "JPY": "¥", "USD": "$", "HKD": "HK$", "EUR": "€", "GBP": "£", "TWD": "NT$",
+                    "KRW": "₩", "SGD": "S$", "AUD": "A$", "CAD": "C$", "INR": "₹", "RUB": "₽", "CHF": "CHF "}
+PALETTE = ("blue", "green", "orange", "red", "purple", "teal", "pink", "yellow", "gray", "cyan")
+PALETTE_HEX = ("#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#14b8a6", "#ec4899", "#eab308", "#64748b",
+               "#06b6d4")
+NUMERIC_TYPES = ("number", "decimal", "currency", "percent", "rating", "duration")
+
+
+def chip_color(color: Any, value: str, index: int | None = None) -> str:
+    """A palette name for a choice: its own colour when it names one, else a stable pick."""
+    if isinstance(color, str) and color.lower() in PALETTE:
+        return color.lower()
+    if index is not None:
+        return PALETTE[index % len(PALETTE)]
+    return PALETTE[sum(value.encode()) % len(PALETTE)]
+
+
+def choice_map(f: FieldDef, locale: str) -> dict[str, tuple[str, str]]:
+    """value → (label, colour) of a select field's choices."""
+    out = {}
+    for i, c in enumerate(f.options.get("choices", [])):
+        out[c["value"]] = (label_text(c.get("label"), locale) or c["value"], chip_color(c.get("color"), c["value"], i))
+    return out
+
+
+def format_number(value: Any, precision: int | None = None) -> str:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    if precision is None:
+        precision = max(0, -d.as_tuple().exponent) if isinstance(d.as_tuple().exponent, int) else 0
+        precision = min(precision, 6)
+    return f"{d:,.{precision}f}"
+
+
+def format_currency(value: Any, code: str | None, precision: int | None) -> str:
+    symbol = CURRENCY_SYMBOLS.get(code or "CNY", f"{code} ")
+    p = 2 if precision is None else precision
+    text = format_number(value, p)
+    if text.startswith("-"):
+        return "-" + symbol + text[1:]
+    return symbol + text
+
+
+def local_datetime(value: str, tz: str) -> dt.datetime | None:
+    try:
+        d = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    try:
+        return d.astimezone(ZoneInfo(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        return d
+
+
+class CellRenderer:
+    """Renders one table's values for one viewer (locale, time zone); built once per request."""
+
+    def __init__(self, catalog: Catalog, locale: str, timezone: str, app_key: str) -> None:
+        self.cat = catalog
+        self.locale = locale
+        self.tz = timezone
+        self.app_key = app_key
+        self._choices: dict[int, dict[str, tuple[str, str]]] = {}
+        self._kinds: dict[int, str] = {}
+        self._targets: dict[int, str | None] = {}
+
+    def kind(self, f: FieldDef) -> str:
+        k = self._kinds.get(f.id)
+        if k is None:
+            k = self._kinds[f.id] = f.ftype.value_kind(f, self.cat)
+        return k
+
+    def choices(self, f: FieldDef) -> dict[str, tuple[str, str]]:
+        c = self._choices.get(f.id)
+        if c is None:
+            c = self._choices[f.id] = choice_map(self.source(f), self.locale)
+        return c
+
+    def source(self, f: FieldDef) -> FieldDef:
+        """The field whose values are shown: a lookup shows its target field's."""
+        if f.type == "lookup":
+            try:
+                return self.source(f.ftype.parts(f, self.cat)[1])  # type: ignore[attr-defined]
+            except (KeyError, AttributeError, TypeError):
+                return f
+        return f
+
+    def target_table(self, f: FieldDef) -> str | None:
+        if f.id not in self._targets:
+            t = self.cat.tables_by_id.get(f.options.get("target", -1)) if f.type == "link" else None
+            self._targets[f.id] = t.key if t is not None else None
+        return self._targets[f.id]
+
+    def text(self, f: FieldDef, value: Any) -> str:
+        """The value as plain text (card titles, calendar entries, option labels)."""
+        if value is None or value == [] or value == "":
+            return ""
+        if isinstance(value, list):
+            return ", ".join(self.text(f, v) for v in value)
+        if isinstance(value, dict):
+            return str(value.get("display") or value.get("name") or value.get("id") or "")
+        if isinstance(value, bool):
+            return "✓" if value else ""
+        src = self.source(f)
+        if src.type in ("single_select", "multi_select"):
+            return self.choices(f).get(str(value), (str(value), ""))[0]
+        return str(value)
+
+    def cell(self, f: FieldDef, value: Any) -> Markup:
+        if value is None or value == "" or (value == [] and f.type != "checkbox"):
+            return Markup("")
+        src = self.source(f)
+        t = src.type
+        if isinstance(value, list) and f.type == "lookup":
+            return Markup(" ").join(self.single(f, src, t, v) for v in value if v not in (None, "", []))
+        return self.single(f, src, t, value)
+
+    def single(self, f: FieldDef, src: FieldDef, t: str, value: Any) -> Markup:
+        if t in ("single_select", "multi_select"):
+            items = value if isinstance(value, list) else [value]
+            choices = self.choices(f)
+            return Markup("").join(
+                Markup('<span class="chip c-{}">{}</span>').format(choices.get(str(v), ("", "gray"))[1],
+                                                                   choices.get(str(v), (str(v), ""))[0])
+                for v in items)
+        if t == "checkbox" or (isinstance(value, bool) and self.kind(f) == BOOL):
+            return Markup('<span class="check on" title="✓">✓</span>') if value else \
+                Markup('<span class="check"></span>')
+        if t in ("user", "created_by", "updated_by"):
+            items = value if isinstance(value, list) else [value]
+            return Markup("").join(
+                Markup('<span class="chip user"><i>{}</i>{}</span>').format(
+                    (str(u.get("name") or "?"))[:1].upper() if isinstance(u, dict) else "?",
+                    u.get("name") if isinstance(u, dict) else u) for u in items)
+        if t == "link":
+            items = value if isinstance(value, list) else [value]
+            target = self.target_table(src)
+            out = []
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                label = item.get("display") or f"#{item.get('id')}"
+                if target:
+                    out.append(Markup('<a class="chip link" href="/apps/{}/{}/{}">{}</a>').format(
+                        self.app_key, target, item.get("id"), label))
+                else:
+                    out.append(Markup('<span class="chip link">{}</span>').format(label))
+            return Markup("").join(out)
+        if t == "attachment" or self.kind(f) == FILES:
+            n = len(value) if isinstance(value, list) else 1
+            return Markup('<span class="files">📎 {}</span>').format(n)
+        if t == "currency":
+            return Markup('<span class="num">{}</span>').format(
+                format_currency(value, src.options.get("currency"), src.options.get("precision")))
+        if t == "percent":
+            return Markup('<span class="num">{}%</span>').format(format_number(value, src.options.get("precision")))
+        if t == "rating":
+            n = int(value) if isinstance(value, int | float) else 0
+            top = int(src.options.get("max") or 5)
+            return Markup('<span class="rating">{}<span class="off">{}</span></span>').format(
+                "★" * min(n, top), "★" * max(0, top - n))
+        if t == "duration" and isinstance(value, int | float):
+            s = int(value)
+            return Markup('<span class="num">{}:{:02d}:{:02d}</span>').format(s // 3600, s % 3600 // 60, s % 60)
+        if t in NUMERIC_TYPES or (isinstance(value, int | float) and not isinstance(value, bool)
+                                  and self.kind(f) == NUMBER):
+            return Markup('<span class="num">{}</span>').format(format_number(value, src.options.get("precision")))
+        kind = self.kind(f)
+        if kind == DATETIME or t in ("datetime", "created_at", "updated_at"):
+            d = local_datetime(str(value), self.tz)
+            return Markup('<time>{}</time>').format(d.strftime("%Y-%m-%d %H:%M") if d else value)
+        if kind == DATE or t == "date":
+            return Markup('<time>{}</time>').format(value)
+        if t == "url" and isinstance(value, str) and value.lower().startswith(("http://", "https://")):
+            return Markup('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>').format(value, value)
+        if t == "email" and isinstance(value, str):
+            return Markup('<a href="mailto:{}">{}</a>').format(value, value)
+        if isinstance(value, dict):
+            return Markup("{}").format(value.get("display") or value.get("name") or "")
+        if isinstance(value, list):
+            return Markup(", ").join(escape(self.text(f, v)) for v in value)
+        if isinstance(value, bool):
+            return Markup('<span class="check on">✓</span>') if value else Markup('<span class="check"></span>')
+        return escape(str(value))

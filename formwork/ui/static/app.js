@@ -1,0 +1,115 @@
+/* Formwork pages: small behaviours htmx does not cover (inline-edit clicks, drag and drop, pickers). */
+(function () {
+  "use strict";
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : "";
+  }
+
+  // grid: click a cell to edit it (the row carries its version for If-Match)
+  document.addEventListener("click", function (e) {
+    var td = e.target.closest("table.grid tbody td[data-f]");
+    if (!td || td.hasAttribute("data-ro") || td.classList.contains("editing") || e.target.closest("a,input,button,select,label")) return;
+    var tr = td.closest("tr"), table = td.closest("table.grid");
+    var url = table.dataset.base + "/" + tr.dataset.id + "/row?edit=" + encodeURIComponent(td.dataset.f) +
+      "&v=" + encodeURIComponent(tr.dataset.v) + "&view=" + encodeURIComponent(table.dataset.view || "");
+    htmx.ajax("GET", url, { target: tr, swap: "outerHTML" }).then(function () {
+      var row = document.querySelector('table.grid tr[data-id="' + tr.dataset.id + '"] td.editing');
+      var input = row && row.querySelector("input:not([type=hidden]),select,textarea");
+      if (input) input.focus();
+    });
+  });
+  // Escape cancels an inline edit
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Escape") return;
+    var form = e.target.closest && e.target.closest("form.cell-form");
+    if (form) { var c = form.querySelector("button[hx-get]"); if (c) c.click(); }
+  });
+
+  // grid: row selection enables bulk delete
+  document.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t.classList && t.classList.contains("select-all")) {
+      document.querySelectorAll('table.grid tbody input[name="ids"]').forEach(function (c) { c.checked = t.checked; });
+    }
+    if (t.name === "ids" || (t.classList && t.classList.contains("select-all"))) {
+      var any = document.querySelector('table.grid tbody input[name="ids"]:checked');
+      var b = document.getElementById("bulk-delete");
+      if (b) b.disabled = !any;
+    }
+  });
+  document.addEventListener("htmx:configRequest", function (e) {
+    // the bulk form sends the checked ids (the checkboxes live in the table, linked by form="bulk")
+    if (e.detail.elt && e.detail.elt.id === "bulk") {
+      var ids = [];
+      document.querySelectorAll('input[name="ids"][form="bulk"]:checked').forEach(function (c) { ids.push(c.value); });
+      e.detail.parameters["ids"] = ids;
+    }
+    if (!e.detail.headers["X-CSRF-Token"]) e.detail.headers["X-CSRF-Token"] = csrf();
+  });
+
+  // kanban: drag a card onto another column = choose that column in its "move to" select
+  var dragged = null;
+  document.addEventListener("dragstart", function (e) {
+    var card = e.target.closest && e.target.closest(".card[draggable]");
+    if (!card) return;
+    dragged = card;
+    card.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", card.dataset.id);
+  });
+  document.addEventListener("dragend", function () {
+    if (dragged) dragged.classList.remove("dragging");
+    document.querySelectorAll(".column.over").forEach(function (c) { c.classList.remove("over"); });
+    dragged = null;
+  });
+  document.addEventListener("dragover", function (e) {
+    var col = e.target.closest && e.target.closest(".column");
+    if (!col || !dragged) return;
+    e.preventDefault();
+    document.querySelectorAll(".column.over").forEach(function (c) { if (c !== col) c.classList.remove("over"); });
+    col.classList.add("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var col = e.target.closest && e.target.closest(".column");
+    if (!col || !dragged) return;
+    e.preventDefault();
+    var sel = dragged.querySelector('form.move select[name="value"]');
+    if (sel && sel.value !== col.dataset.value) {
+      sel.value = col.dataset.value;
+      sel.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+  });
+
+  // link picker: choose a search result → a chip holding a hidden input with the record id
+  document.addEventListener("click", function (e) {
+    var pick = e.target.closest(".pick");
+    if (pick) {
+      var picker = pick.closest(".picker"), box = picker.querySelector(".picked");
+      if (picker.dataset.multiple !== "1") box.innerHTML = "";
+      if (!box.querySelector('input[value="' + pick.dataset.id + '"]')) {
+        var chip = document.createElement("span");
+        chip.className = "chip link";
+        chip.textContent = pick.dataset.label;
+        var input = document.createElement("input");
+        input.type = "hidden"; input.name = picker.dataset.name; input.value = pick.dataset.id;
+        var x = document.createElement("button");
+        x.type = "button"; x.className = "x"; x.textContent = "×"; x.setAttribute("aria-label", "remove");
+        chip.appendChild(input); chip.appendChild(x); box.appendChild(chip);
+      }
+      picker.querySelector(".pick-results").innerHTML = "";
+      picker.querySelector(".pick-q").value = "";
+      return;
+    }
+    var x = e.target.closest(".picked .x");
+    if (x) { x.closest(".chip").remove(); return; }
+    // dropdowns (notifications)
+    var toggle = e.target.closest("[data-toggle]");
+    if (toggle) {
+      var panel = document.getElementById(toggle.dataset.toggle);
+      if (panel) panel.hidden = !panel.hidden;
+    } else if (!e.target.closest(".dropdown")) {
+      document.querySelectorAll(".dropdown").forEach(function (d) { d.hidden = true; });
+    }
+  });
+})();
