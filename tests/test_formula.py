@@ -46,7 +46,7 @@ FIELD_TYPES = {
     "d2": "date",
     "dt": "datetime",
 }
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {
         "id": 1,
         "num": 7.5,
@@ -648,7 +648,7 @@ def test_type_errors(db: Database, formula: str, message: str, position: int) ->
 
 
 def test_resolver_type_is_validated() -> None:
-    column = sa.column("x")
+    column = sa.column("x", sa.Numeric())
     with pytest.raises(FormulaError, match="unsupported type money"):
         compile_formula(parse("{x}"), lambda key: (column, "money"), "sqlite", TODAY, NOW)
 

@@ -675,12 +675,13 @@ class _Compiler:
         """SQLAlchemy type used for values of formula type ``kind``."""
         if kind == "number":
             return sa.Numeric() if self.pg else sa.Float()
-        return {
+        types: dict[str, sa.types.TypeEngine[Any]] = {
             "text": sa.Text(),
             "boolean": sa.Boolean(),
             "date": sa.Date(),
             "datetime": sa.DateTime(),
-        }.get(kind, sa.Text())
+        }
+        return types.get(kind, sa.Text())
 
     def lit(self, value: Any, kind: str) -> ColumnElement[Any]:
         """Bound parameter for a Python value of formula type ``kind``."""
@@ -897,6 +898,7 @@ class _Compiler:
         if kind not in TYPES:
             raise FormulaError(f"field {{{node.key}}} has unsupported type {kind}", node.pos)
         self.leaves.add(id(expr))
+        normalised: ColumnElement[Any]
         if kind == "number" and self.pg:
             normalised = sa.cast(expr, sa.Numeric())
         else:
@@ -984,7 +986,7 @@ class _Compiler:
     def concat(self, values: list[_V]) -> ColumnElement[Any]:
         """Join values as text, treating blanks as empty text."""
         parts = [sa.func.coalesce(self.as_text(v), self.tlit(""), type_=sa.Text()) for v in values]
-        expr = parts[0]
+        expr: ColumnElement[Any] = parts[0]
         for part in parts[1:]:
             expr = expr.concat(part)
         return _retype(expr, sa.Text())
@@ -1044,7 +1046,7 @@ class _Compiler:
         value = args[0]
         if value.type == "blank":
             return _V(sa.true(), "boolean", node.pos)
-        expr = value.expr.is_(None)
+        expr: ColumnElement[Any] = value.expr.is_(None)
         if value.type == "text":
             expr = sa.or_(expr, value.expr == self.tlit(""))
         return _V(expr, "boolean", node.pos)
@@ -1072,6 +1074,7 @@ class _Compiler:
         """ROUND(x, [digits]): round half away from zero."""
         x = self.expect(self.compile(node.args[0]), "number", node.name)
         n = self.digits(node)
+        expr: ColumnElement[Any]
         if self.pg or n >= 0:
             expr = sa.func.round(x, self.ilit(n))
         else:
@@ -1085,6 +1088,7 @@ class _Compiler:
         n = self.digits(node)
         if self.pg:
             scaled = x * self.lit(Decimal(10) ** n, "number")
+            whole: ColumnElement[Any]
             if away:
                 whole = sa.case((x < 0, sa.func.floor(scaled)), else_=sa.func.ceil(scaled))
             else:
@@ -1166,7 +1170,7 @@ class _Compiler:
     def fn_sum(self, node: Call, args: list[_V]) -> _V:
         """SUM(a, b, ...): blanks count as 0."""
         values = [sa.func.coalesce(v, self.ilit(0)) for v in self.number_args(node, args)]
-        expr = values[0]
+        expr: ColumnElement[Any] = values[0]
         for value in values[1:]:
             expr = expr + value
         return _V(self.numeric(expr), "number", node.pos)
@@ -1291,7 +1295,7 @@ class _Compiler:
     def fn_substitute(self, node: Call, args: list[_V]) -> _V:
         """SUBSTITUTE(text, old, new): replace every occurrence of old."""
         text, old, new = (self.text_arg(node, a) for a in args)
-        expr = sa.func.replace(text, old, new, type_=sa.Text())
+        expr: ColumnElement[Any] = sa.func.replace(text, old, new, type_=sa.Text())
         if not self.pg:
             # SQLite returns the text unchanged when old is "" even if new is NULL;
             # appending "" (or NULL) makes it NULL-strict like PostgreSQL.
@@ -1366,10 +1370,12 @@ class _Compiler:
     def fn_date(self, node: Call, args: list[_V]) -> _V:
         """DATE(year, month, day); out-of-range months and days roll over."""
         y, m, d = self.number_args(node, args)
-        year = self.int_arg(y, 0, 10_000)
+        year: ColumnElement[Any] = self.int_arg(y, 0, 10_000)
         # About 2000 years each way, so even year 1 stays inside PostgreSQL's range.
         months = self.int_arg(m, -24_000, 24_000) - 1
         days = self.int_arg(d, -730_000, 730_000) - 1
+        expr: ColumnElement[Any]
+        built: ColumnElement[Any]
         if self.pg:
             valid_year = year.between(self.ilit(1), self.ilit(9999))
             start = sa.func.make_date(year, self.ilit(1), self.ilit(1))
