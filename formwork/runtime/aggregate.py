@@ -325,7 +325,7 @@ class Aggregator:
                 displays[i] = self.reader._display_expr(g.base, keys[i]).label(f"d{i}")
         aggs: list[Any] = []
         for j, m in enumerate(mets):
-            col = inner.c.get(f"m{j}")
+            col: Any = inner.c.get(f"m{j}")
             if m.fn == "count":
                 agg: Any = func.count(col) if col is not None else func.count()
             elif m.fn == "count_distinct":
