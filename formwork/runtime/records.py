@@ -8,10 +8,11 @@ its outbox events in the caller's transaction.
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -113,7 +114,8 @@ def serializer(f: FieldDef, catalog: Catalog) -> Any:
 
 def output_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
     def build() -> ma.Schema:
-        attrs = {f.key: _ValueField(f, serializer(f, catalog), data_key=f.key) for f in table.fields}
+        attrs: dict[str, ma.fields.Field[Any]] = {
+            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key) for f in table.fields}
         cls = ma.Schema.from_dict(attrs, name=f"Out{table.id}")
         return cls()
 
@@ -122,8 +124,8 @@ def output_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
 
 def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
     def build() -> ma.Schema:
-        attrs = {f.key: _ValueField(f, serializer(f, catalog), data_key=f.key, allow_none=True)
-                 for f in table.fields}
+        attrs: dict[str, ma.fields.Field[Any]] = {
+            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key, allow_none=True) for f in table.fields}
         cls = ma.Schema.from_dict(attrs, name=f"In{table.id}")
         return cls(unknown=ma.RAISE)
 
@@ -271,7 +273,7 @@ class RecordReader:
             out["total"] = self.count(t, conds)
         return out
 
-    def count(self, t: TableDef, conds: list[ColumnElement[bool]], cap: int | None = None) -> int:
+    def count(self, t: TableDef, conds: builtins.list[ColumnElement[bool]], cap: int | None = None) -> int:
         if cap is not None:
             inner = select(t.sa.c.id).where(*conds).limit(cap).subquery()
             return int(self.conn.execute(select(func.count()).select_from(inner)).scalar() or 0)
@@ -288,10 +290,11 @@ class RecordReader:
             raise NotFound(f"no record {rid} in '{t.key}'")
         return self.to_records(t, [row], fdefs, vis)[0]
 
-    def to_records(self, t: TableDef, rows: list[Any], fdefs: list[FieldDef], vis: dict[int, Any]) -> list[dict[str, Any]]:
+    def to_records(self, t: TableDef, rows: Sequence[Any], fdefs: builtins.list[FieldDef],
+                   vis: dict[int, Any]) -> builtins.list[dict[str, Any]]:
         schema = output_schema(t, self.cat)
         ids = [r.id for r in rows]
-        many: dict[int, dict[int, list[Any]]] = {}
+        many: dict[int, dict[int, builtins.list[Any]]] = {}
         for f in fdefs:
             if vis.get(f.id, True) is False:
                 continue
@@ -336,7 +339,7 @@ class RecordReader:
         rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(ids)))
         return {r.id: {"id": r.id, "name": r.name} for r in rows}
 
-    def _many_values(self, f: FieldDef, ids: list[int]) -> dict[int, list[Any]]:
+    def _many_values(self, f: FieldDef, ids: builtins.list[int]) -> dict[int, builtins.list[Any]]:
         """All linked records (or looked-up values) of one to-many field for a page, in one query."""
         if f.type == "link":
             link, target = f, self.cat.table_by_id(f.options["target"])
@@ -347,7 +350,8 @@ class RecordReader:
         ra = rel.table.alias()
         ta = target.sa.alias()
         value = value_f.ftype.expression(value_f, ta, replace(self.ctx, depth=1)) if value_f else ta.c.id
-        conds = [ra.c[rel.this].in_(ids), ta.c.deleted_at.is_(None)]
+        conds: builtins.list[ColumnElement[bool]] = [ra.c[rel.this].in_(ids), ta.c.deleted_at.is_(None)]
+        src: Any
         if rel.trash and rel.table is not target.sa:
             conds.append(ra.c.deleted_at.is_(None))
         scope = self._scope_for(target, ta)
@@ -359,7 +363,7 @@ class RecordReader:
         else:
             src, this_col = ra.join(ta, ta.c.id == ra.c[rel.other]), ra.c[rel.this]
         q = select(this_col.label("this"), ta.c.id.label("tid"), value.label("v")).select_from(src).where(*conds)
-        out: dict[int, list[Any]] = {}
+        out: dict[int, builtins.list[Any]] = {}
         for r in self.conn.execute(q.order_by(this_col, ta.c.id)):
             if f.type == "link":
                 disp = serializer(value_f, self.cat)(r.v) if value_f else r.tid
