@@ -164,7 +164,7 @@ def test_every_page_renders_for_an_admin(app: Any, world: dict[str, Any]) -> Non
     assert html(c.get("/trash"))
     assert "No notifications" in html(c.get("/notifications"))
     results = html(c.get("/apps/sales/deals/link-search/account?_q=ac"))
-    assert 'data-id="%d"' % world["acme"] in results
+    assert f'data-id="{world["acme"]}"' in results
     assert html(c.get("/apps/sales/nope"), 404)
     assert html(c.get("/apps/sales/deals/999999"), 404)
 
@@ -420,3 +420,25 @@ def test_locale_switch_shows_chinese_labels(app: Any, world: dict[str, Any]) -> 
     anon = app.test_client()
     anon.post("/locale", data={"locale": "zh-CN"})
     assert "登录" in html(anon.get("/login"))
+
+
+def test_notifications_bell_and_unauthenticated_fragments(app: Any, world: dict[str, Any]) -> None:
+    from formwork.automation.engine import notify
+
+    engine = app.extensions["formwork"].engine
+    with db.transaction(engine) as conn:
+        notify(conn, [world["rep"]], "approval", "Approve <b>deal</b>", "Please look")
+    c, csrf = login(app, "rep")
+    page = html(c.get("/apps/sales/deals"))
+    assert 'id="unread">1<' in page
+    panel = html(c.get("/notifications", headers={"HX-Request": "true"}))
+    assert "Approve &lt;b&gt;deal&lt;/b&gt;" in panel and "<html" not in panel
+    nid = int(re.search(r"/notifications/(\d+)/read", panel).group(1))  # type: ignore[union-attr]
+    assert c.post(f"/notifications/{nid}/read", data={"csrf_token": csrf}).status_code == 302
+    assert 'id="unread"' not in html(c.get("/apps/sales/deals"))
+    boss, boss_csrf = login(app, "boss")
+    assert boss.post(f"/notifications/{nid}/read", data={"csrf_token": boss_csrf}).status_code == 404
+    # htmx requests without a session are sent to the login page by header, not by a redirect
+    anon = app.test_client()
+    resp = anon.get("/apps/sales/deals/rows", headers={"HX-Request": "true"})
+    assert resp.status_code == 204 and resp.headers["HX-Redirect"].startswith("/login")

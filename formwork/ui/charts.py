@@ -5,6 +5,7 @@ Labels are escaped; numbers are formatted here, so the Markup returned is safe t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from markupsafe import Markup
@@ -27,8 +28,15 @@ def number_text(value: Any, fmt: str | None = None) -> str:
 
 
 def _scale(values: list[float]) -> float:
-    top = max([v for v in values if v is not None] or [0])
-    return top if top > 0 else 1
+    """A round top for the axis (1, 2, 2.5 or 5 × 10ⁿ, divisible in four) at or above the largest value."""
+    top = max([float(v) for v in values if v is not None] or [0.0])
+    if top <= 0:
+        return 1
+    mag = 10 ** math.floor(math.log10(top))
+    for step in (1, 2, 2.5, 4, 5, 8, 10):
+        if top <= step * mag:
+            return step * mag
+    return 10 * mag
 
 
 def bar_chart(points: list[tuple[str, float | None]], fmt: str | None = None) -> Markup:

@@ -60,7 +60,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "This dashboard has no widgets.", "widget_forbidden": "You may not see this data.",
         "widget_invalid": "This widget no longer fits its table.", "total": "Total",
         "month_names": "January,February,March,April,May,June,July,August,September,October,November,December",
-        "weekdays": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "attachments": "files", "delete_record":
+        "weekdays": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "month_title": "{month} {year}", "attachments": "files", "delete_record":
         "Move this record to the trash?", "rate_limited": "Too many submissions. Wait a minute and try again.",
         "form_expired": "This form has expired. Reload the page and submit again.",
         "table_created": "Table created.", "app_key_help": "Lower-case letters, digits and _",
@@ -119,7 +119,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "all_records": "全部记录", "build": "搭建", "edit_fields": "字段", "dashboard_empty": "该仪表盘还没有组件。",
         "widget_forbidden": "您无权查看这些数据。", "widget_invalid": "该组件与数据表不再匹配。", "total": "合计",
         "month_names": "一月,二月,三月,四月,五月,六月,七月,八月,九月,十月,十一月,十二月",
-        "weekdays": "周一,周二,周三,周四,周五,周六,周日", "attachments": "个文件",
+        "weekdays": "周一,周二,周三,周四,周五,周六,周日", "month_title": "{year}年{n}月", "attachments": "个文件",
         "delete_record": "将该记录移到回收站？", "rate_limited": "提交过于频繁，请一分钟后再试。",
         "form_expired": "表单已过期，请刷新页面后重新提交。",
         "table_created": "数据表已创建。", "app_key_help": "小写字母、数字和下划线",

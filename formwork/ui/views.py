@@ -24,7 +24,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_htmx import HTMX
+from flask_htmx import HTMX  # type: ignore[import-untyped]
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
@@ -124,7 +124,7 @@ def render(p: Page | None, template: str, status: int = 200, **ctx: Any) -> Resp
         "access": p.access if p is not None else None,
         "htmx_request": bool(htmx),
     }
-    if p is not None and p.access.user_id is not None and not bool(htmx):
+    if p is not None and p.access.user_id is not None and not bool(htmx) and not template.startswith("_"):
         base.update(chrome(p))
     base.update(ctx)
     resp = make_response(render_template(template, **base), status)
@@ -455,7 +455,8 @@ def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, st
         return {"rows": [], "next_cursor": None, "cols": cols, "grid_error": e.message}
     r = p.renderer(app.key)
     editable = {f.key for f in cols if writable(p, t, f)}
-    rows = [{"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols]} for rec in result["records"]]
+    base = f"/apps/{app.key}/{t.key}"
+    rows = [r.row(cols, rec, editable, base) for rec in result["records"]]
     return {"rows": rows, "next_cursor": result["next_cursor"], "cols": cols, "editable": editable,
             "grid_error": None, "can_update": p.access.can_see_table(p.cat, t)}
 
@@ -527,13 +528,14 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
     if editing and version is not None and version != rec["version"]:
         editing, message = None, p.t("stale")
     r = p.renderer(app.key)
-    row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols]}
+    editable = {f.key for f in cols if writable(p, t, f)}
+    row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols],
+           "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}")}
     edit_field = t.fields_by_key.get(editing) if editing else None
     edit_value = raw if raw is not None else (rec["fields"].get(editing) if editing else None)
     return render(p, "_row.html", app=app, t=t, view=view, row=row, cols=cols, state=GridState(
         view=view["key"] if view else None), editing=editing, edit_field=edit_field, edit_value=edit_value,
         edit_version=version, errors=errors or {}, message=message,
-        editable={f.key for f in cols if writable(p, t, f)},
         options=input_options(p, t, [edit_field] if edit_field else []))
 
 
@@ -706,6 +708,8 @@ def input_value(f: FieldDef, value: Any, tz: str) -> Any:
     if f.type == "datetime" and isinstance(value, str):
         d = local_datetime(value, tz)
         return d.strftime("%Y-%m-%dT%H:%M") if d else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
@@ -748,7 +752,7 @@ def record_approvals(p: Page, t: TableDef, rid: int) -> list[dict[str, Any]]:
 
     a = db.approvals
     rows = p.conn.execute(select(a).where(a.c.table_id == t.id, a.c.record_id == rid).order_by(a.c.id)).all()
-    return _approval_json(p.conn, p.cat, rows)
+    return _approval_json(p.conn, p.cat, list(rows))
 
 
 @ui.get("/apps/<app_key>/<table_key>/<int:rid>")
@@ -966,7 +970,7 @@ def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state
     else:
         tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
         last = days[-1]
-        within = {"field": df.key, "op": "between", "value": [days[0].isoformat(), last.isoformat()]}
+        within: dict[str, Any] = {"field": df.key, "op": "between", "value": [days[0].isoformat(), last.isoformat()]}
         if ef is not None and ef in shown_fields(p, t):
             within = {"or": [within, {"and": [
                 {"field": df.key, "op": "lte", "value": last.isoformat()},
@@ -976,18 +980,18 @@ def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state
         try:
             res = p.reader().list(t, filter_tree={"and": [within, tree]} if tree else within, sort=df.key,
                                   fields=keys, limit=1000, view=view, search=state.search or None)
-        except BadRequest as e:
-            res, error = {"records": []}, e.message
+        except BadRequest as err:
+            res, error = {"records": []}, err.message
         r = p.renderer(app.key)
         for rec in res["records"]:
             s = _day(rec["fields"].get(df.key), p.tz)
             if s is None:
                 continue
-            e = _day(rec["fields"].get(ef.key), p.tz) if ef is not None else None
-            e = e if e is not None and e >= s else s
+            end = _day(rec["fields"].get(ef.key), p.tz) if ef is not None else None
+            end = end if end is not None and end >= s else s
             title = (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}"
             d = max(s, days[0])
-            while d <= min(e, days[-1]):
+            while d <= min(end, days[-1]):
                 events[d].append({"id": rec["id"], "title": title})
                 d += dt.timedelta(days=1)
     return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.strftime("%Y-%m"),
