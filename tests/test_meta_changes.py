@@ -87,13 +87,17 @@ def change(admin: Api, key: str, patch: dict[str, Any], lossy: bool) -> dict[str
      {"type": "text"}, ["2026-11-23", None], False),
     ({"key": "v", "label": "V", "type": "text"}, ["short", "  padded  "],
      {"type": "long_text"}, ["short", "padded"], False),
-    ({"key": "v", "label": "V", "type": "long_text"}, ["short", "x" * 3000, "two\nlines"],
-     {"type": "text"}, ["short", None, "two\nlines"], True),
+    ({"key": "v", "label": "V", "type": "long_text"}, ["short", "x" * 3000, "two\nlines", "\u3000全角 ", "\t "],
+     {"type": "text"}, ["short", None, "two\nlines", "全角", None], True),
+    ({"key": "v", "label": "V", "type": "text"}, ["abc", "abcdef"],
+     {"options": {"max_length": 4}}, ["abc", None], True),
+    ({"key": "v", "label": "V", "type": "number"}, [5, 50, -1],
+     {"type": "currency", "options": {"min": 0, "max": 10}}, [5, None, None], True),
     ({"key": "v", "label": "V", "type": "text"}, ["yes", "no", "maybe"],
      {"type": "checkbox"}, [True, False, False], True),
 ], ids=["text-number", "text-date", "text-single", "single-text", "number-text", "decimal-text", "single-multi",
         "multi-single", "number-decimal", "number-currency", "number-percent", "decimal-currency", "checkbox-text",
-        "date-text", "text-long", "long-text", "text-checkbox"])
+        "date-text", "text-long", "long-text", "text-max-length", "number-currency-range", "text-checkbox"])
 def test_type_change_converts_data(admin: Api, field: dict[str, Any], values: list[Any], patch: dict[str, Any],
                                    after: list[Any], lossy: bool) -> None:
     ids = setup_table(admin, field, values)
@@ -108,7 +112,7 @@ def test_type_change_converts_data(admin: Api, field: dict[str, Any], values: li
         assert s["before"] == before[i]
         assert s["after"] == after[i]
     assert values_of(admin, "v", ids) == after
-    assert admin.ok("GET", f"{BASE}/v")["type"] == patch["type"]
+    assert admin.ok("GET", f"{BASE}/v")["type"] == patch.get("type", field["type"])
     # the converted column takes new writes of the new type
     new = admin.ok("POST", "/data/crm/items", {"fields": {"name": "new", "v": after[0]}})
     assert new["fields"]["v"] == after[0]
@@ -225,3 +229,24 @@ def test_second_app_instance_sees_changes_without_restart(admin: Api, app: Any) 
         assert admin.ok("POST", "/data/crm/items", {"fields": {"w": "hello"}})["fields"]["w"] == "hello"
     finally:
         other.extensions["formwork"].engine.dispose()
+
+
+@pytest.mark.parametrize("old,new,fast", [
+    ("number", "text", True), ("number", "long_text", True), ("text", "long_text", True),
+    ("long_text", "text", True), ("single_select", "text", True), ("checkbox", "text", True),
+    ("number", "decimal", True), ("number", "currency", True), ("number", "percent", True),
+    ("text", "number", False), ("text", "date", False), ("decimal", "text", False), ("date", "text", False),
+    ("multi_select", "single_select", False), ("text", "email", False),
+])
+def test_set_based_conversion_is_chosen_where_sql_can_do_it(app: Any, old: str, new: str, fast: bool) -> None:
+    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.service import _fast_conversion
+
+    def fdef(ftype: str) -> FieldDef:
+        opts = {"choices": [{"value": "a"}]} if ftype.endswith("select") else {}
+        return FieldDef(1, 1, "v", ftype, {"key": "v", "label": "V", "type": ftype, "options": opts}, 0)
+
+    assert (_fast_conversion(fdef(old), fdef(new), "sqlite") is not None) is fast
+    with_regex = FieldDef(1, 1, "v", new, {"options": {"regex": "x+"}}, 0)
+    if new in ("text", "long_text"):
+        assert _fast_conversion(fdef(old), with_regex, "sqlite") is None

@@ -249,10 +249,13 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 def test_cli_export_import_into_a_fresh_database(admin: Api, app: Any, fresh_database_url: str,
-                                                 tmp_path: Path) -> None:
-    from formwork import create_app
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from formwork import cli, create_app
     from formwork.cli import main
 
+    made: list[Any] = []  # the real app each command builds, kept so its engine is closed (a CLI just exits)
+    real_app = cli._app
+    monkeypatch.setattr(cli, "_app", lambda: made.append(real_app()) or made[-1])
     build_crm(admin)
     doc = admin.ok("GET", "/meta/apps/crm/export")
     env = {"FORMWORK_SECRET_KEY": "test-secret", "FORMWORK_INSTANCE": str(tmp_path / "instance")}
@@ -274,6 +277,8 @@ def test_cli_export_import_into_a_fresh_database(admin: Api, app: Any, fresh_dat
         assert json.loads(res.output) == doc
     finally:
         fresh.extensions["formwork"].engine.dispose()
+        for a in made:
+            a.extensions["formwork"].engine.dispose()
 
 
 def test_restoring_tables_in_any_order(admin: Api) -> None:

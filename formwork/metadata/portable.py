@@ -79,7 +79,7 @@ def import_app(svc: MetadataService, doc: Any, key: str | None = None,
         raise ValidationFailed.from_details({"/tables": ["must be a list"]})
     app = svc.create_app(app_doc)
     app_key = app.key
-    pending: list[tuple[int, str, dict[str, Any]]] = []
+    pending: list[tuple[str, str, dict[str, Any]]] = []
     reverse_docs: dict[str, dict[str, Any]] = {}
     for ti, t in enumerate(tables_in):
         if not isinstance(t, dict):

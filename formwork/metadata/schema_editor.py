@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import Column, Index, Table, text
+from sqlalchemy import Column, Index, Table, inspect, text
 from sqlalchemy.engine import Connection
 
 
@@ -30,6 +30,12 @@ class SchemaEditor:
         for ix in list(table.indexes):
             if any(c.name == column_name for c in ix.columns):
                 self.drop_index(ix)
+        if self.dialect == "sqlite":  # PostgreSQL drops an index with its column; SQLite refuses (e.g. views' indexes)
+            for info in inspect(self.conn).get_indexes(table.name):
+                if column_name in (info.get("column_names") or []) and info.get("name"):
+                    handle = Index(str(info["name"]), table.c[column_name])
+                    table.indexes.discard(handle)
+                    self.drop_index(handle)
         self.ops.drop_column(table.name, column_name)
 
     def create_index(self, index: Index) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Index,
     String,
     Table,
     and_,
@@ -33,7 +34,7 @@ from formwork.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from formwork.metadata import validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
 from formwork.metadata.fieldtypes import field_types
-from formwork.metadata.fieldtypes.base import FieldValueError, OptionsError, WriteContext
+from formwork.metadata.fieldtypes.base import FieldValueError, OptionsError, QueryContext, WriteContext
 from formwork.metadata.schema_editor import SchemaEditor
 
 DOC_TABLES = {"view": db.views, "automation": db.automations, "dashboard": db.dashboards}
@@ -229,6 +230,7 @@ class MetadataService:
 
     def update_table(self, app_key: str, table_key: str, patch: dict[str, Any]) -> TableDef:
         t = self.catalog.table(app_key, table_key)
+        position = None
         if isinstance(patch, dict):
             patch = dict(patch)
             position = patch.pop("position", None)
@@ -704,6 +706,8 @@ class MetadataService:
         pos = self.conn.execute(select(func.count()).select_from(tbl).where(parent_col == parent_id)).scalar()
         new_id = self.conn.execute(insert(tbl).values({parent_col.name: parent_id, "key": doc["key"], "doc": doc,
                                                        "position": pos or 0}).returning(tbl.c.id)).scalar_one()
+        if kind == "view":
+            self._view_index(self.catalog.table(app_key, table_key or ""), new_id, doc)
         self._bump(kind, new_id, "create", None, doc)
         return {"id": new_id, **doc}
 
@@ -734,6 +738,8 @@ class MetadataService:
                                  current["id"])
         self._check_doc_refs(kind, app_key, table_key, doc)
         self.conn.execute(update(tbl).where(tbl.c.id == current["id"]).values(key=doc["key"], doc=doc))
+        if kind == "view":
+            self._view_index(self.catalog.table(app_key, table_key or ""), current["id"], doc)
         self._bump(kind, current["id"], "update", before, doc)
         return {"id": current["id"], **doc}
 
@@ -741,7 +747,44 @@ class MetadataService:
         current = self.get_doc(kind, app_key, key, table_key)
         tbl = DOC_TABLES[kind]
         self.conn.execute(update(tbl).where(tbl.c.id == current["id"]).values(deleted_at=db.utcnow()))
+        if kind == "view":
+            self._view_index(self.catalog.table(app_key, table_key or ""), current["id"], None)
         self._bump(kind, current["id"], "delete", {k: v for k, v in current.items() if k != "id"}, None)
+
+    def _view_index(self, t: TableDef, view_id: int, doc: dict[str, Any] | None) -> None:
+        """Keep one index per saved view (its eq-filtered columns, then its sort) so its first page is an index scan."""
+        from formwork.runtime.query import sort_expression
+
+        sa = t.sa
+        name = f"ix_{t.name}_v{view_id}"
+        stale = Index(name, sa.c.id)
+        sa.indexes.discard(stale)  # a handle for DROP INDEX only; the catalog's Table keeps its own indexes
+        self.editor.drop_index(stale)
+        if doc is None:
+            return
+        flt = doc.get("filter")
+        parts = flt.get("and") if isinstance(flt, dict) and isinstance(flt.get("and"), list) else [flt]
+        cols: list[Any] = []
+        for p in parts:
+            f = t.fields_by_key.get(p.get("field", "")) if isinstance(p, dict) else None
+            if f is not None and p.get("op") == "eq" and f.stored and f.type != "link" \
+                    and sa.c[f.column_name] not in cols:
+                cols.append(sa.c[f.column_name])
+        ctx = QueryContext(catalog=self.catalog, dialect=self.conn.dialect.name)
+        for item in doc.get("sort") or []:
+            f = t.fields_by_key.get(item.lstrip("-"))
+            if f is None or not f.stored or sort_expression(f, sa, ctx) is not sa.c[f.column_name]:
+                break  # only a prefix of plain columns can be read in order from an index
+            col = sa.c[f.column_name]
+            # NULLS LAST as the reader sorts; SQLite indexes have no NULLS clause (NULL is the smallest value)
+            cols.append((col.desc().nulls_last() if self.conn.dialect.name == "postgresql" else col.desc())
+                        if item.startswith("-") else col)
+        if not cols:
+            return
+        ix = Index(name, *cols, sa.c.id, postgresql_where=sa.c.deleted_at.is_(None),
+                   sqlite_where=sa.c.deleted_at.is_(None))
+        self.editor.create_index(ix)
+        sa.indexes.discard(ix)
 
     def _check_doc_refs(self, kind: str, app_key: str, table_key: str | None, doc: dict[str, Any]) -> None:
         from formwork.runtime.query import FilterCompiler

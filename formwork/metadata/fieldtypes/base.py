@@ -45,7 +45,7 @@ class WriteContext:
     conn: Any
     user_id: int | None
     lenient: bool = False  # conversions and imports: "10 万" style text is parsed leniently where possible
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass

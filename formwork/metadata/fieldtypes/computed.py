@@ -138,7 +138,7 @@ class LookupType(_ReadOnly):
         link, tf, target = self.parts(f, ctx.catalog)
         ta = target.sa.alias()
         value = tf.ftype.expression(tf, ta, inner_ctx)
-        conds = [ta.c.deleted_at.is_(None)]
+        conds: list[ColumnElement[bool]] = [ta.c.deleted_at.is_(None)]
         scope = ctx.row_scope(target, ta) if ctx.row_scope else None
         if scope is not None:
             conds.append(scope)

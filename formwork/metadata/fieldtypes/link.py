@@ -156,9 +156,17 @@ class LinkType(FieldType):
         raise FieldValueError("cannot be converted to a link")
 
 
+def known_links_key(target_id: int) -> tuple[str, int]:
+    """Where a batch writer leaves (ids checked, ids found) of a target table in ``ctx.cache``."""
+    return ("link_known", target_id)
+
+
 def existing_ids(ctx: WriteContext, target: TableDef, ids: list[int]) -> set[int]:
     from sqlalchemy import select
 
+    known = ctx.cache.get(known_links_key(target.id))
+    if known is not None and known[0].issuperset(ids):
+        return known[1].intersection(ids)
     t = target.sa
     scope = ctx.cache.get(("link_scope", target.id))
     q = select(t.c.id).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))

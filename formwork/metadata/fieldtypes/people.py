@@ -61,7 +61,7 @@ class UserType(FieldType):
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         return MULTI if self.multiple(f) else USER
 
-    def column_type(self, f: FieldDef) -> TypeEngine[Any]:
+    def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         return JsonType if self.multiple(f) else Integer()
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:

@@ -122,7 +122,7 @@ class DateTimeType(FieldType):
         "properties": {"timezone": {"type": "string", "maxLength": 64}},
     }
 
-    def column_type(self, f: FieldDef) -> TypeEngine[Any]:
+    def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         return DateTime()
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
