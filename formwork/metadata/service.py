@@ -94,10 +94,38 @@ class MetadataService:
         if version is None:
             version = 1
             self.conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
+        if kind == "automation":  # webhook secrets never reach the change log
+            from formwork.automation.rules import mask_secrets
+
+            before, after = mask_secrets(before), mask_secrets(after)
         self.conn.execute(insert(db.meta_changes).values(
             user_id=self.actor.user_id, kind=kind, object_id=object_id, action=action, before=before,
             after=after, schema_version=version))
         self.catalog = Catalog.load(self.conn)
+
+    def _log_change(self, kind: str, object_id: int, action: str, before: Any, after: Any) -> None:
+        """A change recorded without its own version bump: it lands with the next ``_bump``."""
+        version = self.conn.execute(select(db.state.c.value).where(db.state.c.name == db.SCHEMA_VERSION)).scalar()
+        self.conn.execute(insert(db.meta_changes).values(
+            user_id=self.actor.user_id, kind=kind, object_id=object_id, action=action, before=before,
+            after=after, schema_version=int(version or 0) + 1))
+
+    def _insert_plain_fields(self, t: TableDef, items: list[tuple[int, dict[str, Any]]]) -> list[FieldDef]:
+        """Validate and store the rows of fields that need nothing but a column (no links or formulas)."""
+        out: list[FieldDef] = []
+        for i, fd in items:
+            doc = {k: v for k, v in fd.items() if k not in ("id", "read_only")}
+            try:
+                stored = self._field_doc(t, doc, None)
+            except ValidationFailed as e:
+                raise ValidationFailed(e.message, {f"/fields/{i}{k}": v for k, v in (e.details or {}).items()}) \
+                    from None
+            stored.pop("position", None)
+            fid = self.conn.execute(insert(db.fields).values(
+                table_id=t.id, key=doc["key"], type=doc["type"], doc=stored, position=i)
+                .returning(db.fields.c.id)).scalar_one()
+            out.append(FieldDef(fid, t.id, doc["key"], doc["type"], stored, i))
+        return out
 
     def _check_key_free(self, tbl: Table, parent_col: Any, parent_id: int | None, key: str, what: str,
                         exclude_id: int | None = None) -> None:
@@ -198,10 +226,24 @@ class MetadataService:
         tid = self.conn.execute(insert(db.tables).values(app_id=app.id, key=doc["key"], doc=doc, position=pos)
                                 .returning(db.tables.c.id)).scalar_one()
         tmp = TableDef(tid, app.id, doc["key"], doc, pos)
-        self.editor.create_table(build_user_table(self.catalog.md.__class__(), tmp, []))
+        plain = [i for i, fd in enumerate(fields_in) if _creation_rank(fd.get("type")) == 0]
+        # plain fields are created with the table in one statement: no column-by-column DDL and
+        # one catalog reload instead of one per field
+        plain_defs = self._insert_plain_fields(tmp, [(i, fields_in[i]) for i in plain])
+        sa_table = build_user_table(self.catalog.md.__class__(), tmp, plain_defs)
+        self.editor.create_table(sa_table)
+        searchable = [f.column_name for f in plain_defs if f.ftype.searchable and f.stored]
+        if searchable:
+            self.editor.create_search_index(sa_table, searchable)
+        for f in plain_defs:
+            if f.type == "autonumber":
+                start = int(f.options.get("start") or 1)
+                self.conn.execute(insert(db.counters).values(field_id=f.id, value=start - 1))
+            self._log_change("field", f.id, "create", None, public_doc(f.doc))
         self._bump("table", tid, "create", None, doc)
-        # plain fields first, then links, then computed fields (which may refer to the former)
-        order = sorted(range(len(fields_in)), key=lambda i: _creation_rank(fields_in[i].get("type")))
+        # then links, then computed fields (which may refer to the former)
+        order = sorted((i for i in range(len(fields_in)) if i not in plain),
+                       key=lambda i: _creation_rank(fields_in[i].get("type")))
         for i in order:
             try:
                 self.create_field(app_key, doc["key"], fields_in[i], position=i)
@@ -827,7 +869,7 @@ class MetadataService:
         elif kind == "automation":
             from formwork.automation.rules import check_automation
 
-            check_automation(self.catalog, self.catalog.app(app_key), doc)
+            check_automation(self.catalog, self.catalog.app(app_key), doc, self.conn, self.actor)
 
     # --- trash ----------------------------------------------------------------------------------
     def trash(self) -> list[dict[str, Any]]:
