@@ -19,9 +19,14 @@ def _secret_key() -> str:
     if key:
         return key
     path = instance_dir() / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    try:
+        # created owner-only in one step (never world-readable for a moment); O_EXCL: two processes
+        # starting together can't both write one, the loser reads the winner's
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -53,11 +55,52 @@ def json_body(max_bytes: int | None = None) -> Any:
     if not raw:
         raise BadRequest("the body must be JSON")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"malformed JSON: {e}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"malformed JSON: {str(e)[:200]}") from None
+    check_input(value)
+    return value
+
+
+MAX_INPUT_INT = 2**62
+
+
+def check_input(value: Any, what: str = "the body") -> None:
+    """Refuse (400) what no column can hold, before it reaches a query: NUL characters (PostgreSQL
+    text can't), lone surrogates (not encodable as UTF-8) and integers beyond ±2**62 (64-bit columns)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            _check_text(v, what)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise BadRequest(f"{what} holds NaN or Infinity, which are not numbers JSON allows")
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if not -MAX_INPUT_INT <= v <= MAX_INPUT_INT:
+                raise BadRequest(f"{what} holds a whole number too large to store (limit ±2**62)")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                _check_text(k, what)
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise BadRequest(f"{what} holds a NUL character (\\u0000), which text can't contain")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} holds an unpaired surrogate (\\ud800-\\udfff), which is not valid text") \
+            from None
 
 
 def client_ip() -> str | None:
@@ -78,24 +121,21 @@ def current_access() -> Access:
     view_as = request.headers.get(VIEW_AS_HEADER)
     p = platform()
     with db.transaction(p.engine, write=False) as conn:
-        user_id = None
+        u = None
         if header.startswith("Bearer "):
-            user_id = auth.resolve_token(conn, header[7:].strip())
-            if user_id is None:
-                raise Unauthorized("the API token is invalid, expired or revoked")
+            u = _token_user(conn, header[7:].strip())
             g.auth_kind = "token"
         elif cookie:
-            found = auth.resolve_session(conn, cookie)
+            found = _session_user(conn, cookie)
             if found is not None:
-                user_id, csrf = found
+                u, csrf = found
                 g.auth_kind = "session"
                 g.csrf_token = csrf
-        if user_id is None:
+        if u is None:
             raise Unauthorized("log in or send an API token")
-        u = conn.execute(db.users.select().where(db.users.c.id == user_id)).first()
-        if u is None or not u.active:
+        if u.id is None or not u.active:
             raise Unauthorized("this account is disabled")
-        access = Access.for_user(conn, user_id)
+        access = Access.for_row(conn, u)
         if g.get("auth_kind") == "session" and request.method not in SAFE_METHODS:
             sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
             if not hmac.compare_digest(sent.encode(), g.csrf_token.encode()):
@@ -104,6 +144,40 @@ def current_access() -> Access:
             access = _view_as(conn, access, view_as)
     g.access = access
     return access
+
+
+_USER_COLUMNS = (db.users.c.id, db.users.c.username, db.users.c.active, db.users.c.is_admin, db.users.c.timezone,
+                 db.users.c.locale, db.users.c.team_id)
+
+
+_TOKEN_USER = (select(db.api_tokens.c.token_hash, db.api_tokens.c.revoked_at, db.api_tokens.c.expires_at,
+                      *_USER_COLUMNS)
+               .outerjoin(db.users, db.users.c.id == db.api_tokens.c.user_id)
+               .where(db.api_tokens.c.token_hash == bindparam("digest")))
+_SESSION_USER = (select(db.sessions.c.last_seen, db.sessions.c.csrf_token, *_USER_COLUMNS)
+                 .outerjoin(db.users, db.users.c.id == db.sessions.c.user_id)
+                 .where(db.sessions.c.id == bindparam("digest")))
+
+
+def _token_user(conn: Connection, token: str) -> Any:
+    """The token's user row in one query (token joined to its user); 401 for an unknown, revoked or expired one.
+
+    A user row whose ``id`` is None means the token's user is gone (reported as a disabled account).
+    """
+    digest = auth.sha256(token)
+    row = conn.execute(_TOKEN_USER, {"digest": digest}).first()
+    if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at < db.utcnow()) \
+            or not hmac.compare_digest(row.token_hash, digest):
+        raise Unauthorized("the API token is invalid, expired or revoked")
+    return row
+
+
+def _session_user(conn: Connection, cookie: str) -> tuple[Any, str] | None:
+    """The live session's user row and CSRF token in one query; None for an unknown or idle session."""
+    row = conn.execute(_SESSION_USER, {"digest": auth.sha256(cookie)}).first()
+    if row is None or row.last_seen < db.utcnow() - auth.SESSION_IDLE:
+        return None
+    return row, row.csrf_token
 
 
 def _view_as(conn: Connection, real: Access, value: str) -> Access:

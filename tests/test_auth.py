@@ -77,15 +77,31 @@ def test_lockout_after_repeated_failures_then_unlock(app: Any, admin: Api) -> No
     client = app.test_client()
     for _ in range(auth.MAX_FAILURES):
         assert login(client, password="wrong-password").status_code == 401
-    locked = login(client)  # even the right password is refused while locked
-    assert locked.status_code == 429
-    assert locked.get_json()["error"]["code"] == "rate_limited"
+    locked = login(client)  # even the right password is refused while locked, answered like a wrong one
+    assert locked.status_code == 401
+    assert locked.get_json()["error"]["message"] == login(client, password="wrong-password").get_json()[
+        "error"]["message"]
     assert "fw_session" not in locked.headers.get("Set-Cookie", "")
     assert audit_actions(app, "alice")[-1] == "login_locked"
+    # the lock holds for this address only: nobody can lock a colleague out from elsewhere
+    elsewhere = login(app.test_client(), environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert elsewhere.status_code == 200
     with db.transaction(engine(app)) as conn:  # the lockout window passes
-        conn.execute(update(db.users).where(db.users.c.username == "alice")
-                     .values(locked_until=db.utcnow() - dt.timedelta(seconds=1)))
+        conn.execute(update(db.audit).where(db.audit.c.username == "alice")
+                     .values(at=db.utcnow() - auth.LOCKOUT - dt.timedelta(seconds=1)))
     assert login(client).status_code == 200
+
+
+def test_lockout_does_not_reveal_which_usernames_exist(app: Any, admin: Api) -> None:
+    make_user(admin)
+    answers = {}
+    for name in ("alice", "nobody-here"):
+        client = app.test_client()
+        got = [login(client, username=name, password="wrong-password") for _ in range(auth.MAX_FAILURES + 2)]
+        answers[name] = [(r.status_code, r.get_json()["error"]["message"]) for r in got]
+    assert answers["alice"] == answers["nobody-here"]
+    assert {s for s, _ in answers["alice"]} == {401}
+    assert audit_actions(app, "nobody-here")[-1] == "login_locked"
 
 
 def test_password_is_hashed_with_a_modern_algorithm(app: Any, admin: Api) -> None:

@@ -16,18 +16,14 @@ STAGES = {"choices": [{"value": "lead", "label": {"en": "Lead", "zh-CN": "线索
                       {"value": "lost"}]}
 
 
-def stored_file(app: Any) -> str:
-    """A row as POST /files leaves it (the upload endpoint is another module's): the field takes its token."""
-    import hashlib
+def stored_file(admin: Api) -> str:
+    """Upload a file through POST /files: an attachment field takes the token it returns."""
+    import io
 
-    from sqlalchemy import insert
-
-    from formwork import db
-
-    with db.transaction(app.extensions["formwork"].engine) as conn:
-        conn.execute(insert(db.files).values(token="tok-hello", name="hi.txt", size=5, mime="text/plain",
-                                             sha256=hashlib.sha256(b"hello").hexdigest(), created_at=db.utcnow()))
-    return "tok-hello"
+    resp = admin.client.post("/api/v1/files", data={"file": (io.BytesIO(b"hello"), "hi.txt", "text/plain")},
+                             headers={"Authorization": f"Bearer {admin.token}"}, content_type="multipart/form-data")
+    assert resp.status_code == 201, resp.get_json()
+    return str(resp.get_json()["token"])
 
 
 def make_app(admin: Api, key: str = "crm") -> None:
@@ -76,7 +72,7 @@ def test_every_stored_type_round_trips_through_the_data_api(admin: Api) -> None:
         {"key": "maker", "label": "Maker", "type": "created_by"},
         {"key": "changer", "label": "Changer", "type": "updated_by"},
     ]})
-    token = stored_file(admin.client.application)
+    token = stored_file(admin)
     values = {"name": "Acme 公司", "notes": "line 1\nline 2", "qty": 12, "ratio": "0.1235", "price": "1,200.50",
               "share": 12.5, "stars": 4, "took": "1:30", "due": "2026-11-23", "at": "2026-11-23T09:30:00+08:00",
               "done": True, "stage": "won", "tags": ["b", "a"], "mail": "Sales@Example.COM",

@@ -58,7 +58,7 @@ def _require_manage(access: Access) -> None:
 def _ids(value: Any, name: str, limit: int) -> list[int]:
     if not isinstance(value, list) or not value or len(value) > limit:
         raise BadRequest(f"'{name}' must be a list of 1 to {limit} record ids")
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**62 for v in value):
         raise BadRequest(f"'{name}' must hold record ids (positive whole numbers)")
     return list(dict.fromkeys(value))
 
@@ -112,7 +112,7 @@ def automation_test(app_key: str, key: str) -> Response:
     with unit() as (conn, cat):
         app, rule = _rule(cat, access, app_key, key)
         try:
-            result = _engine().dry_run(conn, cat, app, rule, ids, limit)
+            result = _engine().dry_run(conn, cat, app, rule, ids, limit, viewer=access)
         except StepFailed as e:
             raise Conflict(str(e)) from None
         finally:

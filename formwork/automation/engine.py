@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
 from formwork.automation.delivery import (
@@ -164,6 +165,15 @@ def rule_owner(conn: Connection, automation_id: int) -> int | None:
                                                    mc.c.action == "create").order_by(mc.c.id).limit(1)).scalar()
 
 
+def rule_editor(conn: Connection, automation_id: int) -> int | None:
+    """The user who last saved (created, changed or restored) the rule: a rule without ``run_as`` acts as
+    them, so changing someone else's rule never borrows that person's rights."""
+    mc = db.meta_changes
+    return conn.execute(select(mc.c.user_id).where(mc.c.kind == "automation", mc.c.object_id == automation_id,
+                                                   mc.c.action.in_(("create", "update", "restore")))
+                        .order_by(mc.c.id.desc()).limit(1)).scalar()
+
+
 def notify(conn: Connection, user_ids: list[int], kind: str, title: str, body: str | None = None,
            link: dict[str, Any] | None = None) -> None:
     ids = sorted(set(user_ids))
@@ -227,7 +237,9 @@ class AutomationEngine:
 
     # --- who a rule acts as ----------------------------------------------------------------------
     def access_for(self, conn: Connection, rule: dict[str, Any]) -> Access:
-        """The rule's ``run_as`` user (by username), else its creator, else the system."""
+        """The rule's ``run_as`` user (by username), else the user who last saved it, else the system.
+
+        Only administrators may save a rule whose run_as names someone else (rules.check_run_as)."""
         key = (rule["id"], rule.get("run_as"))
         if key in self._access:
             return self._access[key]
@@ -238,7 +250,7 @@ class AutomationEngine:
             if uid is None:
                 raise StepFailed(f"run_as user '{rule['run_as']}' does not exist or is disabled")
         else:
-            uid = rule_owner(conn, rule["id"])
+            uid = rule_editor(conn, rule["id"])
         access = Access.for_user(conn, uid) if uid is not None else Access.system()
         self._access[key] = access
         return access
@@ -820,25 +832,33 @@ class AutomationEngine:
 
     # --- dry run -----------------------------------------------------------------------------------
     def dry_run(self, conn: Connection, cat: Catalog, app: AppDef, rule: dict[str, Any],
-                record_ids: list[int] | None, limit: int) -> dict[str, Any]:
-        """Which records match and what each action would do; the caller rolls the transaction back."""
+                record_ids: list[int] | None, limit: int, viewer: Access | None = None) -> dict[str, Any]:
+        """Which records match and what each action would do; the caller rolls the transaction back.
+
+        ``viewer`` (the person asking) limits the records to those they may read themselves: a record
+        outside their scope is reported exactly like one that does not exist.
+        """
         trig = rule["trigger"]
         t = app.tables_by_key.get(trig.get("table", ""))
         access = self.access_for(conn, rule)
         results: list[dict[str, Any]] = []
         ctx = {"type": trig["type"], "rule": rule["key"], "user": None, "changes": {}, "dry_run": True}
+        seen: list[ColumnElement[bool]] = []
+        if t is not None:
+            seen = RecordReader(cat, conn, viewer).base_conditions(t) if viewer is not None \
+                else [t.sa.c.deleted_at.is_(None)]
         if t is None:
             ids: list[int | None] = [None]
         elif record_ids is not None:
             ids = list(record_ids)[:limit]
         else:
-            reader = RecordReader(cat, conn, access)
-            ids = [r[0] for r in conn.execute(select(t.sa.c.id).where(*reader.base_conditions(t))
+            own = RecordReader(cat, conn, access).base_conditions(t)
+            ids = [r[0] for r in conn.execute(select(t.sa.c.id).where(*own, *seen)
                                               .order_by(t.sa.c.id.desc()).limit(limit)).all()]
         for rid in ids:
             entry: dict[str, Any] = {"record_id": rid}
             if rid is not None and t is not None:
-                if conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, t.sa.c.deleted_at.is_(None))).first() is None:
+                if conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, *seen)).first() is None:
                     entry.update(matched=False, error="no such record")
                     results.append(entry)
                     continue

@@ -232,7 +232,11 @@ def wait_seconds(a: dict[str, Any]) -> float:
                                                       ("days", 86400)))
 
 
-def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any]) -> None:
+def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: Any = None,
+                     actor: Any = None) -> None:
+    """Refuse (422 with JSON pointers) what would fail later; ``actor`` (the saver) is checked against run_as."""
+    if conn is not None:
+        check_run_as(conn, actor, doc)
     trig = doc["trigger"]
     details: dict[str, list[str]] = {}
     table = None
@@ -308,3 +312,84 @@ def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], detail
             except ValidationFailed as e:
                 for k, v in (e.details or {}).items():
                     details.setdefault(k, []).extend(v)
+
+
+# --- who a rule may run as, and its secrets --------------------------------------------------------
+SECRET_KEYS = ("secret",)
+SECRET_MASK = "••••••"
+
+
+def check_run_as(conn: Any, actor: Any, doc: dict[str, Any]) -> None:
+    """Only an administrator (or the system) may make a rule act as someone else.
+
+    ``run_as`` decides whose rights every action uses; letting an automation manager name an
+    administrator would hand them every row and field. Anyone may name themselves.
+    """
+    run_as = doc.get("run_as")
+    if not run_as or actor is None or actor.user_id is None or actor.is_admin:
+        return
+    from sqlalchemy import select
+
+    from formwork import db
+
+    own = conn.execute(select(db.users.c.username).where(db.users.c.id == actor.user_id)).scalar()
+    if run_as != own:
+        raise ValidationFailed.from_details(
+            {"/run_as": ["only an administrator may make a rule run as another user; leave it out to run "
+                         "the rule as yourself"]})
+
+
+def _action_nodes(actions: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every action (nested branches included) with its path, e.g. ``(0, "on_approve", 1)``."""
+    out: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    for i, a in enumerate(actions if isinstance(actions, list) else []):
+        if not isinstance(a, dict):
+            continue
+        out.append(((*path, i), a))
+        for name in NESTED:
+            out += _action_nodes(a.get(name), (*path, i, name))
+    return out
+
+
+def mask_secrets(doc: Any) -> Any:
+    """A copy of an automation document whose action secrets read as the mask (for every response)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("actions"), list):
+        return doc
+    import copy
+
+    out = copy.deepcopy(doc)
+    for _path, a in _action_nodes(out["actions"]):
+        for k in SECRET_KEYS:
+            if a.get(k):
+                a[k] = SECRET_MASK
+    return out
+
+
+def strip_secrets(doc: dict[str, Any]) -> list[str]:
+    """Remove action secrets from a document in place (app export); returns the JSON pointers emptied."""
+    gone: list[str] = []
+    for path, a in _action_nodes(doc.get("actions")):
+        for k in SECRET_KEYS:
+            if a.pop(k, None):
+                gone.append("/actions/" + "/".join(map(str, path)) + f"/{k}")
+    return gone
+
+
+def keep_secrets(actions: Any, stored: Any) -> Any:
+    """Secrets are write-only: an action sent back with the mask (or without its secret) keeps the
+    stored one of the action at the same place, when that action is still of the same type."""
+    if not isinstance(actions, list):
+        return actions
+    import copy
+
+    old = dict(_action_nodes(stored))
+    out = copy.deepcopy(actions)
+    for path, a in _action_nodes(out):
+        prev = old.get(path)
+        for k in SECRET_KEYS:
+            if a.get(k) == SECRET_MASK or (k not in a and prev is not None):
+                if prev is not None and prev.get("type") == a.get("type") and prev.get(k):
+                    a[k] = prev[k]
+                else:
+                    a.pop(k, None)
+    return out

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, make_response, request
 
+from formwork.automation.rules import keep_secrets, mask_secrets, strip_secrets
 from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata import validation
 from formwork.metadata.catalog import Catalog, TableDef
@@ -15,10 +16,40 @@ from formwork.metadata.service import Actor, MetadataService
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
-from formwork.web import SESSION_COOKIE, client_ip, current_access, json_body, unit
+from formwork.web import (
+    MAX_INPUT_INT,
+    SESSION_COOKIE,
+    check_input,
+    client_ip,
+    current_access,
+    json_body,
+    unit,
+)
 
 api = Blueprint("api", __name__)
 MAX_JSON = 20 * 1024 * 1024
+
+
+@api.before_request
+def _refuse_unstorable_args() -> None:
+    """Query arguments and URL parts that no column can hold or compare are a 400/404 here, not a
+    database error later: NUL characters and ids beyond 2**62."""
+    for k, v in request.args.items(multi=True):
+        check_input([k, v], f"the query argument '{k[:40]}'")
+    for k, v in (request.view_args or {}).items():
+        if isinstance(v, int) and not 0 <= v <= MAX_INPUT_INT:
+            raise NotFound(f"no such {k.removesuffix('_id')}")
+        if isinstance(v, str):
+            if k.endswith("_id") and v.isascii() and v.isdigit() and (len(v) > 19 or int(v) > MAX_INPUT_INT):
+                raise NotFound(f"no such {k.removesuffix('_id')}")
+            check_input(v, "the address")
+
+
+@api.after_request
+def _nosniff(resp: Response) -> Response:
+    """JSON and downloads are never to be sniffed into HTML by a browser."""
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -191,7 +222,10 @@ def get_app(app_key: str) -> Response:
         svc = meta_service(conn, cat, access)
         data = svc.app_json(app)
         if not access.can_build():
-            data["tables"] = [t for t in data["tables"] if access.can_see_table(cat, cat.tables_by_id[t["id"]])]
+            data["tables"] = [_table_for(cat, access, cat.tables_by_id[t["id"]], t) for t in data["tables"]
+                              if access.can_see_table(cat, cat.tables_by_id[t["id"]])]
+        data["automations"] = [mask_secrets(a) for a in data["automations"]] \
+            if access.can_manage_automations() else []
         return ok(data)
 
 
@@ -220,7 +254,8 @@ def list_tables(app_key: str) -> Response:
     with unit() as (conn, cat):
         app = _visible_app(cat, access, app_key)
         svc = meta_service(conn, cat, access)
-        return ok({"tables": [svc.table_json(t) for t in app.tables if access.can_see_table(cat, t)]})
+        return ok({"tables": [_table_for(cat, access, t, svc.table_json(t)) for t in app.tables
+                              if access.can_see_table(cat, t)]})
 
 
 @api.post("/meta/apps/<app_key>/tables")
@@ -241,12 +276,28 @@ def _visible_table(cat: Catalog, access: Access, app_key: str, table_key: str) -
     return t
 
 
+def _shown_field_ids(cat: Catalog, access: Access, t: TableDef) -> set[int] | None:
+    """Ids of the fields this caller may see defined (None: all, for builders and admins)."""
+    if access.can_build():
+        return None
+    vis = access.field_visibility(cat, t, t.sa)
+    return {f.id for f in t.fields if vis.get(f.id, True) is not False}
+
+
+def _table_for(cat: Catalog, access: Access, t: TableDef, data: dict[str, Any]) -> dict[str, Any]:
+    """A table document without the definitions of fields hidden from the caller."""
+    shown = _shown_field_ids(cat, access, t)
+    if shown is None:
+        return data
+    return {**data, "fields": [f for f in data.get("fields", []) if f.get("id") in shown]}
+
+
 @api.get("/meta/apps/<app_key>/tables/<table_key>")
 def get_table(app_key: str, table_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         t = _visible_table(cat, access, app_key, table_key)
-        return ok(meta_service(conn, cat, access).table_json(t))
+        return ok(_table_for(cat, access, t, meta_service(conn, cat, access).table_json(t)))
 
 
 @api.patch("/meta/apps/<app_key>/tables/<table_key>")
@@ -294,7 +345,11 @@ def get_field(app_key: str, table_key: str, field_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         t = _visible_table(cat, access, app_key, table_key)
-        return ok(meta_service(conn, cat, access).field_json(t.field(field_key)))
+        f = t.field(field_key)
+        shown = _shown_field_ids(cat, access, t)
+        if shown is not None and f.id not in shown:
+            raise NotFound(f"no field '{field_key[:100]}' in table '{table_key}'")
+        return ok(meta_service(conn, cat, access).field_json(f))
 
 
 @api.patch("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
@@ -322,6 +377,11 @@ def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
     return Response(status=204)
 
 
+def _public(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A definition as answered over HTTP: automation secrets (webhook HMAC keys) are write-only."""
+    return mask_secrets(doc) if kind == "automation" else doc
+
+
 def _doc_routes(kind: str, base: str, parent_table: bool) -> None:
     plural = kind + "s"
 
@@ -332,7 +392,9 @@ def _doc_routes(kind: str, base: str, parent_table: bool) -> None:
                 docs = _visible_table(cat, access, app_key, table_key or "").views
             else:
                 docs = getattr(_visible_app(cat, access, app_key), plural)
-            return ok({plural: [MetadataService._doc_json(d) for d in docs]})
+            if kind == "automation" and not access.can_manage_automations():
+                docs = []  # rules (their recipients, URLs, filters) are for those who manage them
+            return ok({plural: [_public(kind, MetadataService._doc_json(d)) for d in docs]})
 
     def create(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
@@ -341,9 +403,11 @@ def _doc_routes(kind: str, base: str, parent_table: bool) -> None:
         if kind != "automation":
             require_build(access)
         body = json_body(MAX_JSON)
+        if kind == "automation" and isinstance(body, dict):
+            body = {**body, "actions": keep_secrets(body["actions"], [])} if "actions" in body else body
         with unit() as (conn, cat):
             doc = meta_service(conn, cat, access).create_doc(kind, app_key, body, table_key)
-            return ok(doc, 201)
+            return ok(_public(kind, doc), 201)
 
     def one(app_key: str, key: str, table_key: str | None = None) -> Response:
         access = current_access()
@@ -352,16 +416,21 @@ def _doc_routes(kind: str, base: str, parent_table: bool) -> None:
                 _visible_table(cat, access, app_key, table_key or "")
             else:
                 _visible_app(cat, access, app_key)
+            if kind == "automation" and not access.can_manage_automations():
+                if request.method == "GET":
+                    raise NotFound(f"no automation '{key[:100]}' in app '{app_key}'")
+                raise Forbidden("you may not manage automations")
             svc = meta_service(conn, cat, access)
             if request.method == "GET":
-                return ok(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key)))
-            if kind == "automation":
-                if not access.can_manage_automations():
-                    raise Forbidden("you may not manage automations")
-            else:
+                return ok(_public(kind, MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
+            if kind != "automation":
                 require_build(access)
             if request.method == "PATCH":
-                return ok(svc.update_doc(kind, app_key, key, json_body(MAX_JSON), table_key))
+                patch = json_body(MAX_JSON)
+                if kind == "automation" and isinstance(patch, dict) and "actions" in patch:
+                    stored = svc.get_doc(kind, app_key, key, table_key).get("actions")
+                    patch = {**patch, "actions": keep_secrets(patch["actions"], stored)}
+                return ok(_public(kind, svc.update_doc(kind, app_key, key, patch, table_key)))
             svc.delete_doc(kind, app_key, key, table_key)
             return Response(status=204)
 
@@ -399,6 +468,10 @@ def export_app(app_key: str) -> Response:
 
     with unit() as (conn, cat):
         doc = do_export(conn, cat, app_key)
+        left_out = [f"automation '{a.get('key')}' {p}" for a in doc.get("automations") or []
+                    for p in strip_secrets(a)]
+        if left_out:
+            doc["notes"] = ["Webhook secrets are not exported; set them again after import: " + ", ".join(left_out)]
         auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app_key}",
                    ip=client_ip())
     resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
@@ -461,9 +534,11 @@ def parse_filter_arg() -> Any:
     if len(raw) > 100_000:
         raise BadRequest("the filter is too long")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
+        tree = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is a 4300+ digit number
         raise BadRequest("filter must be a JSON filter tree") from None
+    check_input(tree, "the filter")
+    return tree
 
 
 def _view(t: TableDef) -> dict[str, Any] | None:
@@ -600,5 +675,9 @@ def bulk_delete(app_key: str, table_key: str) -> Response:
 
 # route modules that extend this blueprint (imported for their side effect of adding routes)
 from formwork.automation import api as _automation_api  # noqa: E402,F401
-from formwork.runtime import api_admin, api_reports, api_transfer  # noqa: E402,F401
-from formwork.runtime import api_pool  # noqa: E402,F401
+from formwork.runtime import (  # noqa: E402,F401
+    api_admin,
+    api_pool,  # noqa: E402,F401
+    api_reports,
+    api_transfer,
+)

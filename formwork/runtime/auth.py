@@ -8,15 +8,16 @@ import hmac
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from formwork import db
-from formwork.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
+from formwork.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per (username, client address) within LOCKOUT
 LOCKOUT = dt.timedelta(minutes=15)
+WRONG_LOGIN = "wrong username or password"
 SESSION_IDLE = dt.timedelta(days=7)
 MIN_PASSWORD = 8
 _DUMMY_HASH = generate_password_hash("formwork-dummy-password")
@@ -88,22 +89,24 @@ def login(conn: Connection, username: Any, password: Any, ip: str | None) -> tup
     """Check credentials with lockout; return (session token, csrf token, user row)."""
     if not isinstance(username, str) or not isinstance(password, str) or len(password) > 1024:
         raise BadRequest("username and password are required")
+    if len(username) > 150 or "\x00" in username or "\x00" in password:
+        raise Unauthorized(WRONG_LOGIN)
     u = conn.execute(select(db.users).where(db.users.c.username == username)).first()
     now = db.utcnow()
-    if u is not None and u.locked_until is not None and u.locked_until > now:
-        audit(conn, "login_locked", user_id=u.id, username=username, ip=ip)
-        raise RateLimited("too many failed logins; try again later")
+    if _recent_failures(conn, username, ip, now) >= MAX_FAILURES:
+        # locked for this (username, address) only, and answered like a wrong password: nobody can lock
+        # a colleague out from elsewhere, and a locked account doesn't reveal that the username exists
+        check_password_hash(_DUMMY_HASH, password)
+        audit(conn, "login_locked", user_id=u.id if u else None, username=username, ip=ip)
+        raise Unauthorized(WRONG_LOGIN)
     ok = check_password_hash(u.password_hash or _DUMMY_HASH, password) if u is not None else \
         check_password_hash(_DUMMY_HASH, password) and False
     if not ok or u is None or not u.active:
         if u is not None:
-            failures = (u.failed_logins or 0) + 1
-            values: dict[str, Any] = {"failed_logins": failures}
-            if failures >= MAX_FAILURES:
-                values = {"failed_logins": 0, "locked_until": now + LOCKOUT}
-            conn.execute(update(db.users).where(db.users.c.id == u.id).values(**values))
-        audit(conn, "login_failed", user_id=u.id if u else None, username=username[:150], ip=ip)
-        raise Unauthorized("wrong username or password")
+            conn.execute(update(db.users).where(db.users.c.id == u.id)
+                         .values(failed_logins=(u.failed_logins or 0) + 1))
+        audit(conn, "login_failed", user_id=u.id if u else None, username=username, ip=ip)
+        raise Unauthorized(WRONG_LOGIN)
     conn.execute(update(db.users).where(db.users.c.id == u.id).values(failed_logins=0, locked_until=None))
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
@@ -111,6 +114,19 @@ def login(conn: Connection, username: Any, password: Any, ip: str | None) -> tup
                                             last_seen=now, ip=ip))
     audit(conn, "login", user_id=u.id, username=u.username, ip=ip)
     return token, csrf, u
+
+
+def _recent_failures(conn: Connection, username: str, ip: str | None, now: dt.datetime) -> int:
+    """Failed logins for this username from this address within the lockout window, since the last
+    successful login from there (read from the audit log, so every process sees the same count)."""
+    a = db.audit
+    same = [a.c.username == username, a.c.ip == ip if ip is not None else a.c.ip.is_(None),
+            a.c.at >= now - LOCKOUT]
+    last_ok = conn.execute(select(func.max(a.c.at)).where(a.c.action == "login", *same)).scalar()
+    q = select(func.count()).select_from(a).where(a.c.action == "login_failed", *same)
+    if last_ok is not None:
+        q = q.where(a.c.at > last_ok)
+    return int(conn.execute(q).scalar() or 0)
 
 
 def resolve_session(conn: Connection, token: str) -> tuple[int, str] | None:
@@ -168,6 +184,8 @@ def revoke_token(conn: Connection, user_id: int, token_id: Any) -> None:
         tid = int(token_id)
     except (TypeError, ValueError):
         raise NotFound("no such token") from None
+    if not 0 < tid <= 2**62:
+        raise NotFound("no such token")
     res = conn.execute(update(db.api_tokens).where(db.api_tokens.c.id == tid, db.api_tokens.c.user_id == user_id,
                                                    db.api_tokens.c.revoked_at.is_(None))
                        .values(revoked_at=db.utcnow()))

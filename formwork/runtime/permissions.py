@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, bindparam, false, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -21,6 +21,26 @@ from formwork.metadata.fieldtypes.base import QueryContext
 
 SCOPED = ("read", "update", "delete")
 FLAGS = ("create", "import", "export")
+
+
+def _teams_query(member: bool) -> Any:
+    """Built once: team ids the user manages (kind t), their users (u) and managers (m), with the user's own team."""
+    uid = bindparam("uid")
+    managed = select(db.teams.c.id).where(db.teams.c.manager_id == uid)
+    in_team = db.users.c.team_id.in_(managed)
+    of_team = db.teams.c.manager_id == uid
+    if member:
+        in_team = or_(in_team, db.users.c.team_id == bindparam("team"))
+        of_team = or_(of_team, db.teams.c.id == bindparam("team"))
+    return (select(literal("t").label("kind"), db.teams.c.id.label("id")).where(db.teams.c.manager_id == uid)
+            .union_all(select(literal("u"), db.users.c.id).where(in_team),
+                       select(literal("m"), db.teams.c.manager_id).where(of_team, db.teams.c.manager_id.is_not(None))))
+
+
+_ROLES = (select(db.roles.c.doc).join(db.user_roles, db.user_roles.c.role_id == db.roles.c.id)
+          .where(db.user_roles.c.user_id == bindparam("uid")))
+_TEAMS = _teams_query(False)
+_TEAMS_OF_MEMBER = _teams_query(True)
 
 
 @dataclass
@@ -43,18 +63,21 @@ class Access:
         u = conn.execute(select(db.users).where(db.users.c.id == user_id)).first()
         if u is None:
             raise NotFound("no such user")
-        roles = [r.doc for r in conn.execute(
-            select(db.roles.c.doc).join(db.user_roles, db.user_roles.c.role_id == db.roles.c.id)
-            .where(db.user_roles.c.user_id == user_id))]
-        team_ids = set()
+        return cls.for_row(conn, u)
+
+    @classmethod
+    def for_row(cls, conn: Connection, u: Any) -> Access:
+        """The access of an already loaded fw_user row: one query for roles, one for teams (per request)."""
+        roles = [r.doc for r in conn.execute(_ROLES, {"uid": u.id})]
+        # teams: the user's own and those it manages; members: their users and managers
+        if u.team_id is None:
+            rows = conn.execute(_TEAMS, {"uid": u.id}).all()
+        else:
+            rows = conn.execute(_TEAMS_OF_MEMBER, {"uid": u.id, "team": u.team_id}).all()
+        team_ids = {r.id for r in rows if r.kind == "t"}
         if u.team_id is not None:
             team_ids.add(u.team_id)
-        team_ids.update(r[0] for r in conn.execute(select(db.teams.c.id).where(db.teams.c.manager_id == user_id)))
-        members = {user_id}
-        if team_ids:
-            members.update(r[0] for r in conn.execute(select(db.users.c.id).where(db.users.c.team_id.in_(team_ids))))
-            members.update(r[0] for r in conn.execute(
-                select(db.teams.c.manager_id).where(db.teams.c.id.in_(team_ids), db.teams.c.manager_id.is_not(None))))
+        members = {u.id, *(r.id for r in rows if r.kind != "t")}
         return cls(user_id=u.id, username=u.username, is_admin=bool(u.is_admin), timezone=u.timezone or "UTC",
                    locale=u.locale or "en", roles=roles, team_user_ids=sorted(members), team_ids=sorted(team_ids))
 

@@ -537,9 +537,15 @@ def sort_expression(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any
         target = ctx.catalog.table_by_id(f.options["target"])
         disp = target.display_field
         if disp is not None and disp.ftype.sortable(disp, ctx.catalog):
+            # by the target's display text, but only of targets the reader can see: the order (and the
+            # cursor, which carries the sort values) must not reveal the name of a hidden record
             ta = target.sa.alias()
+            conds = [ta.c.id == expr, ta.c.deleted_at.is_(None)]
+            scope = ctx.row_scope(target, ta) if ctx.row_scope else None
+            if scope is not None:
+                conds.append(scope)
             return select(disp.ftype.expression(disp, ta, replace(ctx, depth=ctx.depth + 1))).where(
-                ta.c.id == expr, ta.c.deleted_at.is_(None)).scalar_subquery()
+                *conds).scalar_subquery()
     if kind == USER and f.type in ("user", "created_by", "updated_by"):
         return select(users.c.name).where(users.c.id == expr).scalar_subquery()
     src = value_source(f, ctx.catalog)
@@ -621,17 +627,34 @@ def read_cursor(secret: bytes, signature: str, cursor: str, n: int) -> list[Any]
             from None
 
 
-def search_condition(table: TableDef, ctx: QueryContext, text: str, t: Any = None) -> ColumnElement[bool]:
+def search_condition(table: TableDef, ctx: QueryContext, text: str, t: Any = None,
+                     visibility: dict[int, Any] | None = None) -> ColumnElement[bool]:
+    """Rows where some searchable field contains ``text``.
+
+    ``visibility`` (Access.field_visibility of the reader) keeps hidden fields out: a match on a value the
+    reader can't see would reveal it one guess at a time. A field shown only on some rows matches only there.
+    """
     t = t if t is not None else table.sa
     text = text.strip()
     if not text:
         return true()
     if len(text) > 200:
         raise BadRequest("search text is longer than 200 characters")
+    if "\x00" in text:
+        raise BadRequest("search text holds a NUL character")
     pat = f"%{escape_like(text)}%"
-    conds = [f.ftype.expression(f, t, ctx).ilike(pat, escape="\\")
-             for f in table.fields if f.ftype.searchable and f.stored]
+    conds: list[ColumnElement[bool]] = []
+
+    def shown(f: FieldDef, cond: ColumnElement[bool]) -> None:
+        v = True if visibility is None else visibility.get(f.id, True)
+        if v is True:
+            conds.append(cond)
+        elif v is not False:
+            conds.append(and_(v, cond))
+
     for f in table.fields:
-        if f.type == "autonumber" and text.isdigit():
-            conds.append(t.c[f.column_name] == int(text))
+        if f.ftype.searchable and f.stored:
+            shown(f, f.ftype.expression(f, t, ctx).ilike(pat, escape="\\"))
+        if f.type == "autonumber" and text.isascii() and text.isdigit() and len(text) <= 18:
+            shown(f, t.c[f.column_name] == int(text))
     return or_(*conds) if conds else false()

@@ -12,14 +12,19 @@ import builtins
 import contextvars
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import marshmallow as ma
 from sqlalchemy import (
+    String,
     and_,
+    bindparam,
     case,
+    cast,
     delete,
     false,
     func,
@@ -54,11 +59,19 @@ from formwork.metadata.fieldtypes.base import (
     WriteContext,
 )
 from formwork.metadata.fieldtypes.computed import json_for_kind
-from formwork.metadata.fieldtypes.link import is_many, relation
+from formwork.metadata.fieldtypes.link import (
+    existing_ids,
+    is_many,
+    known_links_key,
+    parse_ids,
+    relation,
+    set_writer_scope,
+)
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.runtime.permissions import Access
 from formwork.runtime.query import (
     FilterCompiler,
+    SortKey,
     keyset_condition,
     link_value,
     make_cursor,
@@ -70,7 +83,10 @@ from formwork.runtime.query import (
 )
 
 MAX_LIMIT = 1000
+_HISTORY_INSERT = insert(db.history)
+_OUTBOX_INSERT = insert(db.outbox)
 MAX_BATCH = 1000
+COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
 _write_ctx: contextvars.ContextVar[WriteContext] = contextvars.ContextVar("formwork_write_ctx")
 
 
@@ -112,14 +128,20 @@ def serializer(f: FieldDef, catalog: Catalog) -> Any:
     return lambda v: f.ftype.to_json(v, f)
 
 
-def output_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
+def output_schema(table: TableDef, catalog: Catalog, picked: Sequence[FieldDef] | None = None) -> ma.Schema:
+    """The dumping schema of a table, or of just the picked fields (a page dumps only what it selects)."""
+    chosen = list(table.fields) if picked is None else list(picked)
+    ids = tuple(f.id for f in chosen) if picked is not None else None
+
     def build() -> ma.Schema:
         attrs: dict[str, ma.fields.Field[Any]] = {
-            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key) for f in table.fields}
+            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key) for f in chosen}
         cls = ma.Schema.from_dict(attrs, name=f"Out{table.id}")
         return cls()
 
-    return catalog.cached(("out_schema", table.id), build)  # type: ignore[no-any-return]
+    if ids is None:
+        return catalog.cached(("out_schema", table.id), build)  # type: ignore[no-any-return]
+    return _lru(catalog, "out_schemas").get_or_build((table.id, ids), build)  # type: ignore[no-any-return]
 
 
 def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
@@ -130,6 +152,74 @@ def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
         return cls(unknown=ma.RAISE)
 
     return catalog.cached(("in_schema", table.id), build)  # type: ignore[no-any-return]
+
+
+class _Lru:
+    """A small bounded cache: keys such as a page's field list come from the request, so it must not grow."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get_or_build(self, key: Any, build: Callable[[], Any]) -> Any:
+        hit = self.get(key)
+        if hit is None:
+            hit = build()
+            self.put(key, hit)
+        return hit
+
+
+def _lru(catalog: Catalog, name: str, size: int = 256) -> _Lru:
+    """A bounded cache living as long as the catalog (so a schema change starts it afresh)."""
+    return catalog.cached(("lru", name), lambda: _Lru(size))  # type: ignore[no-any-return]
+
+
+def reader_independent(f: FieldDef, catalog: Catalog, depth: int = 0) -> bool:
+    """Whether a field's select expression is the same for every reader and every moment.
+
+    Formulas bind NOW()/TODAY(), a rollup's filter may use relative dates or "me"; a lookup, a rollup
+    and a link's display are as independent as the field they read (row scopes are checked apart).
+    """
+    if depth > 4:
+        return False
+    if f.type == "formula" or (f.type == "rollup" and f.options.get("filter")):
+        return False
+    if f.type in ("lookup", "rollup") and f.options.get("field"):
+        return reader_independent(catalog.field_by_id(f.options["field"]), catalog, depth + 1)
+    if f.type == "link" and not is_many(f):
+        disp = catalog.table_by_id(f.options["target"]).display_field
+        return disp is None or reader_independent(disp, catalog, depth + 1)
+    return True
+
+
+@dataclass
+class _ColumnSet:
+    cols: list[Any]
+    scoped_tables: frozenset[int]  # tables whose row scope the expressions would embed (none applied)
+    by_ids: Any = None  # SELECT cols WHERE id IN :ids, built once: SQLAlchemy memoizes a statement's cache key
+
+
+def query_signature(t: TableDef, version: int, spec: Sequence[tuple[str, bool]], filter_tree: Any,
+                    search: str | None, view_key: str | None) -> str:
+    """What a cursor is bound to: same table, schema, sort, filter, search and view."""
+    query = json.dumps([filter_tree, search, view_key], sort_keys=True, default=str)
+    return (f"{t.id}:{version}:{','.join(('-' if d else '') + k for k, d in spec)}:"
+            f"{hashlib.sha256(query.encode()).hexdigest()[:16]}")
 
 
 def _ma_details(err: ma.ValidationError) -> dict[str, list[str]]:
@@ -160,6 +250,8 @@ class RecordReader:
         self.conn = conn
         self.access = access or Access.system()
         self.secret = secret
+        self._display_hidden: dict[int, bool] = {}
+        self.names: dict[int, dict[str, Any]] = {}  # user id → {"id", "name"}, within this unit of work
         self.ctx = QueryContext(catalog=catalog, dialect=conn.dialect.name,
                                 user_id=self.access.user_id if access else user_id,
                                 timezone=self.access.timezone, row_scope=self._scope_for)
@@ -187,7 +279,8 @@ class RecordReader:
         if filter_tree:
             conds.append(FilterCompiler(t, self.ctx).compile(filter_tree))
         if search:
-            conds.append(search_condition(t, self.ctx, search))
+            conds.append(search_condition(t, self.ctx, search,
+                                          visibility=self.access.field_visibility(self.cat, t, t.sa)))
         return conds
 
     def pick_fields(self, t: TableDef, keys: Any, view: dict[str, Any] | None = None) -> list[FieldDef]:
@@ -204,34 +297,89 @@ class RecordReader:
             return [t.fields_by_key[k] for k in view["fields"] if k in t.fields_by_key]
         return list(t.fields)
 
-    def _columns(self, t: TableDef, fields: list[FieldDef]) -> tuple[list[Any], dict[int, Any]]:
+    def _columns(self, t: TableDef, fields: builtins.list[FieldDef]) -> tuple[builtins.list[Any], dict[int, Any]]:
+        """The select list of a page (labels ``c<id>``, ``d<id>``, ``v<id>``) and the field visibility.
+
+        Building it (aliases, scalar subqueries) costs more than running a page, so a list that does not
+        depend on the reader is reused from a per-catalog cache.
+        """
         sa = t.sa
-        cols: list[Any] = [sa.c.id, sa.c.version, sa.c.created_at, sa.c.updated_at]
         vis = self.access.field_visibility(self.cat, t, sa)
+        uniform = all(v is True for v in vis.values())
+        key = (t.id, tuple(f.id for f in fields))
+        cache = _lru(self.cat, "columns")
+        if uniform:
+            hit: _ColumnSet | None = cache.get(key)
+            if hit is not None and all(self._scope_for(self.cat.table_by_id(tid), self.cat.table_by_id(tid).sa) is None
+                                       and not self.display_hidden(self.cat.table_by_id(tid))
+                                       for tid in hit.scoped_tables):
+                return hit.cols, vis
+        scoped: set[int] = set()
+        restricted = False
+
+        def scope(target: TableDef, alias: Any) -> ColumnElement[bool] | None:
+            nonlocal restricted
+            s = self._scope_for(target, alias)
+            scoped.add(target.id)
+            restricted = restricted or s is not None or self.display_hidden(target)
+            return s
+
+        ctx = replace(self.ctx, row_scope=scope)
+        cols: builtins.list[Any] = [sa.c.id, sa.c.version, sa.c.created_at, sa.c.updated_at]
         for f in fields:
             v = vis.get(f.id, True)
             if v is False or (f.type == "link" and is_many(f)):
                 continue
             if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
                 continue
-            expr = link_value(f, sa, self.ctx) if f.type == "link" else f.ftype.expression(f, sa, self.ctx)
+            expr = link_value(f, sa, ctx) if f.type == "link" else f.ftype.expression(f, sa, ctx)
             if v is not True:
                 cols.append(case((v, literal(True)), else_=literal(False)).label(f"v{f.id}"))
             cols.append(expr.label(f"c{f.id}"))
             if f.type == "link" and not is_many(f):
-                cols.append(self._display_expr(f, sa.c[f.column_name]).label(f"d{f.id}"))
+                cols.append(self._display_expr(f, sa.c[f.column_name], ctx).label(f"d{f.id}"))
+        if uniform and not restricted and all(
+                self.cat.cached(("independent", f.id), lambda f=f: reader_independent(f, self.cat)) for f in fields):
+            cache.put(key, _ColumnSet(cols, frozenset(scoped)))
         return cols, vis
 
-    def _display_expr(self, f: FieldDef, id_expr: Any) -> Any:
+    def _display_expr(self, f: FieldDef, id_expr: Any, ctx: QueryContext | None = None) -> Any:
+        ctx = ctx or self.ctx
         target = self.cat.table_by_id(f.options["target"])
         disp = target.display_field
         ta = target.sa.alias()
-        value = disp.ftype.expression(disp, ta, replace(self.ctx, depth=1)) if disp else ta.c.id
+        if disp is not None and self.display_hidden(target):
+            value: Any = literal("#") + cast(ta.c.id, String)  # the display field is hidden from this reader
+        else:
+            value = disp.ftype.expression(disp, ta, replace(ctx, depth=1)) if disp else ta.c.id
         conds = [ta.c.id == id_expr, ta.c.deleted_at.is_(None)]
-        scope = self._scope_for(target, ta)
+        scope = ctx.row_scope(target, ta) if ctx.row_scope else None
         if scope is not None:
             conds.append(scope)
         return select(value).where(*conds).scalar_subquery()
+
+    def display_hidden(self, target: TableDef) -> bool:
+        """Is the target's display field not shown to this reader on every row? Then a link to one of
+        its records displays as ``#<id>``: the display text would reveal the hidden field."""
+        disp = target.display_field
+        if disp is None or self.access.is_admin:
+            return False
+        memo = self._display_hidden
+        if target.id not in memo:
+            vis = self.access.field_visibility(self.cat, target, target.sa)
+            memo[target.id] = vis.get(disp.id, True) is not True
+        return memo[target.id]
+
+    def hide_display_sorts(self, t: TableDef, keys: builtins.list[SortKey]) -> builtins.list[SortKey]:
+        """Sort a to-one link whose target display is hidden by the linked id instead of the display text."""
+        out = []
+        for k in keys:
+            f = k.field
+            if f is not None and f.type == "link" and not is_many(f) and f.stored \
+                    and self.display_hidden(self.cat.table_by_id(f.options["target"])):
+                k = SortKey(f, k.desc, link_value(f, t.sa, self.ctx))
+            out.append(k)
+        return out
 
     # --- reading -----------------------------------------------------------------------------------
     def list(self, t: TableDef, *, filter_tree: Any = None, sort: Any = None, search: str | None = None,
@@ -239,17 +387,20 @@ class RecordReader:
              count: bool = False, view: dict[str, Any] | None = None) -> dict[str, Any]:
         n = parse_limit(limit)
         conds = self.where(t, filter_tree, search, view)
-        spec = parse_sort(sort) or parse_sort(view.get("sort") if view else None)
-        self.access.check_query_fields(self.cat, t, sort_keys=[k for k, _ in parse_sort(sort)])
-        keys = sort_keys(t, self.ctx, spec)
+        spec = parse_sort(sort)
+        self.access.check_query_fields(self.cat, t, sort_keys=[k for k, _ in spec])
+        if not spec and view:
+            # a saved view's sort on a field hidden from this reader is left out (the order and the
+            # cursor would reveal its values); the view still opens
+            hidden = self.access.unreadable_fields(self.cat, t)
+            spec = [(k, d) for k, d in parse_sort(view.get("sort")) if k not in hidden]
+        keys = self.hide_display_sorts(t, sort_keys(t, self.ctx, spec))
         fdefs = self.pick_fields(t, fields, view)
         cols, vis = self._columns(t, fdefs)
         sort_cols = [k.expr.label(f"s{i}") for i, k in enumerate(keys)]
         q = select(*cols, *sort_cols).where(*conds)
         # a cursor only fits the query it came from: same table, schema, sort, filter, search and view
-        query = json.dumps([filter_tree, search, view.get("key") if view else None], sort_keys=True, default=str)
-        signature = (f"{t.id}:{self.cat.version}:{','.join(('-' if d else '') + k for k, d in spec)}:"
-                     f"{hashlib.sha256(query.encode()).hexdigest()[:16]}")
+        signature = query_signature(t, self.cat.version, spec, filter_tree, search, view.get("key") if view else None)
         if cursor:
             if offset:
                 raise BadRequest("use either cursor or offset, not both")
@@ -292,7 +443,7 @@ class RecordReader:
 
     def to_records(self, t: TableDef, rows: Sequence[Any], fdefs: builtins.list[FieldDef],
                    vis: dict[int, Any]) -> builtins.list[dict[str, Any]]:
-        schema = output_schema(t, self.cat)
+        schema = output_schema(t, self.cat, fdefs)
         ids = [r.id for r in rows]
         many: dict[int, dict[int, builtins.list[Any]]] = {}
         for f in fdefs:
@@ -301,43 +452,52 @@ class RecordReader:
             if (f.type == "link" and is_many(f)) or (f.type == "lookup" and f.ftype.many(f, self.cat)):  # type: ignore[attr-defined]
                 many[f.id] = self._many_values(f, ids) if ids else {}
         user_ids: set[int] = set()
-        user_fields = [f for f in fdefs if f.ftype.value_kind(f, self.cat) in (USER, MULTI)
-                       and f.type in ("user", "created_by", "updated_by")]
+        user_keys = {f.key for f in fdefs if f.type in ("user", "created_by", "updated_by")
+                     and f.ftype.value_kind(f, self.cat) in (USER, MULTI)}
+        # per field: (key, id, label of the value, label of the row visibility or None, link display label)
+        plan = []
+        for f in fdefs:
+            visible = vis.get(f.id, True)
+            if visible is False:
+                continue
+            plan.append((f.key, f.id, f"c{f.id}", None if visible is True else f"v{f.id}",
+                         f"d{f.id}" if f.type == "link" else None, f.key in user_keys))
         raw_rows = []
         for r in rows:
             m = r._mapping
             raw: dict[str, Any] = {}
-            for f in fdefs:
-                visible = vis.get(f.id, True)
-                if visible is False or (visible is not True and not m.get(f"v{f.id}")):
+            for key, fid, col, vcol, dcol, is_user in plan:
+                if vcol is not None and not m.get(vcol):
                     continue
-                if f.id in many:
-                    raw[f.key] = many[f.id].get(r.id, [])
+                if fid in many:
+                    raw[key] = many[fid].get(r.id, [])
                     continue
-                val = m[f"c{f.id}"]
-                if f.type == "link":
-                    val = None if val is None else {"id": val, "display": _display_text(m[f"d{f.id}"])}
-                raw[f.key] = val
-                if f in user_fields and val is not None:
+                val = m[col]
+                if dcol is not None:
+                    val = None if val is None else {"id": val, "display": _display_text(m[dcol])}
+                raw[key] = val
+                if is_user and val is not None:
                     user_ids.update(val if isinstance(val, list) else [val])
             raw_rows.append(raw)
-        names = self._user_names(user_ids) if user_ids else {}
-        out = []
-        for r, raw in zip(rows, raw_rows, strict=True):
-            for f in user_fields:
-                if f.key in raw and raw[f.key] is not None:
-                    v = raw[f.key]
-                    raw[f.key] = [names.get(i, {"id": i, "name": None}) for i in v] if isinstance(v, list) \
-                        else names.get(v, {"id": v, "name": None})
-            data = schema.dump(raw)
-            out.append({"id": r.id, "version": r.version, "created_at": iso_utc(r.created_at),
-                        "updated_at": iso_utc(r.updated_at),
-                        "fields": {k: v for k, v in data.items() if k in raw}})
-        return out
+        if user_ids:
+            names = self._user_names(user_ids)
+            for raw in raw_rows:
+                for key in user_keys:
+                    v = raw.get(key)
+                    if v is not None:
+                        raw[key] = [names.get(i, {"id": i, "name": None}) for i in v] if isinstance(v, list) \
+                            else names.get(v, {"id": v, "name": None})
+        dumped = schema.dump(raw_rows, many=True)
+        return [{"id": r.id, "version": r.version, "created_at": iso_utc(r.created_at),
+                 "updated_at": iso_utc(r.updated_at), "fields": {k: v for k, v in data.items() if k in raw}}
+                for r, raw, data in zip(rows, raw_rows, dumped, strict=True)]
 
     def _user_names(self, ids: set[int]) -> dict[int, dict[str, Any]]:
-        rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(ids)))
-        return {r.id: {"id": r.id, "name": r.name} for r in rows}
+        missing = ids.difference(self.names)
+        if missing:
+            rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(missing)))
+            self.names.update({r.id: {"id": r.id, "name": r.name} for r in rows})
+        return self.names
 
     def _many_values(self, f: FieldDef, ids: builtins.list[int]) -> dict[int, builtins.list[Any]]:
         """All linked records (or looked-up values) of one to-many field for a page, in one query."""
@@ -364,9 +524,10 @@ class RecordReader:
             src, this_col = ra.join(ta, ta.c.id == ra.c[rel.other]), ra.c[rel.this]
         q = select(this_col.label("this"), ta.c.id.label("tid"), value.label("v")).select_from(src).where(*conds)
         out: dict[int, builtins.list[Any]] = {}
+        hidden = f.type == "link" and self.display_hidden(target)
         for r in self.conn.execute(q.order_by(this_col, ta.c.id)):
             if f.type == "link":
-                disp = serializer(value_f, self.cat)(r.v) if value_f else r.tid
+                disp = f"#{r.tid}" if hidden else serializer(value_f, self.cat)(r.v) if value_f else r.tid
                 out.setdefault(r.this, []).append({"id": r.tid, "display": _display_text(disp)})
             else:
                 out.setdefault(r.this, []).append(r.v)
@@ -423,6 +584,11 @@ class RecordService:
         self.reader = RecordReader(catalog, conn, access, secret=secret)
 
     # --- input -------------------------------------------------------------------------------------
+    def _write_context(self) -> WriteContext:
+        """Coercion context carrying the writer's read scope: links and attachments only reach what the
+        writer can see (an id outside it reads as "no record with id N")."""
+        return set_writer_scope(WriteContext(self.cat, self.conn, self.access.user_id), self.reader._scope_for)
+
     def _load(self, t: TableDef, data: Any, creating: bool, ctx: WriteContext) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise BadRequest("'fields' must be an object mapping field keys to values")
@@ -460,6 +626,37 @@ class RecordService:
         for f in t.fields:
             if f.required and f.key not in details and (f.key in values or creating) \
                     and f.ftype.is_empty(values.get(f.key)):
+                details.setdefault(f.key, []).append("is required")
+        if details:
+            raise ValidationFailed.from_details(details)
+        return values
+
+    def _load_coerced(self, t: TableDef, data: dict[str, Any], ctx: WriteContext) -> dict[str, Any]:
+        """A new record's values already coerced by their field types: the checks of ``_load`` without the parse."""
+        details: dict[str, list[str]] = {}
+        values: dict[str, Any] = {}
+        for key, v in data.items():
+            f = t.fields_by_key.get(key)
+            if f is None:
+                details[key] = ["is not a field of this table"]
+            elif f.ftype.read_only:
+                details[key] = ["is read-only"]
+            elif not self.access.field_writable(self.cat, t, f):
+                details[key] = ["you may not change this field"]
+            else:
+                values[key] = f.ftype.coerce(None, f, ctx) if v is None else v
+        rules = self.cat.cached(("create_rules", t.id), lambda: (
+            [f for f in t.fields if f.doc.get("default") is not None and f.ftype.supports_default],
+            [f for f in t.fields if f.required]))
+        for f in rules[0]:
+            if f.key not in values:
+                token = _write_ctx.set(ctx)
+                try:
+                    values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
+                finally:
+                    _write_ctx.reset(token)
+        for f in rules[1]:
+            if f.key not in details and f.ftype.is_empty(values.get(f.key)):
                 details.setdefault(f.key, []).append("is required")
         if details:
             raise ValidationFailed.from_details(details)
@@ -511,34 +708,103 @@ class RecordService:
                                    details)
 
     def _split(self, t: TableDef, values: dict[str, Any]) -> tuple[dict[str, Any], dict[FieldDef, list[int]]]:
+        # per field key: its column, or the field itself for a to-many link (junction rows); built once per catalog
+        where = self.cat.cached(("split", t.id), lambda: {
+            f.key: f if f.type == "link" and is_many(f) else (f.column_name if f.stored else None)
+            for f in t.fields})
         cols: dict[str, Any] = {}
         links: dict[FieldDef, list[int]] = {}
         for key, v in values.items():
-            f = t.fields_by_key[key]
-            if f.type == "link" and is_many(f):
-                links[f] = v or []
-            elif f.stored:
-                cols[f.column_name] = v
+            target = where[key]
+            if isinstance(target, str):
+                cols[target] = v
+            elif target is not None:
+                links[target] = v or []
         return cols, links
 
     def _write_links(self, t: TableDef, rid: int, links: dict[FieldDef, list[int]]) -> None:
+        """Set this record's to-many links, within the writer's sight.
+
+        Only links to records the writer can read are added or removed: links to records hidden from
+        the writer stay as they are (a form showing the visible links must not drop the others). Moving
+        a to-one link from the other side changes those records, so it needs the writer's update right
+        on each of them, and they get their own history entries and record_updated events.
+        """
         for f, ids in links.items():
             rel = relation(f, self.cat)
             rt = rel.table
-            if rt is self.cat.table_by_id(f.options["target"]).sa:
+            target = self.cat.table_by_id(f.options["target"])
+            wanted = set(ids)
+            if rt is target.sa:
                 # reverse of a to-one link: point the other records' column at this record
                 fwd = self.cat.field_by_id(f.options["pair"])
                 col = rt.c[fwd.column_name]
-                self.conn.execute(update(rt).where(col == rid, rt.c.id.not_in(ids) if ids else literal(True))
-                                  .values({col.name: None}))
-                if ids:
-                    self.conn.execute(update(rt).where(rt.c.id.in_(ids)).values(
-                        {col.name: rid, "version": rt.c.version + 1, "updated_at": db.utcnow(),
-                         "updated_by": self.access.user_id}))
+                seen = self.reader._scope_for(target, rt)
+                current = {r[0] for r in self.conn.execute(select(rt.c.id).where(
+                    col == rid, rt.c.deleted_at.is_(None), *([seen] if seen is not None else [])))}
+                unlink, link = current - wanted, wanted - current
+                changed = sorted(unlink | link)
+                if not changed:
+                    continue
+                self._check_target_update(target, fwd, changed)
+                before = self._read_back(target, changed)
+                stamp = {"version": rt.c.version + 1, "updated_at": db.utcnow(), "updated_by": self.access.user_id}
+                if unlink:
+                    self.conn.execute(update(rt).where(rt.c.id.in_(sorted(unlink))).values({col.name: None, **stamp}))
+                if link:
+                    self.conn.execute(update(rt).where(rt.c.id.in_(sorted(link))).values({col.name: rid, **stamp}))
+                self._log_target_changes(target, before)
                 continue
-            self.conn.execute(delete(rt).where(rt.c[rel.this] == rid))
-            if ids:
-                self.conn.execute(insert(rt), [{rel.this: rid, rel.other: i} for i in ids])
+            other = rt.c[rel.other]
+            existing = {r[0] for r in self.conn.execute(select(other).where(rt.c[rel.this] == rid))}
+            visible: set[int] = set()
+            if existing:
+                visible = {r[0] for r in self.conn.execute(select(target.sa.c.id).where(
+                    target.sa.c.id.in_(sorted(existing)), *self.reader.base_conditions(target)))}
+            drop, add = visible - wanted, wanted - existing
+            if not drop and not add:
+                continue
+            pair = self.cat.fields_by_id.get(f.options.get("pair") or -1)
+            changed = sorted(drop | add)
+            before = self._read_back(target, changed) if pair is not None else []
+            if drop:
+                self.conn.execute(delete(rt).where(rt.c[rel.this] == rid, other.in_(sorted(drop))))
+            if add:
+                self.conn.execute(insert(rt), [{rel.this: rid, rel.other: i} for i in sorted(add)])
+            if before:
+                self._log_target_changes(target, before)
+
+    def _check_target_update(self, target: TableDef, fwd: FieldDef, ids: list[int]) -> None:
+        """Re-pointing another record's to-one link is an update of that record: the writer needs the
+        update right on it and on the link field (403 naming the first record refused)."""
+        if not self.access.field_writable(self.cat, target, fwd):
+            raise Forbidden(f"you may not change '{fwd.key}' of records in '{target.key}'")
+        scope = self.access.scope(self.cat, target, target.sa, "update")
+        if scope is None:
+            return
+        allowed = {r[0] for r in self.conn.execute(select(target.sa.c.id).where(target.sa.c.id.in_(ids), scope))}
+        refused = [i for i in ids if i not in allowed]
+        if refused:
+            raise Forbidden(f"you may not update record {refused[0]} in '{target.key}' (its '{fwd.key}' would change)")
+
+    def _log_target_changes(self, target: TableDef, before: list[dict[str, Any]]) -> None:
+        """History entries and record_updated events for linked records whose side of a link changed."""
+        now = db.utcnow()
+        hist, events = [], []
+        after = {r["id"]: r for r in self._read_back(target, [r["id"] for r in before])}
+        for old_rec in before:
+            rec = after.get(old_rec["id"])
+            if rec is None:
+                continue
+            old = old_rec["fields"]
+            changes = {k: {"old": old.get(k), "new": v} for k, v in rec["fields"].items()
+                       if old.get(k) != v and not target.fields_by_key[k].ftype.computed}
+            if changes:
+                hist.append({"record_id": rec["id"], "at": now, "action": "update", "changes": changes})
+                events.append({"record_id": rec["id"], "event": "record_updated",
+                               "payload": {"changes": changes, "fields": rec["fields"]}})
+        self._history(target, hist)
+        self._events(target, events)
 
     def _autonumbers(self, t: TableDef, n: int) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -555,12 +821,12 @@ class RecordService:
 
     def _history(self, t: TableDef, entries: list[dict[str, Any]]) -> None:
         if entries:
-            self.conn.execute(insert(db.history), [dict(e, table_id=t.id, user_id=self.access.user_id)
+            self.conn.execute(_HISTORY_INSERT, [dict(e, table_id=t.id, user_id=self.access.user_id)
                                                    for e in entries])
 
     def _events(self, t: TableDef, events: list[dict[str, Any]]) -> None:
         if events:
-            self.conn.execute(insert(db.outbox), [
+            self.conn.execute(_OUTBOX_INSERT, [
                 dict(e, app_id=t.app_id, table_id=t.id, user_id=self.access.user_id, depth=self.depth,
                      origin=self.origin) for e in events])
 
@@ -568,18 +834,27 @@ class RecordService:
     def create(self, t: TableDef, data: Any) -> dict[str, Any]:
         return self.create_many(t, [data], single=True)[0]
 
-    def create_many(self, t: TableDef, items: Any, single: bool = False) -> list[dict[str, Any]]:
+    def create_many(self, t: TableDef, items: Any, single: bool = False,
+                    coerced: bool = False) -> list[dict[str, Any]]:
+        """Create records in one pass: batched look-ups and checks, one multi-row INSERT … RETURNING.
+
+        ``coerced``: the items hold values their field types already coerced (imports, which parse cells
+        leniently with the same types); they skip the second parse but not the other checks.
+        """
         self.access.require(self.cat, t, "create")
         if not isinstance(items, list) or not items:
             raise BadRequest("'records' must be a non-empty list")
         if len(items) > MAX_BATCH:
             raise TooLarge(f"a batch takes at most {MAX_BATCH} records")
-        ctx = WriteContext(self.cat, self.conn, self.access.user_id)
+        ctx = self._write_context()
+        if not coerced:
+            self._prefetch_links(t, items, ctx)
         loaded: list[dict[str, Any]] = []
         details: dict[str, list[str]] = {}
         for i, item in enumerate(items):
             try:
-                loaded.append(self._load(t, item, creating=True, ctx=ctx))
+                loaded.append(self._load_coerced(t, item, ctx) if coerced
+                              else self._load(t, item, creating=True, ctx=ctx))
             except ValidationFailed as e:
                 if single:
                     raise
@@ -587,30 +862,29 @@ class RecordService:
                     details[f"records/{i}/{k}" if k else f"records/{i}"] = v
         if details:
             raise ValidationFailed.from_details(details)
-        seen: dict[str, set[Any]] = {}
-        for i, values in enumerate(loaded):
-            self._check_unique(t, values, None, None if single else f"records/{i}/")
-            for key, v in values.items():
-                if t.fields_by_key[key].unique and v is not None:
-                    if v in seen.setdefault(key, set()):
-                        raise Conflict(f"{key}: the value '{str(v)[:100]}' appears twice in the batch",
-                                       {f"records/{i}/{key}": ["repeats a value earlier in the batch"]})
-                    seen[key].add(v)
+        self._check_unique_batch(t, loaded, single)
         now = db.utcnow()
         numbers = self._autonumbers(t, len(loaded))
-        ids: list[int] = []
+        rows: list[dict[str, Any]] = []
+        link_sets: list[dict[FieldDef, list[int]]] = []
+        columns: set[str] = set()
         for i, values in enumerate(loaded):
             cols, links = self._split(t, values)
             row = {"version": 1, "created_at": now, "updated_at": now, "created_by": self.access.user_id,
                    "updated_by": self.access.user_id, **cols}
             for col, nums in numbers.items():
                 row[col] = nums[i]
-            try:
-                rid = self.conn.execute(insert(t.sa).values(row).returning(t.sa.c.id)).scalar_one()
-            except IntegrityError:
-                raise Conflict("a unique value is already used by another record") from None
-            self._write_links(t, rid, links)
-            ids.append(rid)
+            columns.update(row)
+            rows.append(row)
+            link_sets.append(links)
+        for row in rows:  # one statement needs one column list; an absent value is NULL either way
+            for col in columns.difference(row):
+                row[col] = None
+        try:
+            ids = self._insert_rows(t, rows)
+        except IntegrityError:
+            raise Conflict("a unique value is already used by another record") from None
+        self._write_links_many(t, ids, link_sets)
         self._check_rules(t, ids, None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)})
         records = self._read_back(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
@@ -621,12 +895,145 @@ class RecordService:
                          for r in records])
         return records
 
+    def _insert_rows(self, t: TableDef, rows: list[dict[str, Any]]) -> list[int]:
+        """Multi-row INSERT … RETURNING id; the ids in the order of ``rows``.
+
+        SQLAlchemy keeps RETURNING in parameter order on PostgreSQL with a sentinel, but on SQLite asking
+        for that order falls back to one statement per row. There the writer holds the write lock
+        (BEGIN IMMEDIATE) and each new row gets the next rowid in VALUES order, so sorted ids are in order.
+        """
+        if len(rows) == 1:
+            stmt = self.cat.cached(("insert_returning", t.id), lambda: insert(t.sa).returning(t.sa.c.id))
+            return [int(self.conn.execute(stmt, rows[0]).scalar_one())]
+        if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+            return self._copy_rows(t, rows)
+        if self.conn.dialect.name == "sqlite":
+            ids = sorted(int(r) for r in self.conn.execute(insert(t.sa).returning(t.sa.c.id), rows).scalars())
+        else:
+            ids = [int(r) for r in self.conn.execute(
+                insert(t.sa).returning(t.sa.c.id, sort_by_parameter_order=True), rows).scalars()]
+        if len(ids) != len(rows):
+            raise RuntimeError("the insert returned a different number of ids than rows")
+        return ids
+
+    def _copy_rows(self, t: TableDef, rows: list[dict[str, Any]]) -> list[int]:
+        """PostgreSQL, larger batches: ids drawn from the table's sequence, then one COPY in this transaction.
+
+        The same guarantees as INSERT: constraints (unique indexes) hold, and the caller's savepoint or
+        transaction takes the rows back on any error. Values pass through the columns' own bind processing.
+        """
+        seq = self.conn.execute(select(func.pg_get_serial_sequence(t.name, "id"))).scalar_one()
+        ids = sorted(int(r[0]) for r in self.conn.execute(
+            select(func.nextval(seq)).select_from(func.generate_series(1, len(rows)))))
+        names = list(rows[0])
+        dialect = self.conn.dialect
+        procs = [t.sa.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+        quote = dialect.identifier_preparer.quote
+        sql = f"COPY {quote(t.name)} (id, {', '.join(quote(n) for n in names)}) FROM STDIN"
+        raw = self.conn.connection.driver_connection
+        import psycopg
+
+        try:
+            with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
+                for rid, row in zip(ids, rows, strict=True):
+                    copy.write_row([rid, *(p(row[n]) if p is not None and row[n] is not None else row[n]
+                                           for n, p in zip(names, procs, strict=True))])
+        except psycopg.errors.IntegrityError as e:  # as INSERT would report it (a unique value clash)
+            raise IntegrityError(sql, None, e) from None
+        return ids
+
+    def _prefetch_links(self, t: TableDef, items: list[Any], ctx: WriteContext) -> None:
+        """One existence query per link field for the whole batch (coercion then answers from the cache)."""
+        wanted: dict[int, set[int]] = {}
+        people: set[int] = set()
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            for key, value in item.items():
+                f = t.fields_by_key.get(key)
+                if f is not None and f.type == "user":
+                    people.update(v for v in (value if isinstance(value, list) else [value])
+                                  if type(v) is int and 0 < v <= 2**62)
+                if f is None or f.type != "link" or value is None:
+                    continue
+                try:
+                    ids = parse_ids(value)
+                except FieldValueError:
+                    continue  # coercion reports it
+                wanted.setdefault(f.options["target"], set()).update(ids)
+        if people:
+            self._prefetch_users(people, ctx)
+        for target_id, ids in wanted.items():
+            target = self.cat.table_by_id(target_id)
+            checked = sorted(i for i in ids if isinstance(i, int) and 0 < i <= 2**62)
+            found: set[int] = set()
+            for n in range(0, len(checked), MAX_BATCH):
+                found |= existing_ids(ctx, target, checked[n:n + MAX_BATCH])
+            ctx.cache[known_links_key(target_id)] = (set(checked), found)
+
+    def _prefetch_users(self, ids: set[int], ctx: WriteContext) -> None:
+        """User ids of a batch in one query: seeds the coercion cache (active users only, as resolve_user
+        looks them up) and the names the read-back shows."""
+        u = db.users
+        known: dict[Any, int | None] = ctx.cache.setdefault("users", {})
+        found = {r.id: r for r in self.conn.execute(select(u.c.id, u.c.name, u.c.active).where(u.c.id.in_(ids)))}
+        for i in ids:
+            row = found.get(i)
+            known[i] = i if row is not None and row.active else None
+        self.reader.names.update({r.id: {"id": r.id, "name": r.name} for r in found.values()})
+
+    def _check_unique_batch(self, t: TableDef, loaded: list[dict[str, Any]], single: bool) -> None:
+        """Unique fields: one query per field for the batch; a hit falls back to the row-by-row report."""
+        clash = False
+        for f in t.fields:
+            if not (f.unique and f.stored):
+                continue
+            values = [v[f.key] for v in loaded if v.get(f.key) is not None]
+            col = t.sa.c[f.column_name]
+            for n in range(0, len(values), MAX_BATCH):
+                if self.conn.execute(select(t.sa.c.id).where(col.in_(values[n:n + MAX_BATCH])).limit(1)).first():
+                    clash = True
+        seen: dict[str, set[Any]] = {}
+        for i, values in enumerate(loaded):
+            if clash:
+                self._check_unique(t, values, None, None if single else f"records/{i}/")
+            for key, v in values.items():
+                if t.fields_by_key[key].unique and v is not None:
+                    if v in seen.setdefault(key, set()):
+                        raise Conflict(f"{key}: the value '{str(v)[:100]}' appears twice in the batch",
+                                       {f"records/{i}/{key}": ["repeats a value earlier in the batch"]})
+                    seen[key].add(v)
+
+    def _write_links_many(self, t: TableDef, ids: list[int], link_sets: list[dict[FieldDef, list[int]]]) -> None:
+        """Junction rows of new records, one DELETE and one INSERT per to-many link field."""
+        by_field: dict[FieldDef, list[tuple[int, list[int]]]] = {}
+        for rid, links in zip(ids, link_sets, strict=True):
+            for f, targets in links.items():
+                by_field.setdefault(f, []).append((rid, targets))
+        for f, pairs in by_field.items():
+            rel = relation(f, self.cat)
+            rt = rel.table
+            if rt is self.cat.table_by_id(f.options["target"]).sa:
+                for rid, targets in pairs:  # the reverse of a to-one link moves other records
+                    self._write_links(t, rid, {f: targets})
+                continue
+            self.conn.execute(delete(rt).where(rt.c[rel.this].in_([rid for rid, _ in pairs])))
+            rows = [{rel.this: rid, rel.other: i} for rid, targets in pairs for i in targets]
+            if rows:
+                self.conn.execute(insert(rt), rows)
+
     def _read_back(self, t: TableDef, ids: list[int]) -> list[dict[str, Any]]:
         """The written records as the writer now sees them (system access if the writer lost sight)."""
         reader = self.reader
         fdefs = list(t.fields)
         cols, vis = reader._columns(t, fdefs)
-        rows = self.conn.execute(select(*cols).where(t.sa.c.id.in_(ids))).all()
+        entry: _ColumnSet | None = _lru(self.cat, "columns").get((t.id, tuple(f.id for f in fdefs)))
+        if entry is not None and entry.cols is cols:
+            if entry.by_ids is None:
+                entry.by_ids = select(*cols).where(t.sa.c.id.in_(bindparam("ids", expanding=True)))
+            rows = self.conn.execute(entry.by_ids, {"ids": ids}).all()
+        else:
+            rows = self.conn.execute(select(*cols).where(t.sa.c.id.in_(ids))).all()
         by_id = {r.id: r for r in rows}
         ordered = [by_id[i] for i in ids if i in by_id]
         return reader.to_records(t, ordered, fdefs, vis)
@@ -658,7 +1065,8 @@ class RecordService:
             raise BadRequest("'records' must be a non-empty list")
         if len(items) > MAX_BATCH:
             raise TooLarge(f"a batch takes at most {MAX_BATCH} records")
-        ctx = WriteContext(self.cat, self.conn, self.access.user_id)
+        ctx = self._write_context()
+        self._prefetch_links(t, [i.get("fields") for i in items if isinstance(i, dict)], ctx)
         plan: list[tuple[int, int, dict[str, Any]]] = []
         details: dict[str, list[str]] = {}
         seen_ids: set[int] = set()
@@ -794,9 +1202,11 @@ class RecordService:
 
     def bulk_update(self, t: TableDef, filter_tree: Any, data: Any) -> int:
         """Change the same fields on every record the filter matches (one transaction, history each)."""
-        # bad values are reported by field key, once, before any record is touched
-        self._load(t, data, creating=False, ctx=WriteContext(self.cat, self.conn, self.access.user_id))
         ids = self.matching_ids(t, filter_tree, "update")
+        if not ids:  # nothing the caller may update matches: nothing to check or change
+            return 0
+        # bad values are reported by field key, once, before any record is touched
+        self._load(t, data, creating=False, ctx=self._write_context())
         for i in range(0, len(ids), MAX_BATCH):
             chunk = ids[i:i + MAX_BATCH]
             self.update_many(t, [{"id": rid, "fields": data} for rid in chunk],
@@ -835,5 +1245,40 @@ class RecordService:
                 changes = {k: v for k, v in changes.items() if row_vis.get(k, False)}
             entries.append({"at": iso_utc(r.at), "user": {"id": r.user_id, "name": r.user_name} if r.user_id else None,
                             "action": r.action, "changes": changes or {}})
+        self._recheck_history_links(t, entries)
         return {"entries": entries}
+
+    def _recheck_history_links(self, t: TableDef, entries: list[dict[str, Any]]) -> None:
+        """Linked records in history show their stored display text only if the reader can read them now
+        (and sees the target's display field); otherwise ``{"id": n, "display": null}``."""
+        links = {f.key: f for f in t.fields if f.type == "link"}
+        wanted: dict[int, set[int]] = {}
+        for e in entries:
+            for key, change in e["changes"].items():
+                if key in links and isinstance(change, dict):
+                    for side in (change.get("old"), change.get("new")):
+                        for item in side if isinstance(side, list) else [side]:
+                            if isinstance(item, dict) and isinstance(item.get("id"), int):
+                                wanted.setdefault(links[key].options["target"], set()).add(item["id"])
+        readable: dict[int, set[int]] = {}
+        for target_id, ids in wanted.items():
+            target = self.cat.table_by_id(target_id)
+            readable[target_id] = {r[0] for r in self.conn.execute(select(target.sa.c.id).where(
+                target.sa.c.id.in_(sorted(ids)), *self.reader.base_conditions(target)))}
+
+        def shown(item: Any, target_id: int) -> Any:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+                return item
+            if item["id"] not in readable.get(target_id, set()):
+                return {"id": item["id"], "display": None}
+            if self.reader.display_hidden(self.cat.table_by_id(target_id)):
+                return {"id": item["id"], "display": f"#{item['id']}"}
+            return item
+
+        for e in entries:
+            for key, change in list(e["changes"].items()):
+                if key in links and isinstance(change, dict):
+                    tid = links[key].options["target"]
+                    e["changes"][key] = {side: [shown(i, tid) for i in v] if isinstance(v, list) else shown(v, tid)
+                                         for side, v in change.items()}
 

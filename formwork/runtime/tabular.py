@@ -816,13 +816,14 @@ def _is_worksheet(candidate: object) -> bool:
 # Writing
 # --------------------------------------------------------------------------
 
-_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# the full-width forms (＝ ＋ － ＠) too: spreadsheet apps in CJK locales read them as the ASCII ones
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def neutralize(value: object) -> object:
     """Defuse text that a spreadsheet app would run as a formula ("CSV injection").
 
-    Strings starting with = + - @ tab or carriage return get a leading
+    Strings starting with = + - @ (or their full-width forms) tab or carriage return get a leading
     apostrophe; everything else, including negative numbers, is unchanged.
     """
     return _neutralize_text(value) if isinstance(value, str) else value

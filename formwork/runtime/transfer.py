@@ -48,7 +48,7 @@ MAX_ERRORS = 1000
 MODES = ("insert", "upsert")
 ON_ERROR = ("abort", "skip")
 _SPLIT = re.compile(r"[,，;；]")
-_NEUTRALIZED = re.compile(r"^'[=+\-@\t\r]")
+_NEUTRALIZED = re.compile("^'[=+\\-@\t\r\uff1d\uff0b\uff0d\uff20]")  # what tabular.neutralize prefixed
 _EXCEL_EPOCH = dt.date(1899, 12, 30)
 _RECORD_KEY = re.compile(r"^records/\d+/?")
 
@@ -286,6 +286,37 @@ class LinkResolver:
             return out
         return self._one(target, value)
 
+    def prefetch(self, f: FieldDef, values: list[Any]) -> None:
+        """Resolve a batch's distinct display values of one link column in one query (text displays only).
+
+        Values matching exactly one record are cached; the others go through ``_one``, which reports them.
+        """
+        target = self.cat.table_by_id(f.options["target"])
+        disp = target.display_field
+        if disp is None or disp.ftype.value_kind(disp, self.cat) != TEXT or disp.type == "autonumber" \
+                or not self.reader.access.can_see_table(self.cat, target):
+            return
+        texts: set[str] = set()
+        for value in values:
+            for part in (_parts(value) if is_many(f) else [value]):
+                text = part.isoformat() if isinstance(part, dt.date) else str(part).strip()
+                if (target.id, text) not in self.cache:
+                    texts.add(text)
+        if not texts:
+            return
+        sa = target.sa
+        expr = disp.ftype.expression(disp, sa, self.reader.ctx)
+        conds = self.reader.base_conditions(target)
+        found: dict[str, list[int]] = {}
+        wanted = sorted(texts)
+        for n in range(0, len(wanted), BATCH):
+            for rid, text in self.reader.conn.execute(select(sa.c.id, expr).where(*conds,
+                                                                                 expr.in_(wanted[n:n + BATCH]))):
+                found.setdefault(text, []).append(rid)
+        for text, ids in found.items():
+            if len(ids) == 1 and text in texts:
+                self.cache[(target.id, text)] = ids[0]
+
     def _one(self, target: TableDef, value: Any) -> int:
         text = value.isoformat() if isinstance(value, dt.date) else str(value).strip()
         key = (target.id, text)
@@ -348,6 +379,7 @@ def convert_cell(f: FieldDef, value: Any, ctx: WriteContext, links: LinkResolver
 class _Row:
     number: int
     fields: dict[str, Any]  # API input form; None = an empty cell
+    stored: dict[str, Any] = field(default_factory=dict)  # the same values as the field types coerced them
     key: Any = None  # normalised, for comparisons
     stored_key: Any = None  # as the column holds it, for the look-up query
     record_id: int | None = None
@@ -383,6 +415,7 @@ class Importer:
     # rows
     def convert(self, number: int, cells: list[Any]) -> _Row | None:
         values: dict[str, Any] = {}
+        coerced: dict[str, Any] = {}
         ok = True
         key: Any = None
         stored_key: Any = None
@@ -406,6 +439,7 @@ class Importer:
                 ok = False
                 continue
             values[f.key] = _api_value(stored)
+            coerced[f.key] = stored
             if self.plan.key is not None and col is self.plan.key:
                 key, stored_key = _key_norm(stored), stored
         if self.plan.key is not None and ok:
@@ -418,7 +452,7 @@ class Importer:
                            f"the same key as row {first}")
                 return None
             self.keys_seen[key] = number
-        return _Row(number, values, key, stored_key) if ok else None
+        return _Row(number, values, coerced, key, stored_key) if ok else None
 
     def _match_keys(self, batch: list[_Row]) -> list[_Row]:
         """Upsert: find each row's record by the key field; more than one match is a row error."""
@@ -445,10 +479,11 @@ class Importer:
         return out
 
     def _write(self, rows: list[_Row]) -> None:
-        inserts = [{k: v for k, v in r.fields.items() if v is not None} for r in rows if r.record_id is None]
+        # new records take the values as the field types already coerced them (no second parse)
+        inserts = [r.stored for r in rows if r.record_id is None]
         updates = [{"id": r.record_id, "fields": r.fields} for r in rows if r.record_id is not None]
         if inserts:
-            self.svc.create_many(self.t, inserts)
+            self.svc.create_many(self.t, inserts, coerced=True)
         if updates:
             self.svc.update_many(self.t, updates)
 
@@ -494,22 +529,45 @@ class Importer:
                 else:
                     self.error(r.number, self.plan.column_of(f.key), f.key, str(m))
 
+    @staticmethod
+    def _chunks(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
+        chunk: list[tuple[int, list[Any]]] = []
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) >= BATCH:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _prefetch_links(self, chunk: list[tuple[int, list[Any]]]) -> None:
+        """Link columns: one look-up query per column and chunk instead of one per distinct value."""
+        for col in self.plan.columns:
+            if col.field.type == "link":
+                values = [v for v in (_prepare(cells[col.index]) for _n, cells in chunk) if v is not None]
+                if values:
+                    self.links.prefetch(col.field, values)
+
     def run(self, rows: Iterator[tuple[int, list[Any]]]) -> dict[str, Any]:
         outer = self.conn.begin_nested()
         try:
             batch: list[_Row] = []
-            for number, cells in rows:
-                self.rows += 1
-                row = self.convert(number, cells)
-                if row is not None:
-                    batch.append(row)
+            for chunk in self._chunks(rows):
+                self._prefetch_links(chunk)
+                for number, cells in chunk:
+                    self.rows += 1
+                    row = self.convert(number, cells)
+                    if row is not None:
+                        batch.append(row)
+                    if self._stop():
+                        break
+                    if len(batch) >= BATCH:
+                        self.flush(batch)
+                        batch = []
+                        if self.progress:
+                            self.progress(self.rows)
                 if self._stop():
                     break
-                if len(batch) >= BATCH:
-                    self.flush(batch)
-                    batch = []
-                    if self.progress:
-                        self.progress(self.rows)
             if not self._stop():
                 self.flush(batch)
             if self.progress:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import (
@@ -179,9 +179,38 @@ def writable(p: Page, t: TableDef, f: FieldDef) -> bool:
 
 
 def safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Where to go after login: a path on this site only. Browsers drop tabs and newlines from URLs and
+    read a backslash as a slash, so ``/\t/evil.com`` would become ``//evil.com``: anything with control
+    characters, whitespace, backslashes, a scheme or a host goes to the home page instead."""
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F or c.isspace() for c in value):
+        return "/"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    return value
+
+
+@ui.after_request
+def _security_headers(resp: Response) -> Response:
+    """Pages may not be framed (clickjacking), sniffed into another type, or leak paths to other sites."""
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    return resp
+
+
+@ui.before_request
+def _refuse_nul() -> Response | None:
+    """A NUL character can't be stored or compared as text (PostgreSQL refuses it): a 400, not a 500."""
+    if any("\x00" in k or "\x00" in v for src in (request.args, request.form) for k, v in src.items(multi=True)):
+        return make_response("the request holds a NUL character", 400)
+    return None
 
 
 # --- errors -----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.types import TypeEngine
 
 from formwork.db import JsonType, files
@@ -48,7 +48,7 @@ class AttachmentType(FieldType):
         out = []
         for tok in tokens:
             r = rows.get(tok)
-            if r is None:
+            if r is None or not self._may_attach(r, f, ctx):
                 raise FieldValueError(f"unknown file token '{tok[:40]}'")
             if f.options.get("max_size") and r.size > f.options["max_size"]:
                 raise FieldValueError(f"'{r.name}' is larger than {f.options['max_size']} bytes")
@@ -58,6 +58,26 @@ class AttachmentType(FieldType):
                 raise FieldValueError(f"'{r.name}' is not an allowed file type")
             out.append({"token": r.token, "name": r.name, "size": r.size, "mime": r.mime})
         return out
+
+    @staticmethod
+    def _may_attach(row: Any, f: FieldDef, ctx: WriteContext) -> bool:
+        """A file the writer uploaded, or one already in this field on a record the writer can read.
+
+        Tokens are not secrets to be guessed but they do travel (links, exports); attaching someone else's
+        private upload to your own record would make it downloadable by you.
+        """
+        if ctx.user_id is None or row.user_id == ctx.user_id:
+            return True
+        from formwork.metadata.fieldtypes.link import writer_scope
+
+        if not f.stored:
+            return False
+        t = ctx.catalog.table_by_id(f.table_id)
+        conds = [cast(t.sa.c[f.column_name], Text).contains(row.token, autoescape=True)]
+        scope = writer_scope(ctx, t, t.sa)
+        if scope is not None:
+            conds.append(scope)
+        return ctx.conn.execute(select(t.sa.c.id).where(*conds).limit(1)).first() is not None
 
     def to_json(self, value: Any, f: FieldDef) -> Any:
         if not value:

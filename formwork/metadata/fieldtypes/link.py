@@ -7,6 +7,7 @@ opportunity its customer. Internally options hold ids: ``target`` (table id), ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,15 +162,36 @@ def known_links_key(target_id: int) -> tuple[str, int]:
     return ("link_known", target_id)
 
 
+WRITER_SCOPE = "writer_read_scope"
+
+
+def set_writer_scope(ctx: WriteContext, scope: Callable[[TableDef, Any], Any]) -> WriteContext:
+    """Record the writer's read scope (``scope(table, alias)`` → a condition, or None for every row):
+    links and attachments may only point at what the writer can see."""
+    ctx.cache[WRITER_SCOPE] = scope
+    return ctx
+
+
+def writer_scope(ctx: WriteContext, target: TableDef, alias: Any) -> Any:
+    """The writer's read scope on ``target`` (None: every row); a context without a writer is the system."""
+    scope = ctx.cache.get(WRITER_SCOPE)
+    return scope(target, alias) if scope is not None else None
+
+
 def existing_ids(ctx: WriteContext, target: TableDef, ids: list[int]) -> set[int]:
+    """The ids among ``ids`` of live records of ``target`` the writer can read; a record outside the
+    writer's scope counts as missing, so a link can neither reach it nor tell that it exists."""
     from sqlalchemy import select
 
     known = ctx.cache.get(known_links_key(target.id))
     if known is not None and known[0].issuperset(ids):
         return known[1].intersection(ids)
     t = target.sa
-    scope = ctx.cache.get(("link_scope", target.id))
+    ids = [i for i in ids if 0 < i <= 2**62]
+    if not ids:
+        return set()
     q = select(t.c.id).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))
+    scope = writer_scope(ctx, target, t)
     if scope is not None:
         q = q.where(scope)
     return {r[0] for r in ctx.conn.execute(q)}

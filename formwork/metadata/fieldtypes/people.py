@@ -22,19 +22,27 @@ if TYPE_CHECKING:
     from formwork.metadata.catalog import Catalog, FieldDef
 
 
+MAX_ID = 2**62  # ids beyond this fit no id column; looking them up would be a database error
+
+
 def resolve_user(value: Any, ctx: WriteContext) -> int:
     """Accept an id, a username or {"id": ...}; the user must exist and be active."""
     if isinstance(value, dict) and "id" in value:
         value = value["id"]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FieldValueError("must be a user id or username")
     cache: dict[Any, int | None] = ctx.cache.setdefault("users", {})
     if value in cache:
         uid = cache[value]
     else:
-        if isinstance(value, bool) or not isinstance(value, int | str):
+        if isinstance(value, int) and not 0 < value <= MAX_ID:
+            raise FieldValueError(f"no active user '{str(value)[:100]}'")
+        if isinstance(value, str) and (len(value) > 200 or "\x00" in value):
             raise FieldValueError("must be a user id or username")
         cond = users.c.id == value if isinstance(value, int) else users.c.username == value.strip()
-        if isinstance(value, str) and value.strip().isdigit():
-            cond = or_(cond, users.c.id == int(value.strip()))
+        digits = value.strip() if isinstance(value, str) else ""
+        if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+            cond = or_(cond, users.c.id == int(digits))
         if isinstance(value, str):
             cond = or_(cond, users.c.name == value.strip())
         row = ctx.conn.execute(select(users.c.id).where(cond, users.c.active.is_(True)).limit(2)).all()
