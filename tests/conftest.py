@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, delete, inspect, insert, text
+from sqlalchemy import create_engine, delete, insert, inspect, text
 
 from formwork import create_app, db
 from tests.helpers import Api
