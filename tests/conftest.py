@@ -52,10 +52,24 @@ def reset_database(engine: Any) -> None:
         conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
 
 
+_APPS: dict[str, Any] = {}
+
+
 @pytest.fixture
 def app(database_url: str, tmp_path: Any) -> Iterator[Any]:
-    application = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
-                              "FILES_DIR": str(tmp_path / "files"), "SMTP_HOST": "127.0.0.1"})
+    """The Flask app on a freshly emptied database.
+
+    One app per database is built and reused: building one compiles ~380 URL rules (a quarter of a
+    second), which over the whole suite cost minutes. Each test gets a clean database, a fresh catalog,
+    its own files folder and the configuration restored afterwards.
+    """
+    application = _APPS.get(database_url)
+    if application is None:
+        application = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
+                                  "SMTP_HOST": "127.0.0.1"})
+        _APPS[database_url] = application
+    config = dict(application.config)
+    application.config["FILES_DIR"] = str(tmp_path / "files")
     engine = application.extensions["formwork"].engine
     reset_database(engine)
     application.extensions["formwork"].catalogs.invalidate()
@@ -63,8 +77,13 @@ def app(database_url: str, tmp_path: Any) -> Iterator[Any]:
 
     login_limiter.reset()
     form_limiter.reset()
-    yield application
-    engine.dispose()
+    try:
+        yield application
+    finally:
+        application.extensions.pop("formwork_jobs", None)
+        application.config.clear()
+        application.config.update(config)
+        engine.dispose()
 
 
 @pytest.fixture
