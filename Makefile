@@ -34,7 +34,7 @@ browser:
 
 ## test: the whole suite; on PostgreSQL too when FORMWORK_TEST_DATABASE_URL is set (.ci/run sets it)
 test: setup browser
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 4 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check formwork tests bench

@@ -32,7 +32,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+# SQL NULL (not JSON null) for None: "is empty" and the JSON array functions must see no value
+JsonType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 platform_md = MetaData()
 

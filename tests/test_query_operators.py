@@ -117,8 +117,10 @@ def build(app: Any, admin: Api) -> dict[str, Any]:
         {"fields": {"name": "t4", "label": "gone", "weight": 100}}]})["records"]
     t1, t2, t3, t4 = (t["id"] for t in tags)
     with db.transaction(app.extensions["formwork"].engine) as conn:
+        uploader = conn.execute(db.users.select().where(db.users.c.username == "admin")).first().id
+        # as POST /files leaves it: only the uploader may attach the token
         conn.execute(insert(db.files).values(token="tok-1", name="a.pdf", size=10, mime="application/pdf",
-                                             sha256="0" * 64, created_at=db.utcnow()))
+                                             sha256="0" * 64, created_at=db.utcnow(), user_id=uploader))
     admin_id = admin.ok("GET", "/me")["id"]
     first = admin.ok("POST", "/data/q/things", {"records": [
         {"fields": {"name": A, "t": "Hello World", "lt": "line one\nline two", "em": "a@x.com",

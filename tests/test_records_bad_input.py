@@ -56,8 +56,10 @@ def setup(app: Any, admin: Api) -> dict[str, Any]:
     admin.ok("POST", "/meta/apps/b/tables", {"key": "items", "label": "Items", "fields": fields})
     other = admin.ok("POST", "/data/b/others", {"fields": {"name": "o1"}})["id"]
     with db.transaction(app.extensions["formwork"].engine) as conn:
+        uploader = conn.execute(db.users.select().where(db.users.c.username == "admin")).first().id
+        # as POST /files leaves it: only the uploader may attach the token
         conn.execute(insert(db.files).values(token="tok-1", name="a.pdf", size=10, mime="application/pdf",
-                                             sha256="0" * 64, created_at=db.utcnow()))
+                                             sha256="0" * 64, created_at=db.utcnow(), user_id=uploader))
     rec = admin.ok("POST", "/data/b/items", {"fields": {"name": "first", "n": 1, "other": other, "others": [other],
                                                         "att": ["tok-1"], "ms": ["a"], "usr": "admin"}})
     for i in range(3):
