@@ -119,13 +119,13 @@ def load(engine: Engine, deals: int, companies: int, owners: list[int], seed: in
         with db.transaction(engine) as conn:
             conn.execute(insert(deal.sa), rows)
         done += n
+    # statistics must be committed (a rolled-back ANALYZE leaves the planner guessing: full scans + sorts)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as c:
-            c.exec_driver_sql("COMMIT")
+        with engine.begin() as c:
             for t in (comp.sa, deal.sa):
                 top = c.execute(select(func.max(t.c.id))).scalar()
                 c.execute(select(func.setval(func.pg_get_serial_sequence(t.name, "id"), top)))
                 c.exec_driver_sql("ANALYZE " + c.dialect.identifier_preparer.quote(t.name))
     else:
-        with engine.connect() as c:
+        with engine.begin() as c:
             c.exec_driver_sql("ANALYZE")

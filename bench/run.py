@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench import dataset
 from bench.harness import HEADER, Result, alternate
+from bench.workloads import MoreWorkloads
 from formwork import create_app
 
 OUT = Path(__file__).parent / "out"
@@ -57,8 +58,9 @@ def database(backend: str, pg_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-class Bench:
-    def __init__(self, app: Flask, info: dict[str, Any], backend: str, rows: int, iterations: int) -> None:
+class Bench(MoreWorkloads):
+    def __init__(self, app: Flask, info: dict[str, Any], backend: str, rows: int, iterations: int,
+                 options: dict[str, Any] | None = None) -> None:
         self.app = app
         self.client = app.test_client()
         self.headers = {"Authorization": f"Bearer {info['token']}"}
@@ -66,6 +68,7 @@ class Bench:
         self.backend = backend
         self.rows = rows
         self.iterations = iterations
+        self.options = options or {}
         self.engine = app.extensions["formwork"].engine
         self.cat = app.extensions["formwork"].catalogs.get()
         self.deals = self.cat.table("bench", "deals")
@@ -101,8 +104,9 @@ class Bench:
         t = self.deals.sa
         cols = [t.c.id, t.c.version, t.c.created_at, t.c.updated_at, c["title"], c["stage"], c["amount"],
                 c["close_date"], c["owner"], c["company"], *extra_cols]
+        # the platform's own ORDER BY (NULLS LAST), so both can read the saved view's index in order
         return (select(*cols).where(t.c.deleted_at.is_(None), c["stage"].in_(["proposal", "negotiation"]))
-                .order_by(c["amount"].desc(), t.c.id).limit(51))
+                .order_by(c["amount"].desc().nulls_last(), t.c.id).limit(51))
 
     def w2(self) -> list[Result]:
         flt = quote(json.dumps({"field": "stage", "op": "in", "value": ["proposal", "negotiation"]}))
@@ -118,7 +122,15 @@ class Bench:
         url_b = url + ",industry,company_size"
         r2 = alternate(self.result("W2b + lookup & rollup", "≤ 1.5× W2"), lambda: self.get(url_b),
                        lambda: self.get(url), iterations=self.iterations)
-        return [r, r2]
+        html = "/apps/bench/deals/rows?view=open_by_amount"
+
+        def fragment() -> None:
+            r = self.client.get(html, headers=self.headers)
+            assert r.status_code == 200 and b"<tr" in r.data, (r.status_code, r.data[:300])
+
+        r3 = alternate(self.result("W2 grid rows HTML fragment", "≤ 3×", note="saved view, same filter + sort"),
+                       fragment, baseline, iterations=self.iterations)
+        return [r, r2, r3]
 
     def w3(self) -> list[Result]:
         """Deep page by cursor (row ≈ 150k or 3/4 of the table) vs the first page."""
@@ -127,15 +139,16 @@ class Bench:
         c = self.c
         with self.engine.connect() as conn:
             row = conn.execute(select(c["amount"], t.c.id).where(t.c.deleted_at.is_(None))
-                               .order_by(c["amount"].desc(), t.c.id).offset(depth).limit(1)).first()
+                               .order_by(c["amount"].desc().nulls_last(), t.c.id).offset(depth).limit(1)).first()
         from formwork.runtime.query import make_cursor
+        from formwork.runtime.records import query_signature
 
-        sig = f"{self.deals.id}:{self.cat.version}:-amount"
+        sig = query_signature(self.deals, self.cat.version, [("amount", True)], None, None, None)
         cursor = make_cursor(b"bench-secret", sig, [row[0], row[1]])
         base = "/api/v1/data/bench/deals?sort=-amount&limit=50&fields=title,stage,amount"
         deep = base + "&cursor=" + quote(cursor)
         off_stmt = (select(t.c.id, c["title"], c["stage"], c["amount"]).where(t.c.deleted_at.is_(None))
-                    .order_by(c["amount"].desc(), t.c.id).offset(depth).limit(51))
+                    .order_by(c["amount"].desc().nulls_last(), t.c.id).offset(depth).limit(51))
         r = alternate(self.result("W3 deep page by cursor", "≤ 1.5× first page",
                                   note=f"row {depth:,}"), lambda: self.get(deep), lambda: self.get(base),
                       iterations=self.iterations)
@@ -177,6 +190,13 @@ class Bench:
             assert r.status_code == 201, r.data[:300]
 
         now = dt.datetime(2026, 11, 23)
+        for i, (cond, fields) in enumerate([({"field": "amount", "op": "gte", "value": 1000}, {"closed": True}),
+                                            ({"field": "stage", "op": "eq", "value": "lead"}, {"quantity": 1}),
+                                            ({"field": "title", "op": "contains", "value": "new"}, {"notes": "n"})]):
+            r = self.client.post("/api/v1/meta/apps/bench/automations", headers=self.headers, json={
+                "key": f"w5_{i}", "label": f"W5 {i}", "trigger": {"type": "record_created", "table": "deals"},
+                "condition": cond, "actions": [{"type": "update_record", "fields": fields}]})
+            assert r.status_code in (201, 409), r.data[:300]
 
         def baseline() -> None:
             with self.engine.begin() as conn:
@@ -187,7 +207,7 @@ class Bench:
                                                 c["owner"].name: self.info["user_id"]}))
 
         r = alternate(self.result("W5 create one record (API, in-process)", "≤ 5×",
-                                  note="no automations yet"), platform, baseline, iterations=self.iterations)
+                                  note="3 automations on (their actions run in the worker, see W7)"), platform, baseline, iterations=self.iterations)
         return [r]
 
     def w9(self) -> list[Result]:
@@ -204,24 +224,36 @@ class Bench:
         return [r]
 
 
-WORKLOADS = {"W2": "w2", "W3": "w3", "W4": "w4", "W5": "w5", "W9": "w9"}
+# W10, W8 and W1 write (rows, columns), so they run after the read workloads
+WORKLOADS = {"W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W9": "w9", "W5": "w5", "W10": "w10", "W8": "w8",
+             "W1": "w1"}
 
 
-def run(backend: str, rows: int, workloads: list[str], iterations: int, pg_url: str) -> list[Result]:
+def run(backend: str, rows: int, workloads: list[str], iterations: int, pg_url: str,
+        options: dict[str, Any] | None = None) -> list[Result]:
+    options = dict(options or {})
     with database(backend, pg_url) as url:
-        app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-secret", "TESTING": True})
+        workdir = OUT / f"files_{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        options["workdir"] = str(workdir)
+        # imports run inside the request (not as a background job) so W1 times the endpoint itself
+        app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-secret", "TESTING": True,
+                          "FILES_DIR": str(workdir), "IMPORT_JOB_ROWS": 10**9, "IMPORT_JOB_BYTES": 10**12})
         engine = app.extensions["formwork"].engine
         info = dataset.define(engine)
         t0 = time.perf_counter()
         dataset.load(engine, deals=rows, companies=min(10_000, max(100, rows // 10)), owners=info["owners"])
         print(f"# loaded {rows:,} deals on {backend} in {time.perf_counter() - t0:.1f}s", flush=True)
-        b = Bench(app, info, backend, rows, iterations)
+        b = Bench(app, info, backend, rows, iterations, options)
         out: list[Result] = []
-        for w in workloads:
-            for r in getattr(b, WORKLOADS[w])():
-                print(r.row(), flush=True)
-                out.append(r)
-        engine.dispose()
+        try:
+            for w in sorted(workloads, key=list(WORKLOADS).index):
+                for r in getattr(b, WORKLOADS[w])():
+                    print(r.row(), flush=True)
+                    out.append(r)
+        finally:
+            engine.dispose()
+            shutil.rmtree(workdir, ignore_errors=True)
         return out
 
 
@@ -231,13 +263,19 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--import-rows", type=int, default=100_000, help="W1: rows per import")
+    p.add_argument("--import-iterations", type=int, default=3, help="W1: timed imports (after 1 warm-up)")
+    p.add_argument("--ddl-iterations", type=int, default=3, help="W8 type change: timed runs (after 1 warm-up)")
+    p.add_argument("--soak-seconds", type=float, default=60, help="W10: duration")
     p.add_argument("--pg", default=os.environ.get("FORMWORK_BENCH_PG", "postgresql+psycopg://root@127.0.0.1:5432/test"))
     a = p.parse_args()
     backends = ["sqlite", "postgresql"] if a.backend == "both" else [a.backend]
     print(f"# {dt.date.today()} · {os.cpu_count()} cores · {pyplatform.python_version()} · rows {a.rows:,}")
     print(HEADER)
     for be in backends:
-        run(be, a.rows, a.workloads.split(","), a.iterations, a.pg)
+        run(be, a.rows, a.workloads.split(","), a.iterations, a.pg,
+            {"import_rows": a.import_rows, "import_iterations": a.import_iterations,
+             "ddl_iterations": a.ddl_iterations, "soak_seconds": a.soak_seconds})
 
 
 if __name__ == "__main__":

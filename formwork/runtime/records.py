@@ -141,7 +141,7 @@ def output_schema(table: TableDef, catalog: Catalog, picked: Sequence[FieldDef] 
 
     if ids is None:
         return catalog.cached(("out_schema", table.id), build)  # type: ignore[no-any-return]
-    return _lru(catalog, "out_schemas").get_or_build((table.id, ids), build)  # type: ignore[no-any-return]
+    return _lru(catalog, "out_schemas").get_or_build((table, ids), build)  # type: ignore[no-any-return]
 
 
 def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
@@ -306,7 +306,8 @@ class RecordReader:
         sa = t.sa
         vis = self.access.field_visibility(self.cat, t, sa)
         uniform = all(v is True for v in vis.values())
-        key = (t.id, tuple(f.id for f in fields))
+        # keyed by the TableDef itself: a caller may hold a table of an older catalog than the reader's
+        key = (t, tuple(f.id for f in fields))
         cache = _lru(self.cat, "columns")
         if uniform:
             hit: _ColumnSet | None = cache.get(key)
@@ -645,7 +646,7 @@ class RecordService:
                 details[key] = ["you may not change this field"]
             else:
                 values[key] = f.ftype.coerce(None, f, ctx) if v is None else v
-        rules = self.cat.cached(("create_rules", t.id), lambda: (
+        rules = self.cat.cached(("create_rules", t), lambda: (
             [f for f in t.fields if f.doc.get("default") is not None and f.ftype.supports_default],
             [f for f in t.fields if f.required]))
         for f in rules[0]:
@@ -709,7 +710,7 @@ class RecordService:
 
     def _split(self, t: TableDef, values: dict[str, Any]) -> tuple[dict[str, Any], dict[FieldDef, list[int]]]:
         # per field key: its column, or the field itself for a to-many link (junction rows); built once per catalog
-        where = self.cat.cached(("split", t.id), lambda: {
+        where = self.cat.cached(("split", t), lambda: {
             f.key: f if f.type == "link" and is_many(f) else (f.column_name if f.stored else None)
             for f in t.fields})
         cols: dict[str, Any] = {}
@@ -903,7 +904,7 @@ class RecordService:
         (BEGIN IMMEDIATE) and each new row gets the next rowid in VALUES order, so sorted ids are in order.
         """
         if len(rows) == 1:
-            stmt = self.cat.cached(("insert_returning", t.id), lambda: insert(t.sa).returning(t.sa.c.id))
+            stmt = self.cat.cached(("insert_returning", t), lambda: insert(t.sa).returning(t.sa.c.id))
             return [int(self.conn.execute(stmt, rows[0]).scalar_one())]
         if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
             return self._copy_rows(t, rows)
@@ -1027,7 +1028,7 @@ class RecordService:
         reader = self.reader
         fdefs = list(t.fields)
         cols, vis = reader._columns(t, fdefs)
-        entry: _ColumnSet | None = _lru(self.cat, "columns").get((t.id, tuple(f.id for f in fdefs)))
+        entry: _ColumnSet | None = _lru(self.cat, "columns").get((t, tuple(f.id for f in fdefs)))
         if entry is not None and entry.cols is cols:
             if entry.by_ids is None:
                 entry.by_ids = select(*cols).where(t.sa.c.id.in_(bindparam("ids", expanding=True)))
