@@ -88,3 +88,10 @@ class RateLimited(FormworkError):
 
 def field_error(key: str, message: str) -> ValidationFailed:
     return ValidationFailed.from_details({key: [message]})
+
+
+def reject_unknown_args(args: Any, allowed: set[str] | frozenset[str]) -> None:
+    """A query parameter nobody reads is a typo the caller should hear about (400)."""
+    unknown = set(args) - set(allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")

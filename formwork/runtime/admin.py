@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
-from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed, reject_unknown_args
 from formwork.metadata import validation
 from formwork.metadata.catalog import Catalog
 from formwork.runtime import auth
@@ -178,9 +178,7 @@ def _check_grants(conn: Connection, actor: Access, data: dict[str, Any], target_
 
 def list_users(conn: Connection, args: dict[str, str]) -> dict[str, Any]:
     allowed = {"q", "active", "team", "role", "limit", "offset"}
-    unknown = set(args) - allowed
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(args, allowed)
     u = db.users
     conds: list[Any] = []
     if args.get("q"):
@@ -527,9 +525,7 @@ def _when(value: str, name: str) -> dt.datetime:
 
 def list_audit(conn: Connection, args: dict[str, str]) -> dict[str, Any]:
     allowed = {"user", "action", "since", "until", "target", "limit", "before"}
-    unknown = set(args) - allowed
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(args, allowed)
     a = db.audit
     conds: list[Any] = []
     if args.get("user"):
@@ -563,9 +559,7 @@ def explain(conn: Connection, catalog: Catalog, args: dict[str, str]) -> dict[st
     from formwork.runtime.records import parse_id
 
     allowed = {"user", "app", "table", "record", "field"}
-    unknown = set(args) - allowed
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(args, allowed)
     for need in ("user", "app", "table"):
         if not args.get(need):
             raise BadRequest(f"'{need}' is required")

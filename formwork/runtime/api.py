@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, make_response, request
 
 from formwork.automation.rules import keep_secrets, mask_secrets, strip_secrets
-from formwork.errors import BadRequest, Forbidden, NotFound
+from formwork.errors import BadRequest, Forbidden, NotFound, reject_unknown_args
 from formwork.metadata import validation
 from formwork.metadata.catalog import Catalog, TableDef
 from formwork.metadata.fieldtypes import field_types
@@ -549,9 +549,7 @@ def _view(t: TableDef) -> dict[str, Any] | None:
 @api.get("/data/<app_key>/<table_key>")
 def list_records(app_key: str, table_key: str) -> Response:
     access = current_access()
-    unknown = set(request.args) - LIST_ARGS
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(request.args, LIST_ARGS)
     with unit() as (conn, cat):
         t = cat.table(app_key, table_key)
         result = _reader(conn, cat, access).list(

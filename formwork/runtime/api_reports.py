@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Response, current_app, request
 
-from formwork.errors import BadRequest, NotFound
+from formwork.errors import NotFound, reject_unknown_args
 from formwork.runtime.aggregate import Aggregator, dashboard_data
-from formwork.runtime.api import _visible_app, api, ok, parse_filter_arg
+from formwork.runtime.api import _view, _visible_app, api, ok, parse_filter_arg
 from formwork.runtime.openapi import document
 from formwork.web import current_access, unit
 
@@ -19,15 +19,12 @@ AGGREGATE_ARGS = {"group_by", "metrics", "filter", "view", "search", "sort", "li
 def aggregate_records(app_key: str, table_key: str) -> Response:
     """Grouped metrics (count, sum, avg...) over the records the caller may read."""
     access = current_access()
-    unknown = set(request.args) - AGGREGATE_ARGS
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(request.args, AGGREGATE_ARGS)
     with unit() as (conn, cat):
         t = cat.table(app_key, table_key)
-        view = request.args.get("view")
         groups = Aggregator(conn, cat, access).run(
             t, request.args.get("group_by"), request.args.get("metrics"), parse_filter_arg(),
-            t.view(view) if view else None, request.args.get("search"), request.args.get("sort"),
+            _view(t), request.args.get("search"), request.args.get("sort"),
             request.args.get("limit"))
     return ok({"groups": groups})
 

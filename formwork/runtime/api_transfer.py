@@ -11,7 +11,7 @@ from typing import IO, Any
 from flask import Flask, Response, current_app, request, send_file
 
 from formwork import db
-from formwork.errors import BadRequest
+from formwork.errors import BadRequest, reject_unknown_args
 from formwork.runtime import auth, files, jobs, transfer
 from formwork.runtime.api import api, bool_arg, ok, parse_filter_arg, secret
 from formwork.runtime.permissions import Access
@@ -167,9 +167,7 @@ def get_job(job_id: int) -> Response:
 @api.get("/data/<app_key>/<table_key>/export")
 def export_records(app_key: str, table_key: str) -> Response:
     access = current_access()
-    unknown = set(request.args) - EXPORT_ARGS
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    reject_unknown_args(request.args, EXPORT_ARGS)
     fmt = request.args.get("format", "csv")
     if fmt not in ("csv", "xlsx"):
         raise BadRequest("format must be csv or xlsx")
