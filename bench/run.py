@@ -140,7 +140,7 @@ class Bench(MoreWorkloads):
         with self.engine.connect() as conn:
             row = conn.execute(select(c["amount"], t.c.id).where(t.c.deleted_at.is_(None))
                                .order_by(c["amount"].desc().nulls_last(), t.c.id).offset(depth).limit(1)).first()
-        from formwork.runtime.query import make_cursor
+        from formwork.metadata.query import make_cursor
         from formwork.runtime.records import query_signature
 
         sig = query_signature(self.deals, self.cat.version, [("amount", True)], None, None, None)

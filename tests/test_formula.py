@@ -1,4 +1,4 @@
-"""Tests for the formula language (formwork.runtime.formula).
+"""Tests for the formula language (formwork.metadata.formula).
 
 Every value test runs the compiled SQL on SQLite and, when the environment
 variable FORMWORK_TEST_DATABASE_URL points at a PostgreSQL database, on
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import StaticPool
 
-from formwork.runtime.formula import (
+from formwork.metadata.formula import (
     MAX_DEPTH,
     MAX_LENGTH,
     Binary,

@@ -55,8 +55,8 @@ from formwork.automation.templating import TemplateError, render_value
 from formwork.errors import FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import AppDef, Catalog, CatalogCache, TableDef
 from formwork.metadata.fieldtypes.base import QueryContext
+from formwork.metadata.query import FilterCompiler
 from formwork.runtime.permissions import Access
-from formwork.runtime.query import FilterCompiler
 from formwork.runtime.records import RecordReader, RecordService
 
 log = logging.getLogger("formwork.automation")

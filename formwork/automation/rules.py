@@ -119,7 +119,7 @@ class _Checker:
             self.templated(v, f"{pointer}/{k}", extra)
 
     def condition(self, t: TableDef | None, tree: Any, pointer: str) -> None:
-        from formwork.runtime.query import FilterCompiler
+        from formwork.metadata.query import FilterCompiler
 
         if t is None:
             self.err(pointer, "a condition needs a table on the trigger")
@@ -285,7 +285,7 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: A
 
 def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], details: dict[str, list[str]]) -> None:
     """An aggregate condition: tables, metric fields and filters must exist (schedule triggers only)."""
-    from formwork.runtime.query import FilterCompiler
+    from formwork.metadata.query import FilterCompiler
 
     if trig["type"] != "schedule":
         details["/trigger/aggregate_condition"] = ["only a schedule trigger takes an aggregate condition"]

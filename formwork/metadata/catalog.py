@@ -250,14 +250,14 @@ class Catalog:
             return self._cache[key]
 
     def parsed_formula(self, f: FieldDef) -> Any:
-        from formwork.runtime import formula as fl
+        from formwork.metadata import formula as fl
 
         return self.cached(("formula", f.id), lambda: fl.parse(f.options["formula"]))
 
     def formula_result_type(self, f: FieldDef) -> str:
         def build() -> str:
+            from formwork.metadata import formula as fl
             from formwork.metadata.fieldtypes.base import QueryContext
-            from formwork.runtime import formula as fl
 
             ctx = QueryContext(catalog=self, dialect="sqlite")
             try:

@@ -263,7 +263,7 @@ class MetadataService:
                 details[f"/{name}"] = [f"no field '{key}' in this table"]
         if details:
             raise ValidationFailed.from_details(details)
-        from formwork.runtime.query import FilterCompiler
+        from formwork.metadata.query import FilterCompiler
 
         for i, rule in enumerate(t.doc.get("validations", [])):
             for part in ("when", "condition"):
@@ -432,7 +432,7 @@ class MetadataService:
             try:
                 if f.type == "formula":
                     t = self.catalog.tables_by_id.get(f.table_id)
-                    from formwork.runtime import formula as fl
+                    from formwork.metadata import formula as fl
 
                     refs = fl.references(fl.parse(f.options["formula"]))
                     table_fields = dict(t.fields_by_key) if t else {}
@@ -795,7 +795,7 @@ class MetadataService:
 
     def _view_index(self, t: TableDef, view_id: int, doc: dict[str, Any] | None) -> None:
         """Keep one index per saved view (its eq-filtered columns, then its sort) so its first page is an index scan."""
-        from formwork.runtime.query import sort_expression
+        from formwork.metadata.query import sort_expression
 
         sa = t.sa
         name = f"ix_{t.name}_v{view_id}"
@@ -829,7 +829,7 @@ class MetadataService:
         sa.indexes.discard(ix)
 
     def _check_doc_refs(self, kind: str, app_key: str, table_key: str | None, doc: dict[str, Any]) -> None:
-        from formwork.runtime.query import FilterCompiler
+        from formwork.metadata.query import FilterCompiler
 
         if kind == "view":
             t = self.catalog.table(app_key, table_key or "")

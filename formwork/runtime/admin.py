@@ -441,7 +441,7 @@ def _pointer(*parts: str) -> str:
 
 def validate_role(catalog: Catalog, doc: Any) -> None:
     """JSON Schema, then every table, field and filter tree checked against the live metadata."""
-    from formwork.runtime.query import FilterCompiler
+    from formwork.metadata.query import FilterCompiler
 
     validation.validate("role", doc)
     details: dict[str, list[str]] = {}

@@ -47,8 +47,8 @@ from formwork.metadata.fieldtypes.base import (
 from formwork.metadata.fieldtypes.link import is_many
 from formwork.metadata.fieldtypes.numeric import json_number
 from formwork.metadata.fieldtypes.temporal import iso_utc
+from formwork.metadata.query import FilterCompiler, link_value
 from formwork.runtime.permissions import Access
-from formwork.runtime.query import FilterCompiler, link_value
 from formwork.runtime.records import RecordReader
 
 BUCKETS = ("day", "week", "month", "quarter", "year")

@@ -116,7 +116,7 @@ class Access:
             return owner == self.user_id if self.user_id is not None else false()
         if scope == "team":
             return owner.in_(self.team_user_ids) if self.team_user_ids else false()
-        from formwork.runtime.query import FilterCompiler
+        from formwork.metadata.query import FilterCompiler
 
         ctx = QueryContext(catalog=catalog, dialect="", user_id=self.user_id, timezone=self.timezone)
         try:

@@ -68,8 +68,7 @@ from formwork.metadata.fieldtypes.link import (
     set_writer_scope,
 )
 from formwork.metadata.fieldtypes.temporal import iso_utc
-from formwork.runtime.permissions import Access
-from formwork.runtime.query import (
+from formwork.metadata.query import (
     FilterCompiler,
     SortKey,
     keyset_condition,
@@ -81,6 +80,7 @@ from formwork.runtime.query import (
     search_condition,
     sort_keys,
 )
+from formwork.runtime.permissions import Access
 
 MAX_LIMIT = 1000
 _HISTORY_INSERT = insert(db.history)

@@ -226,7 +226,7 @@ class RollupType(_ReadOnly):
         if scope is not None:
             conds.append(scope)
         if f.options.get("filter"):
-            from formwork.runtime.query import FilterCompiler
+            from formwork.metadata.query import FilterCompiler
 
             conds.append(FilterCompiler(target, inner_ctx, ta).compile(f.options["filter"]))
         fn = f.options["function"]
@@ -275,7 +275,7 @@ class FormulaType(_ReadOnly):
 
     def options_to_internal(self, options: dict[str, Any], table: TableDef, catalog: Catalog,
                             field_key: str) -> dict[str, Any]:
-        from formwork.runtime import formula as fl
+        from formwork.metadata import formula as fl
 
         try:
             node = fl.parse(options["formula"])
@@ -290,7 +290,7 @@ class FormulaType(_ReadOnly):
         return dict(options)
 
     def references(self, f: FieldDef, catalog: Catalog) -> set[str]:
-        from formwork.runtime import formula as fl
+        from formwork.metadata import formula as fl
 
         return fl.references(catalog.parsed_formula(f))
 
@@ -299,7 +299,7 @@ class FormulaType(_ReadOnly):
         return {table.fields_by_key[k].id for k in self.references(f, catalog) if k in table.fields_by_key}
 
     def compile(self, f: FieldDef, table: Any, ctx: QueryContext) -> tuple[ColumnElement[Any], str]:
-        from formwork.runtime import formula as fl
+        from formwork.metadata import formula as fl
 
         inner_ctx = _depth_guard(ctx)
         tdef = ctx.catalog.table_by_id(f.table_id)
