@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,48 @@ from formwork.runtime.permissions import Access
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_COOKIE = "fw_session"
 VIEW_AS_HEADER = "X-Formwork-View-As"
+
+
+class RouteSet:
+    """The routes one module declares, without touching any blueprint.
+
+    A route module builds ``routes = RouteSet()`` and decorates its views with ``@routes.get(...)``;
+    importing it registers nothing. ``create_app`` adds every module's set to its blueprint from one
+    explicit table, so every URL is findable in one place. The endpoint is the view's name (or
+    ``endpoint=``), so ``url_for("api.login")`` keeps meaning what it did.
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
+
+    def route(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(rule, view, **options)
+            return view
+
+        return decorator
+
+    def add(self, rule: str, view: Callable[..., Any], endpoint: str | None = None, **options: Any) -> None:
+        self.rules.append((rule, endpoint or view.__name__, view, options))
+
+    def get(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route(rule, methods=["GET"], **options)
+
+    def post(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route(rule, methods=["POST"], **options)
+
+    def put(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route(rule, methods=["PUT"], **options)
+
+    def patch(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route(rule, methods=["PATCH"], **options)
+
+    def delete(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route(rule, methods=["DELETE"], **options)
+
+    def register(self, bp: Any) -> None:
+        for rule, endpoint, view, options in self.rules:
+            bp.add_url_rule(rule, endpoint, view, **options)
 
 
 @dataclass
