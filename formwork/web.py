@@ -1,4 +1,7 @@
-"""HTTP plumbing shared by the API and the pages: the engine, the catalog, who is asking, one error shape."""
+"""HTTP plumbing shared by the API and the pages: the engine, the catalog, who is asking, one error shape.
+
+No route lives here and no route module is imported: ``create_app`` wires the blueprints.
+"""
 
 from __future__ import annotations
 
@@ -243,6 +246,7 @@ def error_response(err: FormworkError) -> Response:
 
 
 def init_web(app: Flask) -> None:
+    """The engine (migrated when AUTO_MIGRATE), the catalog cache and the one error shape; no routes."""
     from formwork.migrations import upgrade
 
     engine = db.make_engine(app.config["DATABASE_URL"])
@@ -269,10 +273,3 @@ def init_web(app: Flask) -> None:
         resp = jsonify({"error": {"code": code, "message": err.description or err.name}})
         resp.status_code = err.code or 500
         return resp
-
-    from formwork.runtime.api import api
-
-    app.register_blueprint(api, url_prefix="/api/v1")
-    from formwork.ui import ui
-
-    app.register_blueprint(ui)

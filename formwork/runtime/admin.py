@@ -1,4 +1,4 @@
-"""Administration of users, teams and roles (services; the HTTP views live in runtime.api_admin).
+"""Administration of users, teams and roles (services; the HTTP views live in formwork.api.admin).
 
 Who may do what, so that nobody can grant themselves more than they have:
 - administrators may do everything except change their own roles, team, admin flag or active flag;
@@ -85,6 +85,11 @@ def _user_row(conn: Connection, user_id: Any) -> Any:
     if row is None:
         raise NotFound(f"no user {uid}")
     return row
+
+
+def get_user(conn: Connection, user_id: Any) -> dict[str, Any]:
+    """One user as answered over HTTP; 404 for an unknown id."""
+    return user_out(conn, _user_row(conn, user_id))
 
 
 def find_user(conn: Connection, ref: Any) -> Any:
@@ -312,6 +317,11 @@ def _team_row(conn: Connection, key: str) -> Any:
     return row
 
 
+def get_team(conn: Connection, key: str) -> dict[str, Any]:
+    """One team as answered over HTTP; 404 for an unknown key."""
+    return team_out(conn, _team_row(conn, key))
+
+
 def list_teams(conn: Connection) -> dict[str, Any]:
     return {"teams": [team_out(conn, r) for r in conn.execute(select(db.teams).order_by(db.teams.c.key)).all()]}
 
@@ -429,6 +439,11 @@ def _role_row(conn: Connection, key: str) -> Any:
     if row is None:
         raise NotFound(f"no role '{key[:100]}'")
     return row
+
+
+def get_role(conn: Connection, catalog: Catalog, key: str) -> dict[str, Any]:
+    """One role as answered over HTTP; 404 for an unknown key."""
+    return role_out(conn, _role_row(conn, key), catalog)
 
 
 def list_roles(conn: Connection, catalog: Catalog) -> dict[str, Any]:

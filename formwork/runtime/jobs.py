@@ -2,10 +2,10 @@
 
 A request enqueues a job inside its transaction and calls :func:`kick` after the commit; a per-app runner
 thread then claims queued jobs one at a time (``UPDATE ... WHERE status='queued'``, so two processes never
-run the same job) and stops when none are left. Handlers are registered by kind and run in their own
-transactions. Progress is kept in memory (the runner's process answers ``GET /jobs/{id}`` with it) and, on
-PostgreSQL, also written to the row; SQLite allows one writer at a time, so a running import there holds
-the write lock and only the final state reaches the row.
+run the same job) and stops when none are left. Handlers are registered by kind (by ``create_app``) and
+run in their own transactions. Progress is kept in memory (the runner's process answers ``GET /jobs/{id}``
+with it) and, on PostgreSQL, also written to the row; SQLite allows one writer at a time, so a running
+import there holds the write lock and only the final state reaches the row.
 """
 
 from __future__ import annotations
@@ -54,12 +54,9 @@ Handler = Callable[[Flask, JobContext], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
 
 
-def handler(kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[kind] = fn
-        return fn
-
-    return register
+def register(kind: str, fn: Handler) -> None:
+    """Name the handler of one kind of job; ``create_app`` registers every kind at start-up."""
+    HANDLERS[kind] = fn
 
 
 def enqueue(conn: Connection, kind: str, user_id: int | None, params: dict[str, Any],

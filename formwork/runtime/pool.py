@@ -28,7 +28,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -36,6 +36,8 @@ from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, QueryContext
+from formwork.runtime import notifications
+from formwork.runtime.notifications import Note
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import MAX_BATCH, RecordReader, RecordService, parse_id
 
@@ -122,6 +124,18 @@ def claim_limit(access: Access, flag: str) -> int | None:
         return None
     limits = [r.get(flag) for r in access.roles if isinstance(r.get(flag), int) and not isinstance(r.get(flag), bool)]
     return max(limits) if limits else 0
+
+
+def status(conn: Connection, catalog: Catalog, access: Access, t: TableDef) -> dict[str, Any]:
+    """The table's pool settings and where the caller stands: how many records they own, their limit."""
+    if not access.can_see_table(catalog, t):
+        raise NotFound(f"no table '{t.key}'")
+    cfg = pool_config(t, catalog)
+    col = t.sa.c[cfg.owner.column_name]
+    owned = conn.execute(select(func.count()).select_from(t.sa).where(
+        col == access.user_id, t.sa.c.deleted_at.is_(None))).scalar() if access.user_id is not None else 0
+    return {"settings": t.doc["pool"], "owner_field": cfg.owner.key, "owned": owned,
+            "claim_limit": claim_limit(access, cfg.flag)}
 
 
 def _elevated(access: Access) -> Access:
@@ -289,10 +303,10 @@ def recycle(conn: Connection, catalog: Catalog, t: TableDef, *, now: dt.datetime
         per_owner: dict[int, int] = {}
         for _rid, owner in released:
             per_owner[owner] = per_owner.get(owner, 0) + 1
-        _notify(conn, [(owner, RELEASED_KIND,
-                        f"{n} record(s) in '{label_text(t.label)}' returned to the pool (no follow-up) / "
-                        f"{n} 条记录因未跟进已回收到公海", _link(catalog, t), now)
-                       for owner, n in sorted(per_owner.items())])
+        notifications.send(conn, [
+            Note(owner, RELEASED_KIND, f"{n} record(s) in '{label_text(t.label)}' returned to the pool "
+                 f"(no follow-up) / {n} 条记录因未跟进已回收到公海", "", _link(catalog, t), now)
+            for owner, n in sorted(per_owner.items())])
     return {"table": t.key, "released": len(released), "reminded": len(reminded),
             "released_ids": [r[0] for r in released[:100]], "reminded_ids": reminded[:100]}
 
@@ -327,33 +341,25 @@ def _remind(conn: Connection, catalog: Catalog, t: TableDef, cfg: PoolConfig, cl
 
     touch = {r.id: max(moment(r.created_at), moment(r._mapping.get("act")), moment(r._mapping.get("claimed")))
              for r in rows}
-    n = db.notifications
     sent = set()
     owners = sorted({r[1] for r in rows})
-    for uid, link, at in conn.execute(select(n.c.user_id, n.c.link, n.c.created_at).where(
-            n.c.kind == REMINDER_KIND, n.c.user_id.in_(owners), n.c.created_at >= min(touch.values()))):
+    for uid, link, at in notifications.sent_since(conn, REMINDER_KIND, owners, min(touch.values())):
         if isinstance(link, dict) and link.get("table_id") == t.id:
             sent.add((uid, link.get("record_id"), at))
-    out, notes = [], []
+    out: list[int] = []
+    notes: list[Note] = []
     for r in rows:
         if any(u == r[1] and rid == r.id and at >= touch[r.id] for u, rid, at in sent):
             continue
         due = (touch[r.id] + dt.timedelta(days=days)).date()
         out.append(r.id)
-        notes.append((r[1], REMINDER_KIND,
-                      f"「{r.disp}」{warn} 天内未跟进将回收到公海 / '{r.disp}' returns to the pool on {due} "
-                      "unless you follow up", _link(catalog, t, r.id), clock.now))
+        notes.append(Note(r[1], REMINDER_KIND,
+                          f"「{r.disp}」{warn} 天内未跟进将回收到公海 / '{r.disp}' returns to the pool on {due} "
+                          "unless you follow up", "", _link(catalog, t, r.id), clock.now))
     if not dry:
-        _notify(conn, notes)
+        notifications.send(conn, notes)
     return out
 
 
 def _link(catalog: Catalog, t: TableDef, record_id: int | None = None) -> dict[str, Any]:
     return {"app": catalog.app_by_id(t.app_id).key, "table": t.key, "table_id": t.id, "record_id": record_id}
-
-
-def _notify(conn: Connection, notes: list[tuple[int, str, str, dict[str, Any], dt.datetime]]) -> None:
-    if notes:
-        conn.execute(insert(db.notifications), [
-            {"user_id": uid, "kind": kind, "title": title[:2000], "body": "", "link": link, "created_at": at}
-            for uid, kind, title, link, at in notes])

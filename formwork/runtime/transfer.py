@@ -18,15 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import String, cast, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
+from formwork import db
 from formwork.errors import BadRequest, FormworkError, ValidationFailed
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import (
@@ -39,9 +41,13 @@ from formwork.metadata.fieldtypes.base import (
 )
 from formwork.metadata.fieldtypes.link import is_many
 from formwork.metadata.fieldtypes.numeric import parse_number
+from formwork.runtime import auth, jobs
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
-from formwork.runtime.tabular import TabularReader, open_tabular
+from formwork.runtime.tabular import TabularError, TabularReader, open_tabular, write_csv, write_xlsx
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 BATCH = 1000
 MAX_ERRORS = 1000
@@ -692,3 +698,119 @@ def iter_export(reader: RecordReader, t: TableDef, fields: list[FieldDef], spec:
         cursor = result["next_cursor"]
         if not cursor:
             return
+
+
+# --- the whole of an export, and imports run as background jobs (what the HTTP layer calls) -------------
+EXPORT_FORMATS = ("csv", "xlsx")
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class ExportFile:
+    """An export ready to send: its file name, media type, the bytes and (when known) their size."""
+
+    filename: str
+    mimetype: str
+    chunks: Iterator[bytes]
+    size: int | None = None
+
+
+def export_records(conn: Connection, cat: Catalog, access: Access, t: TableDef, spec: ExportSpec, fmt: str,
+                   secret: bytes, engine: Engine, ip: str | None = None) -> ExportFile:
+    """Export a table's records as the caller may read them, and leave an ``export`` audit row in ``conn``.
+
+    The query is tried on one row first, so a bad filter or sort is a 400 before anything streams. XLSX is
+    written now, to a temporary file (its size is known); CSV streams afterwards from its own read
+    transaction, so ``conn`` (with the audit row) can commit before the first byte is sent.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise BadRequest("format must be csv or xlsx")
+    access.require(cat, t, "export")
+    reader = RecordReader(cat, conn, access, secret=secret)
+    fields, names = export_columns(cat, t, access, reader, spec)
+    reader.list(t, filter_tree=spec.filter_tree, sort=spec.sort, search=spec.search,
+                fields=[f.key for f in fields] or None, limit=1, view=spec.view)
+    auth.audit(conn, "export", user_id=access.user_id, username=access.username,
+               target=f"table:{cat.app_by_id(t.app_id).key}.{t.key}", ip=ip,
+               details={"format": fmt, "view": spec.view["key"] if spec.view else None, "filter": spec.filter_tree,
+                        "sort": spec.sort, "search": spec.search, "fields": [f.key for f in fields]})
+    if fmt == "xlsx":
+        out = tempfile.TemporaryFile()
+        try:
+            write_xlsx(names, iter_export(reader, t, fields, spec, fmt), t.key, out=out)
+        except TabularError as e:
+            out.close()
+            raise BadRequest(e.message) from None
+        except BaseException:
+            out.close()
+            raise
+        size = out.tell()
+        out.seek(0)
+        return ExportFile(f"{t.key}.xlsx", XLSX_MIME, _file_chunks(out), size)
+
+    def stream() -> Iterator[bytes]:
+        with db.transaction(engine, write=False) as c:
+            yield from write_csv(names, iter_export(RecordReader(cat, c, access, secret=secret), t, fields, spec,
+                                                    fmt))
+
+    return ExportFile(f"{t.key}.csv", "text/csv", stream())
+
+
+def _file_chunks(fh: IO[bytes]) -> Iterator[bytes]:
+    """Stream a temporary file and close it at the end (or when the response is dropped)."""
+    try:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+    finally:
+        fh.close()
+
+
+def audit_import(conn: Connection, access: Access, app_key: str, table_key: str, name: str,
+                 opts: ImportOptions, report: dict[str, Any], ip: str | None) -> None:
+    auth.audit(conn, "import", user_id=access.user_id, username=access.username,
+               target=f"table:{app_key}.{table_key}", ip=ip,
+               details={"file": name, "mode": opts.mode, "dry_run": opts.dry_run, "on_error": opts.on_error,
+                        "rows": report["rows"], "inserted": report["inserted"], "updated": report["updated"],
+                        "skipped": report["skipped"], "errors": len(report["errors"]),
+                        "committed": report["committed"]})
+
+
+def import_failed(report: dict[str, Any]) -> bool:
+    """An all-or-nothing import that found errors (a dry run only reports them)."""
+    return bool(report["errors"]) and not report["committed"] and not report["dry_run"]
+
+
+def import_failure_message(report: dict[str, Any]) -> str:
+    n = len({e["row"] for e in report["errors"]})
+    more = "+" if report.get("errors_truncated") else ""
+    return f"{n}{more} row{'s' if n != 1 else ''} of the file have errors; nothing was imported"
+
+
+def import_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
+    """The ``import`` job: a large upload imported in the background; the stored file is removed after."""
+    p = ctx.params
+    path = Path(p["path"])
+    opts = ImportOptions.from_params(p["options"])
+    plat = app.extensions["formwork"]
+    try:
+        total = ctx.runner.live.get(ctx.job_id, (0, None))[1]
+        if total is None:
+            total = count_rows(path, p["name"])
+            ctx.progress(0, total)
+        with db.transaction(plat.engine) as conn:
+            cat = plat.catalogs.get(conn)
+            if ctx.user_id is None:
+                raise jobs.JobFailed("the job has no user")
+            access = Access.for_user(conn, ctx.user_id)
+            t = cat.table(p["app"], p["table"])
+            report = run_import(conn, cat, access, t, path, p["name"], opts,
+                                str(app.config["SECRET_KEY"]).encode(), progress=ctx.progress)
+            audit_import(conn, access, p["app"], t.key, p["name"], opts, report, ip="")
+    except TabularError as e:
+        raise jobs.JobFailed(e.message) from None
+    finally:
+        path.unlink(missing_ok=True)
+    if import_failed(report):
+        raise jobs.JobFailed(import_failure_message(report), report)
+    return report

@@ -777,7 +777,7 @@ def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
 
 
 def record_approvals(p: Page, t: TableDef, rid: int) -> list[dict[str, Any]]:
-    from formwork.automation.api import _approval_json
+    from formwork.automation.approvals import approval_json as _approval_json
 
     a = db.approvals
     rows = p.conn.execute(select(a).where(a.c.table_id == t.id, a.c.record_id == rid).order_by(a.c.id)).all()

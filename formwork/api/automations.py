@@ -1,7 +1,7 @@
-"""Automation routes added to the /api/v1 blueprint (see formwork.runtime.api).
+"""Automations at work: run logs, dry runs, manual runs, incoming webhooks; notifications and approvals.
 
-Run logs, dry runs, manual runs, incoming webhooks, notifications and approvals.  Nothing here runs
-a rule's actions: web requests only queue outbox events or resume parked runs; the worker does the rest.
+Nothing here runs a rule's actions: web requests only queue outbox events or resume parked runs
+(formwork.automation.approvals); the worker does the rest.
 """
 
 from __future__ import annotations
@@ -10,31 +10,30 @@ import secrets
 from typing import Any
 
 from flask import Response, current_app, request
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import delete, insert, select
 
 from formwork import db
+from formwork.api.common import bool_arg, ok, require_meta_right, visible_app
+from formwork.automation import approvals
 from formwork.automation.engine import (
     AutomationEngine,
     Settings,
     StepFailed,
     emit_event,
     find_rule,
-    path_text,
 )
-from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from formwork.errors import BadRequest, Conflict, NotFound
 from formwork.metadata.catalog import Catalog
 from formwork.metadata.fieldtypes.temporal import iso_utc
-from formwork.runtime import auth
-from formwork.runtime.api import _visible_app, api, bool_arg, ok
+from formwork.runtime import auth, notifications
 from formwork.runtime.permissions import Access
 from formwork.runtime.ratelimit import SlidingWindow
 from formwork.runtime.records import RecordReader, RecordService
-from formwork.web import current_access, json_body, platform, unit
+from formwork.web import RouteSet, current_access, json_body, platform, unit
 
+routes = RouteSet()
 hook_limiter = SlidingWindow(limit=120, seconds=60)
 MAX_MANUAL = 1000
-DECISIONS = {"approve": "approved", "reject": "rejected", "return": "returned"}
 
 
 def _engine() -> AutomationEngine:
@@ -43,16 +42,11 @@ def _engine() -> AutomationEngine:
 
 
 def _rule(cat: Catalog, access: Access, app_key: str, key: str) -> tuple[Any, dict[str, Any]]:
-    app = _visible_app(cat, access, app_key)
+    app = visible_app(cat, access, app_key)
     for rule in app.automations:
         if rule["key"] == key:
             return app, rule
     raise NotFound(f"no automation '{key}' in app '{app_key}'")
-
-
-def _require_manage(access: Access) -> None:
-    if not access.can_manage_automations():
-        raise Forbidden("you may not manage automations")
 
 
 def _ids(value: Any, name: str, limit: int) -> list[int]:
@@ -64,10 +58,10 @@ def _ids(value: Any, name: str, limit: int) -> list[int]:
 
 
 # --- run log ----------------------------------------------------------------------------------------
-@api.get("/meta/apps/<app_key>/automations/<key>/runs")
+@routes.get("/meta/apps/<app_key>/automations/<key>/runs")
 def automation_runs(app_key: str, key: str) -> Response:
     access = current_access()
-    _require_manage(access)
+    require_meta_right(access, "automation")
     try:
         limit = int(request.args.get("limit", 50))
     except ValueError:
@@ -98,10 +92,10 @@ def automation_runs(app_key: str, key: str) -> Response:
 
 
 # --- dry run ----------------------------------------------------------------------------------------
-@api.post("/meta/apps/<app_key>/automations/<key>/test")
+@routes.post("/meta/apps/<app_key>/automations/<key>/test")
 def automation_test(app_key: str, key: str) -> Response:
     access = current_access()
-    _require_manage(access)
+    require_meta_right(access, "automation")
     body = json_body(1024 * 1024) if request.get_data() else {}
     if not isinstance(body, dict) or set(body) - {"record_ids", "limit"}:
         raise BadRequest("send {\"record_ids\"?: [...], \"limit\"?: n}")
@@ -121,7 +115,7 @@ def automation_test(app_key: str, key: str) -> Response:
 
 
 # --- manual trigger ---------------------------------------------------------------------------------
-@api.post("/meta/apps/<app_key>/automations/<key>/run")
+@routes.post("/meta/apps/<app_key>/automations/<key>/run")
 def automation_run(app_key: str, key: str) -> Response:
     access = current_access()
     body = json_body(1024 * 1024)
@@ -147,10 +141,10 @@ def automation_run(app_key: str, key: str) -> Response:
 
 
 # --- incoming webhooks ------------------------------------------------------------------------------
-@api.post("/meta/apps/<app_key>/automations/<key>/webhook-token")
+@routes.post("/meta/apps/<app_key>/automations/<key>/webhook-token")
 def automation_hook_token(app_key: str, key: str) -> Response:
     access = current_access()
-    _require_manage(access)
+    require_meta_right(access, "automation")
     with unit() as (conn, cat):
         _app, rule = _rule(cat, access, app_key, key)
         if rule["trigger"]["type"] != "webhook":
@@ -164,7 +158,7 @@ def automation_hook_token(app_key: str, key: str) -> Response:
     return ok({"token": token, "url": f"/api/v1/hooks/{token}"}, 201)
 
 
-@api.post("/hooks/<token>")
+@routes.post("/hooks/<token>")
 def incoming_hook(token: str) -> Response:
     if len(token) > 200:
         raise NotFound("no such hook")
@@ -198,169 +192,51 @@ def incoming_hook(token: str) -> Response:
 
 
 # --- notifications ----------------------------------------------------------------------------------
-@api.get("/notifications")
+@routes.get("/notifications")
 def list_notifications() -> Response:
     access = current_access()
-    n = db.notifications
-    q = select(n).where(n.c.user_id == access.user_id)
-    if bool_arg("unread"):
-        q = q.where(n.c.read_at.is_(None))
+    unread_only = bool_arg("unread")
     with unit() as (conn, _cat):
-        rows = conn.execute(q.order_by(n.c.id.desc()).limit(200)).all()
-        unread = conn.execute(select(func.count()).select_from(n).where(n.c.user_id == access.user_id,
-                                                                         n.c.read_at.is_(None))).scalar()
-    return ok({"unread": unread, "notifications": [
-        {"id": r.id, "kind": r.kind, "title": r.title, "body": r.body, "link": r.link,
-         "created_at": iso_utc(r.created_at), "read_at": iso_utc(r.read_at) if r.read_at else None} for r in rows]})
+        rows = notifications.list_for(conn, access.user_id, unread_only=unread_only)
+        unread = notifications.unread_count(conn, access.user_id)
+    return ok({"unread": unread, "notifications": [notifications.to_json(r) for r in rows]})
 
 
-@api.post("/notifications/<int:notification_id>/read")
+@routes.post("/notifications/<int:notification_id>/read")
 def read_notification(notification_id: int) -> Response:
     access = current_access()
-    n = db.notifications
     with unit() as (conn, _cat):
-        res = conn.execute(update(n).where(n.c.id == notification_id, n.c.user_id == access.user_id)
-                           .values(read_at=func.coalesce(n.c.read_at, db.utcnow())))
-        if res.rowcount != 1:
-            raise NotFound("no such notification")
+        notifications.mark_read(conn, access.user_id, notification_id)
     return ok({"ok": True})
 
 
 # --- approvals --------------------------------------------------------------------------------------
-def _approval_json(conn: Connection, cat: Catalog, rows: list[Any]) -> list[dict[str, Any]]:
-    if not rows:
-        return []
-    d, u = db.approval_decisions, db.users
-    trail: dict[int, list[dict[str, Any]]] = {}
-    for x in conn.execute(select(d, u.c.name).join(u, u.c.id == d.c.user_id, isouter=True)
-                          .where(d.c.approval_id.in_([r.id for r in rows])).order_by(d.c.id)):
-        trail.setdefault(x.approval_id, []).append({"user": {"id": x.user_id, "name": x.name},
-                                                    "decision": x.decision, "comment": x.comment,
-                                                    "at": iso_utc(x.at)})
-    ids = {i for r in rows for i in r.approvers}
-    names = dict(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(ids))).all()) if ids else {}
-    out = []
-    for r in rows:
-        t = cat.tables_by_id.get(r.table_id)
-        out.append({"id": r.id, "title": r.title, "status": r.status, "mode": r.mode,
-                    "app": cat.apps_by_id[r.app_id].key if r.app_id in cat.apps_by_id else None,
-                    "table": t.key if t else None, "record_id": r.record_id,
-                    "approvers": [{"id": i, "name": names.get(i)} for i in r.approvers],
-                    "decisions": trail.get(r.id, []), "created_at": iso_utc(r.created_at),
-                    "decided_at": iso_utc(r.decided_at) if r.decided_at else None})
-    return out
-
-
-@api.get("/approvals")
+@routes.get("/approvals")
 def list_approvals() -> Response:
     access = current_access()
-    mine = bool_arg("mine") or not access.is_admin
+    mine = bool_arg("mine")
     status = request.args.get("status", "pending")
-    if status not in ("pending", "approved", "rejected", "returned", "all"):
-        raise BadRequest("status must be pending, approved, rejected, returned or all")
-    a = db.approvals
-    q = select(a)
-    if status != "all":
-        q = q.where(a.c.status == status)
     with unit() as (conn, cat):
-        rows = conn.execute(q.order_by(a.c.id.desc()).limit(2000)).all()
-        if mine:
-            decided = {x[0] for x in conn.execute(select(db.approval_decisions.c.approval_id).where(
-                db.approval_decisions.c.user_id == access.user_id))}
-            rows = [r for r in rows if access.user_id in r.approvers
-                    and (status != "pending" or r.id not in decided)]
-        return ok({"approvals": _approval_json(conn, cat, rows[:200])})
+        return ok({"approvals": approvals.list_approvals(conn, cat, access, status, mine)})
 
 
-@api.get("/data/<app_key>/<table_key>/<int:record_id>/approvals")
+@routes.get("/data/<app_key>/<table_key>/<int:record_id>/approvals")
 def record_approvals(app_key: str, table_key: str, record_id: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         t = cat.table(app_key, table_key)
         RecordReader(cat, conn, access).get(t, record_id, fields=[t.fields[0].key] if t.fields else None)
-        a = db.approvals
-        rows = conn.execute(select(a).where(a.c.table_id == t.id, a.c.record_id == record_id)
-                            .order_by(a.c.id)).all()
-        return ok({"approvals": _approval_json(conn, cat, rows)})
+        return ok({"approvals": approvals.record_approvals(conn, cat, t, record_id)})
 
 
-def _action_at(actions: list[dict[str, Any]], path: list[Any]) -> dict[str, Any]:
-    node: Any = actions
-    for part in path:
-        node = node[part]
-    return node  # type: ignore[no-any-return]
-
-
-@api.post("/approvals/<int:approval_id>/decide")
+@routes.post("/approvals/<int:approval_id>/decide")
 def decide_approval(approval_id: int) -> Response:
     access = current_access()
     body = json_body(64 * 1024)
     if not isinstance(body, dict) or set(body) - {"decision", "comment"}:
         raise BadRequest("send {\"decision\": \"approve|reject|return\", \"comment\"?}")
-    decision = body.get("decision")
-    comment = body.get("comment")
-    details: dict[str, list[str]] = {}
-    if decision not in DECISIONS:
-        details["decision"] = ["must be approve, reject or return"]
-    if comment is not None and (not isinstance(comment, str) or len(comment) > 5000):
-        details["comment"] = ["must be text of at most 5000 characters"]
-    if decision in ("reject", "return") and not (isinstance(comment, str) and comment.strip()):
-        details["comment"] = ["is required to reject or return"]
-    if details:
-        raise ValidationFailed.from_details(details)
-    a, d = db.approvals, db.approval_decisions
+    decision, comment = body.get("decision"), body.get("comment")
+    approvals.check_decision(decision, comment)
     with unit() as (conn, cat):
-        q = select(a).where(a.c.id == approval_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        row = conn.execute(q).first()
-        if row is None or (access.user_id not in row.approvers and not access.is_admin):
-            raise NotFound("no such approval")
-        if access.user_id not in row.approvers:
-            raise Forbidden("you are not an approver of this request")
-        if row.status != "pending":
-            raise Conflict(f"this approval is already {row.status}")
-        if conn.execute(select(d.c.id).where(d.c.approval_id == row.id, d.c.user_id == access.user_id)).first():
-            raise Conflict("you have already decided")
-        conn.execute(insert(d).values(approval_id=row.id, user_id=access.user_id, decision=decision,
-                                      comment=comment, at=db.utcnow()))
-        outcome = None
-        if decision != "approve":
-            outcome = DECISIONS[decision]
-        else:
-            approved = {x[0] for x in conn.execute(select(d.c.user_id).where(d.c.approval_id == row.id,
-                                                                             d.c.decision == "approve"))}
-            if row.mode == "any" or set(row.approvers) <= approved:
-                outcome = "approved"
-        if outcome is not None:
-            conn.execute(update(a).where(a.c.id == row.id).values(status=outcome, decided_at=db.utcnow()))
-            _continue_run(conn, cat, row, outcome)
-        status = outcome or "pending"
+        status = approvals.decide(conn, cat, access, approval_id, decision, comment)
     return ok({"id": approval_id, "status": status})
-
-
-def _continue_run(conn: Connection, cat: Catalog, row: Any, outcome: str) -> None:
-    """Hand the parked run back to the worker on the branch the decision chose."""
-    r, d = db.automation_runs, db.approval_decisions
-    run = conn.execute(select(r).where(r.c.id == row.run_id)).first()
-    if run is None or run.status != "awaiting_approval":
-        return
-    path = [int(p) if p.isdigit() else p for p in row.path.split(".")]
-    found = find_rule(cat, row.automation_id)
-    state = dict(run.state or {})
-    comments = [{"user_id": x.user_id, "decision": x.decision, "comment": x.comment}
-                for x in conn.execute(select(d).where(d.c.approval_id == row.id).order_by(d.c.id))]
-    branch = {"approved": "on_approve", "rejected": "on_reject", "returned": "on_return"}[outcome]
-    key = path_text(path)
-    if found is not None:
-        try:
-            action = _action_at(found[1].get("actions") or [], path)
-            key = action.get("key") or key
-            if branch == "on_return" and "on_return" not in action:
-                branch = "on_reject"
-        except (IndexError, KeyError, TypeError):
-            pass
-    outputs = dict(state.get("outputs") or {})
-    outputs[key] = {"approval_id": row.id, "status": outcome, "decisions": comments}
-    state.update(outputs=outputs, path=[*path, branch, 0])
-    conn.execute(update(r).where(r.c.id == run.id).values(status="waiting", resume_at=db.utcnow(), state=state))

@@ -1,21 +1,19 @@
-"""Routes added to the /api/v1 blueprint (see formwork.runtime.api): aggregates, dashboard data, OpenAPI."""
+"""Reports: grouped metrics over a table's records and the computed data of a dashboard."""
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from flask import Response, request
 
+from formwork.api.common import ok, parse_filter_arg, requested_view, visible_app
 from formwork.errors import NotFound, reject_unknown_args
 from formwork.runtime.aggregate import Aggregator, dashboard_data
-from formwork.runtime.api import _view, _visible_app, api, ok, parse_filter_arg
-from formwork.runtime.openapi import document
-from formwork.web import current_access, unit
+from formwork.web import RouteSet, current_access, unit
 
-__all__ = ["api"]
-
+routes = RouteSet()
 AGGREGATE_ARGS = {"group_by", "metrics", "filter", "view", "search", "sort", "limit"}
 
 
-@api.get("/data/<app_key>/<table_key>/aggregate")
+@routes.get("/data/<app_key>/<table_key>/aggregate")
 def aggregate_records(app_key: str, table_key: str) -> Response:
     """Grouped metrics (count, sum, avg...) over the records the caller may read."""
     access = current_access()
@@ -24,27 +22,18 @@ def aggregate_records(app_key: str, table_key: str) -> Response:
         t = cat.table(app_key, table_key)
         groups = Aggregator(conn, cat, access).run(
             t, request.args.get("group_by"), request.args.get("metrics"), parse_filter_arg(),
-            _view(t), request.args.get("search"), request.args.get("sort"),
+            requested_view(t), request.args.get("search"), request.args.get("sort"),
             request.args.get("limit"))
     return ok({"groups": groups})
 
 
-@api.get("/meta/apps/<app_key>/dashboards/<key>/data")
+@routes.get("/meta/apps/<app_key>/dashboards/<key>/data")
 def dashboard_widgets(app_key: str, key: str) -> Response:
     """Every widget's computed data under the viewer's permissions."""
     access = current_access()
     with unit() as (conn, cat):
-        app = _visible_app(cat, access, app_key)
+        app = visible_app(cat, access, app_key)
         doc = next((d for d in app.dashboards if d["key"] == key), None)
         if doc is None:
             raise NotFound(f"no dashboard '{key[:100]}' in app '{app_key}'")
         return ok(dashboard_data(conn, cat, access, app, doc))
-
-
-@api.get("/openapi.json")
-def openapi_document() -> Response:
-    """The OpenAPI 3.1 document of this API as the caller sees it."""
-    access = current_access()
-    with unit() as (_conn, cat):
-        doc = document(current_app._get_current_object(), cat, access)  # type: ignore[attr-defined]
-    return ok(doc)

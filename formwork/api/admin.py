@@ -1,4 +1,4 @@
-"""Admin routes added to the /api/v1 blueprint: users, teams, roles, the audit log and "explain".
+"""Administration: users, teams, roles, the audit log and "explain".
 
 Only administrators and holders of ``manage_users`` get past ``admin.require_user_admin``; the finer rules
 against privilege escalation live in formwork.runtime.admin. There are no routes that change the audit log.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from flask import Response, request
 
+from formwork.api.common import MAX_JSON, ok
 from formwork.runtime import admin
-from formwork.runtime.api import MAX_JSON, api, ok
-from formwork.web import client_ip, current_access, json_body, unit
+from formwork.web import RouteSet, client_ip, current_access, json_body, unit
 
-__all__ = ["api"]
+routes = RouteSet()
 
 
 def _args() -> dict[str, str]:
@@ -20,7 +20,7 @@ def _args() -> dict[str, str]:
 
 
 # --- users --------------------------------------------------------------------------------------------
-@api.get("/admin/users")
+@routes.get("/admin/users")
 def admin_list_users() -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -28,7 +28,7 @@ def admin_list_users() -> Response:
         return ok(admin.list_users(conn, _args()))
 
 
-@api.post("/admin/users")
+@routes.post("/admin/users")
 def admin_create_user() -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -37,15 +37,15 @@ def admin_create_user() -> Response:
         return ok(admin.create_user(conn, actor, body, client_ip()), 201)
 
 
-@api.get("/admin/users/<user_id>")
+@routes.get("/admin/users/<user_id>")
 def admin_get_user(user_id: str) -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
     with unit() as (conn, _):
-        return ok(admin.user_out(conn, admin._user_row(conn, user_id)))
+        return ok(admin.get_user(conn, user_id))
 
 
-@api.patch("/admin/users/<user_id>")
+@routes.patch("/admin/users/<user_id>")
 def admin_update_user(user_id: str) -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -54,7 +54,7 @@ def admin_update_user(user_id: str) -> Response:
         return ok(admin.update_user(conn, actor, user_id, body, client_ip()))
 
 
-@api.delete("/admin/users/<user_id>")
+@routes.delete("/admin/users/<user_id>")
 def admin_deactivate_user(user_id: str) -> Response:
     actor = current_access()
     with unit() as (conn, _):
@@ -62,7 +62,7 @@ def admin_deactivate_user(user_id: str) -> Response:
     return Response(status=204)
 
 
-@api.post("/admin/users/<user_id>/password")
+@routes.post("/admin/users/<user_id>/password")
 def admin_reset_password(user_id: str) -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -73,14 +73,14 @@ def admin_reset_password(user_id: str) -> Response:
 
 
 # --- teams --------------------------------------------------------------------------------------------
-@api.get("/admin/teams")
+@routes.get("/admin/teams")
 def admin_list_teams() -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, _):
         return ok(admin.list_teams(conn))
 
 
-@api.post("/admin/teams")
+@routes.post("/admin/teams")
 def admin_create_team() -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -89,14 +89,14 @@ def admin_create_team() -> Response:
         return ok(admin.create_team(conn, actor, body, client_ip()), 201)
 
 
-@api.get("/admin/teams/<key>")
+@routes.get("/admin/teams/<key>")
 def admin_get_team(key: str) -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, _):
-        return ok(admin.team_out(conn, admin._team_row(conn, key)))
+        return ok(admin.get_team(conn, key))
 
 
-@api.patch("/admin/teams/<key>")
+@routes.patch("/admin/teams/<key>")
 def admin_update_team(key: str) -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -105,7 +105,7 @@ def admin_update_team(key: str) -> Response:
         return ok(admin.update_team(conn, actor, key, body, client_ip()))
 
 
-@api.delete("/admin/teams/<key>")
+@routes.delete("/admin/teams/<key>")
 def admin_delete_team(key: str) -> Response:
     actor = current_access()
     with unit() as (conn, _):
@@ -114,14 +114,14 @@ def admin_delete_team(key: str) -> Response:
 
 
 # --- roles --------------------------------------------------------------------------------------------
-@api.get("/admin/roles")
+@routes.get("/admin/roles")
 def admin_list_roles() -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, cat):
         return ok(admin.list_roles(conn, cat))
 
 
-@api.post("/admin/roles")
+@routes.post("/admin/roles")
 def admin_create_role() -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -130,14 +130,14 @@ def admin_create_role() -> Response:
         return ok(admin.create_role(conn, actor, cat, body, client_ip()), 201)
 
 
-@api.get("/admin/roles/<key>")
+@routes.get("/admin/roles/<key>")
 def admin_get_role(key: str) -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, cat):
-        return ok(admin.role_out(conn, admin._role_row(conn, key), cat))
+        return ok(admin.get_role(conn, cat, key))
 
 
-@api.patch("/admin/roles/<key>")
+@routes.patch("/admin/roles/<key>")
 def admin_update_role(key: str) -> Response:
     actor = current_access()
     admin.require_user_admin(actor)
@@ -146,7 +146,7 @@ def admin_update_role(key: str) -> Response:
         return ok(admin.update_role(conn, actor, cat, key, body, client_ip()))
 
 
-@api.delete("/admin/roles/<key>")
+@routes.delete("/admin/roles/<key>")
 def admin_delete_role(key: str) -> Response:
     actor = current_access()
     with unit() as (conn, _):
@@ -155,14 +155,14 @@ def admin_delete_role(key: str) -> Response:
 
 
 # --- audit and explain --------------------------------------------------------------------------------
-@api.get("/admin/audit")
+@routes.get("/admin/audit")
 def admin_audit() -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, _):
         return ok(admin.list_audit(conn, _args()))
 
 
-@api.get("/admin/explain")
+@routes.get("/admin/explain")
 def admin_explain() -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, cat):

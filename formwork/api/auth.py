@@ -1,0 +1,89 @@
+"""Log in and out, who am I, API tokens."""
+
+from __future__ import annotations
+
+from flask import Response, g, request
+
+from formwork import db
+from formwork.api.common import ok
+from formwork.errors import BadRequest
+from formwork.runtime import auth
+from formwork.runtime.ratelimit import login_limiter
+from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, json_body, unit
+
+routes = RouteSet()
+
+
+@routes.post("/auth/login")
+def login() -> Response:
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"username\", \"password\"}")
+    login_limiter.check(client_ip() or "-")
+    with unit(write=True) as (conn, _cat):
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            auth.logout(conn, old)  # session fixation: whatever id came in dies; the login gets a new one
+        try:
+            token, csrf, u = auth.login(conn, body.get("username"), body.get("password"), client_ip())
+        except Exception:
+            conn.commit()  # keep the failure count and the audit entry
+            raise
+        roles = auth.role_keys(conn, u.id)
+    resp = ok({"user": auth.user_json(u, roles), "csrf_token": csrf})
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
+                    max_age=7 * 24 * 3600, path="/")
+    return resp
+
+
+@routes.post("/auth/logout")
+def logout() -> Response:
+    access = current_access()
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and g.get("auth_kind") == "session":
+        with unit(write=True) as (conn, _):
+            auth.logout(conn, cookie)
+            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
+    resp = ok({"ok": True})
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+@routes.get("/me")
+def me() -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        u = conn.execute(db.users.select().where(db.users.c.id == access.user_id)).first()
+        data = auth.user_json(u, auth.role_keys(conn, u.id))
+    data["csrf_token"] = g.get("csrf_token")
+    return ok(data)
+
+
+@routes.post("/auth/tokens")
+def create_token() -> Response:
+    access = current_access()
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"name\", \"expires_in_days\"?}")
+    with unit() as (conn, _):
+        data = auth.create_token(conn, access.user_id or 0, body.get("name"), body.get("expires_in_days"))
+        auth.audit(conn, "token_created", user_id=access.user_id, username=access.username,
+                   target=f"token:{data['id']}", ip=client_ip())
+    return ok(data, 201)
+
+
+@routes.get("/auth/tokens")
+def list_tokens() -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        return ok({"tokens": auth.list_tokens(conn, access.user_id or 0)})
+
+
+@routes.delete("/auth/tokens/<token_id>")
+def revoke_token(token_id: str) -> Response:
+    access = current_access()
+    with unit() as (conn, _):
+        auth.revoke_token(conn, access.user_id or 0, token_id)
+        auth.audit(conn, "token_revoked", user_id=access.user_id, username=access.username,
+                   target=f"token:{token_id}", ip=client_ip())
+    return Response(status=204)

@@ -1,0 +1,344 @@
+"""Definitions: schemas, field types, apps, tables, fields, the documents (views, automations, dashboards),
+the trash, app export/import and templates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, make_response, request
+
+from formwork.api.common import (
+    MAX_JSON,
+    bool_arg,
+    meta_service,
+    ok,
+    require_meta_right,
+    shown_field_ids,
+    table_for,
+    visible_app,
+    visible_table,
+)
+from formwork.automation.rules import keep_secrets, mask_secrets, strip_secrets
+from formwork.errors import BadRequest, Forbidden, NotFound
+from formwork.metadata import portable, validation
+from formwork.metadata.fieldtypes import field_types
+from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
+from formwork.metadata.service import MetadataService
+from formwork.runtime import auth
+from formwork.web import RouteSet, client_ip, current_access, json_body, unit
+
+routes = RouteSet()
+
+
+@routes.get("/meta/schemas/<kind>")
+def get_schema(kind: str) -> Response:
+    current_access()
+    if kind not in validation.KINDS:
+        raise NotFound(f"no schema '{kind[:40]}'; kinds: {', '.join(validation.KINDS)}")
+    return ok(validation.schema(kind))
+
+
+@routes.get("/meta/field-types")
+def list_field_types() -> Response:
+    current_access()
+    out = []
+    for ft in field_types.all():
+        out.append({"type": ft.type, "label": ft.label, "options_schema": ft.options_schema,
+                    "operators": list(OPERATORS_BY_KIND[ft.kind]), "read_only": ft.read_only,
+                    "computed": ft.computed, "kind": ft.kind})
+    return ok(out)
+
+
+# --- apps --------------------------------------------------------------------------------------------
+@routes.get("/meta/apps")
+def list_apps() -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        apps = [svc.app_json(a, full=False) for a in cat.apps
+                if access.is_admin or any(access.can_see_table(cat, t) for t in a.tables)]
+    return ok({"apps": apps})
+
+
+@routes.post("/meta/apps")
+def create_app() -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = svc.create_app(body)
+        return ok(svc.app_json(app), 201)
+
+
+@routes.get("/meta/apps/<app_key>")
+def get_app(app_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        app = visible_app(cat, access, app_key)
+        svc = meta_service(conn, cat, access)
+        data = svc.app_json(app)
+        if not access.can_build():
+            data["tables"] = [table_for(cat, access, cat.tables_by_id[t["id"]], t) for t in data["tables"]
+                              if access.can_see_table(cat, cat.tables_by_id[t["id"]])]
+        data["automations"] = [mask_secrets(a) for a in data["automations"]] \
+            if access.can_manage_automations() else []
+        return ok(data)
+
+
+@routes.patch("/meta/apps/<app_key>")
+def update_app(app_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        return ok(svc.app_json(svc.update_app(app_key, body)))
+
+
+@routes.delete("/meta/apps/<app_key>")
+def delete_app(app_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_app(app_key)
+    return Response(status=204)
+
+
+# --- tables ------------------------------------------------------------------------------------------
+@routes.get("/meta/apps/<app_key>/tables")
+def list_tables(app_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        app = visible_app(cat, access, app_key)
+        svc = meta_service(conn, cat, access)
+        return ok({"tables": [table_for(cat, access, t, svc.table_json(t)) for t in app.tables
+                              if access.can_see_table(cat, t)]})
+
+
+@routes.post("/meta/apps/<app_key>/tables")
+def create_table(app_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        t = svc.create_table(app_key, body)
+        return ok(svc.table_json(t), 201)
+
+
+@routes.get("/meta/apps/<app_key>/tables/<table_key>")
+def get_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = visible_table(cat, access, app_key, table_key)
+        return ok(table_for(cat, access, t, meta_service(conn, cat, access).table_json(t)))
+
+
+@routes.patch("/meta/apps/<app_key>/tables/<table_key>")
+def update_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        return ok(svc.table_json(svc.update_table(app_key, table_key, body)))
+
+
+@routes.delete("/meta/apps/<app_key>/tables/<table_key>")
+def delete_table(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_table(app_key, table_key)
+    return Response(status=204)
+
+
+# --- fields ------------------------------------------------------------------------------------------
+@routes.get("/meta/apps/<app_key>/tables/<table_key>/fields")
+def list_fields(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = visible_table(cat, access, app_key, table_key)
+        svc = meta_service(conn, cat, access)
+        vis = access.field_visibility(cat, t, t.sa)
+        return ok({"fields": [svc.field_json(f) for f in t.fields if vis.get(f.id, True) is not False]})
+
+
+@routes.post("/meta/apps/<app_key>/tables/<table_key>/fields")
+def create_field(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        f = svc.create_field(app_key, table_key, body)
+        return ok(svc.field_json(f), 201)
+
+
+@routes.get("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def get_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        t = visible_table(cat, access, app_key, table_key)
+        f = t.field(field_key)
+        shown = shown_field_ids(cat, access, t)
+        if shown is not None and f.id not in shown:
+            raise NotFound(f"no field '{field_key[:100]}' in table '{table_key}'")
+        return ok(meta_service(conn, cat, access).field_json(f))
+
+
+@routes.patch("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def update_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    dry = bool_arg("dry_run")
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        result = svc.update_field(app_key, table_key, field_key, body, dry_run=dry)
+        if dry:
+            conn.rollback()
+            return ok(result)
+        field = result.pop("field")
+        return ok({**field, "conversion": result})
+
+
+@routes.delete("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
+def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        meta_service(conn, cat, access).delete_field(app_key, table_key, field_key)
+    return Response(status=204)
+
+
+# --- documents: views (per table), automations and dashboards (per app) ------------------------------
+def public_doc(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A definition as answered over HTTP: automation secrets (webhook HMAC keys) are write-only."""
+    return mask_secrets(doc) if kind == "automation" else doc
+
+
+def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
+    """List, create, get, change and delete one kind of document; endpoints ``list_<kind>s``,
+    ``create_<kind>`` and ``<kind>_one``."""
+    plural = kind + "s"
+
+    def listing(app_key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        with unit() as (_conn, cat):
+            if parent_table:
+                docs = visible_table(cat, access, app_key, table_key or "").views
+            else:
+                docs = getattr(visible_app(cat, access, app_key), plural)
+            if kind == "automation" and not access.can_manage_automations():
+                docs = []  # rules (their recipients, URLs, filters) are for those who manage them
+            return ok({plural: [public_doc(kind, MetadataService._doc_json(d)) for d in docs]})
+
+    def create(app_key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        require_meta_right(access, kind)
+        body = json_body(MAX_JSON)
+        if kind == "automation" and isinstance(body, dict):
+            body = {**body, "actions": keep_secrets(body["actions"], [])} if "actions" in body else body
+        with unit() as (conn, cat):
+            doc = meta_service(conn, cat, access).create_doc(kind, app_key, body, table_key)
+            return ok(public_doc(kind, doc), 201)
+
+    def one(app_key: str, key: str, table_key: str | None = None) -> Response:
+        access = current_access()
+        with unit() as (conn, cat):
+            if parent_table:
+                visible_table(cat, access, app_key, table_key or "")
+            else:
+                visible_app(cat, access, app_key)
+            if kind == "automation" and not access.can_manage_automations():
+                if request.method == "GET":
+                    raise NotFound(f"no automation '{key[:100]}' in app '{app_key}'")
+                raise Forbidden("you may not manage automations")
+            svc = meta_service(conn, cat, access)
+            if request.method == "GET":
+                return ok(public_doc(kind, MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
+            require_meta_right(access, kind)
+            if request.method == "PATCH":
+                patch = json_body(MAX_JSON)
+                if kind == "automation" and isinstance(patch, dict) and "actions" in patch:
+                    stored = svc.get_doc(kind, app_key, key, table_key).get("actions")
+                    patch = {**patch, "actions": keep_secrets(patch["actions"], stored)}
+                return ok(public_doc(kind, svc.update_doc(kind, app_key, key, patch, table_key)))
+            svc.delete_doc(kind, app_key, key, table_key)
+            return Response(status=204)
+
+    routes.add(base, listing, endpoint=f"list_{plural}", methods=["GET"])
+    routes.add(base, create, endpoint=f"create_{kind}", methods=["POST"])
+    routes.add(f"{base}/<key>", one, endpoint=f"{kind}_one", methods=["GET", "PATCH", "DELETE"])
+
+
+_declare_doc_routes("view", "/meta/apps/<app_key>/tables/<table_key>/views", True)
+_declare_doc_routes("automation", "/meta/apps/<app_key>/automations", False)
+_declare_doc_routes("dashboard", "/meta/apps/<app_key>/dashboards", False)
+
+
+# --- trash, export/import, templates -----------------------------------------------------------------
+@routes.get("/meta/trash")
+def list_trash() -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        return ok({"entries": meta_service(conn, cat, access).trash()})
+
+
+@routes.post("/meta/trash/<trash_id>/restore")
+def restore_trash(trash_id: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        return ok(meta_service(conn, cat, access).restore(trash_id))
+
+
+@routes.get("/meta/apps/<app_key>/export")
+def export_app(app_key: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    with unit() as (conn, cat):
+        doc = portable.export_app(conn, cat, app_key)
+        left_out = [f"automation '{a.get('key')}' {p}" for a in doc.get("automations") or []
+                    for p in strip_secrets(a)]
+        if left_out:
+            doc["notes"] = ["Webhook secrets are not exported; set them again after import: " + ", ".join(left_out)]
+        auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app_key}",
+                   ip=client_ip())
+    resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
+    resp.headers["Content-Type"] = "application/json; charset=utf-8"
+    return resp
+
+
+@routes.post("/meta/apps/import")
+def import_app() -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON)
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = portable.import_app(svc, body, request.args.get("key"))
+        return ok(svc.app_json(app), 201)
+
+
+@routes.get("/meta/templates")
+def list_templates() -> Response:
+    current_access()
+    return ok({"templates": portable.list_templates()})
+
+
+@routes.post("/meta/templates/<name>/install")
+def install_template(name: str) -> Response:
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"key\"?, \"demo_data\"?}")
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        app = portable.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
+        return ok(svc.app_json(app), 201)
