@@ -53,7 +53,7 @@ def logout() -> Response:
 def me() -> Response:
     access = current_access()
     with unit() as (conn, _):
-        u = conn.execute(db.users.select().where(db.users.c.id == access.user_id)).first()
+        u = conn.execute(db.users.select().where(db.users.c.id == access.user_id)).one()
         data = auth.user_json(u, auth.role_keys(conn, u.id))
     data["csrf_token"] = g.get("csrf_token")
     return ok(data)

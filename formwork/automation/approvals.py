@@ -90,14 +90,14 @@ def check_decision(decision: Any, comment: Any) -> None:
         raise ValidationFailed.from_details(details)
 
 
-def decide(conn: Connection, cat: Catalog, access: Access, approval_id: int, decision: str,
-           comment: str | None) -> str:
+def decide(conn: Connection, cat: Catalog, access: Access, approval_id: int, decision: Any,
+           comment: Any) -> str:
     """Record the caller's decision and settle the approval when it is decided; returns its status.
 
     404 for those who can't see it, 403 for an administrator who is not an approver, 409 when it is
     settled already or the caller has decided.
     """
-    check_decision(decision, comment)
+    check_decision(decision, comment)  # so decision is one of DECISIONS and comment text or None
     a, d = db.approvals, db.approval_decisions
     q = select(a).where(a.c.id == approval_id)
     if conn.dialect.name == "postgresql":

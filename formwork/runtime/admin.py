@@ -411,7 +411,7 @@ def update_team(conn: Connection, actor: Access, key: str, data: Any, ip: str | 
         conn.execute(update(db.teams).where(db.teams.c.id == row.id).values(**values))
     if members is not None:
         _guard_teams(actor, _set_members(conn, actor, row.id, members))
-    new = conn.execute(select(db.teams).where(db.teams.c.id == row.id)).first()
+    new = conn.execute(select(db.teams).where(db.teams.c.id == row.id)).one()
     _audit(conn, actor, ip, "team_updated", f"team:{new.key}", {"id": row.id, "changed": sorted(data),
                                                                  "members": members})
     return team_out(conn, new)

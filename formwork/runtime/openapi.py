@@ -9,14 +9,15 @@ JSON" table of the API contract. Documents are cached per schema version and per
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import BOOL, DATE, DATETIME, NUMBER
 from formwork.metadata.fieldtypes.link import is_many
 from formwork.runtime.permissions import Access
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 ERROR_CODES = {
     "400": "Bad request: malformed JSON, an unknown parameter value or a bad filter tree",

@@ -122,7 +122,7 @@ def claim_limit(access: Access, flag: str) -> int | None:
     """The largest limit over the caller's roles; None = no limit (administrators), 0 = may not claim."""
     if access.is_admin:
         return None
-    limits = [r.get(flag) for r in access.roles if isinstance(r.get(flag), int) and not isinstance(r.get(flag), bool)]
+    limits = [v for v in (r.get(flag) for r in access.roles) if isinstance(v, int) and not isinstance(v, bool)]
     return max(limits) if limits else 0
 
 
