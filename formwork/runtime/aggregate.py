@@ -322,7 +322,7 @@ class Aggregator:
             if g.kind == USER:
                 displays[i] = select(users.c.name).where(users.c.id == keys[i]).scalar_subquery().label(f"d{i}")
             elif g.kind == LINK_ONE:
-                displays[i] = self.reader._display_expr(g.base, keys[i]).label(f"d{i}")
+                displays[i] = self.reader.display_expr(g.base, keys[i]).label(f"d{i}")
         aggs: list[Any] = []
         for j, m in enumerate(mets):
             col: Any = inner.c.get(f"m{j}")
