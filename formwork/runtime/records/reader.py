@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from formwork import db
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
-from formwork.metadata.fieldtypes.base import MULTI, USER, QueryContext
+from formwork.metadata.fieldtypes.base import USER, QueryContext
 from formwork.metadata.fieldtypes.link import is_many, relation
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.metadata.query import (
@@ -309,8 +309,7 @@ class RecordReader:
             if (f.type == "link" and is_many(f)) or (f.type == "lookup" and f.ftype.many(f, self.cat)):  # type: ignore[attr-defined]
                 many[f.id] = self._many_values(f, ids) if ids else {}
         user_ids: set[int] = set()
-        user_keys = {f.key for f in fdefs if f.type in ("user", "created_by", "updated_by")
-                     and f.ftype.value_kind(f, self.cat) in (USER, MULTI)}
+        user_keys = {f.key for f in fdefs if f.ftype.kind == USER}  # user ids, shown with the user's name
         # per field: (key, id, label of the value, label of the row visibility or None, link display label)
         plan = []
         for f in fdefs:
