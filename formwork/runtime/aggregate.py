@@ -174,7 +174,7 @@ class Aggregator:
                 out.append(Group(key, f, base, "bucket", bucket or "day", False))
                 continue
             if kind == MULTI:
-                elem = USER if base.type == "user" else SELECT
+                elem = USER if base.ftype.kind == USER else SELECT
                 out.append(Group(key, f, base, elem, None, True))
                 continue
             if kind == LINK_ONE or kind in (TEXT, NUMBER, BOOL, SELECT, USER):
@@ -322,7 +322,7 @@ class Aggregator:
             if g.kind == USER:
                 displays[i] = select(users.c.name).where(users.c.id == keys[i]).scalar_subquery().label(f"d{i}")
             elif g.kind == LINK_ONE:
-                displays[i] = self.reader._display_expr(g.base, keys[i]).label(f"d{i}")
+                displays[i] = self.reader.display_expr(g.base, keys[i]).label(f"d{i}")
         aggs: list[Any] = []
         for j, m in enumerate(mets):
             col: Any = inner.c.get(f"m{j}")
@@ -346,7 +346,7 @@ class Aggregator:
         col = inner.c[f"g{i}"]
         if i in displays:
             return displays[i]  # rendered as its label: ORDER BY d0
-        if g.kind == SELECT and g.base.type in ("single_select", "multi_select"):
+        if g.kind == SELECT and g.base.ftype.kind in (SELECT, MULTI):
             values = [c["value"] for c in g.base.options.get("choices", [])]
             if values:  # choices in their defined order: lead, qualified, ... won (funnels read so)
                 return case({v: k for k, v in enumerate(values)}, value=col, else_=len(values))

@@ -34,6 +34,9 @@ from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import (
     BOOL,
     DATE,
+    FILES,
+    LINK_MANY,
+    LINK_ONE,
     NUMBER,
     TEXT,
     FieldValueError,
@@ -144,7 +147,7 @@ def _importable(f: FieldDef) -> str | None:
     """Why a field cannot take values from a file, or None when it can."""
     if f.ftype.read_only or f.ftype.computed:
         return "is read-only (computed or maintained by the platform); column skipped"
-    if f.type == "attachment":
+    if f.ftype.kind == FILES:
         return "is an attachment field; files can't be imported from a spreadsheet, column skipped"
     return None
 
@@ -221,7 +224,7 @@ def plan_import(cat: Catalog, t: TableDef, access: Access, header: list[str],
         if kf is None:
             raise ValidationFailed.from_details({"key_field": [f"no field '{opts.key_field[:100]}' in '{t.key}'"]})
         kind = kf.ftype.value_kind(kf, cat)
-        if not kf.stored or kf.type == "link" or (kind not in (TEXT, NUMBER) and not kf.unique):
+        if not kf.stored or kind in (LINK_ONE, LINK_MANY) or (kind not in (TEXT, NUMBER) and not kf.unique):
             raise ValidationFailed.from_details({"key_field": [
                 f"'{kf.key}' ({kf.type}) can't identify records; use a unique, text or number field"]})
         plan.key = next((c for c in columns if c.field.id == kf.id), None)

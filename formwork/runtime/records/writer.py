@@ -1,42 +1,17 @@
-"""Reading and writing records of user tables.
+"""Writing records of user tables: RecordService is their only writer.
 
-RecordReader builds one SELECT per page (computed fields, link displays and permissions included) plus
-one batched query per to-many field; RecordService is the only writer of user tables: it checks
-permissions, coerces and validates values through their field types, writes the row, its history and
-its outbox events in the caller's transaction.
+It checks the caller's permissions, coerces and validates values through their field types (see
+:mod:`.schemas`), writes the rows and their links, checks unique values and the table's validation rules,
+and records history and outbox events, all in the caller's transaction.
 """
 
 from __future__ import annotations
 
-import builtins
-import contextvars
-import hashlib
-import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
-import marshmallow as ma
-from sqlalchemy import (
-    String,
-    and_,
-    bindparam,
-    case,
-    cast,
-    delete,
-    false,
-    func,
-    insert,
-    literal,
-    not_,
-    select,
-    update,
-)
+from sqlalchemy import and_, delete, false, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
 from formwork.errors import (
@@ -49,16 +24,7 @@ from formwork.errors import (
     ValidationFailed,
 )
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
-from formwork.metadata.fieldtypes.base import (
-    DATE,
-    DATETIME,
-    MULTI,
-    USER,
-    FieldValueError,
-    QueryContext,
-    WriteContext,
-)
-from formwork.metadata.fieldtypes.computed import json_for_kind
+from formwork.metadata.fieldtypes.base import FieldValueError, WriteContext
 from formwork.metadata.fieldtypes.link import (
     existing_ids,
     is_many,
@@ -68,508 +34,15 @@ from formwork.metadata.fieldtypes.link import (
     set_writer_scope,
 )
 from formwork.metadata.fieldtypes.temporal import iso_utc
-from formwork.metadata.query import (
-    FilterCompiler,
-    SortKey,
-    keyset_condition,
-    link_value,
-    make_cursor,
-    order_by,
-    parse_sort,
-    read_cursor,
-    search_condition,
-    sort_keys,
-)
+from formwork.metadata.query import FilterCompiler
 from formwork.runtime.permissions import Access
+from formwork.runtime.records.params import MAX_BATCH, parse_id
+from formwork.runtime.records.reader import RecordReader
+from formwork.runtime.records.schemas import load_input
 
-MAX_LIMIT = 1000
 _HISTORY_INSERT = insert(db.history)
 _OUTBOX_INSERT = insert(db.outbox)
-MAX_BATCH = 1000
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
-_write_ctx: contextvars.ContextVar[WriteContext] = contextvars.ContextVar("formwork_write_ctx")
-
-
-# --- marshmallow schemas generated from metadata, cached per schema version ----------------------------
-class _ValueField(ma.fields.Field):
-    """Input: coerced by the field type; output: the type's JSON form."""
-
-    def __init__(self, fdef: FieldDef, serialize: Any, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.fdef = fdef
-        self.to_json = serialize
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kw: Any) -> Any:
-        return self.to_json(value)
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> Any:
-        f = self.fdef
-        if f.ftype.read_only:
-            raise ma.ValidationError("is read-only")
-        try:
-            return f.ftype.coerce(value, f, _write_ctx.get())
-        except FieldValueError as e:
-            raise ma.ValidationError(e.message) from None
-
-
-def serializer(f: FieldDef, catalog: Catalog) -> Any:
-    """A function from the raw SQL value (as the reader selects it) to the JSON value."""
-    kind = f.ftype.value_kind(f, catalog)
-    if f.type == "formula":
-        return lambda v: json_for_kind(kind, v)
-    if f.type == "lookup":
-        link, tf, _target = f.ftype.parts(f, catalog)  # type: ignore[attr-defined]
-        inner = serializer(tf, catalog)
-        if is_many(link):
-            return lambda v: [inner(x) for x in (v or [])]
-        return inner
-    if kind in (DATE, DATETIME) and f.type not in ("date", "datetime", "created_at", "updated_at"):
-        return lambda v: json_for_kind(kind, v)
-    return lambda v: f.ftype.to_json(v, f)
-
-
-def output_schema(table: TableDef, catalog: Catalog, picked: Sequence[FieldDef] | None = None) -> ma.Schema:
-    """The dumping schema of a table, or of just the picked fields (a page dumps only what it selects)."""
-    chosen = list(table.fields) if picked is None else list(picked)
-    ids = tuple(f.id for f in chosen) if picked is not None else None
-
-    def build() -> ma.Schema:
-        attrs: dict[str, ma.fields.Field[Any]] = {
-            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key) for f in chosen}
-        cls = ma.Schema.from_dict(attrs, name=f"Out{table.id}")
-        return cls()
-
-    if ids is None:
-        return catalog.cached(("out_schema", table.id), build)  # type: ignore[no-any-return]
-    return _lru(catalog, "out_schemas").get_or_build((table, ids), build)  # type: ignore[no-any-return]
-
-
-def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
-    def build() -> ma.Schema:
-        attrs: dict[str, ma.fields.Field[Any]] = {
-            f.key: _ValueField(f, serializer(f, catalog), data_key=f.key, allow_none=True) for f in table.fields}
-        cls = ma.Schema.from_dict(attrs, name=f"In{table.id}")
-        return cls(unknown=ma.RAISE)
-
-    return catalog.cached(("in_schema", table.id), build)  # type: ignore[no-any-return]
-
-
-class _Lru:
-    """A small bounded cache: keys such as a page's field list come from the request, so it must not grow."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def get_or_build(self, key: Any, build: Callable[[], Any]) -> Any:
-        hit = self.get(key)
-        if hit is None:
-            hit = build()
-            self.put(key, hit)
-        return hit
-
-
-def _lru(catalog: Catalog, name: str, size: int = 256) -> _Lru:
-    """A bounded cache living as long as the catalog (so a schema change starts it afresh)."""
-    return catalog.cached(("lru", name), lambda: _Lru(size))  # type: ignore[no-any-return]
-
-
-def reader_independent(f: FieldDef, catalog: Catalog, depth: int = 0) -> bool:
-    """Whether a field's select expression is the same for every reader and every moment.
-
-    Formulas bind NOW()/TODAY(), a rollup's filter may use relative dates or "me"; a lookup, a rollup
-    and a link's display are as independent as the field they read (row scopes are checked apart).
-    """
-    if depth > 4:
-        return False
-    if f.type == "formula" or (f.type == "rollup" and f.options.get("filter")):
-        return False
-    if f.type in ("lookup", "rollup") and f.options.get("field"):
-        return reader_independent(catalog.field_by_id(f.options["field"]), catalog, depth + 1)
-    if f.type == "link" and not is_many(f):
-        disp = catalog.table_by_id(f.options["target"]).display_field
-        return disp is None or reader_independent(disp, catalog, depth + 1)
-    return True
-
-
-@dataclass
-class _ColumnSet:
-    cols: list[Any]
-    scoped_tables: frozenset[int]  # tables whose row scope the expressions would embed (none applied)
-    by_ids: Any = None  # SELECT cols WHERE id IN :ids, built once: SQLAlchemy memoizes a statement's cache key
-
-
-def query_signature(t: TableDef, version: int, spec: Sequence[tuple[str, bool]], filter_tree: Any,
-                    search: str | None, view_key: str | None) -> str:
-    """What a cursor is bound to: same table, schema, sort, filter, search and view."""
-    query = json.dumps([filter_tree, search, view_key], sort_keys=True, default=str)
-    return (f"{t.id}:{version}:{','.join(('-' if d else '') + k for k, d in spec)}:"
-            f"{hashlib.sha256(query.encode()).hexdigest()[:16]}")
-
-
-def _ma_details(err: ma.ValidationError) -> dict[str, list[str]]:
-    msgs = err.messages if isinstance(err.messages, dict) else {"": err.messages}
-    out: dict[str, list[str]] = {}
-    for k, v in msgs.items():
-        items = v if isinstance(v, list) else [str(v)]
-        out[str(k)] = ["is not a field of this table" if m == "Unknown field." else str(m) for m in items]
-    return out
-
-
-def parse_limit(value: Any, default: int = 50) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest("limit must be a whole number") from None
-    if n < 1 or n > MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return n
-
-
-class RecordReader:
-    def __init__(self, catalog: Catalog, conn: Connection, access: Access | None = None,
-                 user_id: int | None = None, secret: bytes = b"formwork") -> None:
-        self.cat = catalog
-        self.conn = conn
-        self.access = access or Access.system()
-        self.secret = secret
-        self._display_hidden: dict[int, bool] = {}
-        self.names: dict[int, dict[str, Any]] = {}  # user id → {"id", "name"}, within this unit of work
-        self.ctx = QueryContext(catalog=catalog, dialect=conn.dialect.name,
-                                user_id=self.access.user_id if access else user_id,
-                                timezone=self.access.timezone, row_scope=self._scope_for)
-
-    def _scope_for(self, t: TableDef, alias: Any) -> ColumnElement[bool] | None:
-        return self.access.scope(self.cat, t, alias, "read")
-
-    # --- building blocks ---------------------------------------------------------------------------
-    def base_conditions(self, t: TableDef, trashed: bool = False) -> list[ColumnElement[bool]]:
-        sa = t.sa
-        conds: list[ColumnElement[bool]] = [sa.c.deleted_at.is_not(None) if trashed else sa.c.deleted_at.is_(None)]
-        scope = self._scope_for(t, sa)
-        if scope is not None:
-            conds.append(scope)
-        return conds
-
-    def where(self, t: TableDef, filter_tree: Any = None, search: str | None = None,
-              view: dict[str, Any] | None = None) -> list[ColumnElement[bool]]:
-        if not self.access.can_see_table(self.cat, t):
-            raise NotFound(f"no table '{t.key}'")
-        self.access.check_query_fields(self.cat, t, filter_tree)
-        conds = self.base_conditions(t)
-        if view and view.get("filter"):
-            conds.append(FilterCompiler(t, self.ctx).compile(view["filter"]))
-        if filter_tree:
-            conds.append(FilterCompiler(t, self.ctx).compile(filter_tree))
-        if search:
-            conds.append(search_condition(t, self.ctx, search,
-                                          visibility=self.access.field_visibility(self.cat, t, t.sa)))
-        return conds
-
-    def pick_fields(self, t: TableDef, keys: Any, view: dict[str, Any] | None = None) -> list[FieldDef]:
-        if keys:
-            names = keys.split(",") if isinstance(keys, str) else keys
-            out = []
-            for k in names:
-                k = k.strip()
-                if k not in t.fields_by_key:
-                    raise BadRequest(f"fields: no field '{k[:100]}' in table '{t.key}'")
-                out.append(t.fields_by_key[k])
-            return out
-        if view and view.get("fields"):
-            return [t.fields_by_key[k] for k in view["fields"] if k in t.fields_by_key]
-        return list(t.fields)
-
-    def _columns(self, t: TableDef, fields: builtins.list[FieldDef]) -> tuple[builtins.list[Any], dict[int, Any]]:
-        """The select list of a page (labels ``c<id>``, ``d<id>``, ``v<id>``) and the field visibility.
-
-        Building it (aliases, scalar subqueries) costs more than running a page, so a list that does not
-        depend on the reader is reused from a per-catalog cache.
-        """
-        sa = t.sa
-        vis = self.access.field_visibility(self.cat, t, sa)
-        uniform = all(v is True for v in vis.values())
-        # keyed by the TableDef itself: a caller may hold a table of an older catalog than the reader's
-        key = (t, tuple(f.id for f in fields))
-        cache = _lru(self.cat, "columns")
-        if uniform:
-            hit: _ColumnSet | None = cache.get(key)
-            if hit is not None and all(self._scope_for(self.cat.table_by_id(tid), self.cat.table_by_id(tid).sa) is None
-                                       and not self.display_hidden(self.cat.table_by_id(tid))
-                                       for tid in hit.scoped_tables):
-                return hit.cols, vis
-        scoped: set[int] = set()
-        restricted = False
-
-        def scope(target: TableDef, alias: Any) -> ColumnElement[bool] | None:
-            nonlocal restricted
-            s = self._scope_for(target, alias)
-            scoped.add(target.id)
-            restricted = restricted or s is not None or self.display_hidden(target)
-            return s
-
-        ctx = replace(self.ctx, row_scope=scope)
-        cols: builtins.list[Any] = [sa.c.id, sa.c.version, sa.c.created_at, sa.c.updated_at]
-        for f in fields:
-            v = vis.get(f.id, True)
-            if v is False or (f.type == "link" and is_many(f)):
-                continue
-            if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
-                continue
-            expr = link_value(f, sa, ctx) if f.type == "link" else f.ftype.expression(f, sa, ctx)
-            if v is not True:
-                cols.append(case((v, literal(True)), else_=literal(False)).label(f"v{f.id}"))
-            cols.append(expr.label(f"c{f.id}"))
-            if f.type == "link" and not is_many(f):
-                cols.append(self._display_expr(f, sa.c[f.column_name], ctx).label(f"d{f.id}"))
-        if uniform and not restricted and all(
-                self.cat.cached(("independent", f.id), lambda f=f: reader_independent(f, self.cat)) for f in fields):
-            cache.put(key, _ColumnSet(cols, frozenset(scoped)))
-        return cols, vis
-
-    def _display_expr(self, f: FieldDef, id_expr: Any, ctx: QueryContext | None = None) -> Any:
-        ctx = ctx or self.ctx
-        target = self.cat.table_by_id(f.options["target"])
-        disp = target.display_field
-        ta = target.sa.alias()
-        if disp is not None and self.display_hidden(target):
-            value: Any = literal("#") + cast(ta.c.id, String)  # the display field is hidden from this reader
-        else:
-            value = disp.ftype.expression(disp, ta, replace(ctx, depth=1)) if disp else ta.c.id
-        conds = [ta.c.id == id_expr, ta.c.deleted_at.is_(None)]
-        scope = ctx.row_scope(target, ta) if ctx.row_scope else None
-        if scope is not None:
-            conds.append(scope)
-        return select(value).where(*conds).scalar_subquery()
-
-    def display_hidden(self, target: TableDef) -> bool:
-        """Is the target's display field not shown to this reader on every row? Then a link to one of
-        its records displays as ``#<id>``: the display text would reveal the hidden field."""
-        disp = target.display_field
-        if disp is None or self.access.is_admin:
-            return False
-        memo = self._display_hidden
-        if target.id not in memo:
-            vis = self.access.field_visibility(self.cat, target, target.sa)
-            memo[target.id] = vis.get(disp.id, True) is not True
-        return memo[target.id]
-
-    def hide_display_sorts(self, t: TableDef, keys: builtins.list[SortKey]) -> builtins.list[SortKey]:
-        """Sort a to-one link whose target display is hidden by the linked id instead of the display text."""
-        out = []
-        for k in keys:
-            f = k.field
-            if f is not None and f.type == "link" and not is_many(f) and f.stored \
-                    and self.display_hidden(self.cat.table_by_id(f.options["target"])):
-                k = SortKey(f, k.desc, link_value(f, t.sa, self.ctx))
-            out.append(k)
-        return out
-
-    # --- reading -----------------------------------------------------------------------------------
-    def list(self, t: TableDef, *, filter_tree: Any = None, sort: Any = None, search: str | None = None,
-             fields: Any = None, limit: Any = None, cursor: str | None = None, offset: Any = None,
-             count: bool = False, view: dict[str, Any] | None = None) -> dict[str, Any]:
-        n = parse_limit(limit)
-        conds = self.where(t, filter_tree, search, view)
-        spec = parse_sort(sort)
-        self.access.check_query_fields(self.cat, t, sort_keys=[k for k, _ in spec])
-        if not spec and view:
-            # a saved view's sort on a field hidden from this reader is left out (the order and the
-            # cursor would reveal its values); the view still opens
-            hidden = self.access.unreadable_fields(self.cat, t)
-            spec = [(k, d) for k, d in parse_sort(view.get("sort")) if k not in hidden]
-        keys = self.hide_display_sorts(t, sort_keys(t, self.ctx, spec))
-        fdefs = self.pick_fields(t, fields, view)
-        cols, vis = self._columns(t, fdefs)
-        sort_cols = [k.expr.label(f"s{i}") for i, k in enumerate(keys)]
-        q = select(*cols, *sort_cols).where(*conds)
-        # a cursor only fits the query it came from: same table, schema, sort, filter, search and view
-        signature = query_signature(t, self.cat.version, spec, filter_tree, search, view.get("key") if view else None)
-        if cursor:
-            if offset:
-                raise BadRequest("use either cursor or offset, not both")
-            values = read_cursor(self.secret, signature, cursor, len(keys))
-            q = q.where(keyset_condition(keys, values))
-        elif offset not in (None, ""):
-            try:
-                off = int(offset)
-            except (TypeError, ValueError):
-                raise BadRequest("offset must be a whole number") from None
-            if off < 0 or off > 10_000_000:
-                raise BadRequest("offset is out of range")
-            q = q.offset(off)
-        rows = self.conn.execute(q.order_by(*order_by(keys)).limit(n + 1)).all()
-        more = len(rows) > n
-        rows = rows[:n]
-        out: dict[str, Any] = {"records": self.to_records(t, rows, fdefs, vis)}
-        out["next_cursor"] = make_cursor(self.secret, signature, [getattr(rows[-1], f"s{i}")
-                                                                  for i in range(len(keys))]) if more else None
-        if count:
-            out["total"] = self.count(t, conds)
-        return out
-
-    def count(self, t: TableDef, conds: builtins.list[ColumnElement[bool]], cap: int | None = None) -> int:
-        if cap is not None:
-            inner = select(t.sa.c.id).where(*conds).limit(cap).subquery()
-            return int(self.conn.execute(select(func.count()).select_from(inner)).scalar() or 0)
-        return int(self.conn.execute(select(func.count()).select_from(t.sa).where(*conds)).scalar() or 0)
-
-    def get(self, t: TableDef, record_id: Any, fields: Any = None, trashed: bool = False) -> dict[str, Any]:
-        rid = parse_id(record_id)
-        if not self.access.can_see_table(self.cat, t):
-            raise NotFound(f"no table '{t.key}'")
-        fdefs = self.pick_fields(t, fields)
-        cols, vis = self._columns(t, fdefs)
-        row = self.conn.execute(select(*cols).where(t.sa.c.id == rid, *self.base_conditions(t, trashed))).first()
-        if row is None:
-            raise NotFound(f"no record {rid} in '{t.key}'")
-        return self.to_records(t, [row], fdefs, vis)[0]
-
-    def to_records(self, t: TableDef, rows: Sequence[Any], fdefs: builtins.list[FieldDef],
-                   vis: dict[int, Any]) -> builtins.list[dict[str, Any]]:
-        schema = output_schema(t, self.cat, fdefs)
-        ids = [r.id for r in rows]
-        many: dict[int, dict[int, builtins.list[Any]]] = {}
-        for f in fdefs:
-            if vis.get(f.id, True) is False:
-                continue
-            if (f.type == "link" and is_many(f)) or (f.type == "lookup" and f.ftype.many(f, self.cat)):  # type: ignore[attr-defined]
-                many[f.id] = self._many_values(f, ids) if ids else {}
-        user_ids: set[int] = set()
-        user_keys = {f.key for f in fdefs if f.type in ("user", "created_by", "updated_by")
-                     and f.ftype.value_kind(f, self.cat) in (USER, MULTI)}
-        # per field: (key, id, label of the value, label of the row visibility or None, link display label)
-        plan = []
-        for f in fdefs:
-            visible = vis.get(f.id, True)
-            if visible is False:
-                continue
-            plan.append((f.key, f.id, f"c{f.id}", None if visible is True else f"v{f.id}",
-                         f"d{f.id}" if f.type == "link" else None, f.key in user_keys))
-        raw_rows = []
-        for r in rows:
-            m = r._mapping
-            raw: dict[str, Any] = {}
-            for key, fid, col, vcol, dcol, is_user in plan:
-                if vcol is not None and not m.get(vcol):
-                    continue
-                if fid in many:
-                    raw[key] = many[fid].get(r.id, [])
-                    continue
-                val = m[col]
-                if dcol is not None:
-                    val = None if val is None else {"id": val, "display": _display_text(m[dcol])}
-                raw[key] = val
-                if is_user and val is not None:
-                    user_ids.update(val if isinstance(val, list) else [val])
-            raw_rows.append(raw)
-        if user_ids:
-            names = self._user_names(user_ids)
-            for raw in raw_rows:
-                for key in user_keys:
-                    v = raw.get(key)
-                    if v is not None:
-                        raw[key] = [names.get(i, {"id": i, "name": None}) for i in v] if isinstance(v, list) \
-                            else names.get(v, {"id": v, "name": None})
-        dumped = schema.dump(raw_rows, many=True)
-        return [{"id": r.id, "version": r.version, "created_at": iso_utc(r.created_at),
-                 "updated_at": iso_utc(r.updated_at), "fields": {k: v for k, v in data.items() if k in raw}}
-                for r, raw, data in zip(rows, raw_rows, dumped, strict=True)]
-
-    def _user_names(self, ids: set[int]) -> dict[int, dict[str, Any]]:
-        missing = ids.difference(self.names)
-        if missing:
-            rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(missing)))
-            self.names.update({r.id: {"id": r.id, "name": r.name} for r in rows})
-        return self.names
-
-    def _many_values(self, f: FieldDef, ids: builtins.list[int]) -> dict[int, builtins.list[Any]]:
-        """All linked records (or looked-up values) of one to-many field for a page, in one query."""
-        if f.type == "link":
-            link, target = f, self.cat.table_by_id(f.options["target"])
-            value_f = target.display_field
-        else:
-            link, value_f, target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
-        rel = relation(link, self.cat)
-        ra = rel.table.alias()
-        ta = target.sa.alias()
-        value = value_f.ftype.expression(value_f, ta, replace(self.ctx, depth=1)) if value_f else ta.c.id
-        conds: builtins.list[ColumnElement[bool]] = [ra.c[rel.this].in_(ids), ta.c.deleted_at.is_(None)]
-        src: Any
-        if rel.trash and rel.table is not target.sa:
-            conds.append(ra.c.deleted_at.is_(None))
-        scope = self._scope_for(target, ta)
-        if scope is not None:
-            conds.append(scope)
-        if rel.table is target.sa and rel.other == "id":
-            src, this_col = ta, ta.c[rel.this]
-            conds[0] = this_col.in_(ids)
-        else:
-            src, this_col = ra.join(ta, ta.c.id == ra.c[rel.other]), ra.c[rel.this]
-        q = select(this_col.label("this"), ta.c.id.label("tid"), value.label("v")).select_from(src).where(*conds)
-        out: dict[int, builtins.list[Any]] = {}
-        hidden = f.type == "link" and self.display_hidden(target)
-        for r in self.conn.execute(q.order_by(this_col, ta.c.id)):
-            if f.type == "link":
-                disp = f"#{r.tid}" if hidden else serializer(value_f, self.cat)(r.v) if value_f else r.tid
-                out.setdefault(r.this, []).append({"id": r.tid, "display": _display_text(disp)})
-            else:
-                out.setdefault(r.this, []).append(r.v)
-        return out
-
-    def iter_field_values(self, t: TableDef, f: FieldDef, batch: int = 5000) -> Iterator[tuple[int, Any]]:
-        """Every record's value of one field as JSON, in id order (used by type conversions)."""
-        last = 0
-        while True:
-            cols, vis = self._columns(t, [f])
-            rows = self.conn.execute(select(*cols).where(t.sa.c.id > last).order_by(t.sa.c.id).limit(batch)).all()
-            if not rows:
-                return
-            for rec in self.to_records(t, rows, [f], vis):
-                yield rec["id"], rec["fields"].get(f.key)
-            last = rows[-1].id
-
-
-def _display_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return str(value.get("name") or value.get("display") or "")
-    if isinstance(value, list):
-        return ", ".join(_display_text(v) for v in value)
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def parse_id(value: Any) -> int:
-    """A record id: a whole number (or its digits as text); anything else names no record."""
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > 2**62:
-        raise NotFound(f"no record '{str(value)[:40]}'")
-    return value
 
 
 class RecordService:
@@ -588,7 +61,7 @@ class RecordService:
     def _write_context(self) -> WriteContext:
         """Coercion context carrying the writer's read scope: links and attachments only reach what the
         writer can see (an id outside it reads as "no record with id N")."""
-        return set_writer_scope(WriteContext(self.cat, self.conn, self.access.user_id), self.reader._scope_for)
+        return set_writer_scope(WriteContext(self.cat, self.conn, self.access.user_id), self.reader.read_scope)
 
     def _load(self, t: TableDef, data: Any, creating: bool, ctx: WriteContext) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -600,14 +73,8 @@ class RecordService:
             if f is not None and f.ftype.read_only:
                 details[key] = ["is read-only"]
         writable = {k: v for k, v in data.items() if k not in details}
-        token = _write_ctx.set(ctx)
-        try:
-            values = input_schema(t, self.cat).load(writable, partial=True)
-        except ma.ValidationError as e:
-            details.update(_ma_details(e))
-            values = dict(e.valid_data or {})  # type: ignore[call-overload]
-        finally:
-            _write_ctx.reset(token)
+        values, errors = load_input(t, self.cat, writable, ctx)
+        details.update(errors)
         for key, v in list(values.items()):
             if v is None:  # a null means "empty" in the type's own terms (false, no links, ...)
                 f = t.fields_by_key[key]
@@ -619,11 +86,7 @@ class RecordService:
         if creating:
             for f in t.fields:
                 if f.key not in values and f.doc.get("default") is not None and f.ftype.supports_default:
-                    token = _write_ctx.set(ctx)
-                    try:
-                        values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
-                    finally:
-                        _write_ctx.reset(token)
+                    values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
         for f in t.fields:
             if f.required and f.key not in details and (f.key in values or creating) \
                     and f.ftype.is_empty(values.get(f.key)):
@@ -651,11 +114,7 @@ class RecordService:
             [f for f in t.fields if f.required]))
         for f in rules[0]:
             if f.key not in values:
-                token = _write_ctx.set(ctx)
-                try:
-                    values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
-                finally:
-                    _write_ctx.reset(token)
+                values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
         for f in rules[1]:
             if f.key not in details and f.ftype.is_empty(values.get(f.key)):
                 details.setdefault(f.key, []).append("is required")
@@ -740,7 +199,7 @@ class RecordService:
                 # reverse of a to-one link: point the other records' column at this record
                 fwd = self.cat.field_by_id(f.options["pair"])
                 col = rt.c[fwd.column_name]
-                seen = self.reader._scope_for(target, rt)
+                seen = self.reader.read_scope(target, rt)
                 current = {r[0] for r in self.conn.execute(select(rt.c.id).where(
                     col == rid, rt.c.deleted_at.is_(None), *([seen] if seen is not None else [])))}
                 unlink, link = current - wanted, wanted - current
@@ -748,7 +207,7 @@ class RecordService:
                 if not changed:
                     continue
                 self._check_target_update(target, fwd, changed)
-                before = self._read_back(target, changed)
+                before = self.reader.by_ids(target, changed)
                 stamp = {"version": rt.c.version + 1, "updated_at": db.utcnow(), "updated_by": self.access.user_id}
                 if unlink:
                     self.conn.execute(update(rt).where(rt.c.id.in_(sorted(unlink))).values({col.name: None, **stamp}))
@@ -767,7 +226,7 @@ class RecordService:
                 continue
             pair = self.cat.fields_by_id.get(f.options.get("pair") or -1)
             changed = sorted(drop | add)
-            before = self._read_back(target, changed) if pair is not None else []
+            before = self.reader.by_ids(target, changed) if pair is not None else []
             if drop:
                 self.conn.execute(delete(rt).where(rt.c[rel.this] == rid, other.in_(sorted(drop))))
             if add:
@@ -792,7 +251,7 @@ class RecordService:
         """History entries and record_updated events for linked records whose side of a link changed."""
         now = db.utcnow()
         hist, events = [], []
-        after = {r["id"]: r for r in self._read_back(target, [r["id"] for r in before])}
+        after = {r["id"]: r for r in self.reader.by_ids(target, [r["id"] for r in before])}
         for old_rec in before:
             rec = after.get(old_rec["id"])
             if rec is None:
@@ -887,7 +346,7 @@ class RecordService:
             raise Conflict("a unique value is already used by another record") from None
         self._write_links_many(t, ids, link_sets)
         self._check_rules(t, ids, None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)})
-        records = self._read_back(t, ids)
+        records = self.reader.by_ids(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
                            "changes": {k: {"old": None, "new": v} for k, v in r["fields"].items()
                                        if k in loaded[i] and v not in (None, [], False)}}
@@ -964,9 +423,9 @@ class RecordService:
                 wanted.setdefault(f.options["target"], set()).update(ids)
         if people:
             self._prefetch_users(people, ctx)
-        for target_id, ids in wanted.items():
+        for target_id, target_ids in wanted.items():
             target = self.cat.table_by_id(target_id)
-            checked = sorted(i for i in ids if isinstance(i, int) and 0 < i <= 2**62)
+            checked = sorted(i for i in target_ids if isinstance(i, int) and 0 < i <= 2**62)
             found: set[int] = set()
             for n in range(0, len(checked), MAX_BATCH):
                 found |= existing_ids(ctx, target, checked[n:n + MAX_BATCH])
@@ -989,10 +448,10 @@ class RecordService:
         for f in t.fields:
             if not (f.unique and f.stored):
                 continue
-            values = [v[f.key] for v in loaded if v.get(f.key) is not None]
+            given = [v[f.key] for v in loaded if v.get(f.key) is not None]
             col = t.sa.c[f.column_name]
-            for n in range(0, len(values), MAX_BATCH):
-                if self.conn.execute(select(t.sa.c.id).where(col.in_(values[n:n + MAX_BATCH])).limit(1)).first():
+            for n in range(0, len(given), MAX_BATCH):
+                if self.conn.execute(select(t.sa.c.id).where(col.in_(given[n:n + MAX_BATCH])).limit(1)).first():
                     clash = True
         seen: dict[str, set[Any]] = {}
         for i, values in enumerate(loaded):
@@ -1022,22 +481,6 @@ class RecordService:
             rows = [{rel.this: rid, rel.other: i} for rid, targets in pairs for i in targets]
             if rows:
                 self.conn.execute(insert(rt), rows)
-
-    def _read_back(self, t: TableDef, ids: list[int]) -> list[dict[str, Any]]:
-        """The written records as the writer now sees them (system access if the writer lost sight)."""
-        reader = self.reader
-        fdefs = list(t.fields)
-        cols, vis = reader._columns(t, fdefs)
-        entry: _ColumnSet | None = _lru(self.cat, "columns").get((t, tuple(f.id for f in fdefs)))
-        if entry is not None and entry.cols is cols:
-            if entry.by_ids is None:
-                entry.by_ids = select(*cols).where(t.sa.c.id.in_(bindparam("ids", expanding=True)))
-            rows = self.conn.execute(entry.by_ids, {"ids": ids}).all()
-        else:
-            rows = self.conn.execute(select(*cols).where(t.sa.c.id.in_(ids))).all()
-        by_id = {r.id: r for r in rows}
-        ordered = [by_id[i] for i in ids if i in by_id]
-        return reader.to_records(t, ordered, fdefs, vis)
 
     # --- update ------------------------------------------------------------------------------------
     def _current(self, t: TableDef, rid: int, op: str) -> Any:
@@ -1096,7 +539,7 @@ class RecordService:
             plan.append((rid, row.version, values))
         if details:
             raise ValidationFailed.from_details(details)
-        before = {r["id"]: r for r in self._read_back(t, [p[0] for p in plan])}
+        before = {r["id"]: r for r in self.reader.by_ids(t, [p[0] for p in plan])}
         now = db.utcnow()
         for i, (rid, version, values) in enumerate(plan):
             self._check_unique(t, values, rid, None if single else f"records/{i}/")
@@ -1113,7 +556,7 @@ class RecordService:
             self._write_links(t, rid, links)
         ids = [p[0] for p in plan]
         self._check_rules(t, ids, where or (None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)}))
-        after = self._read_back(t, ids)
+        after = self.reader.by_ids(t, ids)
         hist, events = [], []
         for rec in after:
             old = before[rec["id"]]["fields"]
@@ -1139,7 +582,7 @@ class RecordService:
             self._current(t, rid, "delete")
         self._check_delete_blocks(t, ids)
         now = db.utcnow()
-        before = self._read_back(t, ids)
+        before = self.reader.by_ids(t, ids)
         self.conn.execute(update(t.sa).where(t.sa.c.id.in_(ids)).values(
             deleted_at=now, version=t.sa.c.version + 1, updated_by=self.access.user_id))
         self._history(t, [{"record_id": r["id"], "at": now, "action": "delete", "changes": None} for r in before])
@@ -1182,7 +625,7 @@ class RecordService:
                 v = self.conn.execute(select(sa.c[f.column_name]).where(sa.c.id == rid)).scalar()
                 if v is not None:
                     self._check_unique(t, {f.key: v}, rid)
-        rec = self._read_back(t, [rid])[0]
+        rec = self.reader.by_ids(t, [rid])[0]
         self._history(t, [{"record_id": rid, "at": db.utcnow(), "action": "restore", "changes": None}])
         self._events(t, [{"record_id": rid, "event": "record_created", "payload": {"fields": rec["fields"],
                                                                                     "restored": True}}])
@@ -1282,4 +725,3 @@ class RecordService:
                     tid = links[key].options["target"]
                     e["changes"][key] = {side: [shown(i, tid) for i in v] if isinstance(v, list) else shown(v, tid)
                                          for side, v in change.items()}
-
