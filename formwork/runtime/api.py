@@ -15,6 +15,7 @@ from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.service import Actor, MetadataService
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
+from formwork.runtime.previews import record_values
 from formwork.runtime.records import RecordReader, RecordService
 from formwork.web import (
     MAX_INPUT_INT,
@@ -63,7 +64,7 @@ def secret() -> bytes:
 
 
 def actor(access: Access) -> Actor:
-    return Actor(access.user_id, access.is_admin, client_ip())
+    return access.actor(client_ip(), record_values(access))
 
 
 def require_build(access: Access) -> None:
