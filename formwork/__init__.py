@@ -36,6 +36,8 @@ def register_job_kinds() -> None:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
     from formwork.api import URL_PREFIX, make_blueprint
+    from formwork.automation.document import AutomationDocument
+    from formwork.metadata.documents import register_document_kinds
     from formwork.metadata.fieldtypes import register_field_types
     from formwork.ui import ui
     from formwork.web import init_web
@@ -47,6 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
     init_web(app)
     register_field_types()
+    register_document_kinds(AutomationDocument)
     register_job_kinds()
     table = route_table()
     app.register_blueprint(make_blueprint(m.routes for m in table["api"]), url_prefix=URL_PREFIX)

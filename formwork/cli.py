@@ -21,7 +21,7 @@ def _app() -> Flask:
 def _system_service(conn: Any, cat: Any) -> Any:
     from formwork.metadata.service import Actor, MetadataService
 
-    return MetadataService(conn, Actor(None, True), cat)
+    return MetadataService(conn, Actor.system(), cat)
 
 
 def ensure_admin(app: Flask, username: str | None, password: str | None) -> str | None:

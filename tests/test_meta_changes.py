@@ -240,13 +240,13 @@ def test_second_app_instance_sees_changes_without_restart(admin: Api, app: Any) 
 ])
 def test_set_based_conversion_is_chosen_where_sql_can_do_it(app: Any, old: str, new: str, fast: bool) -> None:
     from formwork.metadata.catalog import FieldDef
-    from formwork.metadata.service import _fast_conversion
+    from formwork.metadata.conversion import fast_conversion
 
     def fdef(ftype: str) -> FieldDef:
         opts = {"choices": [{"value": "a"}]} if ftype.endswith("select") else {}
         return FieldDef(1, 1, "v", ftype, {"key": "v", "label": "V", "type": ftype, "options": opts}, 0)
 
-    assert (_fast_conversion(fdef(old), fdef(new), "sqlite") is not None) is fast
+    assert (fast_conversion(fdef(old), fdef(new), "sqlite") is not None) is fast
     with_regex = FieldDef(1, 1, "v", new, {"options": {"regex": "x+"}}, 0)
     if new in ("text", "long_text"):
-        assert _fast_conversion(fdef(old), with_regex, "sqlite") is None
+        assert fast_conversion(fdef(old), with_regex, "sqlite") is None

@@ -14,9 +14,10 @@ from sqlalchemy.engine import Connection
 
 from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata.catalog import AppDef, Catalog, TableDef
-from formwork.metadata.service import Actor, MetadataService
+from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
+from formwork.runtime.previews import record_values
 from formwork.runtime.records import RecordReader, RecordService
 from formwork.web import check_input, client_ip
 
@@ -90,7 +91,7 @@ def meta_service(conn: Connection, cat: Catalog, access: Access) -> MetadataServ
     """The metadata service acting as the caller; a changing request leaves an audit row."""
     if request.method not in ("GET", "HEAD"):
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
-    return MetadataService(conn, Actor(access.user_id, access.is_admin, client_ip()), cat)
+    return MetadataService(conn, access.actor(client_ip(), record_values(access)), cat)
 
 
 def visible_app(cat: Catalog, access: Access, app_key: str) -> AppDef:

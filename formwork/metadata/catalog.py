@@ -115,7 +115,7 @@ class TableDef:
         if key and key in self.fields_by_key:
             return self.fields_by_key[key]
         for f in self.fields:
-            if f.type == "user" and not f.options.get("multiple"):
+            if f.ftype.can_own_records(f):
                 return f
         return None
 
@@ -305,19 +305,19 @@ class Catalog:
             stored_all = [f for f in all_fields_by_table.get(t.id, []) if f.type in field_types]
             t._builder = cat._table_builder(t, stored_all)
             for f in stored_all:
-                if f.type == "link" and f.options.get("side") == "forward" and f.options.get("multiple"):
+                if f.ftype.needs_junction(f):
                     cat._junction_ids.add(f.id)
         for r in conn.execute(select(db.views).where(db.views.c.deleted_at.is_(None)).order_by(
                 db.views.c.position, db.views.c.id)):
-            t = cat.tables_by_id.get(r.table_id)
-            if t is not None:
-                t.views.append(dict(r.doc, id=r.id))
+            owner = cat.tables_by_id.get(r.table_id)
+            if owner is not None:
+                owner.views.append(dict(r.doc, id=r.id))
         for kind, tbl in (("automations", db.automations), ("dashboards", db.dashboards)):
             for r in conn.execute(select(tbl).where(tbl.c.deleted_at.is_(None)).order_by(tbl.c.position,
                                                                                          tbl.c.id)):
-                a = cat.apps_by_id.get(r.app_id)
-                if a is not None:
-                    getattr(a, kind).append(dict(r.doc, id=r.id))
+                holder = cat.apps_by_id.get(r.app_id)
+                if holder is not None:
+                    getattr(holder, kind).append(dict(r.doc, id=r.id))
         return cat
 
 
@@ -331,14 +331,7 @@ def _hide_dangling(fields: dict[int, FieldDef], live_tables: set[int]) -> None:
     while changed:
         changed = False
         for fid, f in list(fields.items()):
-            opts = f.options
-            if f.type == "link":
-                ok = opts.get("target") in live_tables and (not opts.get("pair") or opts["pair"] in fields)
-            elif f.type in ("lookup", "rollup"):
-                ok = all(opts.get(k) in fields for k in ("link", "field") if opts.get(k) is not None)
-            else:
-                continue
-            if not ok:
+            if f.type in field_types and not f.ftype.stands_on_live(f, live_tables, fields):
                 del fields[fid]
                 changed = True
 

@@ -156,6 +156,17 @@ def references(node: Node) -> set[str]:
     return {n.key for n, _ in _walk(node) if isinstance(n, Field)}
 
 
+_REFERENCE_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|\{([a-z][a-z0-9_.]*)\}')
+
+
+def rename_reference(formula: str, old: str, new: str) -> str:
+    """The formula text with every ``{old}`` reference (not text inside string literals) now ``{new}``."""
+    def sub(m: re.Match[str]) -> str:
+        return "{" + new + "}" if m.group(1) == old else m.group(0)
+
+    return _REFERENCE_TOKEN.sub(sub, formula)
+
+
 # ---------------------------------------------------------------------------
 # Function table: name -> (minimum args, maximum args or None for "any")
 # ---------------------------------------------------------------------------

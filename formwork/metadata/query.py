@@ -133,12 +133,10 @@ def link_value(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any]:
 def value_source(f: FieldDef, catalog: Catalog) -> FieldDef:
     """The stored field whose values a computed field shows: choices and prefixes come from it."""
     for _ in range(8):
-        if f.type == "lookup":
-            f = f.ftype.parts(f, catalog)[1]  # type: ignore[attr-defined]
-        elif f.type == "rollup" and f.options.get("function") in ("min", "max") and f.options.get("field"):
-            f = catalog.field_by_id(f.options["field"])
-        else:
+        shown = f.ftype.shown_field(f, catalog)
+        if shown is None:
             break
+        f = shown
     return f
 
 
@@ -202,22 +200,22 @@ class FilterCompiler:
             raise BadRequest(f"{where}: no field '{parts[0][:100]}' in table '{self.table.key}'")
         kind = f.ftype.value_kind(f, self.cat)
         if len(parts) == 1:
-            if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
+            if f.ftype.is_many_lookup(f, self.cat):
                 link, tf, target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
                 return self._many_lookup(f, link, tf, target, path)
             if kind == LINK_MANY:
                 return Resolved(f, f, None, kind, path)
-            if kind == LINK_ONE and f.type == "link":
+            if kind == LINK_ONE and f.ftype.is_link:
                 return Resolved(f, f, link_value(f, self.t, self.ctx), kind, path)
             return Resolved(f, value_source(f, self.cat), f.ftype.expression(f, self.t, self.ctx), kind, path)
-        if f.type != "link":
+        if not f.ftype.is_link:
             raise BadRequest(f"{where}: '{f.key}' is not a link, so '{path[:100]}' is not a field")
         target = self.cat.table_by_id(f.options["target"])
         tf = target.fields_by_key.get(parts[1])
         if tf is None:
             raise BadRequest(f"{where}: no field '{parts[1][:100]}' in table '{target.key}'")
         tkind = tf.ftype.value_kind(tf, self.cat)
-        if tkind in MANY_VALUED or (tf.type == "lookup" and tf.ftype.many(tf, self.cat)):  # type: ignore[attr-defined]
+        if tkind in MANY_VALUED or tf.ftype.is_many_lookup(tf, self.cat):
             raise BadRequest(f"{where}: '{path[:100]}' holds several values per linked record; "
                              f"filter on '{tf.key}' in '{target.key}' instead")
         if is_many(f):
@@ -284,7 +282,7 @@ class FilterCompiler:
         """Coerce one filter value to what the column holds."""
         k = r.kind
         src = r.source
-        people = k == USER or (k == MULTI and src.type in ("user", "created_by", "updated_by"))
+        people = k == USER or (k == MULTI and src.ftype.holds_users)
         if isinstance(v, dict) and "var" in v:
             if v["var"] == "me" and people:
                 return self.ctx.user_id if self.ctx.user_id is not None else -1
@@ -300,8 +298,7 @@ class FilterCompiler:
                 raise ValueError("must be text")
             return str(v)
         if k == NUMBER:
-            if src.type == "autonumber":
-                v = src.ftype.filter_value(v, src)  # type: ignore[attr-defined]
+            v = src.ftype.filter_value(v, src)
             d = parse_number(v)
             if d == d.to_integral_value():
                 return int(d)
@@ -533,7 +530,7 @@ def sort_keys(table: TableDef, ctx: QueryContext, spec: list[tuple[str, bool]], 
 def sort_expression(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any]:
     kind = f.ftype.value_kind(f, ctx.catalog)
     expr = f.ftype.expression(f, t, ctx)
-    if kind == LINK_ONE and f.type == "link":
+    if kind == LINK_ONE and f.ftype.is_link:
         target = ctx.catalog.table_by_id(f.options["target"])
         disp = target.display_field
         if disp is not None and disp.ftype.sortable(disp, ctx.catalog):
@@ -546,10 +543,10 @@ def sort_expression(f: FieldDef, t: Any, ctx: QueryContext) -> ColumnElement[Any
                 conds.append(scope)
             return select(disp.ftype.expression(disp, ta, replace(ctx, depth=ctx.depth + 1))).where(
                 *conds).scalar_subquery()
-    if kind == USER and f.type in ("user", "created_by", "updated_by"):
+    if kind == USER and f.ftype.holds_users:
         return select(users.c.name).where(users.c.id == expr).scalar_subquery()
     src = value_source(f, ctx.catalog)
-    if kind == SELECT and src.type == "single_select":
+    if kind == SELECT and src.ftype.has_choices:
         # choices sort in their defined order (lead, qualified, ... won), as users arrange them;
         # a lookup of a single select sorts like the field it shows
         values = [c["value"] for c in src.options.get("choices", [])]
@@ -655,6 +652,6 @@ def search_condition(table: TableDef, ctx: QueryContext, text: str, t: Any = Non
     for f in table.fields:
         if f.ftype.searchable and f.stored:
             shown(f, f.ftype.expression(f, t, ctx).ilike(pat, escape="\\"))
-        if f.type == "autonumber" and text.isascii() and text.isdigit() and len(text) <= 18:
+        if f.ftype.number_searchable and text.isascii() and text.isdigit() and len(text) <= 18:
             shown(f, t.c[f.column_name] == int(text))
     return or_(*conds) if conds else false()

@@ -1,68 +1,74 @@
 """MetadataService: create, change, trash and restore apps, tables, fields, views, automations and
-dashboards. Every change is validated, recorded (who, when, before, after), bumps the schema version and
-runs its DDL through the SchemaEditor, all in the caller's transaction.
+dashboards. It checks the caller's rights itself (an ``Actor``); every change is validated, recorded
+(who, when, before, after), bumps the schema version and runs its DDL through the SchemaEditor, all in
+the caller's transaction. Type conversion of a field's values lives in ``formwork.metadata.conversion``.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (
-    Index,
-    String,
-    Table,
-    and_,
-    bindparam,
-    case,
-    cast,
-    false,
-    func,
-    insert,
-    literal,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import Index, Table, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from formwork import db
-from formwork.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata import validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
+from formwork.metadata.conversion import ReadValues, TypeConversion, needs_conversion, type_changed
+from formwork.metadata.documents import (
+    BUILD,
+    FORBIDDEN,
+    MANAGE_AUTOMATIONS,
+    DocumentContext,
+    DocumentKind,
+    document_kinds,
+)
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import FieldValueError, OptionsError, QueryContext, WriteContext
 from formwork.metadata.schema_editor import SchemaEditor
 
-DOC_TABLES = {"view": db.views, "automation": db.automations, "dashboard": db.dashboards}
-PARENT_OF = {"view": "table", "automation": "app", "dashboard": "app"}
-MAX_SAMPLES = 10
-_FORMULA_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|\{([a-z][a-z0-9_.]*)\}')
 
-
-@dataclass
+@dataclass(frozen=True)
 class Actor:
-    """Who is acting: a user id (None for the system) and whether they hold every right."""
+    """Who is acting and what they may do: a user id (None for the system), their rights, and how a
+    type-change preview reads the values they may see (``read_values``; see metadata.conversion).
+
+    An administrator holds every right. The runtime builds one from a user's access (``Access.actor``).
+    """
 
     user_id: int | None
     is_admin: bool = False
     ip: str | None = None
+    can_build: bool = False
+    can_manage_automations: bool = False
+    read_values: ReadValues | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def system(cls) -> Actor:
+        """The platform itself (CLI, templates): every right, no user."""
+        return cls(None, is_admin=True)
+
+    def has(self, right: str) -> bool:
+        if self.is_admin:
+            return True
+        if right == BUILD:
+            return self.can_build
+        if right == MANAGE_AUTOMATIONS:
+            return self.can_manage_automations
+        return False
+
+    def require(self, right: str) -> None:
+        if not self.has(right):
+            raise Forbidden(FORBIDDEN[right])
 
 
 def public_doc(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
-
-
-def rename_formula_refs(formula: str, old: str, new: str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1) == old:
-            return "{" + new + "}"
-        return m.group(0)
-
-    return _FORMULA_TOKEN.sub(sub, formula)
 
 
 def rename_in_filter(tree: Any, old: str, new: str) -> Any:
@@ -94,10 +100,9 @@ class MetadataService:
         if version is None:
             version = 1
             self.conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
-        if kind == "automation":  # webhook secrets never reach the change log
-            from formwork.automation.rules import mask_secrets
-
-            before, after = mask_secrets(before), mask_secrets(after)
+        if kind in document_kinds:  # as readers see it: webhook secrets never reach the change log
+            dk = document_kinds.get(kind)
+            before, after = dk.public(before), dk.public(after)
         self.conn.execute(insert(db.meta_changes).values(
             user_id=self.actor.user_id, kind=kind, object_id=object_id, action=action, before=before,
             after=after, schema_version=version))
@@ -151,6 +156,7 @@ class MetadataService:
         return {"id": doc["id"], **public_doc({k: v for k, v in doc.items() if k != "id"})}
 
     def create_app(self, doc: dict[str, Any]) -> AppDef:
+        self.actor.require(BUILD)
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         tables_in = doc.pop("tables", None) if isinstance(doc, dict) else None
@@ -165,6 +171,7 @@ class MetadataService:
         return self.catalog.apps_by_id[app_id]
 
     def update_app(self, app_key: str, patch: dict[str, Any]) -> AppDef:
+        self.actor.require(BUILD)
         app = self.catalog.app(app_key)
         doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id"))
         validation.validate("app", doc)
@@ -175,6 +182,7 @@ class MetadataService:
         return self.catalog.apps_by_id[app.id]
 
     def delete_app(self, app_key: str) -> None:
+        self.actor.require(BUILD)
         app = self.catalog.app(app_key)
         self.conn.execute(update(db.apps).where(db.apps.c.id == app.id).values(deleted_at=db.utcnow()))
         self._bump("app", app.id, "delete", app.doc, None)
@@ -206,6 +214,7 @@ class MetadataService:
         return out
 
     def create_table(self, app_key: str, doc: dict[str, Any]) -> TableDef:
+        self.actor.require(BUILD)
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         app = self.catalog.app(app_key)
@@ -226,7 +235,7 @@ class MetadataService:
         tid = self.conn.execute(insert(db.tables).values(app_id=app.id, key=doc["key"], doc=doc, position=pos)
                                 .returning(db.tables.c.id)).scalar_one()
         tmp = TableDef(tid, app.id, doc["key"], doc, pos)
-        plain = [i for i, fd in enumerate(fields_in) if _creation_rank(fd.get("type")) == 0]
+        plain = [i for i, fd in enumerate(fields_in) if _creation_order(fd.get("type")) == 0]
         # plain fields are created with the table in one statement: no column-by-column DDL and
         # one catalog reload instead of one per field
         plain_defs = self._insert_plain_fields(tmp, [(i, fields_in[i]) for i in plain])
@@ -236,14 +245,14 @@ class MetadataService:
         if searchable:
             self.editor.create_search_index(sa_table, searchable)
         for f in plain_defs:
-            if f.type == "autonumber":
+            if f.ftype.uses_counter:
                 start = int(f.options.get("start") or 1)
                 self.conn.execute(insert(db.counters).values(field_id=f.id, value=start - 1))
             self._log_change("field", f.id, "create", None, public_doc(f.doc))
         self._bump("table", tid, "create", None, doc)
         # then links, then computed fields (which may refer to the former)
         order = sorted((i for i in range(len(fields_in)) if i not in plain),
-                       key=lambda i: _creation_rank(fields_in[i].get("type")))
+                       key=lambda i: _creation_order(fields_in[i].get("type")))
         for i in order:
             try:
                 self.create_field(app_key, doc["key"], fields_in[i], position=i)
@@ -271,6 +280,7 @@ class MetadataService:
                     FilterCompiler.check(t, self.catalog, rule[part], f"/validations/{i}/{part}")
 
     def update_table(self, app_key: str, table_key: str, patch: dict[str, Any]) -> TableDef:
+        self.actor.require(BUILD)
         t = self.catalog.table(app_key, table_key)
         position = None
         if isinstance(patch, dict):
@@ -293,11 +303,12 @@ class MetadataService:
         return self.catalog.table_by_id(t.id)
 
     def delete_table(self, app_key: str, table_key: str) -> None:
+        self.actor.require(BUILD)
         t = self.catalog.table(app_key, table_key)
         now = db.utcnow()
         # links from other tables into this one go to the trash with it, and come back with it
         for f in list(self.catalog.fields_by_id.values()):
-            if f.table_id != t.id and f.type == "link" and f.options.get("target") == t.id:
+            if f.table_id != t.id and f.ftype.is_link and f.options.get("target") == t.id:
                 self._blocked_by_dependents(f, ignore_table=t.id)
                 self.conn.execute(update(db.fields).where(db.fields.c.id == f.id)
                                   .values(deleted_at=now, deleted_with=f"table:{t.id}"))
@@ -345,6 +356,7 @@ class MetadataService:
 
     def create_field(self, app_key: str, table_key: str, doc: dict[str, Any],
                      position: int | None = None) -> FieldDef:
+        self.actor.require(BUILD)
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         t = self.catalog.table(app_key, table_key)
@@ -361,7 +373,7 @@ class MetadataService:
         self._check_cycles(f)
         self._add_storage(t, f)
         self._bump("field", fid, "create", None, public_doc(doc))
-        if f.type == "link":
+        if f.ftype.is_link:
             self._create_reverse(t, self.catalog.field_by_id(fid))
         return self.catalog.field_by_id(fid)
 
@@ -372,7 +384,7 @@ class MetadataService:
         fresh = build_user_table(md, t, [*t.fields, f])
         for col in f.ftype.columns(f):
             self.editor.add_column(t.sa, col)
-            if f.type == "autonumber":
+            if f.ftype.uses_counter:
                 self._number_existing(t, f)
             elif "default" in f.doc and f.doc["default"] is not None:
                 value = f.ftype.coerce(f.doc["default"], f, WriteContext(self.catalog, self.conn, None))
@@ -384,7 +396,7 @@ class MetadataService:
                         self.editor.create_index(ix)
                 except IntegrityError:
                     raise Conflict(f"'{f.key}' cannot be unique: some records share a value") from None
-        if f.type == "link" and f.options.get("multiple") and f.options.get("side") == "forward":
+        if f.ftype.needs_junction(f):
             self.editor.create_table(build_junction(md, f.id))
         if f.ftype.searchable and f.stored:
             self.editor.create_search_index(fresh, [f.column_name])
@@ -430,18 +442,7 @@ class MetadataService:
         fields[new.id] = new
         for fid, f in fields.items():
             try:
-                if f.type == "formula":
-                    t = self.catalog.tables_by_id.get(f.table_id)
-                    from formwork.metadata import formula as fl
-
-                    refs = fl.references(fl.parse(f.options["formula"]))
-                    table_fields = dict(t.fields_by_key) if t else {}
-                    if f.id == new.id:
-                        table_fields[new.key] = new
-                    graph[fid] = {table_fields[k].id for k in refs if k in table_fields}
-                else:
-                    graph[fid] = f.ftype.dependencies(f, self.catalog) if f.id != new.id else \
-                        set(new.options.get(k) for k in ("link", "field") if new.options.get(k))
+                graph[fid] = f.ftype.cycle_edges(f, self.catalog)
             except Exception:  # noqa: BLE001 - an unparsable old formula has no edges
                 graph[fid] = set()
         seen: dict[int, int] = {}
@@ -462,7 +463,7 @@ class MetadataService:
         cycle = visit(new.id, [])
         if cycle:
             names = " → ".join(fields[i].key for i in cycle[cycle.index(cycle[-1]):] if i in fields)
-            pointer = "/options/formula" if new.type == "formula" else "/options"
+            pointer = new.ftype.cycle_pointer
             raise ValidationFailed.from_details({pointer: [f"circular reference: {names}"]})
 
     def _dependents(self, f: FieldDef) -> list[FieldDef]:
@@ -477,6 +478,7 @@ class MetadataService:
 
     def update_field(self, app_key: str, table_key: str, field_key: str, patch: dict[str, Any],
                      dry_run: bool = False) -> dict[str, Any]:
+        self.actor.require(BUILD)
         t = self.catalog.table(app_key, table_key)
         f = t.field(field_key)
         if not isinstance(patch, dict):
@@ -492,38 +494,36 @@ class MetadataService:
             api_doc.pop("options", None)
         new_doc = self._merge(api_doc, patch)
         new_doc.pop("position", None)
-        if f.type == "link" and (new_doc.get("type") != "link" or new_doc.get("options") != api_doc.get("options")):
+        if f.ftype.is_link and (new_doc.get("type") != f.type or new_doc.get("options") != api_doc.get("options")):
             raise ValidationFailed.from_details({"/options": ["a link's type and target cannot be changed; "
                                                               "add a new field instead"]})
         if new_doc["key"] != f.key:
             self._check_key_free(db.fields, db.fields.c.table_id, t.id, new_doc["key"], "field", f.id)
-        stored = self._field_doc(t, new_doc, f.id) if f.type != "link" else \
+        stored = self._field_doc(t, new_doc, f.id) if not f.ftype.is_link else \
             dict(new_doc, options=f.doc.get("options"))
-        if f.type == "link":
+        if f.ftype.is_link:
             validation.validate("field", {k: v for k, v in new_doc.items() if k != "options"}
                                 | {"options": {"table": api_doc["options"]["table"]}})
         for k, v in f.doc.items():
             if k.startswith("_"):
                 stored[k] = v
         new_f = FieldDef(f.id, t.id, new_doc["key"], new_doc["type"], stored, f.position)
-        type_changed = new_f.type != f.type or _column_signature(f) != _column_signature(new_f)
-        needs_data = type_changed or self._options_affect_data(f, new_f)
+        needs_data = needs_conversion(f, new_f)
         report: dict[str, Any] = {"rows": 0, "converted": 0, "emptied": 0, "samples": []}
         if needs_data:
-            if new_f.ftype.computed or new_f.type == "link":
-                if new_f.type == "link":
-                    raise ValidationFailed.from_details({"/type": ["a field cannot be converted to a link; "
-                                                                   "add a link field instead"]})
-            if type_changed and f.ftype.computed is False and new_f.ftype.computed:
+            if new_f.ftype.is_link:
+                raise ValidationFailed.from_details({"/type": ["a field cannot be converted to a link; "
+                                                               "add a link field instead"]})
+            if type_changed(f, new_f) and f.ftype.computed is False and new_f.ftype.computed:
                 self._blocked_by_dependents(f)
             if dry_run:
-                return self._convert(t, f, new_f, dry_run=True)
+                return self._conversion().run(t, f, new_f, dry_run=True)
         elif dry_run:
             return report
         self._check_cycles(new_f)
         values: dict[str, Any] = {"key": new_f.key, "type": new_f.type, "doc": stored}
         if needs_data:
-            report = self._convert(t, f, new_f, dry_run=False, confirm=confirm)
+            report = self._conversion().run(t, f, new_f, dry_run=False, confirm=confirm)
             values["doc"] = new_f.doc
         elif new_f.unique != f.unique and new_f.stored:
             self._toggle_unique(t, new_f)
@@ -545,15 +545,6 @@ class MetadataService:
             if g.position != i or g.id == f.id:
                 self.conn.execute(update(db.fields).where(db.fields.c.id == g.id).values(position=i))
 
-    def _options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
-        if old.type != new.type:
-            return True
-        if old.type in ("single_select", "multi_select"):
-            return not {c["value"] for c in new.options.get("choices", [])} >= \
-                {c["value"] for c in old.options.get("choices", [])}
-        keys = ("min", "max", "precision", "max_length", "regex", "multiple", "max_size", "mime_types")
-        return any(old.options.get(k) != new.options.get(k) for k in keys)
-
     def _toggle_unique(self, t: TableDef, f: FieldDef) -> None:
         md = self.catalog.md.__class__()
         fresh = build_user_table(md, t, [g if g.id != f.id else f for g in t.fields])
@@ -571,133 +562,16 @@ class MetadataService:
 
             self.editor.drop_index(Index(name, t.sa.c[f.column_name], unique=True))
 
-    def _convert(self, t: TableDef, old: FieldDef, new: FieldDef, dry_run: bool,
-                 confirm: bool = False) -> dict[str, Any]:
-        """Convert every value of ``old`` into ``new``'s type.
-
-        The new values go into a fresh column (its name carries a generation number), then the old
-        column is dropped: on both databases this happens inside the caller's transaction. Conversions
-        that SQL can do exactly run as one UPDATE; only the values it can't vouch for go through Python.
-        A change that would empty values raises unless ``confirm`` (the counts are exact either way).
-        """
-        fast = _fast_conversion(old, new, self.conn.dialect.name)
-        if fast is not None:
-            report, new_values = self._plan_fast(t, old, new, fast)
-        else:
-            report, new_values = self._plan_python(t, old, new)
-        if dry_run:
-            return report
-        if report["emptied"] and not confirm:
-            raise ValidationFailed(
-                f"{report['emptied']} values would be emptied; send confirm_data_loss: true to go ahead",
-                {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted"]})
-        gen = int(old.doc.get("_gen", 0)) + 1
-        new.doc["_gen"] = gen
-        if old.stored:
-            self._drop_field_indexes(t, old)
-        if not new.ftype.computed and new.ftype.column_type(new) is not None:
-            md = self.catalog.md.__class__()
-            # the old column stays declared (it is dropped last) so the set-based copy can read it
-            fresh = build_user_table(md, t, [new if g.id == new.id else g for g in t.fields]
-                                     + ([old] if old.stored else []))
-            col = fresh.c[new.column_name]
-            self.editor.add_column(t.sa, col)
-            if fast is not None:
-                src = fresh.c[old.column_name]
-                self.conn.execute(update(fresh).where(fast.present(src), fast.exact(src, new))
-                                  .values({col.name: fast.value(src, new)}))
-            if new_values:
-                stmt = update(fresh).where(fresh.c.id == bindparam("rid")).values({col.name: bindparam("v")})
-                for i in range(0, len(new_values), 5000):
-                    self.conn.execute(stmt, new_values[i:i + 5000])
-            for ix in fresh.indexes:
-                if any(c.name == new.column_name for c in ix.columns):
-                    try:
-                        with self.conn.begin_nested():
-                            self.editor.create_index(ix)
-                    except IntegrityError:
-                        raise Conflict(f"'{new.key}' cannot be unique: converted values repeat") from None
-            if new.ftype.searchable:
-                self.editor.create_search_index(fresh, [new.column_name])
-        if old.stored:
-            self.editor.drop_column(t.sa, old.column_name)
-        return report
-
-    def _convert_one(self, value: Any, old: FieldDef, new: FieldDef, ctx: WriteContext) -> tuple[Any, bool]:
-        """(the stored value in the new type, whether it converted); empty values stay empty."""
-        if old.ftype.is_empty(value):
-            return None, False
-        try:
-            return new.ftype.convert_from(value, old, new, ctx), True
-        except FieldValueError:
-            return None, False
-
-    def _plan_python(self, t: TableDef, old: FieldDef,
-                     new: FieldDef) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        from formwork.runtime.records import RecordReader
-
-        reader = RecordReader(self.catalog, self.conn, user_id=self.actor.user_id)
-        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
-        rows = converted = emptied = 0
-        samples: list[dict[str, Any]] = []
-        new_values: list[dict[str, Any]] = []
-        for rid, value in reader.iter_field_values(t, old):
-            rows += 1
-            after, ok = self._convert_one(value, old, new, ctx)
-            if not old.ftype.is_empty(value):
-                if ok:
-                    converted += 1
-                else:
-                    emptied += 1
-            if new.ftype.computed:
-                if ok and not old.ftype.computed:
-                    emptied += 1  # a stored value replaced by a computed one is gone
-            else:
-                new_values.append({"rid": rid, "v": after})
-            if len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
-                samples.append({"id": rid, "before": value,
-                                "after": new.ftype.to_json(after, new) if not new.ftype.computed else None})
-        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
-
-    def _plan_fast(self, t: TableDef, old: FieldDef, new: FieldDef,
-                   fast: _FastConversion) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Counts for a set-based conversion; values SQL can't convert exactly are converted in Python."""
-        src = t.sa.c[old.column_name]
-        ctx = WriteContext(self.catalog, self.conn, self.actor.user_id, lenient=True)
-        present, exact = fast.present(src), fast.exact(src, new)
-        rows, simple = self.conn.execute(select(
-            func.count(), func.count(case((and_(present, exact), 1))))).one()
-        rows, simple = int(rows or 0), int(simple or 0)
-        converted, emptied = simple, 0
-        new_values: list[dict[str, Any]] = []
-        odd = select(t.sa.c.id, src).where(present, ~exact).order_by(t.sa.c.id)
-        for rid, raw in self.conn.execute(odd):
-            after, ok = self._convert_one(old.ftype.to_json(raw, old), old, new, ctx)
-            converted, emptied = converted + ok, emptied + (not ok)
-            new_values.append({"rid": rid, "v": after})
-        samples = []
-        for rid, raw in self.conn.execute(select(t.sa.c.id, src).where(present).order_by(t.sa.c.id)
-                                          .limit(MAX_SAMPLES)):
-            before = old.ftype.to_json(raw, old)
-            after, _ok = self._convert_one(before, old, new, ctx)
-            samples.append({"id": rid, "before": before, "after": new.ftype.to_json(after, new)})
-        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
-
-    def _drop_field_indexes(self, t: TableDef, f: FieldDef) -> None:
-        for ix in list(t.sa.indexes):
-            if any(c.name == f.column_name for c in ix.columns):
-                self.editor.drop_index(ix)
-        if self.conn.dialect.name == "postgresql":
-            from sqlalchemy import Index
-
-            self.editor.drop_index(Index(f"tg_{t.name}_{f.column_name}", t.sa.c[f.column_name]))
+    def _conversion(self) -> TypeConversion:
+        return TypeConversion(self.conn, self.catalog, self.editor, self.actor.user_id, self.actor.read_values)
 
     def _rekey(self, t: TableDef, old: str, new: str) -> None:
         """Keep references by key (formulas, views, table settings) pointing at a renamed field."""
         for g in t.fields:
-            if g.type == "formula" and "{" + old + "}" in g.options.get("formula", ""):
+            options = g.ftype.options_after_rename(g, old, new)
+            if options is not None:
                 doc = copy.deepcopy(g.doc)
-                doc["options"]["formula"] = rename_formula_refs(doc["options"]["formula"], old, new)
+                doc["options"] = options
                 self.conn.execute(update(db.fields).where(db.fields.c.id == g.id).values(doc=doc))
         tdoc = copy.deepcopy(t.doc)
         for name in ("display_field", "owner_field"):
@@ -721,12 +595,13 @@ class MetadataService:
             self.conn.execute(update(db.views).where(db.views.c.id == v["id"]).values(doc=doc))
 
     def delete_field(self, app_key: str, table_key: str, field_key: str) -> None:
+        self.actor.require(BUILD)
         t = self.catalog.table(app_key, table_key)
         f = t.field(field_key)
         self._blocked_by_dependents(f)
         now = db.utcnow()
         self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(deleted_at=now))
-        if f.type == "link" and f.options.get("pair"):
+        if f.ftype.is_link and f.options.get("pair"):
             pair = self.catalog.fields_by_id.get(f.options["pair"])
             if pair is not None:
                 self._blocked_by_dependents(pair)
@@ -734,15 +609,25 @@ class MetadataService:
                                   .values(deleted_at=now, deleted_with=f"field:{f.id}"))
         self._bump("field", f.id, "delete", public_doc(f.doc), None)
 
-    # --- views, automations, dashboards ----------------------------------------------------------
+    # --- views, automations, dashboards (the document kinds of an app) ---------------------------
+    @staticmethod
+    def _kind(kind: str) -> DocumentKind:
+        """A kind of document that belongs to an app or a table (roles are administered elsewhere)."""
+        dk = document_kinds.get(kind)
+        if dk.parent is None:
+            raise NotFound(f"{kind} documents do not belong to an app")
+        return dk
+
     def create_doc(self, kind: str, app_key: str, doc: dict[str, Any], table_key: str | None = None) -> dict[str, Any]:
+        dk = self._kind(kind)
+        self.actor.require(dk.right)
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         doc = {k: v for k, v in doc.items() if k != "id"}
-        validation.validate(kind, doc)
-        tbl = DOC_TABLES[kind]
+        validation.validate(dk.schema, doc)
+        tbl = dk.storage
         parent_id = self._doc_parent(kind, app_key, table_key)
-        parent_col = tbl.c[f"{PARENT_OF[kind]}_id"]
+        parent_col = tbl.c[f"{dk.parent}_id"]
         self._check_key_free(tbl, parent_col, parent_id, doc["key"], kind)
         self._check_doc_refs(kind, app_key, table_key, doc)
         pos = self.conn.execute(select(func.count()).select_from(tbl).where(parent_col == parent_id)).scalar()
@@ -754,12 +639,12 @@ class MetadataService:
         return {"id": new_id, **doc}
 
     def _doc_parent(self, kind: str, app_key: str, table_key: str | None) -> int:
-        if PARENT_OF[kind] == "table":
+        if self._kind(kind).parent == "table":
             return self.catalog.table(app_key, table_key or "").id
         return self.catalog.app(app_key).id
 
     def get_doc(self, kind: str, app_key: str, key: str, table_key: str | None = None) -> dict[str, Any]:
-        if kind == "view":
+        if self._kind(kind).parent == "table":
             return self.catalog.table(app_key, table_key or "").view(key)
         app = self.catalog.app(app_key)
         for d in getattr(app, kind + "s"):
@@ -769,12 +654,14 @@ class MetadataService:
 
     def update_doc(self, kind: str, app_key: str, key: str, patch: dict[str, Any],
                    table_key: str | None = None) -> dict[str, Any]:
+        dk = self._kind(kind)
+        self.actor.require(dk.right)
         current = self.get_doc(kind, app_key, key, table_key)
         before = {k: v for k, v in current.items() if k != "id"}
         doc = self._merge(before, patch)
-        validation.validate(kind, doc)
-        tbl = DOC_TABLES[kind]
-        parent_col = tbl.c[f"{PARENT_OF[kind]}_id"]
+        validation.validate(dk.schema, doc)
+        tbl = dk.storage
+        parent_col = tbl.c[f"{dk.parent}_id"]
         if doc["key"] != key:
             self._check_key_free(tbl, parent_col, self._doc_parent(kind, app_key, table_key), doc["key"], kind,
                                  current["id"])
@@ -786,8 +673,10 @@ class MetadataService:
         return {"id": current["id"], **doc}
 
     def delete_doc(self, kind: str, app_key: str, key: str, table_key: str | None = None) -> None:
+        dk = self._kind(kind)
+        self.actor.require(dk.right)
         current = self.get_doc(kind, app_key, key, table_key)
-        tbl = DOC_TABLES[kind]
+        tbl = dk.storage
         self.conn.execute(update(tbl).where(tbl.c.id == current["id"]).values(deleted_at=db.utcnow()))
         if kind == "view":
             self._view_index(self.catalog.table(app_key, table_key or ""), current["id"], None)
@@ -805,11 +694,11 @@ class MetadataService:
         if doc is None:
             return
         flt = doc.get("filter")
-        parts = flt.get("and") if isinstance(flt, dict) and isinstance(flt.get("and"), list) else [flt]
+        parts: list[Any] = flt["and"] if isinstance(flt, dict) and isinstance(flt.get("and"), list) else [flt]
         cols: list[Any] = []
         for p in parts:
             f = t.fields_by_key.get(p.get("field", "")) if isinstance(p, dict) else None
-            if f is not None and p.get("op") == "eq" and f.stored and f.type != "link" \
+            if f is not None and p.get("op") == "eq" and f.stored and not f.ftype.is_link \
                     and sa.c[f.column_name] not in cols:
                 cols.append(sa.c[f.column_name])
         ctx = QueryContext(catalog=self.catalog, dialect=self.conn.dialect.name)
@@ -829,50 +718,14 @@ class MetadataService:
         sa.indexes.discard(ix)
 
     def _check_doc_refs(self, kind: str, app_key: str, table_key: str | None, doc: dict[str, Any]) -> None:
-        from formwork.metadata.query import FilterCompiler
-
-        if kind == "view":
-            t = self.catalog.table(app_key, table_key or "")
-            details: dict[str, list[str]] = {}
-            for name in ("fields", "group_by"):
-                for i, k in enumerate(doc.get(name, [])):
-                    if k not in t.fields_by_key:
-                        details[f"/{name}/{i}"] = [f"no field '{k}' in table '{t.key}'"]
-            for i, s in enumerate(doc.get("sort", [])):
-                if s.lstrip("-") not in t.fields_by_key and s.lstrip("-") != "id":
-                    details[f"/sort/{i}"] = [f"no field '{s.lstrip('-')}' in table '{t.key}'"]
-            for name, val in doc.get("options", {}).items():
-                if name.endswith("_field") and val not in t.fields_by_key:
-                    details[f"/options/{name}"] = [f"no field '{val}' in table '{t.key}'"]
-            if doc["type"] == "kanban" and "group_field" not in doc.get("options", {}):
-                details["/options/group_field"] = ["a kanban view needs a group_field (a single select or user)"]
-            if doc["type"] == "calendar" and "date_field" not in doc.get("options", {}):
-                details["/options/date_field"] = ["a calendar view needs a date_field"]
-            if details:
-                raise ValidationFailed.from_details(details)
-            if "filter" in doc:
-                FilterCompiler.check(t, self.catalog, doc["filter"], "/filter")
-        elif kind == "dashboard":
-            app = self.catalog.app(app_key)
-            for i, w in enumerate(doc.get("widgets", [])):
-                t = app.tables_by_key.get(w["table"])
-                if t is None:
-                    raise ValidationFailed.from_details({f"/widgets/{i}/table": [f"no table '{w['table']}'"]})
-                if "filter" in w:
-                    FilterCompiler.check(t, self.catalog, w["filter"], f"/widgets/{i}/filter")
-                for j, g in enumerate(w.get("group_by", [])):
-                    if g.split(":")[0] not in t.fields_by_key:
-                        raise ValidationFailed.from_details({f"/widgets/{i}/group_by/{j}": [f"no field '{g}'"]})
-                for j, m in enumerate(w.get("metrics", [])):
-                    if ":" in m and m.split(":")[1] not in t.fields_by_key:
-                        raise ValidationFailed.from_details({f"/widgets/{i}/metrics/{j}": [f"no field in '{m}'"]})
-        elif kind == "automation":
-            from formwork.automation.rules import check_automation
-
-            check_automation(self.catalog, self.catalog.app(app_key), doc, self.conn, self.actor)
+        dk = self._kind(kind)
+        app = self.catalog.app(app_key)
+        table = self.catalog.table(app_key, table_key or "") if dk.parent == "table" else None
+        dk.check_refs(DocumentContext(self.catalog, app, table, self.conn, self.actor), doc)
 
     # --- trash ----------------------------------------------------------------------------------
     def trash(self) -> list[dict[str, Any]]:
+        self.actor.require(BUILD)
         out: list[dict[str, Any]] = []
         for r in self.conn.execute(select(db.apps).where(db.apps.c.deleted_at.is_not(None))):
             out.append({"id": f"app-{r.id}", "kind": "app", "key": r.key, "label": r.doc.get("label"),
@@ -884,7 +737,8 @@ class MetadataService:
                                                            db.fields.c.deleted_with.is_(None))):
             out.append({"id": f"field-{r.id}", "kind": "field", "key": r.key, "label": r.doc.get("label"),
                         "table_id": r.table_id, "type": r.type, "deleted_at": _iso(r.deleted_at)})
-        for kind, tbl in DOC_TABLES.items():
+        for dk in document_kinds.in_apps():
+            kind, tbl = dk.kind, dk.storage
             for r in self.conn.execute(select(tbl).where(tbl.c.deleted_at.is_not(None))):
                 out.append({"id": f"{kind}-{r.id}", "kind": kind, "key": r.key, "label": r.doc.get("label"),
                             "deleted_at": _iso(r.deleted_at)})
@@ -899,23 +753,24 @@ class MetadataService:
             return
         if row.table_id not in self.catalog.tables_by_id:
             raise Conflict(f"restore table '{_table_label(self.conn, row.table_id)}' of field '{row.key}' first")
-        target = (row.doc.get("options") or {}).get("target") if row.type == "link" else None
+        target = (row.doc.get("options") or {}).get("target") if _is_link_type(row.type) else None
         if target is not None and target not in self.catalog.tables_by_id:
             raise Conflict(f"field '{row.key}' links to table '{_table_label(self.conn, target)}', which is in "
                            "the trash: restore that table first")
 
     def restore(self, trash_id: str) -> dict[str, Any]:
-        m = re.fullmatch(r"(app|table|field|view|automation|dashboard)-(\d{1,18})", trash_id or "")
-        if not m:
+        self.actor.require(BUILD)
+        docs = {dk.kind: dk for dk in document_kinds.in_apps()}
+        m = re.fullmatch(r"([a-z_]{1,40})-(\d{1,18})", trash_id or "")
+        if not m or m.group(1) not in ("app", "table", "field", *docs):
             raise NotFound(f"no trash entry '{trash_id[:80]}'")
         kind, oid = m.group(1), int(m.group(2))
-        tbl = {"app": db.apps, "table": db.tables, "field": db.fields, **DOC_TABLES}[kind]
+        tbl = {"app": db.apps, "table": db.tables, "field": db.fields, **{k: d.storage for k, d in docs.items()}}[kind]
         row = self.conn.execute(select(tbl).where(tbl.c.id == oid, tbl.c.deleted_at.is_not(None))).first()
         if row is None:
             raise NotFound(f"no trash entry '{trash_id}'")
         parent_col = {"app": None, "table": db.tables.c.app_id, "field": db.fields.c.table_id,
-                      "view": db.views.c.table_id, "automation": db.automations.c.app_id,
-                      "dashboard": db.dashboards.c.app_id}[kind]
+                      **{k: d.storage.c[f"{d.parent}_id"] for k, d in docs.items()}}[kind]
         parent_id = getattr(row, parent_col.name) if parent_col is not None else None
         self._check_restorable(kind, row)
         self._check_key_free(tbl, parent_col, parent_id, row.key, kind)
@@ -945,95 +800,14 @@ def _table_label(conn: Connection, table_id: int) -> str:
     return str(row.key) if row else str(table_id)
 
 
-def _column_signature(f: FieldDef) -> str | None:
-    ct = f.ftype.column_type(f)
-    return None if ct is None else repr(ct)
+def _is_link_type(name: str) -> bool:
+    return name in field_types and field_types.get(name).is_link
 
 
-def _creation_rank(ftype: Any) -> int:
-    if ftype == "link":
-        return 1
-    if ftype in ("lookup", "rollup"):
-        return 2
-    if ftype == "formula":
-        return 3
-    return 0
+def _creation_order(ftype: Any) -> int:
+    """Plain fields first (with the table), then links, then what reads them (see FieldType.creation_order)."""
+    return field_types.get(ftype).creation_order if isinstance(ftype, str) and ftype in field_types else 0
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
-
-
-
-#: every character Python's str.strip() removes: text fields strip input, so SQL must check the same set
-_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
-
-
-@dataclass
-class _FastConversion:
-    """A conversion SQL does exactly for most rows: ``value`` is right wherever ``exact`` holds.
-
-    Rows where the old value is present but ``exact`` is false go through the Python path, so the
-    dry-run counts and the converted values are the same as a row-by-row conversion would give.
-    """
-
-    mode: str  # copy | number_text | checkbox_text | to_number
-    dialect: str
-
-    def present(self, src: Any) -> Any:
-        if self.mode == "checkbox_text":
-            return src.is_(True)
-        if self.mode == "copy":
-            return and_(src.is_not(None), src != "")
-        return src.is_not(None)
-
-    def value(self, src: Any, new: FieldDef) -> Any:
-        if self.mode == "checkbox_text":
-            return literal("true", String())
-        if self.mode == "number_text":
-            return cast(src, String())
-        if self.mode == "to_number":
-            return cast(src, new.ftype.column_type(new))  # type: ignore[arg-type]
-        return src
-
-    def exact(self, src: Any, new: FieldDef) -> Any:
-        if self.mode == "to_number":
-            conds = [src > -MAX_EXACT_INT, src < MAX_EXACT_INT]
-            if new.options.get("min") is not None:
-                conds.append(src >= new.options["min"])
-            if new.options.get("max") is not None:
-                conds.append(src <= new.options["max"])
-            return and_(*conds)
-        limit = min(new.options.get("max_length") or new.ftype.default_max,  # type: ignore[attr-defined]
-                    new.ftype.default_max)  # type: ignore[attr-defined]
-        if self.mode == "checkbox_text":
-            return true() if limit >= 4 else false()
-        value = self.value(src, new)
-        conds = [func.length(value) <= limit]
-        if new.type != "long_text":
-            trim = func.btrim if self.dialect == "postgresql" else func.trim
-            conds.append(value == trim(value, literal(_WHITESPACE, String())))
-        return and_(*conds)
-
-
-MAX_EXACT_INT = 10**15
-_TEXT_TARGETS = ("text", "long_text")
-
-
-def _fast_conversion(old: FieldDef, new: FieldDef, dialect: str) -> _FastConversion | None:
-    """The set-based form of this conversion, when there is one (no user text reaches the SQL)."""
-    from sqlalchemy import BigInteger
-
-    if new.ftype.computed or not old.stored or new.ftype.column_type(new) is None or new.options.get("regex"):
-        return None
-    int_source = old.type == "number" and isinstance(old.ftype.column_type(old), BigInteger)
-    if new.type in _TEXT_TARGETS:
-        if old.type in (*_TEXT_TARGETS, "single_select"):
-            return _FastConversion("copy", dialect)
-        if int_source:
-            return _FastConversion("number_text", dialect)
-        if old.type == "checkbox":
-            return _FastConversion("checkbox_text", dialect)
-    if new.type in ("number", "decimal", "currency", "percent") and int_source:
-        return _FastConversion("to_number", dialect)
-    return None

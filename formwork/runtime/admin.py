@@ -450,44 +450,12 @@ def list_roles(conn: Connection, catalog: Catalog) -> dict[str, Any]:
     return {"roles": [role_out(conn, r, catalog) for r in conn.execute(select(db.roles).order_by(db.roles.c.key))]}
 
 
-def _pointer(*parts: str) -> str:
-    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
 def validate_role(catalog: Catalog, doc: Any) -> None:
     """JSON Schema, then every table, field and filter tree checked against the live metadata."""
-    from formwork.metadata.query import FilterCompiler
+    from formwork.metadata.documents import DocumentContext, document_kinds
 
     validation.validate("role", doc)
-    details: dict[str, list[str]] = {}
-    for perm_key, g in (doc.get("permissions") or {}).items():
-        app_key, table_key = perm_key.split(".", 1)
-        base = ("permissions", perm_key)
-        try:
-            app = catalog.app(app_key)
-        except NotFound:
-            details[_pointer(*base)] = [f"no app '{app_key}'"]
-            continue
-        if table_key == "*":
-            for op in ("read", "update", "delete"):
-                if isinstance(g.get(op), dict):
-                    details[_pointer(*base, op)] = ["a filter scope needs one table, not '*'"]
-            continue
-        t = next((x for x in app.tables if x.key == table_key), None)
-        if t is None:
-            details[_pointer(*base)] = [f"no table '{table_key}' in app '{app_key}'"]
-            continue
-        for op in ("read", "update", "delete"):
-            if isinstance(g.get(op), dict):
-                try:
-                    FilterCompiler.check(t, catalog, g[op], _pointer(*base, op))
-                except ValidationFailed as e:
-                    details.update(e.details or {})
-        for fkey in (g.get("fields") or {}):
-            if fkey not in t.fields_by_key:
-                details[_pointer(*base, "fields", fkey)] = [f"no field '{fkey}' in table '{table_key}'"]
-    if details:
-        raise ValidationFailed.from_details(details)
+    document_kinds.get("role").check_refs(DocumentContext(catalog), doc)
 
 
 def create_role(conn: Connection, actor: Access, catalog: Catalog, doc: Any, ip: str | None) -> dict[str, Any]:

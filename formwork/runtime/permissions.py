@@ -8,7 +8,7 @@ on rows that only that role opens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, false, literal, or_, select
 from sqlalchemy.engine import Connection
@@ -18,6 +18,10 @@ from formwork import db
 from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import QueryContext
+from formwork.metadata.service import Actor
+
+if TYPE_CHECKING:
+    from formwork.metadata.conversion import ReadValues
 
 SCOPED = ("read", "update", "delete")
 FLAGS = ("create", "import", "export")
@@ -103,6 +107,12 @@ class Access:
 
     def can_manage_automations(self) -> bool:
         return self.flag("manage_automations") or self.flag("build")
+
+    def actor(self, ip: str | None = None, read_values: ReadValues | None = None) -> Actor:
+        """This user as MetadataService's caller: its rights (the service checks them itself) and how a
+        type-change preview reads values (``formwork.runtime.previews.record_values``)."""
+        return Actor(self.user_id, self.is_admin, ip, can_build=self.can_build(),
+                     can_manage_automations=self.can_manage_automations(), read_values=read_values)
 
     # --- scopes ------------------------------------------------------------------------------------
     def scope_expr(self, scope: Any, t: TableDef, alias: Any, catalog: Catalog) -> ColumnElement[bool] | None:
@@ -251,7 +261,7 @@ class Access:
             if parts[0] in hidden_in(t):
                 raise BadRequest(f"filter: no field '{parts[0][:100]}' in table '{t.key}'")
             f = t.fields_by_key.get(parts[0])
-            if len(parts) == 2 and f is not None and f.type == "link":
+            if len(parts) == 2 and f is not None and f.ftype.is_link:
                 target = catalog.tables_by_id.get(f.options.get("target", -1))
                 if target is not None and parts[1] in hidden_in(target):
                     raise BadRequest(f"filter: no field '{parts[1][:100]}' in table '{target.key}'")

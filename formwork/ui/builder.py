@@ -16,8 +16,9 @@ from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import TableDef
 from formwork.metadata.fieldtypes import field_types
-from formwork.metadata.service import Actor, MetadataService
+from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
+from formwork.runtime.previews import record_values
 from formwork.ui import i18n
 from formwork.ui.charts import bar_chart, funnel, line_chart, number_text
 from formwork.ui.views import (
@@ -42,7 +43,7 @@ def builder_page(conn: Any, cat: Any, access: Any) -> tuple[Page, MetadataServic
     p = make_page(conn, cat, access)
     if request.method not in ("GET", "HEAD"):
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
-    return p, MetadataService(conn, Actor(access.user_id, access.is_admin, client_ip()), cat)
+    return p, MetadataService(conn, access.actor(client_ip(), record_values(access)), cat)
 
 
 def pointer_errors(err: FormworkError) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ values are shown as JSON, which filter operators it supports and how other types
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -108,6 +108,24 @@ class FieldType:
     supports_unique: ClassVar[bool] = True
     supports_default: ClassVar[bool] = True
 
+    # What the platform asks of a type instead of checking its name (a new type is one class).
+    #: a link between records: it has a twin on the other table and is never converted to or from
+    is_link: ClassVar[bool] = False
+    #: holds user ids: "me" applies in filters, values sort and display by the user's name
+    holds_users: ClassVar[bool] = False
+    #: values are picked from ``options.choices``, whose order is the sort order
+    has_choices: ClassVar[bool] = False
+    #: values come from a per-field counter: a counter row is kept and existing records are numbered
+    uses_counter: ClassVar[bool] = False
+    #: a search for digits matches this field's number exactly
+    number_searchable: ClassVar[bool] = False
+    #: input text loses surrounding whitespace (so an SQL copy must check the text is already trimmed)
+    strips_whitespace: ClassVar[bool] = False
+    #: order of creation within one table document: 0 plain fields, then what reads them
+    creation_order: ClassVar[int] = 0
+    #: the JSON pointer a circular reference through this field is reported at
+    cycle_pointer: ClassVar[str] = "/options"
+
     # --- metadata -------------------------------------------------------------------------------
     def operators(self, f: FieldDef, catalog: Catalog) -> tuple[str, ...]:
         return OPERATORS_BY_KIND[self.value_kind(f, catalog)]
@@ -126,6 +144,40 @@ class FieldType:
     def dependencies(self, f: FieldDef, catalog: Catalog) -> set[int]:
         """Ids of fields whose deletion or type change would break this one."""
         return set()
+
+    def cycle_edges(self, f: FieldDef, catalog: Catalog) -> set[int]:
+        """Ids of the fields this one reads, for the circular-reference check; ``f`` may be a field being
+        created or changed, so it is read from ``f`` itself, not from the catalog."""
+        return self.dependencies(f, catalog)
+
+    def options_after_rename(self, f: FieldDef, old: str, new: str) -> dict[str, Any] | None:
+        """The options once a field of the same table is renamed from ``old`` to ``new`` (None: unchanged)."""
+        return None
+
+    def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
+        """Whether every table and field this one stands on is live (not in the trash)."""
+        return True
+
+    def shown_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        """The field whose values this one shows (a lookup's target, a min/max rollup's field), or None."""
+        return None
+
+    def is_many_lookup(self, f: FieldDef, catalog: Catalog) -> bool:
+        """Whether this shows one value per record of a to-many link (a list, filtered per element)."""
+        return False
+
+    def can_own_records(self, f: FieldDef) -> bool:
+        """Whether this field can name a record's owner (a single, assignable user)."""
+        return False
+
+    def needs_junction(self, f: FieldDef) -> bool:
+        """Whether this field's values live in a junction table of their own."""
+        return False
+
+    def options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
+        """Whether changing ``old``'s options to ``new``'s (same type) may invalidate stored values."""
+        keys = ("min", "max", "precision", "max_length", "regex", "multiple", "max_size", "mime_types")
+        return any(old.options.get(k) != new.options.get(k) for k in keys)
 
     # --- storage --------------------------------------------------------------------------------
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
@@ -167,6 +219,20 @@ class FieldType:
             return None
         return self.coerce(text, f, ctx)
 
+    def sql_text_form(self, f: FieldDef) -> str | None:
+        """How SQL turns a stored value into exactly the text ``to_text`` gives, for set-based conversions:
+        "copy" (the value is the text), "number_text" (an integer cast), "checkbox_text" ("true" when
+        set); None when only Python can."""
+        return None
+
+    def accepts_sql_text(self, f: FieldDef) -> bool:
+        """Whether text SQL produced may be stored as is (after length and trim checks), no Python needed."""
+        return False
+
+    def accepts_sql_number(self, f: FieldDef) -> bool:
+        """Whether an integer SQL produced may be stored as is (after range checks), no Python needed."""
+        return False
+
     # --- queries --------------------------------------------------------------------------------
     def expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
         """The SQL expression that reads this field from ``table`` (a Table or an alias of it)."""
@@ -174,6 +240,10 @@ class FieldType:
 
     def sortable(self, f: FieldDef, catalog: Catalog) -> bool:
         return self.value_kind(f, catalog) not in (MULTI, LINK_MANY, FILES)
+
+    def filter_value(self, value: Any, f: FieldDef) -> Any:
+        """A filter value as the column compares it (e.g. an autonumber's prefix taken off)."""
+        return value
 
 
 class FieldTypeRegistry:

@@ -78,9 +78,22 @@ class CheckboxType(FieldType):
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return "true" if value else "false"
 
+    def sql_text_form(self, f: FieldDef) -> str | None:
+        return "checkbox_text"
+
 
 def choice_values(f: FieldDef) -> list[str]:
     return [c["value"] for c in f.options.get("choices", [])]
+
+
+class _Choices(FieldType):
+    has_choices = True
+    options_schema = CHOICES_SCHEMA
+    supports_unique = False
+
+    def options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
+        """Only removing a choice can invalidate values (adding, relabelling or reordering can't)."""
+        return not set(choice_values(new)) >= set(choice_values(old))
 
 
 def _match_choice(f: FieldDef, value: Any) -> str:
@@ -99,15 +112,16 @@ def _match_choice(f: FieldDef, value: Any) -> str:
     raise FieldValueError(f"'{text[:100]}' is not one of: {shown}")
 
 
-class SingleSelectType(FieldType):
+class SingleSelectType(_Choices):
     type = "single_select"
     label: ClassVar[dict[str, str]] = {"en": "Single select", "zh-CN": "单选"}
     kind = SELECT
-    options_schema = CHOICES_SCHEMA
-    supports_unique = False
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return String(200)
+
+    def sql_text_form(self, f: FieldDef) -> str | None:
+        return "copy"
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None or value == "":
@@ -123,12 +137,10 @@ class SingleSelectType(FieldType):
         return super().convert_from(json_value, source, f, ctx)
 
 
-class MultiSelectType(FieldType):
+class MultiSelectType(_Choices):
     type = "multi_select"
     label: ClassVar[dict[str, str]] = {"en": "Multiple select", "zh-CN": "多选"}
     kind = MULTI
-    options_schema = CHOICES_SCHEMA
-    supports_unique = False
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return JsonType

@@ -6,6 +6,7 @@ formula), so they can be filtered, sorted and aggregated like stored fields, wit
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Float, Text, and_, cast, func, literal, null, select
@@ -81,7 +82,7 @@ def _link_in_table(options: dict[str, Any], table: TableDef, pointer: str) -> Fi
     link = table.fields_by_key.get(options.get("link", ""))
     if link is None:
         raise OptionsError(pointer, f"no field '{options.get('link')}' in this table")
-    if link.type != "link":
+    if not link.ftype.is_link:
         raise OptionsError(pointer, f"'{link.key}' is not a link field")
     return link
 
@@ -94,9 +95,15 @@ def _target_field(options: dict[str, Any], link: FieldDef, catalog: Catalog) -> 
     return tf
 
 
+def _through_link_live(f: FieldDef, live_fields: Container[int]) -> bool:
+    """A lookup or rollup stands on its link and the field it reads."""
+    return all(f.options.get(k) in live_fields for k in ("link", "field") if f.options.get(k) is not None)
+
+
 class LookupType(_ReadOnly):
     type = "lookup"
     label: ClassVar[dict[str, str]] = {"en": "Lookup", "zh-CN": "引用字段"}
+    creation_order = 2
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["link", "field"],
         "properties": {"link": {"$ref": "common.json#/$defs/key"}, "field": {"$ref": "common.json#/$defs/key"}},
@@ -124,6 +131,15 @@ class LookupType(_ReadOnly):
 
     def many(self, f: FieldDef, catalog: Catalog) -> bool:
         return is_many(catalog.field_by_id(f.options["link"]))
+
+    def is_many_lookup(self, f: FieldDef, catalog: Catalog) -> bool:
+        return self.many(f, catalog)
+
+    def shown_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        return self.parts(f, catalog)[1]
+
+    def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
+        return _through_link_live(f, live_fields)
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         _, tf, _ = self.parts(f, catalog)
@@ -165,6 +181,7 @@ ROLLUP_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
 class RollupType(_ReadOnly):
     type = "rollup"
     label: ClassVar[dict[str, str]] = {"en": "Rollup", "zh-CN": "汇总"}
+    creation_order = 2
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["link", "function"],
         "properties": {"link": {"$ref": "common.json#/$defs/key"}, "field": {"$ref": "common.json#/$defs/key"},
@@ -204,6 +221,15 @@ class RollupType(_ReadOnly):
 
     def dependencies(self, f: FieldDef, catalog: Catalog) -> set[int]:
         return {f.options["link"]} | ({f.options["field"]} if f.options.get("field") else set())
+
+    def shown_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        """A min or max shows values of the field it reads (its choices, prefix, ...); other functions count."""
+        if f.options.get("function") in ("min", "max") and f.options.get("field"):
+            return catalog.field_by_id(f.options["field"])
+        return None
+
+    def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
+        return _through_link_live(f, live_fields)
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         if f.options["function"] in ("min", "max"):
@@ -266,6 +292,8 @@ class RollupType(_ReadOnly):
 class FormulaType(_ReadOnly):
     type = "formula"
     label: ClassVar[dict[str, str]] = {"en": "Formula", "zh-CN": "公式"}
+    creation_order = 3
+    cycle_pointer = "/options/formula"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["formula"],
         "properties": {"formula": {"type": "string", "minLength": 1, "maxLength": 10000},
@@ -297,6 +325,23 @@ class FormulaType(_ReadOnly):
     def dependencies(self, f: FieldDef, catalog: Catalog) -> set[int]:
         table = catalog.table_by_id(f.table_id)
         return {table.fields_by_key[k].id for k in self.references(f, catalog) if k in table.fields_by_key}
+
+    def cycle_edges(self, f: FieldDef, catalog: Catalog) -> set[int]:
+        """Parsed from ``f``'s own text (the catalog's parse is of the saved formula); ``f`` resolves by its key."""
+        from formwork.metadata import formula as fl
+
+        table = catalog.tables_by_id.get(f.table_id)
+        fields = dict(table.fields_by_key) if table else {}
+        fields[f.key] = f
+        return {fields[k].id for k in fl.references(fl.parse(f.options["formula"])) if k in fields}
+
+    def options_after_rename(self, f: FieldDef, old: str, new: str) -> dict[str, Any] | None:
+        from formwork.metadata import formula as fl
+
+        text = f.options.get("formula", "")
+        if "{" + old + "}" not in text:
+            return None
+        return {**f.options, "formula": fl.rename_reference(text, old, new)}
 
     def compile(self, f: FieldDef, table: Any, ctx: QueryContext) -> tuple[ColumnElement[Any], str]:
         from formwork.metadata import formula as fl

@@ -7,7 +7,7 @@ opportunity its customer. Internally options hold ids: ``target`` (table id), ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -80,6 +80,8 @@ def parse_ids(value: Any) -> list[int]:
 class LinkType(FieldType):
     type = "link"
     label: ClassVar[dict[str, str]] = {"en": "Link to another record", "zh-CN": "关联记录"}
+    is_link = True
+    creation_order = 1
     supports_unique = False
     supports_default = False
     options_schema: ClassVar[dict[str, Any]] = {
@@ -95,6 +97,14 @@ class LinkType(FieldType):
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         return LINK_MANY if is_many(f) else LINK_ONE
+
+    def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
+        """Its other table, and its twin once it has one."""
+        opts = f.options
+        return opts.get("target") in live_tables and (not opts.get("pair") or opts["pair"] in live_fields)
+
+    def needs_junction(self, f: FieldDef) -> bool:
+        return f.options.get("side") == "forward" and bool(f.options.get("multiple"))
 
     def options_to_internal(self, options: dict[str, Any], table: TableDef, catalog: Catalog,
                             field_key: str) -> dict[str, Any]:

@@ -89,6 +89,8 @@ class NumberType(FieldType):
     kind = NUMBER
     options_schema = number_options()
     default_precision = 0
+    #: a plain quantity: an integer column casts to and from text exactly (min/max are its only checks)
+    plain_number: ClassVar[bool] = True
 
     def precision(self, f: FieldDef) -> int:
         p = f.options.get("precision")
@@ -109,6 +111,12 @@ class NumberType(FieldType):
             raise FieldValueError("must be a whole number")
         self.check_range(rounded, f)
         return int(rounded) if p == 0 and isinstance(self.column_type(f), BigInteger) else rounded
+
+    def sql_text_form(self, f: FieldDef) -> str | None:
+        return "number_text" if self.plain_number and isinstance(self.column_type(f), BigInteger) else None
+
+    def accepts_sql_number(self, f: FieldDef) -> bool:
+        return self.plain_number
 
     def check_range(self, d: Decimal, f: FieldDef) -> None:
         lo, hi = f.options.get("min"), f.options.get("max")
@@ -164,6 +172,7 @@ class PercentType(NumberType):
 class RatingType(NumberType):
     type = "rating"
     label: ClassVar[dict[str, str]] = {"en": "Rating", "zh-CN": "评分"}
+    plain_number = False
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"max": {"type": "integer", "minimum": 1, "maximum": 10}},
@@ -181,6 +190,7 @@ class RatingType(NumberType):
 class DurationType(NumberType):
     type = "duration"
     label: ClassVar[dict[str, str]] = {"en": "Duration", "zh-CN": "时长"}
+    plain_number = False
 
     def precision(self, f: FieldDef) -> int:
         return 0
@@ -203,6 +213,8 @@ class AutonumberType(FieldType):
     read_only = True
     supports_default = False
     searchable = False
+    uses_counter = True
+    number_searchable = True
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"prefix": {"type": "string", "maxLength": 20, "pattern": "^[^\\s]*$"},

@@ -57,6 +57,7 @@ class UserType(FieldType):
     type = "user"
     label: ClassVar[dict[str, str]] = {"en": "User", "zh-CN": "成员"}
     kind = USER
+    holds_users = True
     supports_unique = False
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
@@ -65,6 +66,9 @@ class UserType(FieldType):
 
     def multiple(self, f: FieldDef) -> bool:
         return bool(f.options.get("multiple"))
+
+    def can_own_records(self, f: FieldDef) -> bool:
+        return not self.multiple(f)
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         return MULTI if self.multiple(f) else USER
@@ -121,6 +125,10 @@ class CreatedByType(UserType):
                                                 "properties": {}}
 
     def multiple(self, f: FieldDef) -> bool:
+        return False
+
+    def can_own_records(self, f: FieldDef) -> bool:
+        """Set by the platform, never assigned: records are not handed over through it."""
         return False
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:

@@ -43,6 +43,7 @@ class TextType(FieldType):
         "properties": {"max_length": {"type": "integer", "minimum": 1, "maximum": MAX_TEXT},
                        "regex": {"type": "string", "maxLength": 500}},
     }
+    strips_whitespace = True
     default_max = 2000
     pattern: re.Pattern[str] | None = None
     pattern_message = ""
@@ -50,11 +51,18 @@ class TextType(FieldType):
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return String(self.default_max) if self.default_max <= 2000 else Text()
 
+    def sql_text_form(self, f: FieldDef) -> str | None:
+        return "copy" if self.pattern is None else None
+
+    def accepts_sql_text(self, f: FieldDef) -> bool:
+        """Plain text (no pattern to match, nothing rewritten): SQL's text is stored as is."""
+        return self.pattern is None
+
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None:
             return None
         text = as_text(value)
-        if self.type != "long_text":
+        if self.strips_whitespace:
             text = text.strip()
         if text == "":
             return None
@@ -79,6 +87,7 @@ class TextType(FieldType):
 class LongTextType(TextType):
     type = "long_text"
     label: ClassVar[dict[str, str]] = {"en": "Long text", "zh-CN": "多行文本"}
+    strips_whitespace = False
     default_max = 100_000
 
 

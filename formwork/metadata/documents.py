@@ -1,0 +1,227 @@
+"""Document kinds: the JSON documents an app holds beside its tables and fields (views, dashboards,
+automations, roles).
+
+Each kind is one small class: its ``kind`` string, the JSON Schema it is validated against, where it is
+stored and under what, the right needed to change it, its save-time cross-reference checks and how
+readers (and the change log) see it. Kinds are registered explicitly at start-up; a layer above
+metadata plugs its own kinds in the same way (the automation kind lives in ``formwork.automation``), so
+metadata never imports the layers that define them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from sqlalchemy import Table
+
+from formwork import db
+from formwork.errors import NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from formwork.metadata.catalog import AppDef, Catalog, TableDef
+
+#: rights a change may need (held by an Actor); an administrator holds them all
+BUILD, MANAGE_AUTOMATIONS, ADMIN = "build", "manage_automations", "admin"
+RIGHTS = (BUILD, MANAGE_AUTOMATIONS, ADMIN)
+#: what a caller without the right is told (the same words the HTTP routes have always used)
+FORBIDDEN = {
+    BUILD: "you may not change app definitions",
+    MANAGE_AUTOMATIONS: "you may not manage automations",
+    ADMIN: "only administrators may change roles",
+}
+
+
+class Saver(Protocol):
+    """Who saves a document, as a check sees it (MetadataService's Actor is one)."""
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DocumentContext:
+    """What a kind's cross-reference check may look at: the definitions, and who saves where."""
+
+    catalog: Catalog
+    app: AppDef | None = None
+    table: TableDef | None = None
+    conn: Connection | None = None
+    actor: Saver | None = None
+
+
+class DocumentKind:
+    """The contract of one document kind."""
+
+    kind: ClassVar[str]
+    #: name of the JSON Schema (formwork/metadata/schemas/<schema>.json) a document is validated against
+    schema: ClassVar[str]
+    #: the platform table that stores documents of this kind
+    storage: ClassVar[Table]
+    #: what a document belongs to: "table", "app", or None for documents shared across apps
+    parent: ClassVar[str | None]
+    #: the right needed to create, change or delete one (one of RIGHTS)
+    right: ClassVar[str]
+
+    def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
+        """Refuse (ValidationFailed with JSON pointers) a document naming what does not exist."""
+        raise NotImplementedError
+
+    def public(self, doc: Any) -> Any:
+        """The document as readers and the change log see it (secrets masked)."""
+        return doc
+
+
+def _query_check(ctx: DocumentContext, t: TableDef, tree: Any, pointer: str) -> None:
+    from formwork.metadata.query import FilterCompiler
+
+    FilterCompiler.check(t, ctx.catalog, tree, pointer)
+
+
+class ViewDocument(DocumentKind):
+    kind = "view"
+    schema = "view"
+    storage = db.views
+    parent = "table"
+    right = BUILD
+
+    def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
+        t = ctx.table
+        assert t is not None, "a view belongs to a table"
+        details: dict[str, list[str]] = {}
+        for name in ("fields", "group_by"):
+            for i, k in enumerate(doc.get(name, [])):
+                if k not in t.fields_by_key:
+                    details[f"/{name}/{i}"] = [f"no field '{k}' in table '{t.key}'"]
+        for i, s in enumerate(doc.get("sort", [])):
+            if s.lstrip("-") not in t.fields_by_key and s.lstrip("-") != "id":
+                details[f"/sort/{i}"] = [f"no field '{s.lstrip('-')}' in table '{t.key}'"]
+        for name, val in doc.get("options", {}).items():
+            if name.endswith("_field") and val not in t.fields_by_key:
+                details[f"/options/{name}"] = [f"no field '{val}' in table '{t.key}'"]
+        if doc["type"] == "kanban" and "group_field" not in doc.get("options", {}):
+            details["/options/group_field"] = ["a kanban view needs a group_field (a single select or user)"]
+        if doc["type"] == "calendar" and "date_field" not in doc.get("options", {}):
+            details["/options/date_field"] = ["a calendar view needs a date_field"]
+        if details:
+            raise ValidationFailed.from_details(details)
+        if "filter" in doc:
+            _query_check(ctx, t, doc["filter"], "/filter")
+
+
+class DashboardDocument(DocumentKind):
+    kind = "dashboard"
+    schema = "dashboard"
+    storage = db.dashboards
+    parent = "app"
+    right = BUILD
+
+    def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
+        app = ctx.app
+        assert app is not None, "a dashboard belongs to an app"
+        for i, w in enumerate(doc.get("widgets", [])):
+            t = app.tables_by_key.get(w["table"])
+            if t is None:
+                raise ValidationFailed.from_details({f"/widgets/{i}/table": [f"no table '{w['table']}'"]})
+            if "filter" in w:
+                _query_check(ctx, t, w["filter"], f"/widgets/{i}/filter")
+            for j, g in enumerate(w.get("group_by", [])):
+                if g.split(":")[0] not in t.fields_by_key:
+                    raise ValidationFailed.from_details({f"/widgets/{i}/group_by/{j}": [f"no field '{g}'"]})
+            for j, m in enumerate(w.get("metrics", [])):
+                if ":" in m and m.split(":")[1] not in t.fields_by_key:
+                    raise ValidationFailed.from_details({f"/widgets/{i}/metrics/{j}": [f"no field in '{m}'"]})
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class RoleDocument(DocumentKind):
+    """Roles are shared across apps: their permissions name ``app.table`` (or ``app.*``)."""
+
+    kind = "role"
+    schema = "role"
+    storage = db.roles
+    parent = None
+    right = ADMIN
+
+    def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
+        catalog = ctx.catalog
+        details: dict[str, list[str]] = {}
+        for perm_key, g in (doc.get("permissions") or {}).items():
+            app_key, table_key = perm_key.split(".", 1)
+            base = ("permissions", perm_key)
+            try:
+                app = catalog.app(app_key)
+            except NotFound:
+                details[_pointer(*base)] = [f"no app '{app_key}'"]
+                continue
+            if table_key == "*":
+                for op in ("read", "update", "delete"):
+                    if isinstance(g.get(op), dict):
+                        details[_pointer(*base, op)] = ["a filter scope needs one table, not '*'"]
+                continue
+            t = next((x for x in app.tables if x.key == table_key), None)
+            if t is None:
+                details[_pointer(*base)] = [f"no table '{table_key}' in app '{app_key}'"]
+                continue
+            for op in ("read", "update", "delete"):
+                if isinstance(g.get(op), dict):
+                    try:
+                        _query_check(ctx, t, g[op], _pointer(*base, op))
+                    except ValidationFailed as e:
+                        details.update(e.details or {})
+            for fkey in (g.get("fields") or {}):
+                if fkey not in t.fields_by_key:
+                    details[_pointer(*base, "fields", fkey)] = [f"no field '{fkey}' in table '{table_key}'"]
+        if details:
+            raise ValidationFailed.from_details(details)
+
+
+class DocumentKindRegistry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, DocumentKind] = {}
+
+    def register(self, dk: DocumentKind) -> None:
+        if dk.kind in self._kinds:
+            raise ValueError(f"document kind {dk.kind!r} is registered twice")
+        if dk.right not in RIGHTS or dk.parent not in ("table", "app", None):
+            raise ValueError(f"document kind {dk.kind!r}: unknown right or parent")
+        self._kinds[dk.kind] = dk
+
+    def get(self, kind: str) -> DocumentKind:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise NotFound(f"no document kind '{kind[:40]}'") from None
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds
+
+    def all(self) -> list[DocumentKind]:
+        return list(self._kinds.values())
+
+    def in_apps(self) -> list[DocumentKind]:
+        """Kinds that belong to an app or a table: those MetadataService creates, trashes and restores."""
+        return [dk for dk in self._kinds.values() if dk.parent is not None]
+
+
+document_kinds = DocumentKindRegistry()
+
+#: the kinds metadata itself defines; others (automation) are passed to register_document_kinds
+BUILT_IN: tuple[type[DocumentKind], ...] = (ViewDocument, DashboardDocument, RoleDocument)
+
+
+def register_document_kinds(*extra: type[DocumentKind],
+                            registry: DocumentKindRegistry = document_kinds) -> DocumentKindRegistry:
+    """Called once by create_app() with the kinds other layers define; importing registers nothing."""
+    for cls in (*BUILT_IN, *extra):
+        if cls.kind not in registry:
+            registry.register(cls())
+    return registry
