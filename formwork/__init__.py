@@ -9,6 +9,7 @@ from flask import Flask
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
+    from formwork.automation.actions import register_actions
     from formwork.metadata.fieldtypes import register_field_types
     from formwork.web import init_web
 
@@ -18,5 +19,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
     register_field_types()
+    register_actions()
     init_web(app)
     return app

@@ -14,14 +14,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
-from formwork.automation.engine import (
-    AutomationEngine,
-    Settings,
-    StepFailed,
-    emit_event,
-    find_rule,
-    path_text,
-)
+from formwork.automation.engine import AutomationEngine
+from formwork.automation.intake import emit_event
+from formwork.automation.runs import StepFailed, find_rule, path_text
+from formwork.automation.settings import Settings
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog
 from formwork.metadata.fieldtypes.temporal import iso_utc
