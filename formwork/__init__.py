@@ -36,6 +36,7 @@ def register_job_kinds() -> None:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
     from formwork.api import URL_PREFIX, make_blueprint
+    from formwork.automation.actions import register_actions
     from formwork.automation.document import AutomationDocument
     from formwork.metadata.documents import register_document_kinds
     from formwork.metadata.fieldtypes import register_field_types
@@ -49,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
     init_web(app)
     register_field_types()
+    register_actions()
     register_document_kinds(AutomationDocument)
     register_job_kinds()
     table = route_table()

@@ -109,7 +109,7 @@ def worker(poll: float, tick: float, grace: float | None, lease: float | None) -
     import datetime as dt
     import logging
 
-    from formwork.automation.engine import Settings
+    from formwork.automation.settings import Settings
     from formwork.automation.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

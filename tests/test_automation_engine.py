@@ -301,7 +301,7 @@ def test_incoming_webhook_creates_and_updates_records(sales: Api, worker: Worker
 
 
 def test_form_submitted_helper(app: Any, sales: Api, worker: Worker) -> None:
-    from formwork.automation.engine import emit_form_submitted
+    from formwork.automation.intake import emit_form_submitted
 
     add_rule(sales, {"key": "thanks", "trigger": {"type": "form_submitted", "table": "companies", "view": "signup"},
                      "actions": [{"type": "update_record", "fields": {"note": "form {{ trigger.form }}"}}]})

@@ -23,8 +23,9 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from formwork import db
-from formwork.automation.engine import AutomationEngine, Settings
+from formwork.automation.engine import AutomationEngine
 from formwork.automation.rules import SECRET_MASK
+from formwork.automation.settings import Settings
 from formwork.runtime import auth
 from tests.helpers import Api, db_snapshot
 from tests.test_permissions import PASSWORD, World, build, token_for

@@ -15,13 +15,10 @@ from sqlalchemy import delete, insert, select
 from formwork import db
 from formwork.api.common import bool_arg, ok, require_meta_right, visible_app
 from formwork.automation import approvals
-from formwork.automation.engine import (
-    AutomationEngine,
-    Settings,
-    StepFailed,
-    emit_event,
-    find_rule,
-)
+from formwork.automation.engine import AutomationEngine
+from formwork.automation.intake import emit_event
+from formwork.automation.runs import StepFailed, find_rule
+from formwork.automation.settings import Settings
 from formwork.errors import BadRequest, Conflict, NotFound
 from formwork.metadata.catalog import Catalog
 from formwork.metadata.fieldtypes.temporal import iso_utc

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
-from formwork.automation.engine import find_rule, path_text
+from formwork.automation.runs import find_rule, path_text
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, TableDef
 from formwork.metadata.fieldtypes.temporal import iso_utc

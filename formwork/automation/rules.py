@@ -7,18 +7,26 @@ sandbox escapes, schedules, actions that need a record on triggers that have non
 
 from __future__ import annotations
 
+import copy
+import json
+from importlib import resources
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import select
+
+from formwork import db
+from formwork.automation.actions.base import action_types
+from formwork.automation.schedule import ScheduleError, parse_schedule
 from formwork.automation.templating import TemplateError, validate_template
 from formwork.errors import ValidationFailed
 from formwork.metadata.catalog import AppDef, Catalog, TableDef
+from formwork.metadata.query import FilterCompiler
 
 TABLE_TRIGGERS = ("record_created", "record_updated", "record_deleted", "form_submitted", "date_reached",
                   "manual", "webhook")
 CHANGED_OPS = ("changed", "changed_to", "changed_from")
 TEMPLATE_NAMES = frozenset({"record", "trigger", "actions", "now", "today"})
-RECORD_ACTIONS = ("update_record", "update_related", "assign_owner", "request_approval", "branch")
-NESTED = ("then", "else", "on_approve", "on_reject", "on_return")
 TRUE: dict[str, Any] = {"and": []}
 FALSE: dict[str, Any] = {"not": {"and": []}}
 
@@ -85,7 +93,9 @@ def _templates(value: Any, pointer: str) -> list[tuple[str, str]]:
     return []
 
 
-class _Checker:
+class RuleChecker:
+    """Collects save-time problems of one rule by JSON pointer; each action checks itself through it."""
+
     def __init__(self, catalog: Catalog, app: AppDef, table: TableDef | None, trigger: str) -> None:
         self.cat = catalog
         self.app = app
@@ -119,8 +129,6 @@ class _Checker:
             self.templated(v, f"{pointer}/{k}", extra)
 
     def condition(self, t: TableDef | None, tree: Any, pointer: str) -> None:
-        from formwork.metadata.query import FilterCompiler
-
         if t is None:
             self.err(pointer, "a condition needs a table on the trigger")
             return
@@ -133,103 +141,17 @@ class _Checker:
             for k, v in (e.details or {}).items():
                 self.details.setdefault(k, []).extend(v)
 
-    def actions(self, actions: list[dict[str, Any]], pointer: str) -> None:
-        for i, a in enumerate(actions):
+    def actions(self, items: list[dict[str, Any]], pointer: str) -> None:
+        for i, a in enumerate(items):
             self.action(a, f"{pointer}/{i}")
 
     def action(self, a: dict[str, Any], p: str) -> None:
         kind = a["type"]
-        t = self.table
-        if kind in RECORD_ACTIONS and t is None:
+        action = action_types.get(kind)
+        if action.needs_record and self.table is None:
             self.err(f"{p}/type", f"'{kind}' needs a triggering record; this trigger has none")
             return
-        if kind == "update_record":
-            assert t is not None
-            self.fields_of(t, a.get("fields"), f"{p}/fields")
-        elif kind == "create_record":
-            target = self.app.tables_by_key.get(a.get("table", ""))
-            if target is None:
-                self.err(f"{p}/table", f"no table '{a.get('table')}' in app '{self.app.key}'")
-            else:
-                self.fields_of(target, a.get("fields"), f"{p}/fields")
-        elif kind == "update_related":
-            assert t is not None
-            f = t.fields_by_key.get(a.get("link", ""))
-            if f is None or f.type != "link":
-                self.err(f"{p}/link", f"must name a link field of '{t.key}'")
-            else:
-                target = self.cat.table_by_id(f.options["target"])
-                self.fields_of(target, a.get("fields"), f"{p}/fields", frozenset({"related"}))
-        elif kind == "send_email":
-            if not (a.get("to") or a.get("roles") or a.get("owner")):
-                self.err(f"{p}/to", "needs at least one recipient ('to', 'roles' or 'owner': true)")
-            if a.get("owner") and t is None:
-                self.err(f"{p}/owner", "needs a triggering record")
-            for name in ("to", "cc", "subject", "body", "html"):
-                self.templated(a.get(name), f"{p}/{name}")
-            if not a.get("subject"):
-                self.err(f"{p}/subject", "is required")
-        elif kind == "call_webhook":
-            if not a.get("url"):
-                self.err(f"{p}/url", "is required")
-            else:
-                self.template(f"{p}/url", a["url"])
-                if not a["url"].lower().startswith(("http://", "https://", "{{")):
-                    self.err(f"{p}/url", "must start with http:// or https://")
-            if "payload" in a:
-                self.templated(a["payload"], f"{p}/payload")
-        elif kind == "notify":
-            if not (a.get("users") or a.get("roles") or a.get("owner")):
-                self.err(p, "name 'users', 'roles' or 'owner': true")
-            if a.get("owner") and t is None:
-                self.err(f"{p}/owner", "needs a triggering record")
-            if not a.get("title"):
-                self.err(f"{p}/title", "is required")
-            for name in ("users", "title", "body"):
-                self.templated(a.get(name), f"{p}/{name}")
-        elif kind == "assign_owner":
-            assert t is not None
-            key = a.get("field") or (t.owner_field.key if t.owner_field else "")
-            f = t.fields_by_key.get(key)
-            if f is None or f.type != "user" or f.options.get("multiple"):
-                self.err(f"{p}/field", "must name a single user field (the table has no owner field)")
-            if bool(a.get("role")) == bool(a.get("team")):
-                self.err(p, "name exactly one of 'role' or 'team'")
-        elif kind == "request_approval":
-            appr = a.get("approvers") or {}
-            if not (appr.get("users") or appr.get("role") or appr.get("manager")):
-                self.err(f"{p}/approvers", "name 'users', a 'role' or 'manager': true")
-            self.templated(appr.get("users"), f"{p}/approvers/users")
-            self.templated(a.get("title"), f"{p}/title")
-            for name in ("on_approve", "on_reject", "on_return"):
-                self.actions(a.get(name) or [], f"{p}/{name}")
-        elif kind == "wait":
-            total = sum(float(a.get(u) or 0) * s for u, s in (("seconds", 1), ("minutes", 60), ("hours", 3600),
-                                                                ("days", 86400)))
-            if total <= 0 or total > 366 * 86400:
-                self.err(p, "a wait needs seconds, minutes, hours or days (at most a year)")
-        elif kind == "recycle_to_pool":
-            from formwork.runtime.pool import pool_problems
-
-            target = self.app.tables_by_key.get(a.get("table", ""))
-            if target is None:
-                self.err(f"{p}/table", f"no table '{a.get('table')}' in app '{self.app.key}'")
-            else:
-                for ptr, msgs in pool_problems(target, self.cat).items():
-                    for m in msgs:
-                        self.err(f"{p}/table", f"{ptr}: {m}")
-        elif kind == "branch":
-            if "condition" not in a:
-                self.err(f"{p}/condition", "is required")
-            else:
-                self.condition(t, a["condition"], f"{p}/condition")
-            for name in ("then", "else"):
-                self.actions(a.get(name) or [], f"{p}/{name}")
-
-
-def wait_seconds(a: dict[str, Any]) -> float:
-    return sum(float(a.get(u) or 0) * s for u, s in (("seconds", 1), ("minutes", 60), ("hours", 3600),
-                                                      ("days", 86400)))
+        action.check(a, p, self)
 
 
 def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: Any = None,
@@ -258,8 +180,6 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: A
         if trig["type"] == "webhook" and trig.get("match_field") and trig["match_field"] not in table.fields_by_key:
             details["/trigger/match_field"] = [f"no field '{trig['match_field']}' in '{table.key}'"]
     if trig["type"] == "schedule":
-        from formwork.automation.schedule import ScheduleError, parse_schedule
-
         try:
             parse_schedule(trig.get("schedule") or {})
         except ScheduleError as e:
@@ -267,15 +187,13 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: A
     if trig.get("aggregate_condition") is not None:
         _check_aggregate(catalog, app, trig, details)
     if trig["type"] in ("date_reached",) and trig.get("timezone"):
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(trig["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
             details["/trigger/timezone"] = [f"unknown time zone '{trig['timezone'][:64]}'"]
     if details:
         raise ValidationFailed.from_details(details)
-    checker = _Checker(catalog, app, table, trig["type"])
+    checker = RuleChecker(catalog, app, table, trig["type"])
     if doc.get("condition"):
         checker.condition(table, doc["condition"], "/condition")
     checker.actions(doc.get("actions") or [], "/actions")
@@ -285,8 +203,6 @@ def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: A
 
 def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], details: dict[str, list[str]]) -> None:
     """An aggregate condition: tables, metric fields and filters must exist (schedule triggers only)."""
-    from formwork.metadata.query import FilterCompiler
-
     if trig["type"] != "schedule":
         details["/trigger/aggregate_condition"] = ["only a schedule trigger takes an aggregate condition"]
         return
@@ -315,7 +231,6 @@ def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], detail
 
 
 # --- who a rule may run as, and its secrets --------------------------------------------------------
-SECRET_KEYS = ("secret",)
 SECRET_MASK = "••••••"
 
 
@@ -328,10 +243,6 @@ def check_run_as(conn: Any, actor: Any, doc: dict[str, Any]) -> None:
     run_as = doc.get("run_as")
     if not run_as or actor is None or actor.user_id is None or actor.is_admin:
         return
-    from sqlalchemy import select
-
-    from formwork import db
-
     own = conn.execute(select(db.users.c.username).where(db.users.c.id == actor.user_id)).scalar()
     if run_as != own:
         raise ValidationFailed.from_details(
@@ -346,7 +257,7 @@ def _action_nodes(actions: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[
         if not isinstance(a, dict):
             continue
         out.append(((*path, i), a))
-        for name in NESTED:
+        for name in action_types.nested_keys():
             out += _action_nodes(a.get(name), (*path, i, name))
     return out
 
@@ -355,11 +266,9 @@ def mask_secrets(doc: Any) -> Any:
     """A copy of an automation document whose action secrets read as the mask (for every response)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), list):
         return doc
-    import copy
-
     out = copy.deepcopy(doc)
     for _path, a in _action_nodes(out["actions"]):
-        for k in SECRET_KEYS:
+        for k in action_types.secret_keys():
             if a.get(k):
                 a[k] = SECRET_MASK
     return out
@@ -369,7 +278,7 @@ def strip_secrets(doc: dict[str, Any]) -> list[str]:
     """Remove action secrets from a document in place (app export); returns the JSON pointers emptied."""
     gone: list[str] = []
     for path, a in _action_nodes(doc.get("actions")):
-        for k in SECRET_KEYS:
+        for k in action_types.secret_keys():
             if a.pop(k, None):
                 gone.append("/actions/" + "/".join(map(str, path)) + f"/{k}")
     return gone
@@ -380,16 +289,22 @@ def keep_secrets(actions: Any, stored: Any) -> Any:
     stored one of the action at the same place, when that action is still of the same type."""
     if not isinstance(actions, list):
         return actions
-    import copy
-
     old = dict(_action_nodes(stored))
     out = copy.deepcopy(actions)
     for path, a in _action_nodes(out):
         prev = old.get(path)
-        for k in SECRET_KEYS:
+        for k in action_types.secret_keys():
             if a.get(k) == SECRET_MASK or (k not in a and prev is not None):
                 if prev is not None and prev.get("type") == a.get("type") and prev.get(k):
                     a[k] = prev[k]
                 else:
                     a.pop(k, None)
     return out
+
+
+def automation_schema() -> dict[str, Any]:
+    """The automation document's JSON Schema: automation.json with ``$defs/action`` from the registry."""
+    text = resources.files("formwork.metadata").joinpath("schemas", "automation.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    schema["$defs"]["action"] = action_types.schema()
+    return schema

@@ -22,7 +22,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask
 
-from formwork.automation.engine import AutomationEngine, Settings
+from formwork.automation.actions import register_actions
+from formwork.automation.engine import AutomationEngine
+from formwork.automation.settings import Settings
 
 log = logging.getLogger("formwork.worker")
 
@@ -30,6 +32,7 @@ log = logging.getLogger("formwork.worker")
 class Worker:
     def __init__(self, app: Flask, *, worker_id: str | None = None, poll: float = 0.5, tick: float = 15.0,
                  batch: int = 100, settings: Settings | None = None) -> None:
+        register_actions()  # create_app() did already; a worker built around another app still needs them
         p = app.extensions["formwork"]
         self.worker_id = worker_id or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.settings = settings or Settings.from_config(app.config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -20,7 +21,21 @@ RESERVED_FIELD_KEYS = {"id", "version", "fields", "display", "created", "updated
 BASE = "https://formwork.dev/schemas/"
 
 
+# kinds whose schema a higher layer builds from its registry at start-up (automation: its actions)
+_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def provide_schema(kind: str, build: Callable[[], dict[str, Any]]) -> None:
+    """Serve and validate ``kind`` with the schema ``build()`` returns instead of its static file."""
+    if _BUILDERS.get(kind) is not build:
+        _BUILDERS[kind] = build
+        _registry.cache_clear()
+        _validator.cache_clear()
+
+
 def _load(name: str) -> dict[str, Any]:
+    if name in _BUILDERS:
+        return _BUILDERS[name]()
     text = resources.files("formwork.metadata").joinpath("schemas", f"{name}.json").read_text("utf-8")
     return dict(json.loads(text))
 

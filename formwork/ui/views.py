@@ -1126,7 +1126,7 @@ def form_page(app_key: str, table_key: str, view_key: str) -> Response:
 def public_form(app_key: str, table_key: str, view_key: str) -> Response:
     """A public lead-capture form: no login; rate-limited; a signed token stands in for the CSRF token;
     records are created by the system (created_by empty) and fire form_submitted automations."""
-    from formwork.automation.engine import emit_form_submitted
+    from formwork.automation.intake import emit_form_submitted
     from formwork.runtime.ratelimit import form_limiter
 
     with unit() as (conn, cat):

@@ -1,0 +1,102 @@
+"""Actions that tell someone: email and webhooks (queued, sent after commit) and in-app notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from formwork.automation.actions.base import KEY, TEMPLATE, TEMPLATES, Action, CheckContext, RunContext
+from formwork.automation.actions.people import addresses, emails, owner_id, resolve_users, users_by_role
+from formwork.automation.runs import StepFailed, notify, plain
+
+ROLES: dict[str, Any] = {"type": "array", "maxItems": 50, "items": KEY}
+
+
+class SendEmail(Action):
+    type = "send_email"
+    label = "Send an email"
+    properties = {"to": TEMPLATES, "cc": TEMPLATES, "subject": TEMPLATE, "body": TEMPLATE, "html": TEMPLATE,
+                  "roles": ROLES, "owner": {"type": "boolean"}}
+
+    def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
+        if not (a.get("to") or a.get("roles") or a.get("owner")):
+            chk.err(f"{pointer}/to", "needs at least one recipient ('to', 'roles' or 'owner': true)")
+        if a.get("owner") and chk.table is None:
+            chk.err(f"{pointer}/owner", "needs a triggering record")
+        for name in ("to", "cc", "subject", "body", "html"):
+            chk.templated(a.get(name), f"{pointer}/{name}")
+        if not a.get("subject"):
+            chk.err(f"{pointer}/subject", "is required")
+
+    def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
+        to = addresses(ex.render(a.get("to") or []))
+        for role in a.get("roles") or []:
+            to += emails(ex.conn, users_by_role(ex.conn, role))
+        if a.get("owner"):
+            owner = owner_id(ex)
+            to += emails(ex.conn, [owner] if owner is not None else [])
+        to = list(dict.fromkeys(to))
+        if not to:
+            raise StepFailed("the email has no recipient (the 'to' templates rendered empty and no role member "
+                             "or owner has an email address)")
+        request = {"to": to, "cc": addresses(ex.render(a.get("cc") or [])),
+                   "subject": str(ex.render(a["subject"]) or ""), "body": str(ex.render(a.get("body") or "")),
+                   "html": ex.render(a["html"]) if a.get("html") else None}
+        return ex.queue_delivery("email", request, path)
+
+
+class CallWebhook(Action):
+    """POST JSON to a URL, signed with the action's secret (write-only: never shown back)."""
+
+    type = "call_webhook"
+    label = "Call a webhook"
+    properties = {"url": TEMPLATE, "secret": {"type": "string", "maxLength": 500}, "payload": True,
+                  "timeout": {"type": "number", "minimum": 0.1, "maximum": 30}}
+    secrets = ("secret",)
+
+    def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
+        if not a.get("url"):
+            chk.err(f"{pointer}/url", "is required")
+        else:
+            chk.template(f"{pointer}/url", a["url"])
+            if not a["url"].lower().startswith(("http://", "https://", "{{")):
+                chk.err(f"{pointer}/url", "must start with http:// or https://")
+        if "payload" in a:
+            chk.templated(a["payload"], f"{pointer}/payload")
+
+    def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
+        payload = ex.render(a["payload"]) if "payload" in a else plain(
+            {"rule": ex.rule["key"], "trigger": ex.req.trigger_ctx, "record": ex.record() or None})
+        request = {"url": str(ex.render(a["url"])), "payload": payload, "secret": a.get("secret"),
+                   "timeout": float(a.get("timeout") or 10)}
+        return ex.queue_delivery("webhook", request, path)
+
+
+class Notify(Action):
+    type = "notify"
+    label = "Notify users in the app"
+    properties = {"users": TEMPLATES, "roles": ROLES, "owner": {"type": "boolean"}, "title": TEMPLATE,
+                  "body": TEMPLATE}
+
+    def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
+        if not (a.get("users") or a.get("roles") or a.get("owner")):
+            chk.err(pointer, "name 'users', 'roles' or 'owner': true")
+        if a.get("owner") and chk.table is None:
+            chk.err(f"{pointer}/owner", "needs a triggering record")
+        if not a.get("title"):
+            chk.err(f"{pointer}/title", "is required")
+        for name in ("users", "title", "body"):
+            chk.templated(a.get(name), f"{pointer}/{name}")
+
+    def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
+        users = resolve_users(ex.conn, addresses(ex.render(a.get("users") or [])))
+        for role in a.get("roles") or []:
+            users += users_by_role(ex.conn, role)
+        if a.get("owner"):
+            owner = owner_id(ex)
+            if owner is not None:
+                users.append(owner)
+        title, body = str(ex.render(a["title"])), str(ex.render(a.get("body") or ""))
+        link = {"app": ex.app.key, "table": ex.t.key if ex.t else None, "record_id": ex.rid}
+        if not ex.dry:
+            notify(ex.conn, users, "automation", title, body, link)
+        return {"users": sorted(set(users)), "title": title}
