@@ -273,6 +273,6 @@ def init_web(app: Flask) -> None:
     from formwork.runtime.api import api
 
     app.register_blueprint(api, url_prefix="/api/v1")
-    from formwork.ui import ui
+    from formwork.ui import UI_ROUTES, make_blueprint
 
-    app.register_blueprint(ui)
+    app.register_blueprint(make_blueprint(UI_ROUTES))
