@@ -507,7 +507,7 @@ def install_template(name: str) -> Response:
     body = json_body(MAX_JSON) if request.get_data() else {}
     if not isinstance(body, dict):
         raise BadRequest("send {\"key\"?, \"demo_data\"?}")
-    from formwork.metadata.portable import install_template as install
+    from formwork.runtime.demo import install_template as install
 
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
