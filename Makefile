@@ -37,8 +37,8 @@ test: setup browser
 	$(BIN)/pytest -q -n 4 --dist loadgroup
 
 lint: setup
-	$(BIN)/ruff check formwork tests bench
-	$(BIN)/mypy formwork
+	$(BIN)/ruff check formwork formwork_templates tests bench
+	$(BIN)/mypy formwork formwork_templates
 
 bench: setup
 	$(BIN)/python -m bench.run

@@ -18,11 +18,10 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
     The one place where a URL is found: a module not listed here serves nothing.
     """
     from formwork.api import admin, auth, automations, meta, openapi, pool, records, reports, transfer
+    from formwork.ui import boards, builder, dashboards, forms, grid, login, notifications, record
 
     api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, openapi)
-    # UI_ROUTES: the page modules. Until the ui split lands, every page still registers itself with
-    # ``@ui.get`` on the blueprint in formwork/ui/views.py, so this entry is empty.
-    ui_routes: tuple[ModuleType, ...] = ()
+    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications)
     return {"api": api_routes, "ui": ui_routes}
 
 
@@ -40,7 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork.automation.document import AutomationDocument
     from formwork.metadata.documents import register_document_kinds
     from formwork.metadata.fieldtypes import register_field_types
-    from formwork.ui import ui
+    from formwork.ui import make_blueprint as make_ui_blueprint
     from formwork.web import init_web
 
     app = Flask(__name__, template_folder="ui/templates", static_folder="ui/static")
@@ -55,7 +54,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_job_kinds()
     table = route_table()
     app.register_blueprint(make_blueprint(m.routes for m in table["api"]), url_prefix=URL_PREFIX)
-    for m in table["ui"]:
-        m.routes.register(ui)
-    app.register_blueprint(ui)
+    app.register_blueprint(make_ui_blueprint(m.routes for m in table["ui"]))
     return app

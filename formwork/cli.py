@@ -50,7 +50,8 @@ def ensure_admin(app: Flask, username: str | None, password: str | None) -> str 
 
 def install_if_missing(app: Flask, template: str, demo: bool) -> bool:
     from formwork import db
-    from formwork.metadata.portable import install_template, load_template
+    from formwork.metadata.portable import load_template
+    from formwork.runtime.demo import install_template
 
     p = app.extensions["formwork"]
     key = load_template(template)["app"]["key"]
@@ -133,7 +134,7 @@ def template() -> None:
 @click.option("--demo", is_flag=True, help="add demo data")
 def template_install(name: str, key: str | None, demo: bool) -> None:
     from formwork import db
-    from formwork.metadata.portable import install_template
+    from formwork.runtime.demo import install_template
 
     app = _app()
     p = app.extensions["formwork"]
@@ -160,14 +161,14 @@ def demo_cmd(template_name: str, app_key: str | None, size: str, customers: int 
     with db.transaction(p.engine) as conn:
         cat = p.catalogs.get(conn)
         if key not in cat.apps_by_key:
-            install_template(_system_service(conn, cat), template_name, key, False)
+            install_template(_system_service(conn, cat), template_name, key)
             click.echo(f"installed app '{key}'")
             cat = p.catalogs.get(conn)
 
         def progress(what: str, n: int) -> None:
             click.echo(f"  {n} {what}...")
 
-        r = generate_demo(conn, cat, key, template_name, size=size, customers=customers,
+        r = generate_demo(conn, cat, key, template_name, size=size, scale=customers,
                           seed=DEFAULT_SEED if seed is None else seed, progress=progress)
     for table, n in r["tables"].items():
         click.echo(f"{table:>20}: {n}")

@@ -82,8 +82,8 @@ def test_install_gives_a_working_crm_with_consistent_demo_data(crm: Crm) -> None
 def test_demo_is_reproducible_and_bulk_mode_keeps_counters_and_links(crm: Crm) -> None:
     before_orders = len(rows(crm, "orders"))
     top = crm.admin.records("crm", "orders", sort="-number", limit=1)[0]["fields"]["number"]
-    out = crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "crm", customers=40, bulk=True, seed=7))
-    again = crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "crm", customers=40, bulk=True, seed=7))
+    out = crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "crm", scale=40, bulk=True, seed=7))
+    again = crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "crm", scale=40, bulk=True, seed=7))
     assert out["mode"] == "bulk" and out["tables"] == again["tables"] and out["rows_per_second"] > 0
     assert len(rows(crm, "orders")) == before_orders + 2 * out["tables"]["orders"]
     numbers = [r["fields"]["number"] for r in crm.admin.records("crm", "orders", sort="-number", limit=3)]
@@ -93,11 +93,18 @@ def test_demo_is_reproducible_and_bulk_mode_keeps_counters_and_links(crm: Crm) -
     assert c["id"] == max(r["id"] for r in rows(crm, "customers"))
     order = crm.admin.records("crm", "orders", sort="-number", limit=1)[0]
     assert order["fields"]["customer"]["display"] and order["fields"]["order_total"] > 0
-    for bad in ({"size": "huge"}, {"customers": 0}):
+    for bad in ({"size": "huge"}, {"scale": 0}):
         with pytest.raises(BadRequest):
             crm.sql(lambda conn, cat, app, bad=bad: generate_demo(conn, cat, "crm", "crm", **bad))
     with pytest.raises(BadRequest):
         crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "no_such_template"))
+
+
+def test_a_second_demo_run_through_the_services_reuses_the_reference_data(crm: Crm) -> None:
+    products = len(rows(crm, "products"))
+    out = crm.sql(lambda conn, cat, app: generate_demo(conn, cat, "crm", "crm", scale=3, bulk=False, seed=11))
+    assert out["mode"] == "records" and out["tables"]["customers"] == 3
+    assert out["tables"].get("products", 0) == 0 and len(rows(crm, "products")) == products
 
 
 # --- permissions ---------------------------------------------------------------------------------------

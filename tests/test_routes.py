@@ -70,12 +70,8 @@ def test_every_url_rule_belongs_to_a_module_in_the_table(app: Any) -> None:
         if rule.endpoint == "static":
             continue
         view = app.view_functions[rule.endpoint]
-        if rule.endpoint in declared:
-            assert view is declared[rule.endpoint], rule.endpoint
-        else:
-            # pages not yet split into modules of the ui table still come from the ui package
-            assert rule.endpoint.startswith("ui.") and view.__module__.startswith("formwork.ui."), \
-                f"{rule.rule} ({rule.endpoint}) comes from no module of the route table"
+        assert rule.endpoint in declared, f"{rule.rule} ({rule.endpoint}) comes from no module of the route table"
+        assert view is declared[rule.endpoint], rule.endpoint
     assert set(declared) <= set(app.view_functions), set(declared) - set(app.view_functions)
 
 

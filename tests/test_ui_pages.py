@@ -424,7 +424,7 @@ def test_locale_switch_shows_chinese_labels(app: Any, world: dict[str, Any]) -> 
 
 
 def test_notifications_bell_and_unauthenticated_fragments(app: Any, world: dict[str, Any]) -> None:
-    from formwork.automation.runs import notify
+    from formwork.runtime.notifications import notify
 
     engine = app.extensions["formwork"].engine
     with db.transaction(engine) as conn:

@@ -25,7 +25,7 @@ from formwork.metadata import portable, validation
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
 from formwork.metadata.service import MetadataService
-from formwork.runtime import auth
+from formwork.runtime import auth, demo
 from formwork.web import RouteSet, client_ip, current_access, json_body, unit
 
 routes = RouteSet()
@@ -64,7 +64,6 @@ def list_apps() -> Response:
 @routes.post("/meta/apps")
 def create_app() -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
@@ -90,7 +89,6 @@ def get_app(app_key: str) -> Response:
 @routes.patch("/meta/apps/<app_key>")
 def update_app(app_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
@@ -100,7 +98,6 @@ def update_app(app_key: str) -> Response:
 @routes.delete("/meta/apps/<app_key>")
 def delete_app(app_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     with unit() as (conn, cat):
         meta_service(conn, cat, access).delete_app(app_key)
     return Response(status=204)
@@ -120,7 +117,6 @@ def list_tables(app_key: str) -> Response:
 @routes.post("/meta/apps/<app_key>/tables")
 def create_table(app_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
@@ -139,7 +135,6 @@ def get_table(app_key: str, table_key: str) -> Response:
 @routes.patch("/meta/apps/<app_key>/tables/<table_key>")
 def update_table(app_key: str, table_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
@@ -149,7 +144,6 @@ def update_table(app_key: str, table_key: str) -> Response:
 @routes.delete("/meta/apps/<app_key>/tables/<table_key>")
 def delete_table(app_key: str, table_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     with unit() as (conn, cat):
         meta_service(conn, cat, access).delete_table(app_key, table_key)
     return Response(status=204)
@@ -169,7 +163,6 @@ def list_fields(app_key: str, table_key: str) -> Response:
 @routes.post("/meta/apps/<app_key>/tables/<table_key>/fields")
 def create_field(app_key: str, table_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
@@ -192,7 +185,6 @@ def get_field(app_key: str, table_key: str, field_key: str) -> Response:
 @routes.patch("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
 def update_field(app_key: str, table_key: str, field_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     body = json_body(MAX_JSON)
     dry = bool_arg("dry_run")
     with unit() as (conn, cat):
@@ -208,7 +200,6 @@ def update_field(app_key: str, table_key: str, field_key: str) -> Response:
 @routes.delete("/meta/apps/<app_key>/tables/<table_key>/fields/<field_key>")
 def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     with unit() as (conn, cat):
         meta_service(conn, cat, access).delete_field(app_key, table_key, field_key)
     return Response(status=204)
@@ -238,7 +229,6 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
 
     def create(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
-        require_meta_right(access, kind)
         body = json_body(MAX_JSON)
         if kind == "automation" and isinstance(body, dict):
             body = {**body, "actions": keep_secrets(body["actions"], [])} if "actions" in body else body
@@ -260,7 +250,6 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
             svc = meta_service(conn, cat, access)
             if request.method == "GET":
                 return ok(public_doc(kind, MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
-            require_meta_right(access, kind)
             if request.method == "PATCH":
                 patch = json_body(MAX_JSON)
                 if kind == "automation" and isinstance(patch, dict) and "actions" in patch:
@@ -284,7 +273,6 @@ _declare_doc_routes("dashboard", "/meta/apps/<app_key>/dashboards", False)
 @routes.get("/meta/trash")
 def list_trash() -> Response:
     access = current_access()
-    require_meta_right(access)
     with unit() as (conn, cat):
         return ok({"entries": meta_service(conn, cat, access).trash()})
 
@@ -292,7 +280,6 @@ def list_trash() -> Response:
 @routes.post("/meta/trash/<trash_id>/restore")
 def restore_trash(trash_id: str) -> Response:
     access = current_access()
-    require_meta_right(access)
     with unit() as (conn, cat):
         return ok(meta_service(conn, cat, access).restore(trash_id))
 
@@ -340,5 +327,5 @@ def install_template(name: str) -> Response:
         raise BadRequest("send {\"key\"?, \"demo_data\"?}")
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
-        app = portable.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
+        app = demo.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
         return ok(svc.app_json(app), 201)

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 
 from formwork import db
 from formwork.automation.delivery import DeliveryError, backoff_delay, call_webhook, send_email
-from formwork.automation.runs import RuleRunner, final_status, find_rule, notify, rule_owner
+from formwork.automation.runs import RuleRunner, final_status, find_rule, rule_owner
+from formwork.runtime import notifications
 
 
 class Dispatcher:
@@ -130,7 +131,7 @@ class Dispatcher:
             found = find_rule(cat, run.automation_id)
             owner = rule_owner(conn, run.automation_id)
             if owner is not None:
-                notify(conn, [owner], "automation_failed", f"Automation '{run.automation_key}' failed",
+                notifications.notify(conn, [owner], "automation_failed", f"Automation '{run.automation_key}' failed",
                        values.get("error"), {"app": found[0].key if found else None,
                                              "automation": run.automation_key, "run_id": run_id})
 

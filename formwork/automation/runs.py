@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from formwork import db
 from formwork.metadata.catalog import AppDef, Catalog, CatalogCache, TableDef
+from formwork.runtime import notifications
 from formwork.runtime.permissions import Access
 
 if TYPE_CHECKING:
@@ -124,16 +125,6 @@ def rule_editor(conn: Connection, automation_id: int) -> int | None:
                         .order_by(mc.c.id.desc()).limit(1)).scalar()
 
 
-def notify(conn: Connection, user_ids: list[int], kind: str, title: str, body: str | None = None,
-           link: dict[str, Any] | None = None) -> None:
-    ids = sorted(set(user_ids))
-    if ids:
-        now = db.utcnow()
-        conn.execute(insert(db.notifications), [{"user_id": u, "kind": kind, "title": title[:2000],
-                                                  "body": (body or "")[:20000], "link": link, "created_at": now}
-                                                 for u in ids])
-
-
 # --- the run log ------------------------------------------------------------------------------------
 def initial_state(req: RunRequest) -> dict[str, Any]:
     return {"trigger": req.trigger_ctx, "changes": req.changes, "deleted_fields": req.deleted_fields}
@@ -154,7 +145,7 @@ def insert_run(conn: Connection, req: RunRequest, status: str, error: str | None
 def notify_owner(conn: Connection, req: RunRequest, run_id: int, message: str) -> None:
     owner = rule_owner(conn, req.rule["id"])
     if owner is not None:
-        notify(conn, [owner], "automation_failed", f"Automation '{req.rule['key']}' failed", message,
+        notifications.notify(conn, [owner], "automation_failed", f"Automation '{req.rule['key']}' failed", message,
                {"app": req.app.key, "automation": req.rule["key"], "run_id": run_id})
 
 

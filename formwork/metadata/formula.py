@@ -289,7 +289,7 @@ def _tokenize(text: str) -> list[_Tok]:
             key = text[i + 1 : close].strip()
             if not _KEY_RE.fullmatch(key):
                 raise FormulaError(
-                    f"invalid field reference {{{key}}} (keys look like {{amount}} or {{customer.name}})", i
+                    f"invalid field reference {{{key}}} (keys look like {{amount}} or {{company.name}})", i
                 )
             tokens.append(_Tok("field", key, i))
             i = close + 1

@@ -7,6 +7,7 @@ through the MetadataService in dependency order: plain fields, then links, then 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from formwork.metadata.service import MetadataService, public_doc
 
 FORMAT = "formwork.app"
 FORMAT_VERSION = 1
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+TEMPLATES_PACKAGE = "formwork_templates"  # beside formwork in the wheel: one folder per template
 COMPUTED = ("lookup", "rollup", "formula")
 
 
@@ -185,10 +186,29 @@ def install_role(conn: Connection, app: AppDef, role: dict[str, Any]) -> None:
     conn.execute(update(db.roles).where(db.roles.c.id == row.id).values(doc=merged))
 
 
+def templates_dir() -> Path:
+    """The bundled templates' folder: the ``formwork_templates`` package, so it ships in the wheel.
+
+    Each template is a folder holding ``app.json`` (the portable app document) and optionally
+    ``demo.py`` (its demo data, found by ``formwork.runtime.demo``)."""
+    return Path(str(importlib.import_module(TEMPLATES_PACKAGE).__file__)).parent
+
+
+def template_dir(name: str) -> Path:
+    """A bundled template's folder by name; 404 for an unknown name (or one that is not a plain name)."""
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise NotFound(f"no template '{name[:40]}'")
+    d = templates_dir() / name
+    if not (d / "app.json").is_file():
+        raise NotFound(f"no template '{name}'")
+    return d
+
+
 def list_templates() -> list[dict[str, Any]]:
     out = []
-    if TEMPLATES_DIR.is_dir():
-        for d in sorted(TEMPLATES_DIR.iterdir()):
+    root = templates_dir()
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
             f = d / "app.json"
             if f.is_file():
                 doc = json.loads(f.read_text("utf-8"))
@@ -199,19 +219,11 @@ def list_templates() -> list[dict[str, Any]]:
 
 
 def load_template(name: str) -> dict[str, Any]:
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise NotFound(f"no template '{name[:40]}'")
-    f = TEMPLATES_DIR / name / "app.json"
-    if not f.is_file():
-        raise NotFound(f"no template '{name}'")
-    return dict(json.loads(f.read_text("utf-8")))
+    return dict(json.loads((template_dir(name) / "app.json").read_text("utf-8")))
 
 
-def install_template(svc: MetadataService, name: str, key: str | None, demo_data: bool) -> AppDef:
+def install_template(svc: MetadataService, name: str, key: str | None = None) -> AppDef:
+    """Install a bundled template's definition (demo data is the runtime's: ``runtime.demo.install_template``)."""
     doc = load_template(name)
     app = import_app(svc, doc, key or doc["app"]["key"])
-    if demo_data:
-        from formwork.runtime.demo import generate_demo
-
-        generate_demo(svc.conn, svc.catalog, app.key, name)
     return svc.catalog.app(app.key)

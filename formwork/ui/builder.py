@@ -1,4 +1,4 @@
-"""Builder pages (fields, tables, views, trash), dashboards and notifications, on the ``ui`` blueprint.
+"""Builder pages: fields, apps and tables, views, and the trash of deleted definitions.
 
 Definition changes go through MetadataService exactly as the API's do (build right, audit entry,
 validation); its errors are shown next to the form inputs they concern.
@@ -10,31 +10,21 @@ import json
 from typing import Any
 
 from flask import Response, redirect, request, url_for
-from sqlalchemy import select, update
 
-from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import TableDef
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
-from formwork.ui import i18n
-from formwork.ui.charts import bar_chart, funnel, line_chart, number_text
-from formwork.ui.views import (
-    GridState,
-    Page,
-    make_page,
-    render,
-    ui,
-    visible_app,
-    visible_tables,
-)
-from formwork.web import client_ip, current_access, unit
+from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_tables
+from formwork.web import RouteSet, client_ip, current_access, unit
 
 NUMBER_TYPES = ("number", "decimal", "currency", "percent", "duration")
 ROLLUP_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
 VIEW_TYPES = ("grid", "kanban", "calendar", "gallery", "form")
+
+routes = RouteSet()
 
 
 def builder_page(conn: Any, cat: Any, access: Any) -> tuple[Page, MetadataService]:
@@ -78,7 +68,6 @@ def label_parts(label: Any) -> tuple[str, str]:
     return str(label or ""), ""
 
 
-# --- fields -----------------------------------------------------------------------------------------
 def type_choices(p: Page) -> list[tuple[str, str]]:
     return [(ft.type, p.label(ft.label)) for ft in field_types.all()]
 
@@ -190,7 +179,7 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any]) -
             "dashboards": app.dashboards}
 
 
-@ui.get("/apps/<app_key>/<table_key>/fields")
+@routes.get("/apps/<app_key>/<table_key>/fields")
 def fields_page(app_key: str, table_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -202,7 +191,7 @@ def fields_page(app_key: str, table_key: str) -> Response:
                       type_labels=dict(type_choices(p)))
 
 
-@ui.get("/apps/<app_key>/<table_key>/fields/options")
+@routes.get("/apps/<app_key>/<table_key>/fields/options")
 def field_options_fragment(app_key: str, table_key: str) -> Response:
     """The options part of the field form for the chosen type (swapped in when the type changes)."""
     access = current_access()
@@ -214,7 +203,7 @@ def field_options_fragment(app_key: str, table_key: str) -> Response:
         return render(p, "_field_options.html", errors={}, **field_form_context(p, app, t, values))
 
 
-@ui.route("/apps/<app_key>/<table_key>/fields/new", methods=["GET", "POST"])
+@routes.route("/apps/<app_key>/<table_key>/fields/new", methods=["GET", "POST"])
 def field_new(app_key: str, table_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -235,7 +224,7 @@ def field_new(app_key: str, table_key: str) -> Response:
                       preview=None, **field_form_context(p, app, t, values))
 
 
-@ui.route("/apps/<app_key>/<table_key>/fields/<field_key>/edit", methods=["GET", "POST"])
+@routes.route("/apps/<app_key>/<table_key>/fields/<field_key>/edit", methods=["GET", "POST"])
 def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
     """Edit a field; a type change first shows the dry-run preview and asks to confirm lost values."""
     access = current_access()
@@ -287,7 +276,7 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
                       **field_form_context(p, app, t, values))
 
 
-@ui.post("/apps/<app_key>/<table_key>/fields/<field_key>/delete")
+@routes.post("/apps/<app_key>/<table_key>/fields/<field_key>/delete")
 def field_delete(app_key: str, table_key: str, field_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -296,8 +285,7 @@ def field_delete(app_key: str, table_key: str, field_key: str) -> Response:
     return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
 
 
-# --- apps and tables --------------------------------------------------------------------------------
-@ui.post("/apps/new")
+@routes.post("/apps/new")
 def app_new() -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -311,7 +299,7 @@ def app_new() -> Response:
     return redirect(url_for("ui.app_page", app_key=key))  # type: ignore[return-value]
 
 
-@ui.route("/apps/<app_key>/tables/new", methods=["GET", "POST"])
+@routes.route("/apps/<app_key>/tables/new", methods=["GET", "POST"])
 def table_new(app_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -335,7 +323,6 @@ def table_new(app_key: str) -> Response:
                       tables=visible_tables(p, app), dashboards=app.dashboards)
 
 
-# --- views ------------------------------------------------------------------------------------------
 def view_doc_from_form(form: Any, t: TableDef) -> dict[str, Any]:
     doc: dict[str, Any] = {"key": (form.get("key") or "").strip(), "label": label_from_form(form) or form.get("key"),
                            "type": form.get("type") or "grid"}
@@ -389,7 +376,7 @@ def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: di
                   cover_fields=[f for f in t.fields if f.type == "attachment"])
 
 
-@ui.route("/apps/<app_key>/<table_key>/views/new", methods=["GET", "POST"])
+@routes.route("/apps/<app_key>/<table_key>/views/new", methods=["GET", "POST"])
 def view_new(app_key: str, table_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -418,7 +405,7 @@ def view_new(app_key: str, table_key: str) -> Response:
         return view_form(p, app, t, view_form_values(prefill), {}, None)
 
 
-@ui.route("/apps/<app_key>/<table_key>/views/<view_key>/edit", methods=["GET", "POST"])
+@routes.route("/apps/<app_key>/<table_key>/views/<view_key>/edit", methods=["GET", "POST"])
 def view_edit(app_key: str, table_key: str, view_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -441,7 +428,7 @@ def view_edit(app_key: str, table_key: str, view_key: str) -> Response:
         return view_form(p, app, t, view_form_values(current), {}, current)
 
 
-@ui.post("/apps/<app_key>/<table_key>/views/<view_key>/delete")
+@routes.post("/apps/<app_key>/<table_key>/views/<view_key>/delete")
 def view_delete(app_key: str, table_key: str, view_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -450,8 +437,7 @@ def view_delete(app_key: str, table_key: str, view_key: str) -> Response:
     return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
 
 
-# --- trash ------------------------------------------------------------------------------------------
-@ui.get("/trash")
+@routes.get("/trash")
 def trash_page() -> Response:
     access = current_access()
     with unit() as (conn, cat):
@@ -459,113 +445,10 @@ def trash_page() -> Response:
         return render(p, "trash.html", entries=svc.trash())
 
 
-@ui.post("/trash/<trash_id>/restore")
+@routes.post("/trash/<trash_id>/restore")
 def trash_restore(trash_id: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         _p, svc = builder_page(conn, cat, access)
         svc.restore(trash_id)
     return redirect(url_for("ui.trash_page"))  # type: ignore[return-value]
-
-
-# --- dashboards -------------------------------------------------------------------------------------
-def group_label(p: Page, app: Any, w: dict[str, Any], key: dict[str, Any]) -> str:
-    """A group's key as text: choice labels, user names, link displays, ``(empty)``."""
-    parts = []
-    t = app.tables_by_key.get(w.get("table") or "")
-    for name, v in key.items():
-        if v is None:
-            parts.append(p.t("empty_group"))
-            continue
-        if isinstance(v, dict):
-            parts.append(str(v.get("name") or v.get("display") or v.get("id")))
-            continue
-        f = t.fields_by_key.get(name.split(":")[0]) if t is not None else None
-        if f is not None and f.type in ("single_select", "multi_select"):
-            from formwork.ui.render import choice_map
-
-            parts.append(choice_map(f, p.locale).get(str(v), (str(v), ""))[0])
-        elif isinstance(v, bool):
-            parts.append(p.t("yes") if v else p.t("no"))
-        else:
-            parts.append(str(v))
-    return " / ".join(parts)
-
-
-def widget_view(p: Page, app: Any, w: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    fmt = doc.get("format")
-    out: dict[str, Any] = {"key": w.get("key"), "type": w.get("type"), "label": p.label(w.get("label") or
-                                                                                        doc.get("label") or w.get("key")),
-                           "width": doc.get("width") or (3 if w.get("type") == "kpi" else 6)}
-    if w.get("error"):
-        out["error"] = p.t("widget_forbidden") if w["error"] == "forbidden" else p.t("widget_invalid")
-        return out
-    if w["type"] == "kpi":
-        out["value"] = number_text(w.get("value"), fmt)
-        return out
-    metric = (w.get("metrics") or ["count"])[0]
-    w = {**w, "table": doc.get("table")}
-    points = [(group_label(p, app, w, g["key"]), g.get("value") if "value" in g else g.get(metric))
-              for g in w.get("groups", [])]
-    if w["type"] == "line":
-        out["svg"] = line_chart(points, fmt)
-    elif w["type"] == "funnel":
-        out["svg"] = funnel(points, fmt)
-    elif w["type"] in ("bar", "pie"):
-        out["svg"] = bar_chart(points, fmt)
-    else:
-        out["table_head"] = [", ".join(w.get("group_by") or []), *(w.get("metrics") or [])]
-        out["table_rows"] = [[group_label(p, app, w, g["key"]), *[number_text(g.get(m), fmt)
-                                                                  for m in w.get("metrics") or []]]
-                             for g in w.get("groups", [])]
-    return out
-
-
-@ui.get("/apps/<app_key>/dashboards/<key>")
-def dashboard_page(app_key: str, key: str) -> Response:
-    from formwork.runtime.aggregate import dashboard_data
-
-    access = current_access()
-    with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        doc = next((d for d in app.dashboards if d["key"] == key), None)
-        if doc is None:
-            raise NotFound(f"no dashboard '{key[:100]}' in app '{app_key}'")
-        data = dashboard_data(conn, cat, access, app, doc)
-        docs = {w["key"]: w for w in doc.get("widgets", [])}
-        widgets = [widget_view(p, app, w, docs.get(w["key"], {})) for w in data["widgets"]]
-        return render(p, "dashboard.html", app=app, dashboard=doc, widgets=widgets, tables=visible_tables(p, app),
-                      dashboards=app.dashboards)
-
-
-# --- notifications ----------------------------------------------------------------------------------
-@ui.get("/notifications")
-def notifications_page() -> Response:
-    access = current_access()
-    n = db.notifications
-    with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        rows = conn.execute(select(n).where(n.c.user_id == access.user_id).order_by(n.c.id.desc()).limit(30)).all()
-        return render(p, "_notifications.html" if request.headers.get("HX-Request") else "notifications.html",
-                      items=rows, op_label=lambda op: i18n.operator_label(p.locale, op))
-
-
-@ui.post("/notifications/<int:notification_id>/read")
-def notification_read(notification_id: int) -> Response:
-    access = current_access()
-    n = db.notifications
-    with unit() as (conn, _cat):
-        res = conn.execute(update(n).where(n.c.id == notification_id, n.c.user_id == access.user_id,
-                                           n.c.read_at.is_(None)).values(read_at=db.utcnow()))
-        if res.rowcount != 1 and conn.execute(select(n.c.id).where(
-                n.c.id == notification_id, n.c.user_id == access.user_id)).first() is None:
-            raise NotFound("no such notification")
-    return redirect(request.referrer and _same_site(request.referrer) or url_for("ui.notifications_page"))  # type: ignore[return-value]
-
-
-def _same_site(url: str) -> str | None:
-    from formwork.ui.views import _path_of, safe_next
-
-    path = _path_of(url)
-    return safe_next(path) if path else None

@@ -18,7 +18,8 @@ from formwork.automation.actions.base import (
     RunContext,
 )
 from formwork.automation.actions.people import addresses, owner_id, resolve_users, users_by_role
-from formwork.automation.runs import Park, StepFailed, notify, path_text, plain
+from formwork.automation.runs import Park, StepFailed, path_text, plain
+from formwork.runtime import notifications
 
 WAIT_UNITS = (("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400))
 
@@ -76,7 +77,7 @@ class RequestApproval(Action):
             run_id=ex.run_id, automation_id=ex.rule["id"], app_id=ex.app.id, table_id=ex.t.id,
             record_id=ex.rid, path=path_text(path), mode=mode, title=title, approvers=approvers, status="pending",
             created_at=db.utcnow()).returning(db.approvals.c.id)).scalar_one())
-        notify(conn, approvers, "approval", title, None,
+        notifications.notify(conn, approvers, "approval", title, None,
                {"approval_id": aid, "app": ex.app.key, "table": ex.t.key, "record_id": ex.rid})
         ex.outputs[a.get("key") or path_text(path)] = {"approval_id": aid, "status": "pending"}
         ex.steps[-1]["output"] = {"approval_id": aid, "approvers": approvers, "mode": mode}

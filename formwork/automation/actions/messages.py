@@ -6,7 +6,8 @@ from typing import Any
 
 from formwork.automation.actions.base import KEY, TEMPLATE, TEMPLATES, Action, CheckContext, RunContext
 from formwork.automation.actions.people import addresses, emails, owner_id, resolve_users, users_by_role
-from formwork.automation.runs import StepFailed, notify, plain
+from formwork.automation.runs import StepFailed, plain
+from formwork.runtime import notifications
 
 ROLES: dict[str, Any] = {"type": "array", "maxItems": 50, "items": KEY}
 
@@ -98,5 +99,5 @@ class Notify(Action):
         title, body = str(ex.render(a["title"])), str(ex.render(a.get("body") or ""))
         link = {"app": ex.app.key, "table": ex.t.key if ex.t else None, "record_id": ex.rid}
         if not ex.dry:
-            notify(ex.conn, users, "automation", title, body, link)
+            notifications.notify(ex.conn, users, "automation", title, body, link)
         return {"users": sorted(set(users)), "title": title}

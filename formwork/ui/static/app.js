@@ -1,6 +1,31 @@
 /* Formwork pages: small behaviours htmx does not cover (inline-edit clicks, drag and drop, pickers). */
 (function () {
   "use strict";
+  // The settle signal: <body data-htmx-inflight data-htmx-settled> count htmx requests under way and those
+  // whose swap has settled (new content processed by htmx), so a test or a script can wait for the page's
+  // own "done" instead of guessing with sleeps. Both appear once htmx has processed the page.
+  var inflight = 0, settled = 0, swapped = new WeakSet(), finished = new WeakSet();
+  function publish() {
+    document.body.dataset.htmxInflight = String(inflight);
+    document.body.dataset.htmxSettled = String(settled);
+  }
+  function finish(xhr) {
+    if (!xhr || finished.has(xhr)) return;
+    finished.add(xhr);
+    inflight = Math.max(0, inflight - 1);
+    settled++;
+    publish();
+  }
+  document.addEventListener("htmx:load", function (e) {
+    if (e.target === document.body && !document.body.dataset.htmxSettled) publish();
+  });
+  document.addEventListener("htmx:beforeRequest", function () { inflight++; publish(); });
+  document.addEventListener("htmx:afterSwap", function (e) { if (e.detail.xhr) swapped.add(e.detail.xhr); });
+  // a swapped response is done once settled; one that swapped nothing (204, aborted, network error) at its end
+  document.addEventListener("htmx:afterSettle", function (e) { finish(e.detail.xhr); });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (!swapped.has(e.detail.xhr)) finish(e.detail.xhr);
+  });
   function csrf() {
     var m = document.querySelector('meta[name="csrf-token"]');
     return m ? m.content : "";

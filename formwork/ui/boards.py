@@ -1,0 +1,203 @@
+"""The views that are not a grid: kanban (with moving a card), calendar and gallery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Response, request
+
+from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
+from formwork.metadata.catalog import AppDef, TableDef
+from formwork.ui.context import (
+    PAGE_SIZE,
+    GridState,
+    Page,
+    current_view,
+    make_page,
+    parse_version,
+    render,
+    shown_fields,
+    visible_table,
+    writable,
+)
+from formwork.ui.render import choice_map, local_datetime
+from formwork.web import RouteSet, current_access, unit
+
+routes = RouteSet()
+KANBAN_CARDS = 50
+
+
+def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+    from formwork.runtime.aggregate import aggregate
+
+    gkey = (view.get("options") or {}).get("group_field")
+    gf = t.fields_by_key.get(gkey or "")
+    if gf is None or gf not in shown_fields(p, t):
+        return {"columns": [], "board_error": p.t("forbidden")}
+    title_key = (view.get("options") or {}).get("title_field") or (t.display_field.key if t.display_field else None)
+    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:3]
+    tree = state.tree(p, t)
+    try:
+        counts = aggregate(p.conn, p.cat, p.access, t, group_by=[gkey], metrics=["count"], filter_tree=tree,
+                           view=view, search=state.search or None)
+    except BadRequest as e:
+        return {"columns": [], "board_error": e.message}
+    r = p.renderer(app.key)
+    columns: list[dict[str, Any]] = []
+    if gf.type == "single_select":
+        by_value = {g["key"].get(gkey): g["count"] for g in counts}
+        for value, (label, color) in choice_map(gf, p.locale).items():
+            columns.append({"value": value, "label": label, "color": color, "count": by_value.get(value, 0)})
+    else:
+        for g in counts:
+            k = g["key"].get(gkey)
+            if k is not None:
+                columns.append({"value": str(k["id"]), "label": k.get("name") or f"#{k['id']}", "color": "gray",
+                                "count": g["count"]})
+    empty = next((g["count"] for g in counts if g["key"].get(gkey) is None), 0)
+    columns.append({"value": "", "label": p.t("empty_group"), "color": "gray", "count": empty})
+    keys = [k for k in [title_key, *[f.key for f in extra], gkey] if k]
+    reader = p.reader()
+    for col in columns:
+        col["cards"] = []
+        if not col["count"]:
+            continue
+        cond: dict[str, Any] = {"field": gkey, "op": "is_empty"} if col["value"] == "" else \
+            {"field": gkey, "op": "eq", "value": col["value"]}
+        full = {"and": [cond, tree]} if tree else cond
+        res = reader.list(t, filter_tree=full, search=state.search or None, fields=keys, limit=KANBAN_CARDS,
+                          view=view)
+        for rec in res["records"]:
+            tf = t.fields_by_key.get(title_key or "")
+            col["cards"].append({"rec": rec, "title": (r.text(tf, rec["fields"].get(tf.key)) if tf else "")
+                                 or f"#{rec['id']}",
+                                 "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
+                                           if rec["fields"].get(f.key) not in (None, "", [])]})
+    movable = writable(p, t, gf)
+    return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None}
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/move")
+def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
+    """Drop a card on another column: set the group field (If-Match on the card's version)."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "kanban":
+            raise BadRequest("not a kanban view")
+        gf = t.field(view["options"]["group_field"])
+        value = request.form.get("value", "")
+        data = {gf.key: (int(value) if gf.type == "user" and value.isdigit() else value) or None}
+        try:
+            with conn.begin_nested():
+                p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
+        except PreconditionFailed:
+            message = p.t("stale")
+        except (ValidationFailed, Conflict) as e:
+            message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
+                      **kanban_data(p, app, t, view or {}, state))
+
+
+def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+    opts = view.get("options") or {}
+    df = t.fields_by_key.get(opts.get("date_field", ""))
+    ef = t.fields_by_key.get(opts.get("end_field", "") or "")
+    try:
+        today = dt.datetime.now(ZoneInfo(p.tz)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        today = dt.datetime.now(dt.UTC).date()
+    month_arg = request.args.get("month", "")
+    try:
+        first = dt.date.fromisoformat(month_arg + "-01") if month_arg else today.replace(day=1)
+    except ValueError:
+        raise BadRequest("month must look like 2026-05") from None
+    nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    prev = (first - dt.timedelta(days=1)).replace(day=1)
+    start = first - dt.timedelta(days=first.weekday())
+    days = [start + dt.timedelta(days=i) for i in range(42)]
+    if days[35] >= nxt:
+        days = days[:35]
+    events: dict[dt.date, list[dict[str, Any]]] = {d: [] for d in days}
+    error = None
+    if df is None or df not in shown_fields(p, t):
+        error = p.t("forbidden")
+    else:
+        tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
+        last = days[-1]
+        within: dict[str, Any] = {"field": df.key, "op": "between", "value": [days[0].isoformat(), last.isoformat()]}
+        if ef is not None and ef in shown_fields(p, t):
+            within = {"or": [within, {"and": [
+                {"field": df.key, "op": "lte", "value": last.isoformat()},
+                {"field": ef.key, "op": "gte", "value": days[0].isoformat()}]}]}
+        tree = state.tree(p, t)
+        keys = [k.key for k in (tf, df, ef) if k is not None]
+        try:
+            res = p.reader().list(t, filter_tree={"and": [within, tree]} if tree else within, sort=df.key,
+                                  fields=keys, limit=1000, view=view, search=state.search or None)
+        except BadRequest as err:
+            res, error = {"records": []}, err.message
+        r = p.renderer(app.key)
+        for rec in res["records"]:
+            s = _day(rec["fields"].get(df.key), p.tz)
+            if s is None:
+                continue
+            end = _day(rec["fields"].get(ef.key), p.tz) if ef is not None else None
+            end = end if end is not None and end >= s else s
+            title = (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}"
+            d = max(s, days[0])
+            while d <= min(end, days[-1]):
+                events[d].append({"id": rec["id"], "title": title})
+                d += dt.timedelta(days=1)
+    return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.strftime("%Y-%m"),
+            "cal_next": nxt.strftime("%Y-%m"), "cal_today": today, "cal_error": error,
+            "month_names": p.t("month_names").split(","), "weekdays": p.t("weekdays").split(",")}
+
+
+def _day(value: Any, tz: str) -> dt.date | None:
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    d = local_datetime(value, tz)
+    return d.date() if d else None
+
+
+def gallery_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+    opts = view.get("options") or {}
+    shown = shown_fields(p, t, view.get("fields"))
+    tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
+    cover = t.fields_by_key.get(opts.get("cover_field") or "") or next(
+        (f for f in shown if f.type == "attachment"), None)
+    if cover is not None and cover not in shown_fields(p, t):
+        cover = None
+    extra = [f for f in shown if f not in (tf, cover)][:4]
+    keys = [f.key for f in [tf, cover, *extra] if f is not None]
+    try:
+        res = p.reader().list(t, filter_tree=state.tree(p, t), search=state.search or None, fields=keys,
+                              limit=PAGE_SIZE, view=view, sort=state.sort or None)
+    except BadRequest as e:
+        return {"cards": [], "gallery_error": e.message}
+    r = p.renderer(app.key)
+    cards = []
+    for rec in res["records"]:
+        img = None
+        if cover is not None:
+            for item in rec["fields"].get(cover.key) or []:
+                if isinstance(item, dict) and str(item.get("mime", "")).startswith("image/"):
+                    img = item.get("url")
+                    break
+        cards.append({"rec": rec, "title": (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}",
+                      "cover": img, "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
+                                              if rec["fields"].get(f.key) not in (None, "", [])]})
+    return {"cards": cards, "gallery_error": None}

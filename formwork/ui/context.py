@@ -1,0 +1,240 @@
+"""What every page shares: who is looking (``Page``), in which language, what they may see, how a page is
+rendered, and a grid's state as URL parameters.
+
+Every page goes through the same services and permission checks as the API (RecordReader, RecordService,
+MetadataService, Access); the session cookie and CSRF token are the API's. State of a grid (view,
+search, filter, sort) lives in the URL, so every fragment can be re-requested and every page bookmarked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from flask import Response, current_app, g, make_response, render_template, request
+from flask_htmx import HTMX  # type: ignore[import-untyped]
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from formwork import db
+from formwork.errors import BadRequest, NotFound
+from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, label_text
+from formwork.metadata.fieldtypes.base import BOOL, MULTI
+from formwork.metadata.fieldtypes.link import is_many
+from formwork.runtime import notifications
+from formwork.runtime.permissions import Access
+from formwork.runtime.records import RecordReader, RecordService
+from formwork.ui import i18n
+from formwork.ui.render import CellRenderer
+
+htmx = HTMX()
+LOCALE_COOKIE = "fw_locale"
+PAGE_SIZE = 50
+NO_INPUT_TYPES = ("attachment",)
+
+
+def secret() -> bytes:
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
+def signer(salt: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(str(current_app.config["SECRET_KEY"]), salt=salt)
+
+
+def page_locale(access: Access | None = None) -> str:
+    if access is not None and access.user_id is not None:
+        return i18n.normalize(access.locale)
+    return i18n.normalize(request.cookies.get(LOCALE_COOKIE) or request.accept_languages.best_match(
+        ["en", "zh-CN", "zh"]) or "en")
+
+
+@dataclass
+class Page:
+    """Who is looking, in which language, through which transaction and catalog."""
+
+    access: Access
+    conn: Connection
+    cat: Catalog
+    locale: str
+    tz: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def t(self, key: str, **kw: Any) -> str:
+        return i18n.translate(self.locale, key, **kw)
+
+    def label(self, value: Any) -> str:
+        return label_text(value, self.locale)
+
+    def reader(self) -> RecordReader:
+        return RecordReader(self.cat, self.conn, self.access, secret=secret())
+
+    def service(self) -> RecordService:
+        return RecordService(self.cat, self.conn, self.access, secret=secret())
+
+    def renderer(self, app_key: str) -> CellRenderer:
+        return CellRenderer(self.cat, self.locale, self.tz, app_key)
+
+
+def make_page(conn: Connection, cat: Catalog, access: Access) -> Page:
+    return Page(access, conn, cat, page_locale(access), access.timezone or "UTC")
+
+
+def render(p: Page | None, template: str, status: int = 200, **ctx: Any) -> Response:
+    locale = p.locale if p is not None else page_locale()
+    base: dict[str, Any] = {
+        "_": lambda key, **kw: i18n.translate(locale, key, **kw),
+        "L": lambda value: label_text(value, locale),
+        "locale": locale, "locales": i18n.LOCALES,
+        "csrf_token": g.get("csrf_token") or "",
+        "access": p.access if p is not None else None,
+        "htmx_request": bool(htmx),
+    }
+    if p is not None and p.access.user_id is not None and not bool(htmx) and not template.startswith("_"):
+        base.update(chrome(p))
+    base.update(ctx)
+    resp = make_response(render_template(template, **base), status)
+    return resp
+
+
+def chrome(p: Page) -> dict[str, Any]:
+    """What the page frame shows: the user's name, the unread notification count, the apps menu."""
+    u = p.conn.execute(select(db.users.c.name).where(db.users.c.id == p.access.user_id)).first()
+    unread = notifications.unread_count(p.conn, p.access.user_id)
+    return {"user_name": u.name if u else p.access.username, "unread": unread,
+            "can_build": p.access.can_build(), "nav_apps": visible_apps(p)}
+
+
+def visible_apps(p: Page) -> list[AppDef]:
+    a = p.access
+    return [app for app in p.cat.apps
+            if a.is_admin or a.can_build() or any(a.can_see_table(p.cat, t) for t in app.tables)]
+
+
+def visible_app(p: Page, app_key: str) -> AppDef:
+    app = p.cat.app(app_key)
+    if app not in visible_apps(p):
+        raise NotFound(f"no app '{app_key}'")
+    return app
+
+
+def visible_tables(p: Page, app: AppDef) -> list[TableDef]:
+    return [t for t in app.tables if p.access.can_see_table(p.cat, t)]
+
+
+def visible_table(p: Page, app_key: str, table_key: str) -> TableDef:
+    app = visible_app(p, app_key)
+    t = app.table(table_key)
+    if not p.access.can_see_table(p.cat, t):
+        raise NotFound(f"no table '{table_key}' in app '{app_key}'")
+    return t
+
+
+def shown_fields(p: Page, t: TableDef, keys: list[str] | None = None) -> list[FieldDef]:
+    """Fields this viewer may see (on at least some rows), in the view's order when it names them."""
+    vis = p.access.field_visibility(p.cat, t, t.sa)
+    fields = [t.fields_by_key[k] for k in keys if k in t.fields_by_key] if keys else list(t.fields)
+    return [f for f in fields if vis.get(f.id, True) is not False]
+
+
+def writable(p: Page, t: TableDef, f: FieldDef) -> bool:
+    return not f.ftype.read_only and f.type not in NO_INPUT_TYPES and p.access.field_writable(p.cat, t, f) \
+        and not (f.type == "link" and f.options.get("side") == "reverse" and not is_many(f))
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: a path on this site only. Browsers drop tabs and newlines from URLs and
+    read a backslash as a slash, so ``/\t/evil.com`` would become ``//evil.com``: anything with control
+    characters, whitespace, backslashes, a scheme or a host goes to the home page instead."""
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F or c.isspace() for c in value):
+        return "/"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    return value
+
+
+def path_of(url: str) -> str:
+    """A URL's path and query, without scheme and host (to check it with :func:`safe_next`)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def parse_version(value: Any) -> int | None:
+    """A record version posted by a form (If-Match); None when absent."""
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        raise BadRequest("version must be a whole number") from None
+
+
+@dataclass
+class GridState:
+    """A grid's query as URL parameters: view, search, sort and quick-filter conditions."""
+
+    view: str | None = None
+    search: str = ""
+    sort: str = ""
+    conds: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_request(cls) -> GridState:
+        a = request.values
+        conds = [(f, o, v) for f, o, v in zip(a.getlist("ff"), a.getlist("fo"), a.getlist("fv"), strict=False)
+                 if f and o]
+        return cls(view=a.get("view") or None, search=(a.get("search") or "").strip()[:200],
+                   sort=(a.get("sort") or "").strip()[:300], conds=conds[:20])
+
+    def params(self, **over: Any) -> list[tuple[str, str]]:
+        items: list[tuple[str, str]] = []
+        values = {"view": self.view, "search": self.search, "sort": self.sort, **over}
+        for k in ("view", "search", "sort", "cursor", "month"):
+            if values.get(k):
+                items.append((k, str(values[k])))
+        for f, o, v in self.conds:
+            items += [("ff", f), ("fo", o), ("fv", v)]
+        return items
+
+    def qs(self, **over: Any) -> str:
+        return urlencode(self.params(**over))
+
+    def tree(self, p: Page, t: TableDef) -> dict[str, Any] | None:
+        if not self.conds:
+            return None
+        out = []
+        for key, op, raw in self.conds:
+            f = t.fields_by_key.get(key.split(".")[0])
+            if f is None:
+                raise BadRequest(f"filter: no field '{key[:100]}'")
+            node: dict[str, Any] = {"field": key, "op": op}
+            if op not in ("is_empty", "is_not_empty"):
+                node["value"] = filter_value(f.ftype.value_kind(f, p.cat), op, raw)
+            out.append(node)
+        return {"and": out}
+
+
+def filter_value(kind: str, op: str, raw: str) -> Any:
+    raw = raw.strip()
+    if op in ("in", "not_in", "has_any", "has_all", "has_none", "between"):
+        parts = [x.strip() for x in raw.replace("，", ",").split(",") if x.strip()]
+        return parts
+    if kind == BOOL:
+        return raw.lower() in ("true", "1", "yes", "on", "是")
+    if kind == MULTI and op == "eq":
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    return raw
+
+
+def current_view(t: TableDef, key: str | None) -> dict[str, Any] | None:
+    if key:
+        return t.view(key)
+    for v in t.views:
+        if v.get("type") != "form":
+            return v
+    return None

@@ -1,0 +1,297 @@
+"""The home page, app pages and table pages: the grid, its rows and count, the filter builder, inline
+editing, quick add and bulk delete. A table page shows its current view, whatever its type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, redirect, request, url_for
+
+from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
+from formwork.metadata.catalog import AppDef, FieldDef, TableDef
+from formwork.ui import i18n
+from formwork.ui.boards import calendar_data, gallery_data, kanban_data
+from formwork.ui.context import (
+    PAGE_SIZE,
+    GridState,
+    Page,
+    current_view,
+    htmx,
+    make_page,
+    parse_version,
+    render,
+    shown_fields,
+    visible_app,
+    visible_apps,
+    visible_table,
+    visible_tables,
+    writable,
+)
+from formwork.ui.inputs import input_options, parse_form
+from formwork.ui.render import choice_map
+from formwork.web import RouteSet, current_access, unit
+
+routes = RouteSet()
+COUNT_CAP = 1000
+
+
+@routes.get("/")
+def home() -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        apps = []
+        for app in visible_apps(p):
+            tables = visible_tables(p, app)
+            apps.append({"app": app, "tables": tables})
+        return render(p, "home.html", apps=apps)
+
+
+@routes.get("/apps/<app_key>")
+def app_page(app_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        tables = visible_tables(p, app)
+        if tables:
+            return table_page_response(p, app, tables[0])
+        return render(p, "app_empty.html", app=app, tables=[])
+
+
+@routes.get("/apps/<app_key>/<table_key>")
+def table_page(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        return table_page_response(p, app, t)
+
+
+def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
+    state = GridState.from_request()
+    view = current_view(t, state.view)
+    if view is not None and state.view is None:
+        state.view = view["key"]
+    vtype = view.get("type", "grid") if view else "grid"
+    if vtype == "form":
+        return redirect(url_for("ui.form_page", app_key=app.key, table_key=t.key,  # type: ignore[return-value]
+                                view_key=view["key"]))  # type: ignore[index]
+    ctx: dict[str, Any] = {"app": app, "t": t, "view": view, "vtype": vtype, "state": state,
+                           "tables": visible_tables(p, app), "can_create": p.access.can(p.cat, t, "create"),
+                           "dashboards": app.dashboards, "filter_fields": filter_fields(p, t)}
+    if vtype == "kanban":
+        ctx.update(kanban_data(p, app, t, view or {}, state))
+        template = "_kanban.html" if htmx.target == "board" else "table.html"
+    elif vtype == "calendar":
+        ctx.update(calendar_data(p, app, t, view or {}, state))
+        template = "_calendar.html" if htmx.target == "calendar" else "table.html"
+    elif vtype == "gallery":
+        ctx.update(gallery_data(p, app, t, view or {}, state))
+        template = "_gallery.html" if htmx.target == "gallery" else "table.html"
+    else:
+        ctx.update(grid_data(p, app, t, view, state))
+        template = "_grid.html" if htmx.target == "grid" else "table.html"
+    resp = render(p, template, **ctx)
+    if htmx and htmx.target in ("grid", "board", "calendar", "gallery"):
+        resp.headers["HX-Push-Url"] = f"{request.path}?{state.qs()}"
+    return resp
+
+
+def filter_fields(p: Page, t: TableDef) -> list[dict[str, Any]]:
+    """Fields the viewer may filter on, with their operators (what the filter builder offers)."""
+    hidden = p.access.unreadable_fields(p.cat, t)
+    out = []
+    for f in t.fields:
+        if f.key in hidden:
+            continue
+        out.append({"key": f.key, "label": p.label(f.label), "ops": list(f.ftype.operators(f, p.cat)),
+                    "kind": f.ftype.value_kind(f, p.cat), "choices": choice_map(f, p.locale)
+                    if f.type in ("single_select", "multi_select") else {}})
+    return out
+
+
+def grid_columns(p: Page, t: TableDef, view: dict[str, Any] | None) -> list[FieldDef]:
+    return shown_fields(p, t, view.get("fields") if view else None)
+
+
+def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState,
+              cursor: str | None = None) -> dict[str, Any]:
+    """One page of rows, cells rendered, plus the next cursor; a bad filter becomes a message."""
+    cols = grid_columns(p, t, view)
+    try:
+        result = p.reader().list(t, filter_tree=state.tree(p, t), sort=state.sort or None,
+                                 search=state.search or None, fields=[f.key for f in cols] or None,
+                                 limit=PAGE_SIZE, cursor=cursor, view=view)
+    except BadRequest as e:
+        return {"rows": [], "next_cursor": None, "cols": cols, "grid_error": e.message}
+    r = p.renderer(app.key)
+    editable = {f.key for f in cols if writable(p, t, f)}
+    base = f"/apps/{app.key}/{t.key}"
+    rows = [r.row(cols, rec, editable, base) for rec in result["records"]]
+    return {"rows": rows, "next_cursor": result["next_cursor"], "cols": cols, "editable": editable,
+            "grid_error": None, "can_update": p.access.can_see_table(p.cat, t)}
+
+
+def grid_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState) -> dict[str, Any]:
+    data = grid_rows(p, app, t, view, state)
+    data["sort_spec"] = {s.lstrip("-"): ("desc" if s.startswith("-") else "asc")
+                         for s in state.sort.split(",") if s}
+    return data
+
+
+@routes.get("/apps/<app_key>/<table_key>/rows")
+def rows_fragment(app_key: str, table_key: str) -> Response:
+    """The grid's rows only (for "load more" and refreshes): one SELECT plus one per to-many field."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = current_view(t, state.view)
+        if view is not None and state.view is None:
+            state.view = view["key"]
+        data = grid_rows(p, app, t, view, state, cursor=request.args.get("cursor") or None)
+        return render(p, "_rows.html", app=app, t=t, view=view, state=state, **data)
+
+
+@routes.get("/apps/<app_key>/<table_key>/count")
+def count_fragment(app_key: str, table_key: str) -> Response:
+    """A capped count ("1,000+"): the page never waits for an exact count of a big table."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = current_view(t, state.view)
+        reader = p.reader()
+        try:
+            conds = reader.where(t, state.tree(p, t), state.search or None, view)
+        except BadRequest:
+            return Response("", mimetype="text/html")
+        n = reader.count(t, conds, cap=COUNT_CAP + 1)
+        text = p.t("count_more", n=f"{COUNT_CAP:,}") if n > COUNT_CAP else f"{n:,}"
+        return Response(f"{text} {p.t('records')}", mimetype="text/html")
+
+
+@routes.get("/apps/<app_key>/<table_key>/filter-row")
+def filter_row(app_key: str, table_key: str) -> Response:
+    """One condition of the filter builder, its operators fitting the chosen field."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        fields = filter_fields(p, t)
+        key = request.args.get("ff") or (fields[0]["key"] if fields else "")
+        chosen = next((f for f in fields if f["key"] == key), fields[0] if fields else None)
+        return render(p, "_filter_row.html", app_key=app_key, t=t, filter_fields=fields, chosen=chosen,
+                      cond=(chosen["key"] if chosen else "", request.args.get("fo", ""), ""),
+                      op_label=lambda op: i18n.operator_label(p.locale, op))
+
+
+def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[str, Any] | None,
+                      editing: str | None = None, errors: dict[str, list[str]] | None = None,
+                      message: str | None = None, raw: Any = None, version: int | None = None) -> Response:
+    """One grid row (a ``<tr>``), optionally with one cell open for editing or a message under it."""
+    cols = grid_columns(p, t, view)
+    rec = p.reader().get(t, rid, fields=[f.key for f in cols] or None)
+    if editing and version is not None and version != rec["version"]:
+        editing, message = None, p.t("stale")
+    r = p.renderer(app.key)
+    editable = {f.key for f in cols if writable(p, t, f)}
+    row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols],
+           "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}")}
+    edit_field = t.fields_by_key.get(editing) if editing else None
+    edit_value = raw if raw is not None else (rec["fields"].get(editing) if editing else None)
+    return render(p, "_row.html", app=app, t=t, view=view, row=row, cols=cols, state=GridState(
+        view=view["key"] if view else None), editing=editing, edit_field=edit_field, edit_value=edit_value,
+        edit_version=version, errors=errors or {}, message=message,
+        options=input_options(p, t, [edit_field] if edit_field else []))
+
+
+@routes.get("/apps/<app_key>/<table_key>/<int:rid>/row")
+def grid_row(app_key: str, table_key: str, rid: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.args.get("view"))
+        editing = request.args.get("edit")
+        if editing is not None:
+            f = t.field(editing)
+            if not writable(p, t, f):
+                editing = None
+        return grid_row_response(p, app, t, rid, view, editing=editing, version=parse_version(request.args.get("v")))
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/cell/<field_key>")
+def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Response:
+    """Save one cell with the row's version (If-Match); a stale version says so instead of overwriting."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        f = t.field(field_key)
+        version = parse_version(request.form.get("version"))
+        data = parse_form(p, t, [f], request.form)
+        try:
+            with conn.begin_nested():
+                p.service().update(t, rid, data, if_match=version)
+        except PreconditionFailed:
+            return grid_row_response(p, app, t, rid, view, message=p.t("stale"))
+        except ValidationFailed as e:
+            return grid_row_response(p, app, t, rid, view, editing=field_key, errors=e.details or {},
+                                     raw=data.get(field_key), version=version)
+        except Conflict as e:
+            return grid_row_response(p, app, t, rid, view, editing=field_key,
+                                     errors=e.details or {field_key: [e.message]}, raw=data.get(field_key),
+                                     version=version)
+        return grid_row_response(p, app, t, rid, view)
+
+
+@routes.post("/apps/<app_key>/<table_key>/quick-add")
+def quick_add(app_key: str, table_key: str) -> Response:
+    """Add a record from the grid by its display field; the new row is prepended."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        df = t.display_field
+        value = (request.form.get("value") or "").strip()
+        if df is None or not value:
+            raise BadRequest(p.t("fix_errors"))
+        data = parse_form(p, t, [df], {df.key: value})
+        try:
+            with conn.begin_nested():
+                rec = p.service().create(t, data)
+        except (ValidationFailed, Conflict) as e:
+            details = e.details or {}
+            msg = "; ".join(f"{p.label(t.fields_by_key[k].label) if k in t.fields_by_key else k}: {', '.join(v)}"
+                            for k, v in details.items()) or e.message
+            raise BadRequest(msg) from None
+        return grid_row_response(p, app, t, rec["id"], current_view(t, request.form.get("view")))
+
+
+@routes.post("/apps/<app_key>/<table_key>/bulk-delete")
+def bulk_delete(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    ids = []
+    for raw in request.form.getlist("ids"):
+        if not raw.isdigit():
+            raise BadRequest("ids must be record ids")
+        ids.append(int(raw))
+    if not ids:
+        raise BadRequest("select records first")
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        p.service().delete_many(t, sorted(set(ids)))
+    resp = Response(status=204)
+    resp.headers["HX-Refresh"] = "true"
+    return resp

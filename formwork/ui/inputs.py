@@ -1,0 +1,96 @@
+"""Form inputs ↔ field values: posted values become API field values, stored values become input values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+
+from formwork import db
+from formwork.errors import BadRequest
+from formwork.metadata.catalog import FieldDef, TableDef
+from formwork.metadata.fieldtypes.link import is_many
+from formwork.ui.context import Page
+from formwork.ui.render import choice_map, local_datetime
+
+
+def parse_form(p: Page, t: TableDef, fields: list[FieldDef], form: Any) -> dict[str, Any]:
+    """Turn posted form values into API field values (the services coerce and validate them)."""
+    out: dict[str, Any] = {}
+
+    def getlist(key: str) -> list[str]:
+        return form.getlist(key) if hasattr(form, "getlist") else ([form[key]] if key in form else [])
+
+    for f in fields:
+        key, typ = f.key, f.type
+        if typ == "checkbox":
+            out[key] = bool(form.get(key))
+            continue
+        if typ == "multi_select" or (typ == "user" and f.options.get("multiple")):
+            vals = [v for v in getlist(key) if v]
+            out[key] = [int(v) if typ == "user" and v.isdigit() else v for v in vals]
+            continue
+        if typ == "link":
+            vals = [v for v in getlist(key) if v]
+            ids = []
+            for v in vals:
+                if not v.strip().isdigit():
+                    raise BadRequest(f"{key}: record ids only")
+                ids.append(int(v))
+            out[key] = ids if is_many(f) else (ids[0] if ids else None)
+            continue
+        raw = form.get(key)
+        if raw is None:
+            continue
+        raw = str(raw)
+        if typ == "user":
+            out[key] = int(raw) if raw.isdigit() else (raw or None)
+        elif typ == "datetime":
+            out[key] = local_to_iso(raw, p.tz) if raw else None
+        elif raw.strip() == "" and typ not in ("text", "long_text"):
+            out[key] = None
+        else:
+            out[key] = raw if raw != "" else None
+    return out
+
+
+def local_to_iso(value: str, tz: str) -> str:
+    """A datetime-local input ("2026-05-01T09:30") in the viewer's time zone, as ISO 8601 with offset."""
+    try:
+        d = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value  # the field type reports the bad value
+    if d.tzinfo is None:
+        try:
+            d = d.replace(tzinfo=ZoneInfo(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            d = d.replace(tzinfo=dt.UTC)
+    return d.isoformat()
+
+
+def input_options(p: Page, t: TableDef, fields: list[FieldDef]) -> dict[str, Any]:
+    """What the inputs need: choices of selects, the active users for user pickers (one query)."""
+    out: dict[str, Any] = {"choices": {}, "users": [], "tz": p.tz,
+                           "base": f"/apps/{p.cat.app_by_id(t.app_id).key}/{t.key}"}
+    for f in fields:
+        if f.type in ("single_select", "multi_select"):
+            out["choices"][f.key] = choice_map(f, p.locale)
+    if any(f.type == "user" for f in fields):
+        out["users"] = [{"id": r.id, "name": r.name} for r in p.conn.execute(
+            select(db.users.c.id, db.users.c.name).where(db.users.c.active.is_(True)).order_by(db.users.c.name)
+            .limit(1000))]
+    return out
+
+
+def input_value(f: FieldDef, value: Any, tz: str) -> Any:
+    """A JSON value as an input's value attribute."""
+    if value is None:
+        return ""
+    if f.type == "datetime" and isinstance(value, str):
+        d = local_datetime(value, tz)
+        return d.strftime("%Y-%m-%dT%H:%M") if d else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

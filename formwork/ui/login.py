@@ -1,0 +1,91 @@
+"""Log in, log out, and the language switch."""
+
+from __future__ import annotations
+
+from flask import Response, g, redirect, request, url_for
+from itsdangerous import BadSignature
+from sqlalchemy import update
+
+from formwork import db
+from formwork.errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from formwork.runtime import auth
+from formwork.ui import i18n
+from formwork.ui.context import LOCALE_COOKIE, page_locale, path_of, render, safe_next, signer
+from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, unit
+
+routes = RouteSet()
+
+
+@routes.get("/login")
+def login() -> Response:
+    return render(None, "login.html", next=safe_next(request.args.get("next")),
+                  form_token=signer("login").dumps("login"))
+
+
+@routes.post("/login")
+def login_post() -> Response:
+    from formwork.runtime.ratelimit import login_limiter
+
+    locale = page_locale()
+    username = request.form.get("username", "").strip()
+    nxt = safe_next(request.form.get("next"))
+
+    def again(key: str, status: int) -> Response:
+        return render(None, "login.html", status, error=i18n.translate(locale, key), username=username, next=nxt,
+                      form_token=signer("login").dumps("login"))
+
+    try:
+        signer("login").loads(request.form.get("form_token", ""), max_age=24 * 3600)
+    except BadSignature:
+        return again("form_expired", 400)
+    if not username or not request.form.get("password"):
+        return again("login_required", 400)
+    try:
+        login_limiter.check(client_ip() or "-")
+        with unit(write=True) as (conn, _cat):
+            old = request.cookies.get(SESSION_COOKIE)
+            if old:
+                auth.logout(conn, old)
+            try:
+                token, _csrf, _u = auth.login(conn, username, request.form.get("password"), client_ip())
+            except Exception:
+                conn.commit()  # keep the failure count and the audit entry
+                raise
+    except RateLimited:
+        return again("locked", 429)
+    except (Unauthorized, BadRequest):
+        return again("wrong_password", 401)
+    resp = redirect(nxt)
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
+                    max_age=7 * 24 * 3600, path="/")
+    return resp  # type: ignore[return-value]
+
+
+@routes.post("/logout")
+def logout() -> Response:
+    access = current_access()
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and g.get("auth_kind") == "session":
+        with unit(write=True) as (conn, _):
+            auth.logout(conn, cookie)
+            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
+    resp = redirect(url_for("ui.login"))
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp  # type: ignore[return-value]
+
+
+@routes.post("/locale")
+def set_locale() -> Response:
+    """Switch the language: stored on the user when logged in, in a cookie either way."""
+    locale = i18n.normalize(request.form.get("locale"))
+    if request.cookies.get(SESSION_COOKIE):
+        try:
+            access = current_access()
+        except (Unauthorized, Forbidden):
+            access = None  # no session, or no CSRF token: only the cookie changes
+        if access is not None and access.user_id is not None:
+            with unit(write=True) as (conn, _):
+                conn.execute(update(db.users).where(db.users.c.id == access.user_id).values(locale=locale))
+    resp = redirect(safe_next(request.form.get("next") or request.referrer and path_of(request.referrer)))
+    resp.set_cookie(LOCALE_COOKIE, locale, max_age=365 * 24 * 3600, samesite="Lax", path="/")
+    return resp  # type: ignore[return-value]

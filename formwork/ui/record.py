@@ -1,0 +1,172 @@
+"""One record: its page (fields, history, approvals), saving, deleting, restoring, a new record,
+and the link picker's search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, redirect, request, url_for
+from sqlalchemy import select
+
+from formwork.automation import approvals
+from formwork.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from formwork.metadata.catalog import AppDef, TableDef
+from formwork.ui.context import (
+    Page,
+    make_page,
+    parse_version,
+    render,
+    shown_fields,
+    visible_app,
+    visible_table,
+    visible_tables,
+    writable,
+)
+from formwork.ui.inputs import input_options, parse_form
+from formwork.ui.render import local_datetime
+from formwork.web import RouteSet, current_access, unit
+
+routes = RouteSet()
+
+
+def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> dict[str, Any]:
+    fields = shown_fields(p, t)
+    shown = [f for f in fields if f.key in rec["fields"]]
+    r = p.renderer(app.key)
+    reverse = [f for f in shown if f.type == "link" and f.options.get("side") == "reverse"]
+    edit = [f for f in shown if writable(p, t, f) and f not in reverse]
+    history = p.service().history(t, rec["id"], limit=100)["entries"]
+    labels = {f.key: p.label(f.label) for f in t.fields}
+    for e in history:
+        e["rows"] = [{"label": labels.get(k, k), "old": r.cell(t.fields_by_key[k], v.get("old"))
+                      if k in t.fields_by_key else v.get("old"),
+                      "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key else v.get("new")}
+                     for k, v in (e.get("changes") or {}).items() if isinstance(v, dict)]
+        d = local_datetime(e["at"], p.tz)
+        e["when"] = d.strftime("%Y-%m-%d %H:%M") if d else e["at"]
+    return {"app": app, "t": t, "rec": rec, "fields": [f for f in shown if f not in reverse],
+            "cells": {f.key: r.cell(f, rec["fields"].get(f.key)) for f in shown}, "edit_fields": edit,
+            "reverse": [(f, rec["fields"].get(f.key) or [], p.cat.tables_by_id[f.options["target"]])
+                        for f in reverse if f.options.get("target") in p.cat.tables_by_id],
+            "history": history, "approvals": approvals.record_approvals(p.conn, p.cat, t, rec["id"]),
+            "options": input_options(p, t, edit), "tables": visible_tables(p, app),
+            "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
+            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": app.dashboards}
+
+
+def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
+    scope = p.access.scope(p.cat, t, t.sa, op)
+    q = select(t.sa.c.id).where(t.sa.c.id == rid)
+    if scope is not None:
+        q = q.where(scope)
+    return p.conn.execute(q).first() is not None
+
+
+@routes.get("/apps/<app_key>/<table_key>/<int:rid>")
+def record_page(app_key: str, table_key: str, rid: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        try:
+            rec = p.reader().get(t, rid)
+        except NotFound:
+            deleted = p.reader().get(t, rid, trashed=True)  # 404 unless it is in the trash and readable
+            return render(p, "record_trashed.html", app=app, t=t, rec=deleted, tables=visible_tables(p, app),
+                          dashboards=app.dashboards)
+        return render(p, "record.html", **record_context(p, app, t, rec), errors={},
+                      saved=request.args.get("saved") == "1")
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>")
+def record_save(app_key: str, table_key: str, rid: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        keys = set(request.form.getlist("_fields"))
+        fields = [f for f in t.fields if f.key in keys and writable(p, t, f)]
+        data = parse_form(p, t, fields, request.form)
+        try:
+            with conn.begin_nested():
+                p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
+        except PreconditionFailed:
+            rec = p.reader().get(t, rid)
+            return render(p, "record.html", 412, **record_context(p, app, t, rec), errors={}, stale=True)
+        except (ValidationFailed, Conflict) as e:
+            rec = p.reader().get(t, rid)
+            rec["fields"].update(data)
+            return render(p, "record.html", 422, **record_context(p, app, t, rec),
+                          errors=e.details or {"": [e.message]}, submitted=True)
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
+                            saved=1))
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/delete")
+def record_delete(app_key: str, table_key: str, rid: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        p.service().delete(t, rid)
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid))  # type: ignore[return-value]
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/restore")
+def record_restore(app_key: str, table_key: str, rid: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        p.service().restore(t, rid)
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid))  # type: ignore[return-value]
+
+
+@routes.route("/apps/<app_key>/<table_key>/new", methods=["GET", "POST"])
+def record_new(app_key: str, table_key: str) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        p.access.require(p.cat, t, "create")
+        fields = [f for f in shown_fields(p, t) if writable(p, t, f)
+                  and not (f.type == "link" and f.options.get("side") == "reverse")]
+        values: dict[str, Any] = {}
+        errors: dict[str, list[str]] = {}
+        if request.method == "POST":
+            values = parse_form(p, t, fields, request.form)
+            try:
+                with conn.begin_nested():
+                    rec = p.service().create(t, values)
+                return redirect(url_for("ui.record_page", app_key=app_key,  # type: ignore[return-value]
+                                        table_key=table_key, rid=rec["id"]))
+            except (ValidationFailed, Conflict) as e:
+                errors = e.details or {"": [e.message]}
+        return render(p, "record_new.html", 422 if errors else 200, app=app, t=t, fields=fields, values=values,
+                      errors=errors, options=input_options(p, t, fields), tables=visible_tables(p, app),
+                      dashboards=app.dashboards)
+
+
+@routes.get("/apps/<app_key>/<table_key>/link-search/<field_key>")
+def link_search(app_key: str, table_key: str, field_key: str) -> Response:
+    """Records of a link's target table matching ``q`` by their display field (for the link picker)."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        f = t.field(field_key)
+        if f.type != "link" or f not in shown_fields(p, t):
+            raise NotFound(f"no link field '{field_key}'")
+        target = cat.table_by_id(f.options["target"])
+        disp = target.display_field
+        q = (request.args.get("_q") or request.args.get("q") or "").strip()[:200]
+        items: list[dict[str, Any]] = []
+        if access.can_see_table(cat, target):
+            res = p.reader().list(target, search=q or None, fields=[disp.key] if disp else None, limit=10)
+            r = p.renderer(app_key)
+            items = [{"id": rec["id"], "label": (r.text(disp, rec["fields"].get(disp.key)) if disp else "")
+                      or f"#{rec['id']}"} for rec in res["records"]]
+        return render(p, "_link_results.html", items=items, field=f)
