@@ -51,6 +51,21 @@ def list_field_types() -> Response:
     return ok(out)
 
 
+def may_read(access: Access, dk: DocumentKind) -> bool:
+    """Whether the caller may read documents of this kind: a private kind's readers need its right."""
+    return not dk.private or access.actor().has(dk.right)
+
+
+def public_app(access: Access, data: dict[str, Any]) -> dict[str, Any]:
+    """An app answer: its documents as their kinds show them to readers, private kinds (automations:
+    their recipients, URLs, filters) only for those holding their right."""
+    for dk in document_kinds.in_apps():
+        plural = dk.kind + "s"
+        if dk.parent == "app" and isinstance(data.get(plural), list):
+            data[plural] = [dk.public(d) for d in data[plural]] if may_read(access, dk) else []
+    return data
+
+
 # --- apps --------------------------------------------------------------------------------------------
 @routes.get("/meta/apps")
 def list_apps() -> Response:
@@ -69,7 +84,7 @@ def create_app() -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = svc.create_app(body)
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)
 
 
 @routes.get("/meta/apps/<app_key>")
@@ -91,7 +106,7 @@ def update_app(app_key: str) -> Response:
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
-        return ok(svc.app_json(svc.update_app(app_key, body)))
+        return ok(public_app(access, svc.app_json(svc.update_app(app_key, body))))
 
 
 @routes.delete("/meta/apps/<app_key>")
@@ -205,21 +220,6 @@ def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
 
 
 # --- documents: views (per table), automations and dashboards (per app) ------------------------------
-def may_read(access: Access, dk: DocumentKind) -> bool:
-    """Whether the caller may read documents of this kind (a private kind's need its right)."""
-    return not dk.private or access.actor().has(dk.right)
-
-
-def public_app(access: Access, data: dict[str, Any]) -> dict[str, Any]:
-    """An app answer: its documents as their kinds show them to readers, private kinds (automations:
-    their recipients, URLs, filters) only for those holding their right."""
-    for dk in document_kinds.in_apps():
-        plural = dk.kind + "s"
-        if dk.parent == "app" and isinstance(data.get(plural), list):
-            data[plural] = [dk.public(d) for d in data[plural]] if may_read(access, dk) else []
-    return data
-
-
 def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
     """List, create, get, change and delete one kind of document; endpoints ``list_<kind>s``,
     ``create_<kind>`` and ``<kind>_one``."""
@@ -312,10 +312,10 @@ def exported_documents(doc: dict[str, Any]) -> list[str]:
     left_out: list[str] = []
     for dk in document_kinds.all():
         plural = dk.kind + "s"
-        holders = doc.get("tables") or [] if dk.parent == "table" else [doc]
+        holders: list[dict[str, Any]] = doc.get("tables") or [] if dk.parent == "table" else [doc]
         for holder in holders:
-            docs = holder.get(plural)
-            for i, d in enumerate(docs if isinstance(docs, list) else []):
+            docs: list[dict[str, Any]] = holder.get(plural) or []
+            for i, d in enumerate(docs):
                 docs[i], gone = dk.exported(d)
                 left_out += [f"{dk.kind} '{d.get('key')}' {p}" for p in gone]
     return left_out
@@ -329,7 +329,7 @@ def import_app() -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = portable.import_app(svc, body, request.args.get("key"))
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)
 
 
 @routes.get("/meta/templates")
@@ -348,4 +348,4 @@ def install_template(name: str) -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = demo.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)
