@@ -1,31 +1,25 @@
 """Automations at work: run logs, dry runs, manual runs, incoming webhooks; notifications and approvals.
 
-Nothing here runs a rule's actions: web requests only queue outbox events or resume parked runs
-(formwork.automation.approvals); the worker does the rest.
+Thin views over formwork.automation (runs, intake, hooks, approvals): nothing here runs a rule's
+actions; web requests only queue outbox events or resume parked runs, the worker does the rest.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Response, current_app, request
-from sqlalchemy import delete, insert, select
 
-from formwork import db
-from formwork.api.common import bool_arg, ok, require_meta_right, visible_app
-from formwork.automation import approvals
+from formwork.api import URL_PREFIX
+from formwork.api.common import bool_arg, ok, require_meta_right, secret, visible_app
+from formwork.automation import approvals, hooks, intake, runs
 from formwork.automation.engine import AutomationEngine
-from formwork.automation.intake import emit_event
-from formwork.automation.runs import StepFailed, find_rule
 from formwork.automation.settings import Settings
 from formwork.errors import BadRequest, Conflict, NotFound
 from formwork.metadata.catalog import Catalog
-from formwork.metadata.fieldtypes.temporal import iso_utc
-from formwork.runtime import auth, notifications
+from formwork.runtime import notifications
 from formwork.runtime.permissions import Access
 from formwork.runtime.ratelimit import SlidingWindow
-from formwork.runtime.records import RecordReader, RecordService
 from formwork.web import RouteSet, current_access, json_body, platform, unit
 
 routes = RouteSet()
@@ -68,24 +62,7 @@ def automation_runs(app_key: str, key: str) -> Response:
     status = request.args.get("status")
     with unit() as (conn, cat):
         _app, rule = _rule(cat, access, app_key, key)
-        r, s = db.automation_runs, db.automation_steps
-        q = select(r).where(r.c.automation_id == rule["id"])
-        if status:
-            q = q.where(r.c.status == status)
-        runs = conn.execute(q.order_by(r.c.id.desc()).limit(limit)).all()
-        steps: dict[int, list[dict[str, Any]]] = {}
-        if runs:
-            for st in conn.execute(select(s).where(s.c.run_id.in_([x.id for x in runs])).order_by(s.c.id)):
-                steps.setdefault(st.run_id, []).append({
-                    "path": st.path, "action": st.action, "status": st.status, "output": st.output,
-                    "error": st.error, "duration_ms": st.duration_ms})
-        tables = {t.id: t.key for t in cat.tables_by_id.values()}
-        return ok({"runs": [{
-            "id": x.id, "status": x.status, "trigger": x.trigger, "table": tables.get(x.table_id),
-            "record_id": x.record_id, "depth": x.depth, "firing_key": x.firing_key,
-            "started_at": iso_utc(x.started_at), "finished_at": iso_utc(x.finished_at) if x.finished_at else None,
-            "resume_at": iso_utc(x.resume_at) if x.resume_at else None, "duration_ms": x.duration_ms,
-            "error": x.error, "steps": steps.get(x.id, [])} for x in runs]})
+        return ok({"runs": runs.run_log(conn, cat, rule, status, limit)})
 
 
 # --- dry run ----------------------------------------------------------------------------------------
@@ -104,7 +81,7 @@ def automation_test(app_key: str, key: str) -> Response:
         app, rule = _rule(cat, access, app_key, key)
         try:
             result = _engine().dry_run(conn, cat, app, rule, ids, limit, viewer=access)
-        except StepFailed as e:
+        except runs.StepFailed as e:
             raise Conflict(str(e)) from None
         finally:
             conn.rollback()
@@ -121,20 +98,8 @@ def automation_run(app_key: str, key: str) -> Response:
     ids = _ids(body.get("record_ids"), "record_ids", MAX_MANUAL)
     with unit() as (conn, cat):
         app, rule = _rule(cat, access, app_key, key)
-        if rule["trigger"]["type"] != "manual":
-            raise Conflict(f"automation '{key}' is not started by hand (its trigger is {rule['trigger']['type']})")
-        if not rule.get("enabled", True):
-            raise Conflict(f"automation '{key}' is disabled")
-        t = app.table(rule["trigger"]["table"])
-        reader = RecordReader(cat, conn, access)
-        conds = reader.where(t)
-        found = {r[0] for r in conn.execute(select(t.sa.c.id).where(t.sa.c.id.in_(ids), *conds))}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise NotFound(f"no record {missing[0]} in '{t.key}'")
-        for rid in ids:
-            emit_event(conn, t, rid, "manual", user_id=access.user_id, payload={"automation_id": rule["id"]})
-    return ok({"queued": len(ids)}, 202)
+        queued = intake.queue_manual_run(conn, cat, access, app, rule, ids)
+    return ok({"queued": queued}, 202)
 
 
 # --- incoming webhooks ------------------------------------------------------------------------------
@@ -144,48 +109,20 @@ def automation_hook_token(app_key: str, key: str) -> Response:
     require_meta_right(access, "automation")
     with unit() as (conn, cat):
         _app, rule = _rule(cat, access, app_key, key)
-        if rule["trigger"]["type"] != "webhook":
-            raise Conflict(f"automation '{key}' is not started by an incoming webhook")
-        token = "fwh_" + secrets.token_urlsafe(32)
-        conn.execute(delete(db.hook_tokens).where(db.hook_tokens.c.automation_id == rule["id"]))
-        conn.execute(insert(db.hook_tokens).values(automation_id=rule["id"], token_hash=auth.sha256(token),
-                                                   prefix=token[:12], created_at=db.utcnow()))
-        auth.audit(conn, "hook_token_created", user_id=access.user_id, username=access.username,
-                   target=f"automation:{rule['id']}")
-    return ok({"token": token, "url": f"/api/v1/hooks/{token}"}, 201)
+        token = hooks.create_token(conn, access, rule)
+    return ok({"token": token, "url": f"{URL_PREFIX}/hooks/{token}"}, 201)
 
 
 @routes.post("/hooks/<token>")
 def incoming_hook(token: str) -> Response:
-    if len(token) > 200:
-        raise NotFound("no such hook")
-    hashed = auth.sha256(token)
+    hashed = hooks.token_hash(token)
     hook_limiter.check(hashed)
     body = json_body(1024 * 1024)
     if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
         raise BadRequest("send {\"fields\": {...}}")
     with unit(write=True) as (conn, cat):
-        aid = conn.execute(select(db.hook_tokens.c.automation_id).where(db.hook_tokens.c.token_hash == hashed)).scalar()
-        found = find_rule(cat, aid) if aid is not None else None
-        if found is None or found[1]["trigger"]["type"] != "webhook" or not found[1].get("enabled", True):
-            raise NotFound("no such hook")
-        app, rule = found
-        t = app.table(rule["trigger"]["table"])
-        try:
-            access = _engine().access_for(conn, rule)
-        except StepFailed as e:
-            raise Conflict(str(e)) from None
-        svc = RecordService(cat, conn, access, secret=str(current_app.config["SECRET_KEY"]).encode())
-        fields = body["fields"]
-        match = rule["trigger"].get("match_field")
-        existing = None
-        if match and fields.get(match) is not None:
-            conds = svc.reader.where(t, {"field": match, "op": "eq", "value": fields[match]})
-            existing = conn.execute(select(t.sa.c.id).where(*conds).order_by(t.sa.c.id).limit(1)).scalar()
-        rec = svc.update(t, existing, fields) if existing else svc.create(t, fields)
-        emit_event(conn, t, rec["id"], "webhook", user_id=access.user_id,
-                   payload={"automation_id": rule["id"], "data": body})
-    return ok({"id": rec["id"], "created": existing is None}, 202)
+        record_id, created = hooks.receive(_engine(), conn, cat, hashed, body, secret())
+    return ok({"id": record_id, "created": created}, 202)
 
 
 # --- notifications ----------------------------------------------------------------------------------
@@ -222,8 +159,7 @@ def record_approvals(app_key: str, table_key: str, record_id: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         t = cat.table(app_key, table_key)
-        RecordReader(cat, conn, access).get(t, record_id, fields=[t.fields[0].key] if t.fields else None)
-        return ok({"approvals": approvals.record_approvals(conn, cat, t, record_id)})
+        return ok({"approvals": approvals.record_approvals(conn, cat, t, record_id, viewer=access)})
 
 
 @routes.post("/approvals/<int:approval_id>/decide")
@@ -232,8 +168,6 @@ def decide_approval(approval_id: int) -> Response:
     body = json_body(64 * 1024)
     if not isinstance(body, dict) or set(body) - {"decision", "comment"}:
         raise BadRequest("send {\"decision\": \"approve|reject|return\", \"comment\"?}")
-    decision, comment = body.get("decision"), body.get("comment")
-    approvals.check_decision(decision, comment)
     with unit() as (conn, cat):
-        status = approvals.decide(conn, cat, access, approval_id, decision, comment)
+        status = approvals.decide(conn, cat, access, approval_id, body.get("decision"), body.get("comment"))
     return ok({"id": approval_id, "status": status})

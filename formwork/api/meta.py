@@ -19,13 +19,14 @@ from formwork.api.common import (
     visible_app,
     visible_table,
 )
-from formwork.automation.rules import keep_secrets, mask_secrets, strip_secrets
 from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata import portable, validation
+from formwork.metadata.documents import FORBIDDEN, DocumentKind, document_kinds
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth, demo
+from formwork.runtime.permissions import Access
 from formwork.web import RouteSet, client_ip, current_access, json_body, unit
 
 routes = RouteSet()
@@ -50,6 +51,21 @@ def list_field_types() -> Response:
     return ok(out)
 
 
+def may_read(access: Access, dk: DocumentKind) -> bool:
+    """Whether the caller may read documents of this kind: a private kind's readers need its right."""
+    return not dk.private or access.actor().has(dk.right)
+
+
+def public_app(access: Access, data: dict[str, Any]) -> dict[str, Any]:
+    """An app answer: its documents as their kinds show them to readers, private kinds (automations:
+    their recipients, URLs, filters) only for those holding their right."""
+    for dk in document_kinds.in_apps():
+        plural = dk.kind + "s"
+        if dk.parent == "app" and isinstance(data.get(plural), list):
+            data[plural] = [dk.public(d) for d in data[plural]] if may_read(access, dk) else []
+    return data
+
+
 # --- apps --------------------------------------------------------------------------------------------
 @routes.get("/meta/apps")
 def list_apps() -> Response:
@@ -68,7 +84,7 @@ def create_app() -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = svc.create_app(body)
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)
 
 
 @routes.get("/meta/apps/<app_key>")
@@ -81,9 +97,7 @@ def get_app(app_key: str) -> Response:
         if not access.can_build():
             data["tables"] = [table_for(cat, access, cat.tables_by_id[t["id"]], t) for t in data["tables"]
                               if access.can_see_table(cat, cat.tables_by_id[t["id"]])]
-        data["automations"] = [mask_secrets(a) for a in data["automations"]] \
-            if access.can_manage_automations() else []
-        return ok(data)
+        return ok(public_app(access, data))
 
 
 @routes.patch("/meta/apps/<app_key>")
@@ -92,7 +106,7 @@ def update_app(app_key: str) -> Response:
     body = json_body(MAX_JSON)
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
-        return ok(svc.app_json(svc.update_app(app_key, body)))
+        return ok(public_app(access, svc.app_json(svc.update_app(app_key, body))))
 
 
 @routes.delete("/meta/apps/<app_key>")
@@ -206,11 +220,6 @@ def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
 
 
 # --- documents: views (per table), automations and dashboards (per app) ------------------------------
-def public_doc(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """A definition as answered over HTTP: automation secrets (webhook HMAC keys) are write-only."""
-    return mask_secrets(doc) if kind == "automation" else doc
-
-
 def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
     """List, create, get, change and delete one kind of document; endpoints ``list_<kind>s``,
     ``create_<kind>`` and ``<kind>_one``."""
@@ -218,44 +227,42 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
 
     def listing(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
+        dk = document_kinds.get(kind)
         with unit() as (_conn, cat):
             if parent_table:
                 docs = visible_table(cat, access, app_key, table_key or "").views
             else:
                 docs = getattr(visible_app(cat, access, app_key), plural)
-            if kind == "automation" and not access.can_manage_automations():
-                docs = []  # rules (their recipients, URLs, filters) are for those who manage them
-            return ok({plural: [public_doc(kind, MetadataService._doc_json(d)) for d in docs]})
+            if not may_read(access, dk):
+                docs = []
+            return ok({plural: [dk.public(MetadataService._doc_json(d)) for d in docs]})
 
     def create(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
-        body = json_body(MAX_JSON)
-        if kind == "automation" and isinstance(body, dict):
-            body = {**body, "actions": keep_secrets(body["actions"], [])} if "actions" in body else body
+        dk = document_kinds.get(kind)
+        body = dk.incoming(json_body(MAX_JSON), lambda: None)
         with unit() as (conn, cat):
             doc = meta_service(conn, cat, access).create_doc(kind, app_key, body, table_key)
-            return ok(public_doc(kind, doc), 201)
+            return ok(dk.public(doc), 201)
 
     def one(app_key: str, key: str, table_key: str | None = None) -> Response:
         access = current_access()
+        dk = document_kinds.get(kind)
         with unit() as (conn, cat):
             if parent_table:
                 visible_table(cat, access, app_key, table_key or "")
             else:
                 visible_app(cat, access, app_key)
-            if kind == "automation" and not access.can_manage_automations():
+            if not may_read(access, dk):
                 if request.method == "GET":
-                    raise NotFound(f"no automation '{key[:100]}' in app '{app_key}'")
-                raise Forbidden("you may not manage automations")
+                    raise NotFound(f"no {kind} '{key[:100]}' in app '{app_key}'")
+                raise Forbidden(FORBIDDEN[dk.right])
             svc = meta_service(conn, cat, access)
             if request.method == "GET":
-                return ok(public_doc(kind, MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
+                return ok(dk.public(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
             if request.method == "PATCH":
-                patch = json_body(MAX_JSON)
-                if kind == "automation" and isinstance(patch, dict) and "actions" in patch:
-                    stored = svc.get_doc(kind, app_key, key, table_key).get("actions")
-                    patch = {**patch, "actions": keep_secrets(patch["actions"], stored)}
-                return ok(public_doc(kind, svc.update_doc(kind, app_key, key, patch, table_key)))
+                patch = dk.incoming(json_body(MAX_JSON), lambda: svc.get_doc(kind, app_key, key, table_key))
+                return ok(dk.public(svc.update_doc(kind, app_key, key, patch, table_key)))
             svc.delete_doc(kind, app_key, key, table_key)
             return Response(status=204)
 
@@ -290,8 +297,7 @@ def export_app(app_key: str) -> Response:
     require_meta_right(access)
     with unit() as (conn, cat):
         doc = portable.export_app(conn, cat, app_key)
-        left_out = [f"automation '{a.get('key')}' {p}" for a in doc.get("automations") or []
-                    for p in strip_secrets(a)]
+        left_out = exported_documents(doc)
         if left_out:
             doc["notes"] = ["Webhook secrets are not exported; set them again after import: " + ", ".join(left_out)]
         auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app_key}",
@@ -299,6 +305,20 @@ def export_app(app_key: str) -> Response:
     resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
     resp.headers["Content-Type"] = "application/json; charset=utf-8"
     return resp
+
+
+def exported_documents(doc: dict[str, Any]) -> list[str]:
+    """Each document of an app export as its kind exports it (in place); returns what was left out."""
+    left_out: list[str] = []
+    for dk in document_kinds.all():
+        plural = dk.kind + "s"
+        holders: list[dict[str, Any]] = doc.get("tables") or [] if dk.parent == "table" else [doc]
+        for holder in holders:
+            docs: list[dict[str, Any]] = holder.get(plural) or []
+            for i, d in enumerate(docs):
+                docs[i], gone = dk.exported(d)
+                left_out += [f"{dk.kind} '{d.get('key')}' {p}" for p in gone]
+    return left_out
 
 
 @routes.post("/meta/apps/import")
@@ -309,7 +329,7 @@ def import_app() -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = portable.import_app(svc, body, request.args.get("key"))
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)
 
 
 @routes.get("/meta/templates")
@@ -328,4 +348,4 @@ def install_template(name: str) -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         app = demo.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
-        return ok(svc.app_json(app), 201)
+        return ok(public_app(access, svc.app_json(app)), 201)

@@ -19,6 +19,7 @@ from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, Validatio
 from formwork.metadata.catalog import Catalog, TableDef
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.runtime.permissions import Access
+from formwork.runtime.records import RecordReader
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "return": "returned"}
 STATUSES = ("pending", "approved", "rejected", "returned", "all")
@@ -70,8 +71,12 @@ def list_approvals(conn: Connection, cat: Catalog, access: Access, status: str, 
     return approval_json(conn, cat, list(rows[:limit]))
 
 
-def record_approvals(conn: Connection, cat: Catalog, t: TableDef, record_id: int) -> list[dict[str, Any]]:
-    """Every approval asked about one record, oldest first (the caller has checked it may read it)."""
+def record_approvals(conn: Connection, cat: Catalog, t: TableDef, record_id: int,
+                     viewer: Access | None = None) -> list[dict[str, Any]]:
+    """Every approval asked about one record, oldest first; 404 unless ``viewer`` (when given) may read
+    the record (a caller without a viewer has checked that itself)."""
+    if viewer is not None:
+        RecordReader(cat, conn, viewer).get(t, record_id, fields=[t.fields[0].key] if t.fields else None)
     a = db.approvals
     rows = conn.execute(select(a).where(a.c.table_id == t.id, a.c.record_id == record_id).order_by(a.c.id)).all()
     return approval_json(conn, cat, list(rows))

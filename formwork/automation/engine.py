@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
+from formwork.automation.changes import resolve_changed
 from formwork.automation.dispatch import Dispatcher
 from formwork.automation.intake import Intake
-from formwork.automation.rules import resolve_changed
 from formwork.automation.runs import (
     Park,
     RunRequest,

@@ -1,5 +1,7 @@
 """Intake: outbox events (record changes, form submissions, manual runs, webhooks) become rule runs.
 
+Each event's trigger type (formwork.automation.triggers) finds the rules it may start and matches them.
+
 Writers queue events with ``emit_event`` in their own transaction, so a rollback fires nothing. The
 worker claims due events (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the single ``BEGIN IMMEDIATE``
 writer on SQLite) and runs every matching rule **in the same transaction** that marks the event done,
@@ -16,12 +18,17 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
+from formwork.automation.changes import changed_fields, resolve_changed
 from formwork.automation.delivery import backoff_delay
-from formwork.automation.rules import changed_fields, changed_test, resolve_changed
 from formwork.automation.runs import RuleRunner, RunRequest, StepFailed, find_rule
+from formwork.automation.triggers.base import trigger_types
+from formwork.automation.triggers.events import Manual
+from formwork.errors import Conflict, NotFound
 from formwork.metadata.catalog import AppDef, Catalog, TableDef
 from formwork.metadata.fieldtypes.base import QueryContext
 from formwork.metadata.query import FilterCompiler
+from formwork.runtime.permissions import Access
+from formwork.runtime.records import RecordReader
 
 log = logging.getLogger("formwork.automation")
 
@@ -58,21 +65,6 @@ def _rule_index(cat: Catalog) -> dict[tuple[int, str], list[Candidate]]:
         return out
 
     return cat.cached(("automation_index",), build)  # type: ignore[no-any-return]
-
-
-def trigger_filters(trig: dict[str, Any], changes: dict[str, Any]) -> bool:
-    """An update trigger's ``fields`` and ``changes`` (from/to) filters against the event's changes."""
-    if trig.get("fields") and not set(trig["fields"]) & set(changes):
-        return False
-    for c in trig.get("changes", []):
-        if c["field"] not in changes:
-            return False
-        if "from" in c and not changed_test({"field": c["field"], "op": "changed_from", "value": c["from"]},
-                                            changes):
-            return False
-        if "to" in c and not changed_test({"field": c["field"], "op": "changed_to", "value": c["to"]}, changes):
-            return False
-    return True
 
 
 class Intake:
@@ -123,24 +115,23 @@ class Intake:
             return len(rows)
 
     def candidates(self, cat: Catalog, ev: Any) -> list[Candidate]:
-        """Rules this event may start, before their conditions are looked at."""
+        """Rules this event may start, before their conditions are looked at: the event's trigger type
+        finds them (by the rule the event names, or by table and type) and matches each rule's trigger."""
         t = cat.tables_by_id.get(ev.table_id) if ev.table_id is not None else None
-        if t is None:
+        trigger = trigger_types.find(ev.event)
+        if t is None or trigger is None:
             return []
         payload = ev.payload or {}
-        if ev.event in ("manual", "webhook"):
+        if trigger.addressed:
             found = find_rule(cat, int(payload.get("automation_id") or 0))
             rules = [found] if found is not None and found[1].get("enabled", True) else []
         else:
             rules = _rule_index(cat).get((t.id, ev.event), [])
         out = []
         for app, rule in rules:
-            trig = rule["trigger"]
             if ev.origin is not None and ev.origin == rule["key"]:
                 continue  # a rule's own change never triggers it again
-            if ev.event == "record_updated" and not trigger_filters(trig, payload.get("changes") or {}):
-                continue
-            if ev.event == "form_submitted" and trig.get("view") and trig["view"] != payload.get("form"):
+            if not trigger.matches(rule["trigger"], payload):
                 continue
             out.append((app, rule))
         return out
@@ -185,7 +176,8 @@ class Intake:
             return 0
         t = cat.table_by_id(ev.table_id)
         payload = ev.payload or {}
-        changes = payload.get("changes") if ev.event == "record_updated" else None
+        trigger = trigger_types.find(ev.event)
+        changes = trigger.event_changes(payload) if trigger is not None else None
         user = _user_json(conn, ev.user_id)
         runs = 0
         for app, rule in cands:
@@ -205,3 +197,26 @@ def _user_json(conn: Connection, user_id: int | None) -> dict[str, Any] | None:
     u = conn.execute(select(db.users.c.id, db.users.c.name, db.users.c.email, db.users.c.username)
                      .where(db.users.c.id == user_id)).first()
     return {"id": u.id, "name": u.name, "email": u.email, "username": u.username} if u else None
+
+
+def queue_manual_run(conn: Connection, cat: Catalog, access: Access, app: AppDef, rule: dict[str, Any],
+                     record_ids: list[int]) -> int:
+    """Queue one ``manual`` event per record for a rule started by hand; returns how many were queued.
+
+    409 unless the rule is an enabled manual rule; 404 (naming the first) for a record the caller may
+    not read or that does not exist. The worker runs the rule, as it does for any other event.
+    """
+    key, trigger = rule["key"], rule["trigger"]["type"]
+    if trigger != Manual.type:
+        raise Conflict(f"automation '{key}' is not started by hand (its trigger is {trigger})")
+    if not rule.get("enabled", True):
+        raise Conflict(f"automation '{key}' is disabled")
+    t = app.table(rule["trigger"]["table"])
+    conds = RecordReader(cat, conn, access).where(t)
+    found = {r[0] for r in conn.execute(select(t.sa.c.id).where(t.sa.c.id.in_(record_ids), *conds))}
+    missing = [i for i in record_ids if i not in found]
+    if missing:
+        raise NotFound(f"no record {missing[0]} in '{t.key}'")
+    for rid in record_ids:
+        emit_event(conn, t, rid, Manual.type, user_id=access.user_id, payload={"automation_id": rule["id"]})
+    return len(record_ids)

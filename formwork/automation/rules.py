@@ -11,76 +11,19 @@ import copy
 import json
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 
 from formwork import db
 from formwork.automation.actions.base import action_types
-from formwork.automation.schedule import ScheduleError, parse_schedule
+from formwork.automation.changes import changed_fields, resolve_changed
 from formwork.automation.templating import TemplateError, validate_template
+from formwork.automation.triggers.base import trigger_types
 from formwork.errors import ValidationFailed
 from formwork.metadata.catalog import AppDef, Catalog, TableDef
 from formwork.metadata.query import FilterCompiler
 
-TABLE_TRIGGERS = ("record_created", "record_updated", "record_deleted", "form_submitted", "date_reached",
-                  "manual", "webhook")
-CHANGED_OPS = ("changed", "changed_to", "changed_from")
 TEMPLATE_NAMES = frozenset({"record", "trigger", "actions", "now", "today"})
-TRUE: dict[str, Any] = {"and": []}
-FALSE: dict[str, Any] = {"not": {"and": []}}
-
-
-def resolve_changed(tree: Any, changes: dict[str, Any] | None) -> Any:
-    """Replace "changed" tests by constant true/false nodes, so the rest compiles to SQL.
-
-    ``changes`` is the event's ``{field: {"old", "new"}}``; ``None`` (no update event) makes every
-    "changed" test false.
-    """
-    if not isinstance(tree, dict):
-        return tree
-    for group in ("and", "or"):
-        if group in tree and isinstance(tree[group], list):
-            return {group: [resolve_changed(c, changes) for c in tree[group]]}
-    if "not" in tree:
-        return {"not": resolve_changed(tree["not"], changes)}
-    if tree.get("op") in CHANGED_OPS:
-        return TRUE if changed_test(tree, changes) else FALSE
-    return tree
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Compare an event value with a value from a rule; links/users compare by id."""
-    if isinstance(a, dict) and "id" in a and not isinstance(b, dict):
-        return bool(a["id"] == b)
-    return bool(a == b)
-
-
-def changed_test(node: dict[str, Any], changes: dict[str, Any] | None) -> bool:
-    change = (changes or {}).get(node.get("field", ""))
-    if change is None:
-        return False
-    if node["op"] == "changed":
-        return True
-    side = change.get("new") if node["op"] == "changed_to" else change.get("old")
-    values = node.get("value")
-    if isinstance(values, list):
-        return any(_same(side, v) for v in values)
-    return _same(side, values)
-
-
-def changed_fields(tree: Any) -> list[str]:
-    if not isinstance(tree, dict):
-        return []
-    out: list[str] = []
-    for group in ("and", "or"):
-        for c in tree.get(group, []) if isinstance(tree.get(group), list) else []:
-            out += changed_fields(c)
-    if "not" in tree:
-        out += changed_fields(tree["not"])
-    if tree.get("op") in CHANGED_OPS:
-        out.append(str(tree.get("field")))
-    return out
 
 
 def _templates(value: Any, pointer: str) -> list[tuple[str, str]]:
@@ -156,78 +99,26 @@ class RuleChecker:
 
 def check_automation(catalog: Catalog, app: AppDef, doc: dict[str, Any], conn: Any = None,
                      actor: Any = None) -> None:
-    """Refuse (422 with JSON pointers) what would fail later; ``actor`` (the saver) is checked against run_as."""
+    """Refuse (422 with JSON pointers) what would fail later; ``actor`` (the saver) is checked against run_as.
+
+    The trigger first (its table, then the trigger type's own checks), then the condition and actions."""
     if conn is not None:
         check_run_as(conn, actor, doc)
     trig = doc["trigger"]
-    details: dict[str, list[str]] = {}
-    table = None
-    if trig["type"] in TABLE_TRIGGERS or trig.get("table"):
-        table = app.tables_by_key.get(trig.get("table", ""))
-        if table is None:
-            details["/trigger/table"] = [f"no table '{trig.get('table')}' in app '{app.key}'"]
-    if table is not None:
-        for i, k in enumerate(trig.get("fields", [])):
-            if k not in table.fields_by_key:
-                details[f"/trigger/fields/{i}"] = [f"no field '{k}' in '{table.key}'"]
-        for i, c in enumerate(trig.get("changes", [])):
-            if c["field"] not in table.fields_by_key:
-                details[f"/trigger/changes/{i}/field"] = [f"no field '{c['field']}' in '{table.key}'"]
-        if trig["type"] == "date_reached":
-            df = table.fields_by_key.get(trig.get("date_field", ""))
-            if df is None or df.ftype.kind not in ("date", "datetime"):
-                details["/trigger/date_field"] = ["must name a date field of the table"]
-        if trig["type"] == "webhook" and trig.get("match_field") and trig["match_field"] not in table.fields_by_key:
-            details["/trigger/match_field"] = [f"no field '{trig['match_field']}' in '{table.key}'"]
-    if trig["type"] == "schedule":
-        try:
-            parse_schedule(trig.get("schedule") or {})
-        except ScheduleError as e:
-            details["/trigger/schedule"] = [str(e)]
-    if trig.get("aggregate_condition") is not None:
-        _check_aggregate(catalog, app, trig, details)
-    if trig["type"] in ("date_reached",) and trig.get("timezone"):
-        try:
-            ZoneInfo(trig["timezone"])
-        except (ZoneInfoNotFoundError, ValueError):
-            details["/trigger/timezone"] = [f"unknown time zone '{trig['timezone'][:64]}'"]
-    if details:
-        raise ValidationFailed.from_details(details)
-    checker = RuleChecker(catalog, app, table, trig["type"])
+    trigger = trigger_types.get(trig["type"])
+    checker = RuleChecker(catalog, app, None, trig["type"])
+    if trigger.needs_table or trig.get("table"):
+        checker.table = app.tables_by_key.get(trig.get("table", ""))
+        if checker.table is None:
+            checker.err("/trigger/table", f"no table '{trig.get('table')}' in app '{app.key}'")
+    trigger.check(trig, checker)
+    if checker.details:
+        raise ValidationFailed.from_details(checker.details)
     if doc.get("condition"):
-        checker.condition(table, doc["condition"], "/condition")
+        checker.condition(checker.table, doc["condition"], "/condition")
     checker.actions(doc.get("actions") or [], "/actions")
     if checker.details:
         raise ValidationFailed.from_details(checker.details)
-
-
-def _check_aggregate(catalog: Catalog, app: AppDef, trig: dict[str, Any], details: dict[str, list[str]]) -> None:
-    """An aggregate condition: tables, metric fields and filters must exist (schedule triggers only)."""
-    if trig["type"] != "schedule":
-        details["/trigger/aggregate_condition"] = ["only a schedule trigger takes an aggregate condition"]
-        return
-    spec = trig["aggregate_condition"]
-    for ptr, part in (("/trigger/aggregate_condition", spec),
-                      ("/trigger/aggregate_condition/divide_by", spec.get("divide_by"))):
-        if part is None:
-            continue
-        t = app.tables_by_key.get(part["table"])
-        if t is None:
-            details[f"{ptr}/table"] = [f"no table '{part['table']}' in app '{app.key}'"]
-            continue
-        fn, _, key = (part.get("metric") or "count").partition(":")
-        if key:
-            f = t.fields_by_key.get(key)
-            if f is None:
-                details[f"{ptr}/metric"] = [f"no field '{key}' in '{t.key}'"]
-            elif fn in ("sum", "avg") and f.ftype.value_kind(f, catalog) != "number":
-                details[f"{ptr}/metric"] = [f"'{key}' is not a number, so it has no {fn}"]
-        if part.get("filter") is not None:
-            try:
-                FilterCompiler.check(t, catalog, part["filter"], f"{ptr}/filter")
-            except ValidationFailed as e:
-                for k, v in (e.details or {}).items():
-                    details.setdefault(k, []).extend(v)
 
 
 # --- who a rule may run as, and its secrets --------------------------------------------------------
@@ -303,8 +194,10 @@ def keep_secrets(actions: Any, stored: Any) -> Any:
 
 
 def automation_schema() -> dict[str, Any]:
-    """The automation document's JSON Schema: automation.json with ``$defs/action`` from the registry."""
+    """The automation document's JSON Schema: automation.json with ``$defs/action`` from the action
+    registry and ``$defs/trigger`` (``$defs/triggers``, one schema per type) from the trigger registry."""
     text = resources.files("formwork.metadata").joinpath("schemas", "automation.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
-    schema["$defs"]["action"] = action_types.schema()
+    schema["$defs"].update(action=action_types.schema(), trigger=trigger_types.schema(),
+                           triggers=trigger_types.by_type())
     return schema

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from formwork import db
 from formwork.metadata.catalog import AppDef, Catalog, CatalogCache, TableDef
+from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.runtime import notifications
 from formwork.runtime.permissions import Access
 
@@ -161,3 +162,26 @@ def final_status(conn: Connection, run_id: int) -> dict[str, Any]:
                            .order_by(d.c.id).limit(1)).scalar()
         return {"status": "failed", "error": f"a delivery failed: {err}", "finished_at": db.utcnow()}
     return {"status": "succeeded", "finished_at": db.utcnow(), "resume_at": None}
+
+
+def run_log(conn: Connection, cat: Catalog, rule: dict[str, Any], status: str | None = None,
+            limit: int = 50) -> list[dict[str, Any]]:
+    """A rule's latest runs (newest first, optionally in one status), each with its steps, as the API shows them."""
+    r, s = db.automation_runs, db.automation_steps
+    q = select(r).where(r.c.automation_id == rule["id"])
+    if status:
+        q = q.where(r.c.status == status)
+    runs = conn.execute(q.order_by(r.c.id.desc()).limit(limit)).all()
+    steps: dict[int, list[dict[str, Any]]] = {}
+    if runs:
+        for st in conn.execute(select(s).where(s.c.run_id.in_([x.id for x in runs])).order_by(s.c.id)):
+            steps.setdefault(st.run_id, []).append({
+                "path": st.path, "action": st.action, "status": st.status, "output": st.output,
+                "error": st.error, "duration_ms": st.duration_ms})
+    tables = {t.id: t.key for t in cat.tables_by_id.values()}
+    return [{
+        "id": x.id, "status": x.status, "trigger": x.trigger, "table": tables.get(x.table_id),
+        "record_id": x.record_id, "depth": x.depth, "firing_key": x.firing_key,
+        "started_at": iso_utc(x.started_at), "finished_at": iso_utc(x.finished_at) if x.finished_at else None,
+        "resume_at": iso_utc(x.resume_at) if x.resume_at else None, "duration_ms": x.duration_ms,
+        "error": x.error, "steps": steps.get(x.id, [])} for x in runs]

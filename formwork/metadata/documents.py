@@ -1,15 +1,17 @@
 """Document kinds: the JSON documents an app holds beside its tables and fields (views, dashboards,
 automations, roles).
 
-Each kind is one small class: its ``kind`` string, the JSON Schema it is validated against, where it is
-stored and under what, the right needed to change it, its save-time cross-reference checks and how
-readers (and the change log) see it. Kinds are registered explicitly at start-up; a layer above
+Each kind is one small class: its ``kind`` string, the JSON Schema it is validated against (a static
+file, or one the kind builds at start-up), where it is stored and under what, the right needed to
+change it, its save-time cross-reference checks, and how it crosses the boundary: how readers (and
+the change log) see it, how a document sent by a client is prepared, what an app export leaves out. Kinds are registered explicitly at start-up; a layer above
 metadata plugs its own kinds in the same way (the automation kind lives in ``formwork.automation``), so
 metadata never imports the layers that define them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -67,14 +69,32 @@ class DocumentKind:
     parent: ClassVar[str | None]
     #: the right needed to create, change or delete one (one of RIGHTS)
     right: ClassVar[str]
+    #: reading one needs ``right`` too (automations: their recipients, URLs and filters)
+    private: ClassVar[bool] = False
 
     def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
         """Refuse (ValidationFailed with JSON pointers) a document naming what does not exist."""
         raise NotImplementedError
 
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema when the kind builds it at start-up (e.g. from a registry); None for the
+        static file ``formwork/metadata/schemas/<schema>.json``."""
+        return None
+
     def public(self, doc: Any) -> Any:
         """The document as readers and the change log see it (secrets masked)."""
         return doc
+
+    def incoming(self, doc: Any, stored: Callable[[], dict[str, Any] | None]) -> Any:
+        """A document or patch as a client sent it, made ready to merge and validate; ``stored()`` loads
+        the saved document it changes (None for a new one) when the kind needs it. Write-only parts
+        sent back as ``public`` shows them keep their stored values."""
+        return doc
+
+    def exported(self, doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The document as an app export carries it, and the JSON pointers it leaves out (secrets);
+        ``doc`` itself is left alone."""
+        return doc, []
 
 
 def _query_check(ctx: DocumentContext, t: TableDef, tree: Any, pointer: str) -> None:
@@ -187,6 +207,8 @@ class RoleDocument(DocumentKind):
 class DocumentKindRegistry:
     def __init__(self) -> None:
         self._kinds: dict[str, DocumentKind] = {}
+        #: bumped by every registration: validation caches its schemas per generation
+        self.generation = 0
 
     def register(self, dk: DocumentKind) -> None:
         if dk.kind in self._kinds:
@@ -194,6 +216,7 @@ class DocumentKindRegistry:
         if dk.right not in RIGHTS or dk.parent not in ("table", "app", None):
             raise ValueError(f"document kind {dk.kind!r}: unknown right or parent")
         self._kinds[dk.kind] = dk
+        self.generation += 1
 
     def get(self, kind: str) -> DocumentKind:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -13,6 +12,7 @@ from jsonschema.exceptions import ValidationError as JsonSchemaError
 from referencing import Registry, Resource
 
 from formwork.errors import ValidationFailed
+from formwork.metadata.documents import document_kinds
 from formwork.metadata.fieldtypes import field_types
 
 KINDS = ("app", "table", "field", "view", "automation", "dashboard", "role")
@@ -21,21 +21,13 @@ RESERVED_FIELD_KEYS = {"id", "version", "fields", "display", "created", "updated
 BASE = "https://formwork.dev/schemas/"
 
 
-# kinds whose schema a higher layer builds from its registry at start-up (automation: its actions)
-_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {}
-
-
-def provide_schema(kind: str, build: Callable[[], dict[str, Any]]) -> None:
-    """Serve and validate ``kind`` with the schema ``build()`` returns instead of its static file."""
-    if _BUILDERS.get(kind) is not build:
-        _BUILDERS[kind] = build
-        _registry.cache_clear()
-        _validator.cache_clear()
-
-
 def _load(name: str) -> dict[str, Any]:
-    if name in _BUILDERS:
-        return _BUILDERS[name]()
+    """A document kind's schema as its kind builds it (``DocumentKind.json_schema``), else the static file."""
+    for dk in document_kinds.all():
+        if dk.schema == name:
+            built = dk.json_schema()
+            if built is not None:
+                return built
     text = resources.files("formwork.metadata").joinpath("schemas", f"{name}.json").read_text("utf-8")
     return dict(json.loads(text))
 
@@ -70,8 +62,13 @@ def field_schema() -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _registry() -> Registry:
+    """The schemas as of the registered document kinds (a kind registered later gets fresh ones)."""
+    return _registry_at(document_kinds.generation)
+
+
+@functools.cache
+def _registry_at(generation: int) -> Registry:
     reg: Registry = Registry()
     for name in ("common", "app", "table", "view", "automation", "dashboard", "role"):
         reg = reg.with_resource(BASE + f"{name}.json", Resource.from_contents(_load(name)))
@@ -84,9 +81,13 @@ def schema(kind: str) -> dict[str, Any]:
     return _load(kind)
 
 
-@functools.cache
 def _validator(kind: str) -> Draft202012Validator:
-    return Draft202012Validator(schema(kind), registry=_registry())
+    return _validator_at(kind, document_kinds.generation)
+
+
+@functools.cache
+def _validator_at(kind: str, generation: int) -> Draft202012Validator:
+    return Draft202012Validator(schema(kind), registry=_registry_at(generation))
 
 
 @functools.cache

@@ -15,15 +15,15 @@ ALL_ACTIONS: tuple[type[Action], ...] = (
 def register_actions(registry: ActionRegistry = action_types) -> ActionRegistry:
     """Called once by create_app() (and the worker); importing this module registers nothing.
 
-    Also hands the automation document's schema, generated from the registry, to metadata validation."""
-    from formwork.automation.rules import automation_schema
-    from formwork.metadata.validation import provide_schema
+    With the default registry it also registers the triggers: the automation document's schema
+    (formwork.automation.document) is generated from both registries."""
+    from formwork.automation.triggers import register_triggers
 
     for cls in ALL_ACTIONS:
         if cls.type not in registry:
             registry.register(cls())
     if registry is action_types:
-        provide_schema("automation", automation_schema)
+        register_triggers()
     return registry
 
 
