@@ -100,11 +100,12 @@ class Supervisor:
     """Runs the web server and (optionally) a worker until a signal or the web server's death."""
 
     def __init__(self, web: Sequence[str], worker: Sequence[str] | None, *, stop_timeout: float = 30.0,
-                 max_restarts: int = 5, max_delay: float = 30.0) -> None:
+                 max_restarts: int = 5, first_delay: float = 1.0, max_delay: float = 30.0) -> None:
         self.web = Child("web server", web)
         self.worker = Child("worker", worker) if worker else None
         self.stop_timeout = stop_timeout
         self.max_restarts = max_restarts
+        self.first_delay = first_delay
         self.max_delay = max_delay
         self.stopping = threading.Event()
         self.restarts: deque[float] = deque()
@@ -146,10 +147,10 @@ class Supervisor:
             return
         while self.restarts and self.restarts[0] < now - RESTART_WINDOW:
             self.restarts.popleft()
-        delay = min(self.max_delay, 2.0 ** len(self.restarts))
+        delay = min(self.max_delay, self.first_delay * 2.0 ** len(self.restarts))
         if len(self.restarts) >= self.max_restarts:  # the cap: wait until the oldest restart leaves the window
             delay = max(delay, self.restarts[0] + RESTART_WINDOW - now)
-        log.error("the worker exited unexpectedly (code %s) after %.0f s: restarting it in %.0f s",
+        log.error("the worker exited unexpectedly (code %s) after %.1f s: restarting it in %.3g s",
                   code, now - self.worker.started, delay)
         self.restart_at = now + delay
 
@@ -168,7 +169,7 @@ class Supervisor:
             try:
                 code = c.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("the %s did not stop within %.0f s: killing it", c.name, self.stop_timeout)
+                log.error("the %s did not stop within %g s: killing it", c.name, self.stop_timeout)
                 c.proc.kill()
                 code = c.proc.wait()
             log.info("the %s stopped (exit code %s)", c.name, code)
