@@ -185,6 +185,16 @@ def test_serve_on_a_busy_port_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> 
     assert done.stderr.strip().splitlines()[-1].startswith(f"Error: cannot listen on 127.0.0.1:{port}:")
 
 
+def test_run_with_an_unreachable_database_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "formwork", "run", "--port", str(_free_port())], env=_env(
+        FORMWORK_INSTANCE=str(tmp_path / "instance"), FORMWORK_DATABASE_URL=f"sqlite:///{tmp_path}/no/such/x.db"),
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot open the database: "), done.stderr
+
+
 # --- the real command ------------------------------------------------------------------------------------
 class Client:
     """urllib with a cookie jar: the API as a browser-less user sees it."""
