@@ -21,10 +21,11 @@ node_modules/.installed: package.json package-lock.json
 setup: $(STAMP) node_modules/.installed
 	$(BIN)/python -m formwork.ui.assets
 
-## run: the server at http://$(HOST):$(PORT) on the embedded SQLite database, with the CRM installed
+## run: the server at http://$(HOST):$(PORT) on the embedded SQLite database, with the CRM installed and
+## its automations running (`formwork run` supervises the web server and a worker; Ctrl-C stops both)
 run: setup
 	$(BIN)/formwork init --with-crm
-	$(BIN)/formwork serve --host $(HOST) --port $(PORT)
+	$(BIN)/formwork run --host $(HOST) --port $(PORT)
 
 ## browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
 browser:

@@ -1,4 +1,4 @@
-"""The `formwork` command: init, serve, worker, template install, export, import, user create."""
+"""The `formwork` command: init, serve, worker, run, template install, export, import, user create."""
 
 from __future__ import annotations
 
@@ -86,17 +86,65 @@ def init(username: str | None, password: str | None, with_crm: bool) -> None:
 @click.option("--port", default=5000, type=int)
 @click.option("--threads", default=8, type=int)
 def serve(host: str, port: int, threads: int) -> None:
-    """Serve the web app and the API until stopped (SIGTERM ends it cleanly)."""
-    from waitress import serve as waitress_serve
+    """Serve the web app and the API until stopped (SIGTERM ends it cleanly); no automations run here."""
+    import logging
 
+    from waitress.server import create_server
+
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # before the app exists: a stop during start-up is clean too
     app = _app()
-
-    def stop(*_: Any) -> None:
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    logging.basicConfig()
+    try:
+        server = create_server(app, host=host, port=port, threads=threads, ident="Formwork")
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     click.echo(f"Formwork on http://{host}:{port}/")
-    waitress_serve(app, host=host, port=port, threads=threads, ident="Formwork")
+    server.run()  # returns after SIGTERM/SIGINT, once the requests in progress are answered
+
+
+def _exit_cleanly(*_: Any) -> None:
+    sys.exit(0)
+
+
+def _log_info() -> None:
+    """Formwork's own INFO lines; the libraries' routine ones (each migration check, each schedule tick)
+    only from WARNING on."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("alembic", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@click.option("--threads", default=8, type=int)
+@click.option("--worker/--no-worker", default=True, help="also run the automations (default: yes)")
+@click.option("--stop-timeout", default=30.0, type=float, show_default=True,
+              help="seconds the children get to finish their work when stopping")
+def run(host: str, port: int, threads: int, worker: bool, stop_timeout: float) -> None:
+    """Serve the app and run the automations in one command (single machine; see docs/operations.md).
+
+    Supervises `formwork serve` and `formwork worker` as child processes; Ctrl-C or SIGTERM stops both.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from formwork.supervise import Supervisor, port_problem
+
+    _log_info()
+    problem = port_problem(host, port)
+    if problem:
+        raise click.ClickException(problem)
+    try:
+        app = _app()  # creates or upgrades the database once, before two processes could race to
+    except SQLAlchemyError as e:
+        raise click.ClickException(f"cannot open the database: {str(e).splitlines()[0][:300]}") from None
+    app.extensions["formwork"].engine.dispose()
+    me = [sys.executable, "-m", "formwork"]
+    web = [*me, "serve", "--host", host, "--port", str(port), "--threads", str(threads)]
+    code = Supervisor(web, [*me, "worker"] if worker else None, stop_timeout=stop_timeout).run()
+    sys.exit(code)
 
 
 @main.command()
@@ -108,12 +156,12 @@ def serve(host: str, port: int, threads: int) -> None:
 def worker(poll: float, tick: float, grace: float | None, lease: float | None) -> None:
     """Run automations until stopped (SIGTERM finishes the current work and exits)."""
     import datetime as dt
-    import logging
 
     from formwork.automation.settings import Settings
     from formwork.automation.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # until run_worker installs its own (finish, then stop)
+    _log_info()
     app = _app()
     settings = Settings.from_config(app.config)
     if grace is not None:
@@ -238,3 +286,7 @@ def user_create(username: str, name: str | None, email: str | None, password: st
             assign_roles(conn, uid, list(roles))
         auth.audit(conn, "user_created", username=username, target=f"user:{username}", details={"by": "cli"})
     click.echo(f"created user '{username}'")
+
+
+if __name__ == "__main__":
+    main()

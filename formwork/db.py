@@ -376,6 +376,18 @@ hook_tokens = Table(
     Column("created_at", DateTime, nullable=False, default=utcnow),
 )
 
+# --- worker heartbeat (migration 0003) ----------------------------------------------------------------
+workers = Table(
+    "fw_worker", platform_md,
+    Column("id", String(100), primary_key=True),  # the worker id: host:pid:random
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False, default=utcnow),
+    Column("seen_at", DateTime, nullable=False, default=utcnow),
+    Column("stopped_at", DateTime),
+    Index("ix_fw_worker_seen", "seen_at"),
+)
+
 SCHEMA_VERSION = "schema_version"
 
 

@@ -4,7 +4,8 @@ One loop claims outbox events, resumes parked runs and sends deliveries; an APSc
 BackgroundScheduler in the same process ticks schedule and date_reached rules.  Several workers may
 run against one PostgreSQL database: row locks (SKIP LOCKED), delivery leases and unique firing keys
 keep every event, firing and delivery to one worker.  SIGTERM finishes the current batch, releases
-leases and stops the scheduler.
+leases and stops the scheduler.  While it serves, a heartbeat thread keeps its ``fw_worker`` row fresh
+(formwork.automation.heartbeat), so the health endpoint and the admins can tell whether automations run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flask import Flask
 
 from formwork.automation.actions import register_actions
 from formwork.automation.engine import AutomationEngine
+from formwork.automation.heartbeat import BEAT_SECONDS, Heartbeat
 from formwork.automation.settings import Settings
 
 log = logging.getLogger("formwork.worker")
@@ -31,12 +33,13 @@ log = logging.getLogger("formwork.worker")
 
 class Worker:
     def __init__(self, app: Flask, *, worker_id: str | None = None, poll: float = 0.5, tick: float = 15.0,
-                 batch: int = 100, settings: Settings | None = None) -> None:
+                 batch: int = 100, settings: Settings | None = None, heartbeat: float = BEAT_SECONDS) -> None:
         register_actions()  # create_app() did already; a worker built around another app still needs them
         p = app.extensions["formwork"]
         self.worker_id = worker_id or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.settings = settings or Settings.from_config(app.config)
         self.engine = AutomationEngine(p.engine, p.catalogs, self.settings, self.worker_id)
+        self.heartbeat = Heartbeat(p.engine, self.worker_id, heartbeat)
         self.poll = poll
         self.tick_seconds = tick
         self.batch = batch
@@ -71,6 +74,7 @@ class Worker:
                           id="formwork-tick", max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.UTC))
         scheduler.start()
+        self.heartbeat.start()
         log.info("worker %s started", self.worker_id)
         try:
             while not self.stop_event.is_set():
@@ -84,6 +88,7 @@ class Worker:
         finally:
             scheduler.shutdown(wait=True)
             self.engine.release_leases()
+            self.heartbeat.stop()
             log.info("worker %s stopped", self.worker_id)
 
 

@@ -330,7 +330,7 @@ def static_paths(app: Flask, prefix: str) -> dict[str, Any]:
                             "type": "string", "contentMediaType": "application/octet-stream"}}}}}}
                 else:
                     op["requestBody"] = {"required": False, "content": {"application/json": {"schema": {}}}}
-            if path in ("/auth/login",):
+            if path in ("/auth/login", "/health"):
                 op["security"] = []
             item[m] = op
     return paths

@@ -15,10 +15,12 @@ from urllib.parse import urlencode, urlsplit
 from flask import Response, current_app, g, make_response, render_template, request
 from flask_htmx import HTMX  # type: ignore[import-untyped]
 from itsdangerous import URLSafeTimedSerializer
+from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from formwork import db
+from formwork.automation import heartbeat
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import BOOL, MULTI
@@ -27,7 +29,7 @@ from formwork.runtime import notifications
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
 from formwork.ui import i18n
-from formwork.ui.render import CellRenderer
+from formwork.ui.render import CellRenderer, local_datetime
 
 htmx = HTMX()
 LOCALE_COOKIE = "fw_locale"
@@ -99,11 +101,27 @@ def render(p: Page | None, template: str, status: int = 200, **ctx: Any) -> Resp
 
 
 def chrome(p: Page) -> dict[str, Any]:
-    """What the page frame shows: the user's name, the unread notification count, the apps menu."""
+    """What the page frame shows: the user's name, the unread notification count, the apps menu, and to
+    admins a warning when automations have no worker."""
     u = p.conn.execute(select(db.users.c.name).where(db.users.c.id == p.access.user_id)).first()
     unread = notifications.unread_count(p.conn, p.access.user_id)
     return {"user_name": u.name if u else p.access.username, "unread": unread,
-            "can_build": p.access.can_build(), "nav_apps": visible_apps(p)}
+            "can_build": p.access.can_build(), "nav_apps": visible_apps(p),
+            "worker_banner": worker_banner(p) if p.access.is_admin else None}
+
+
+def worker_banner(p: Page) -> Markup | None:
+    """The admins' warning that automations are enabled but no worker beat for a minute; None when fine."""
+    status = heartbeat.worker_status(p.conn, p.cat)
+    if status.status != heartbeat.MISSING:
+        return None
+    since = ""
+    if status.last_seen is not None:
+        local = local_datetime(status.last_seen.isoformat(), p.tz)
+        since = local.strftime("%Y-%m-%d %H:%M") if local is not None else ""
+    text = i18n.translate(p.locale, "worker_missing" if since else "worker_never_seen")
+    return Markup(escape(text)).format(since=since, cmd=Markup("<code>formwork worker</code>"),
+                                       run=Markup("<code>formwork run</code>"))
 
 
 def visible_apps(p: Page) -> list[AppDef]:

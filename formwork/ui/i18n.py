@@ -59,6 +59,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "all_records": "All records", "build": "Build", "edit_fields": "Fields", "dashboard_empty":
         "This dashboard has no widgets.", "widget_forbidden": "You may not see this data.",
         "widget_invalid": "This widget no longer fits its table.", "total": "Total",
+        "worker_missing": "Automations are not running: no worker has been seen since {since}. "
+                          "Start one with {cmd} (or use {run}).",
+        "worker_never_seen": "Automations are not running: no worker has been seen yet. "
+                             "Start one with {cmd} (or use {run}).",
         "month_names": "January,February,March,April,May,June,July,August,September,October,November,December",
         "weekdays": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "month_title": "{month} {year}", "attachments": "files", "delete_record":
         "Move this record to the trash?", "rate_limited": "Too many submissions. Wait a minute and try again.",
@@ -118,6 +122,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "none": "—", "yes": "是", "no": "否", "choose": "请选择…", "search_records": "搜索记录…",
         "all_records": "全部记录", "build": "搭建", "edit_fields": "字段", "dashboard_empty": "该仪表盘还没有组件。",
         "widget_forbidden": "您无权查看这些数据。", "widget_invalid": "该组件与数据表不再匹配。", "total": "合计",
+        "worker_missing": "自动化未在运行：自 {since} 起没有看到任何 worker。请用 {cmd} 启动一个（或使用 {run}）。",
+        "worker_never_seen": "自动化未在运行：还没有看到任何 worker。请用 {cmd} 启动一个（或使用 {run}）。",
         "month_names": "一月,二月,三月,四月,五月,六月,七月,八月,九月,十月,十一月,十二月",
         "weekdays": "周一,周二,周三,周四,周五,周六,周日", "month_title": "{year}年{n}月", "attachments": "个文件",
         "delete_record": "将该记录移到回收站？", "rate_limited": "提交过于频繁，请一分钟后再试。",
