@@ -20,6 +20,8 @@ class AttachmentType(FieldType):
     kind = FILES
     supports_unique = False
     supports_default = False
+    input_kind = None
+    cell_style = "files"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"max_size": {"type": "integer", "minimum": 1},
@@ -86,6 +88,9 @@ class AttachmentType(FieldType):
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return ", ".join(v["name"] for v in value) if value else None
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         raise FieldValueError("cannot be converted to attachments")

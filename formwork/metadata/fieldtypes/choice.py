@@ -14,6 +14,7 @@ from formwork.metadata.fieldtypes.base import (
     SELECT,
     FieldType,
     FieldValueError,
+    RecordMatcher,
     WriteContext,
 )
 
@@ -50,6 +51,8 @@ class CheckboxType(FieldType):
     label: ClassVar[dict[str, str]] = {"en": "Checkbox", "zh-CN": "复选框"}
     kind = BOOL
     supports_unique = False
+    input_kind = "checkbox"
+    cell_style = "check"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return Boolean()
@@ -89,6 +92,8 @@ def choice_values(f: FieldDef) -> list[str]:
 class _Choices(FieldType):
     has_choices = True
     options_schema = CHOICES_SCHEMA
+    cell_style = "choices"
+    options_form = "choices"
     supports_unique = False
 
     def options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
@@ -116,6 +121,7 @@ class SingleSelectType(_Choices):
     type = "single_select"
     label: ClassVar[dict[str, str]] = {"en": "Single select", "zh-CN": "单选"}
     kind = SELECT
+    input_kind = "select"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return String(200)
@@ -141,6 +147,7 @@ class MultiSelectType(_Choices):
     type = "multi_select"
     label: ClassVar[dict[str, str]] = {"en": "Multiple select", "zh-CN": "多选"}
     kind = MULTI
+    input_kind = "checks"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return JsonType
@@ -166,6 +173,12 @@ class MultiSelectType(_Choices):
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return ", ".join(value) if value else None
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        return self.coerce(value if isinstance(value, str | list) else str(value), f, ctx)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if json_value is None:

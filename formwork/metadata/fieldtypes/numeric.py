@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BigInteger, Float, Numeric
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from formwork.metadata.fieldtypes.base import (
@@ -20,7 +21,7 @@ from formwork.metadata.fieldtypes.base import (
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_ABS = Decimal("1e15")
 _DURATION = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{2})$")
@@ -88,6 +89,9 @@ class NumberType(FieldType):
     label: ClassVar[dict[str, str]] = {"en": "Number", "zh-CN": "数字"}
     kind = NUMBER
     options_schema = number_options()
+    input_kind = "number"
+    cell_style = "number"
+    options_form = "number"
     default_precision = 0
     #: a plain quantity: an integer column casts to and from text exactly (min/max are its only checks)
     plain_number: ClassVar[bool] = True
@@ -159,6 +163,8 @@ class DecimalType(NumberType):
 class CurrencyType(NumberType):
     type = "currency"
     label: ClassVar[dict[str, str]] = {"en": "Currency", "zh-CN": "金额"}
+    cell_style = "currency"
+    options_form = "currency"
     default_precision = 2
     options_schema = number_options({"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}})
 
@@ -166,12 +172,15 @@ class CurrencyType(NumberType):
 class PercentType(NumberType):
     type = "percent"
     label: ClassVar[dict[str, str]] = {"en": "Percent", "zh-CN": "百分比"}
+    cell_style = "percent"
     default_precision = 2
 
 
 class RatingType(NumberType):
     type = "rating"
     label: ClassVar[dict[str, str]] = {"en": "Rating", "zh-CN": "评分"}
+    cell_style = "rating"
+    options_form = "rating"
     plain_number = False
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
@@ -190,6 +199,7 @@ class RatingType(NumberType):
 class DurationType(NumberType):
     type = "duration"
     label: ClassVar[dict[str, str]] = {"en": "Duration", "zh-CN": "时长"}
+    cell_style = "duration"
     plain_number = False
 
     def precision(self, f: FieldDef) -> int:
@@ -215,6 +225,8 @@ class AutonumberType(FieldType):
     searchable = False
     uses_counter = True
     number_searchable = True
+    input_kind = None
+    options_form = "autonumber"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"prefix": {"type": "string", "maxLength": 20, "pattern": "^[^\\s]*$"},
@@ -244,6 +256,14 @@ class AutonumberType(FieldType):
                 return int(text)
             raise FieldValueError("must be a number or a number with the field's prefix")
         return value
+
+    def match_text(self, f: FieldDef, expr: ColumnElement[Any], text: str,
+                   catalog: Catalog) -> ColumnElement[bool] | None:
+        """Typed as shown ("INV-0042") or as the bare number."""
+        try:
+            return expr == self.filter_value(text, f)
+        except FieldValueError:
+            return None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         raise FieldValueError("autonumbers are assigned by the platform")

@@ -12,10 +12,13 @@ from formwork.db import JsonType, users
 from formwork.metadata.fieldtypes.base import (
     MULTI,
     USER,
+    USERS,
     FieldType,
     FieldValueError,
     QueryContext,
+    RecordMatcher,
     WriteContext,
+    cell_parts,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +62,9 @@ class UserType(FieldType):
     kind = USER
     holds_users = True
     supports_unique = False
+    input_kind = "users"
+    cell_style = "users"
+    options_form = "user"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"multiple": {"type": "boolean"}, "notify": {"type": "boolean"}},
@@ -104,6 +110,17 @@ class UserType(FieldType):
         items = value if isinstance(value, list) else [value]
         return ", ".join(str(v.get("name") if isinstance(v, dict) else v) for v in items) or None
 
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        """User ids given as numbers (names and usernames are looked up one by one)."""
+        return USERS, {v for v in (value if isinstance(value, list) else [value])
+                       if type(v) is int and 0 < v <= MAX_ID}
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        return self.coerce(cell_parts(value) if self.multiple(f) else value, f, ctx)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
+
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if json_value is None:
             return None
@@ -120,6 +137,8 @@ class CreatedByType(UserType):
     read_only = True
     computed = True
     supports_default = False
+    input_kind = None
+    options_form = None
     system_column = "created_by"
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False,
                                                 "properties": {}}
@@ -130,6 +149,9 @@ class CreatedByType(UserType):
     def can_own_records(self, f: FieldDef) -> bool:
         """Set by the platform, never assigned: records are not handed over through it."""
         return False
+
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        return None
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         return None

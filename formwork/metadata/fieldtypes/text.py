@@ -44,6 +44,8 @@ class TextType(FieldType):
                        "regex": {"type": "string", "maxLength": 500}},
     }
     strips_whitespace = True
+    input_kind = "text"
+    cell_style = "text"
     default_max = 2000
     pattern: re.Pattern[str] | None = None
     pattern_message = ""
@@ -88,12 +90,15 @@ class LongTextType(TextType):
     type = "long_text"
     label: ClassVar[dict[str, str]] = {"en": "Long text", "zh-CN": "多行文本"}
     strips_whitespace = False
+    input_kind = "textarea"
     default_max = 100_000
 
 
 class EmailType(TextType):
     type = "email"
     label: ClassVar[dict[str, str]] = {"en": "Email", "zh-CN": "邮箱"}
+    input_kind = "email"
+    cell_style = "email"
     default_max = 320
     pattern = _EMAIL
     pattern_message = "must be an email address"
@@ -106,6 +111,7 @@ class EmailType(TextType):
 class PhoneType(TextType):
     type = "phone"
     label: ClassVar[dict[str, str]] = {"en": "Phone", "zh-CN": "电话"}
+    input_kind = "tel"
     default_max = 40
     pattern = _PHONE
     pattern_message = "must be a phone number"
@@ -114,6 +120,8 @@ class PhoneType(TextType):
 class UrlType(TextType):
     type = "url"
     label: ClassVar[dict[str, str]] = {"en": "URL", "zh-CN": "链接地址"}
+    input_kind = "url"
+    cell_style = "url"
     default_max = 2000
     pattern = _URL
     pattern_message = "must be a URL starting with http:// or https://"
