@@ -361,11 +361,26 @@ class FieldType:
 class FieldTypeRegistry:
     def __init__(self) -> None:
         self._types: dict[str, FieldType] = {}
+        self._listeners: list[Callable[[], None]] = []
 
     def register(self, ft: FieldType) -> None:
         if ft.type in self._types:
             raise ValueError(f"field type {ft.type!r} is registered twice")
         self._types[ft.type] = ft
+        self._changed()
+
+    def unregister(self, name: str) -> None:
+        """Take a type out again (tests and plugins that register one for a while)."""
+        del self._types[name]
+        self._changed()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the set of types changes (schemas built from it are rebuilt)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def get(self, name: str) -> FieldType:
         return self._types[name]
