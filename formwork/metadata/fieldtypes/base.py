@@ -112,6 +112,33 @@ def json_text(value: Any) -> str:
     return str(value)
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema that also accepts null."""
+    t = schema.get("type")
+    if isinstance(t, str):
+        return {**schema, "type": [t, "null"]}
+    if isinstance(t, list):
+        return schema if "null" in t else {**schema, "type": [*t, "null"]}
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+#: JSON Schemas of the values the reader returns: a user, a linked record, an attached file
+USER_OUT: dict[str, Any] = {"type": "object", "required": ["id", "name"],
+                            "properties": {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}}
+LINK_OUT: dict[str, Any] = {"type": "object", "required": ["id", "display"],
+                            "properties": {"id": {"type": "integer"}, "display": {"type": "string"}}}
+FILE_OUT: dict[str, Any] = {"type": "object", "required": ["token", "name", "size", "mime", "url"],
+                            "properties": {"token": {"type": "string"}, "name": {"type": "string"},
+                                           "size": {"type": "integer"}, "mime": {"type": "string"},
+                                           "url": {"type": "string"}}}
+KIND_SCHEMA: dict[str, dict[str, Any]] = {
+    NUMBER: {"type": "number"}, BOOL: {"type": "boolean"}, DATE: {"type": "string", "format": "date"},
+    DATETIME: {"type": "string", "format": "date-time"},
+}
+
+
 class RecordMatcher(Protocol):
     """What an import gives :meth:`FieldType.from_cell` to find linked records by their display text."""
 
@@ -316,6 +343,10 @@ class FieldType:
     def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
         """A function from the raw SQL value a page selects to the JSON value."""
         return lambda v: self.to_json(v, f)
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """The JSON Schema of a value as returned (``out``) or as accepted on writes (``in``): OpenAPI."""
+        return nullable(dict(KIND_SCHEMA.get(self.value_kind(f, catalog), {"type": "string"})))
 
     def varies_by_reader(self, f: FieldDef) -> bool:
         """Whether the expression itself depends on who reads or when (NOW(), "me" in a filter), so a

@@ -16,10 +16,11 @@ from formwork.metadata.fieldtypes.base import (
     FieldValueError,
     RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 TRUE_WORDS = {"true", "yes", "y", "1", "on", "x", "✓", "✔", "是", "对", "真", "checked"}
 FALSE_WORDS = {"false", "no", "n", "0", "off", "", "否", "错", "假", "unchecked"}
@@ -84,6 +85,10 @@ class CheckboxType(FieldType):
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "checkbox_text"
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Always true or false when read; words like "yes" are accepted on writes."""
+        return {"type": "boolean"} if mode == "out" else {"type": ["boolean", "string", "null"]}
+
 
 def choice_values(f: FieldDef) -> list[str]:
     return [c["value"] for c in f.options.get("choices", [])]
@@ -129,6 +134,9 @@ class SingleSelectType(_Choices):
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "copy"
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return {"enum": [*choice_values(f), None]}
+
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None or value == "":
             return None
@@ -173,6 +181,10 @@ class MultiSelectType(_Choices):
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return ", ".join(value) if value else None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        arr = {"type": "array", "items": {"enum": choice_values(f)}, "uniqueItems": True}
+        return arr if mode == "out" else nullable(arr)
 
     def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
         return self.coerce(value if isinstance(value, str | list) else str(value), f, ctx)

@@ -147,6 +147,12 @@ class LookupType(_ReadOnly):
     def embeds_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
         return catalog.field_by_id(f.options["field"]) if f.options.get("field") else None
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """The shown field's values (read-only), a list of them through a to-many link."""
+        link, tf, _target = self.parts(f, catalog)
+        inner = tf.ftype.value_schema(tf, catalog, "out")
+        return {"type": "array", "items": inner} if is_many(link) else inner
+
     def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
         """The shown field's JSON form, per linked record through a to-many link."""
         link, tf, _target = self.parts(f, catalog)

@@ -18,12 +18,14 @@ from sqlalchemy.types import TypeEngine
 from formwork.metadata.fieldtypes.base import (
     LINK_MANY,
     LINK_ONE,
+    LINK_OUT,
     FieldType,
     FieldValueError,
     OptionsError,
     QueryContext,
     RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
@@ -134,6 +136,12 @@ class LinkType(FieldType):
         from formwork.metadata.query import link_value
 
         return link_value(f, table, ctx)
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Read as {"id", "display"}; written as record ids."""
+        if is_many(f):
+            return {"type": "array", "items": LINK_OUT if mode == "out" else {"type": "integer"}}
+        return nullable(LINK_OUT if mode == "out" else {"type": "integer"})
 
     def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
         if value is None:

@@ -17,6 +17,7 @@ from formwork.metadata.fieldtypes.base import (
     FieldType,
     FieldValueError,
     WriteContext,
+    nullable,
     number_options,
 )
 
@@ -95,6 +96,8 @@ class NumberType(FieldType):
     default_precision = 0
     #: a plain quantity: an integer column casts to and from text exactly (min/max are its only checks)
     plain_number: ClassVar[bool] = True
+    #: a decimal amount (exact on PostgreSQL): the API accepts it as a string too
+    exact_decimal: ClassVar[bool] = False
 
     def precision(self, f: FieldDef) -> int:
         p = f.options.get("precision")
@@ -115,6 +118,19 @@ class NumberType(FieldType):
             raise FieldValueError("must be a whole number")
         self.check_range(rounded, f)
         return int(rounded) if p == 0 and isinstance(self.column_type(f), BigInteger) else rounded
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Exact decimals are numbers, accepted as strings too; counts are integers within min and max."""
+        if self.exact_decimal:
+            return nullable({"type": ["number", "string"]} if mode == "in" else {"type": "number"})
+        s: dict[str, Any] = {"type": "number" if self.precision(f) > 0 else "integer"}
+        if mode == "in":
+            s = {"type": [s["type"], "string"]}
+        if f.options.get("min") is not None and mode == "out":
+            s["minimum"] = f.options["min"]
+        if f.options.get("max") is not None and mode == "out":
+            s["maximum"] = f.options["max"]
+        return nullable(s)
 
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "number_text" if self.plain_number and isinstance(self.column_type(f), BigInteger) else None
@@ -157,6 +173,7 @@ class NumberType(FieldType):
 class DecimalType(NumberType):
     type = "decimal"
     label: ClassVar[dict[str, str]] = {"en": "Decimal", "zh-CN": "小数"}
+    exact_decimal = True
     default_precision = 2
 
 
@@ -164,6 +181,7 @@ class CurrencyType(NumberType):
     type = "currency"
     label: ClassVar[dict[str, str]] = {"en": "Currency", "zh-CN": "金额"}
     cell_style = "currency"
+    exact_decimal = True
     options_form = "currency"
     default_precision = 2
     options_schema = number_options({"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}})
@@ -173,6 +191,7 @@ class PercentType(NumberType):
     type = "percent"
     label: ClassVar[dict[str, str]] = {"en": "Percent", "zh-CN": "百分比"}
     cell_style = "percent"
+    exact_decimal = True
     default_precision = 2
 
 
@@ -247,6 +266,9 @@ class AutonumberType(FieldType):
         if not prefix and not digits:
             return int(value)
         return f"{prefix}{int(value):0{digits}d}"
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return nullable({"type": "string" if (f.options.get("prefix") or f.options.get("digits")) else "integer"})
 
     def filter_value(self, value: Any, f: FieldDef) -> Any:
         if isinstance(value, str):

@@ -12,6 +12,7 @@ from formwork.db import JsonType, users
 from formwork.metadata.fieldtypes.base import (
     MULTI,
     USER,
+    USER_OUT,
     USERS,
     FieldType,
     FieldValueError,
@@ -19,6 +20,7 @@ from formwork.metadata.fieldtypes.base import (
     RecordMatcher,
     WriteContext,
     cell_parts,
+    nullable,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +111,13 @@ class UserType(FieldType):
             return None
         items = value if isinstance(value, list) else [value]
         return ", ".join(str(v.get("name") if isinstance(v, dict) else v) for v in items) or None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Read as {"id", "name"}; written as an id or a username."""
+        one = USER_OUT if mode == "out" else {"type": ["integer", "string"]}
+        if self.multiple(f):
+            return {"type": "array", "items": one} if mode == "out" else nullable({"type": "array", "items": one})
+        return nullable(one)
 
     def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
         """User ids given as numbers (names and usernames are looked up one by one)."""

@@ -18,10 +18,11 @@ from formwork.metadata.fieldtypes.base import (
     QueryContext,
     RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 EXCEL_EPOCH = dt.date(1899, 12, 30)
 _DATE_FORMS = [
@@ -111,6 +112,9 @@ class DateType(FieldType):
             return value[:10]
         return value.isoformat()
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return nullable({"type": "string", "format": "date"})
+
     def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
         """A number in an unformatted cell is an Excel serial date."""
         if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value < 2_958_466:
@@ -144,6 +148,10 @@ class DateTimeType(FieldType):
 
     def to_json(self, value: Any, f: FieldDef) -> Any:
         return iso_utc(value)
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Returned in UTC; any ISO 8601 form accepted."""
+        return nullable({"type": "string", "format": "date-time"} if mode == "out" else {"type": "string"})
 
 
 class CreatedAtType(DateTimeType):

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import String, Text
 from sqlalchemy.types import TypeEngine
 
-from formwork.metadata.fieldtypes.base import TEXT, FieldType, FieldValueError, WriteContext
+from formwork.metadata.fieldtypes.base import TEXT, FieldType, FieldValueError, WriteContext, nullable
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_TEXT = 1_000_000
 _EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
@@ -48,6 +48,8 @@ class TextType(FieldType):
     cell_style = "text"
     default_max = 2000
     pattern: re.Pattern[str] | None = None
+    #: the JSON Schema format of the returned text
+    schema_format: ClassVar[str | None] = None
     pattern_message = ""
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
@@ -59,6 +61,14 @@ class TextType(FieldType):
     def accepts_sql_text(self, f: FieldDef) -> bool:
         """Plain text (no pattern to match, nothing rewritten): SQL's text is stored as is."""
         return self.pattern is None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        s: dict[str, Any] = {"type": "string"}
+        if mode == "in" and f.options.get("max_length"):
+            s["maxLength"] = int(f.options["max_length"])
+        if self.schema_format and mode == "out":
+            s["format"] = self.schema_format
+        return nullable(s)
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None:
@@ -98,6 +108,7 @@ class EmailType(TextType):
     type = "email"
     label: ClassVar[dict[str, str]] = {"en": "Email", "zh-CN": "邮箱"}
     input_kind = "email"
+    schema_format = "email"
     cell_style = "email"
     default_max = 320
     pattern = _EMAIL
