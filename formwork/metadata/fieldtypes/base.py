@@ -90,6 +90,14 @@ OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
     FILES: ("is_empty", "is_not_empty"),
 }
 
+#: the UI vocabularies a type picks from (see ``input_kind``, ``cell_style``, ``options_form``)
+INPUT_KINDS = ("text", "textarea", "email", "url", "tel", "number", "date", "datetime", "checkbox", "select",
+               "checks", "users", "records")
+CELL_STYLES = ("text", "url", "email", "number", "currency", "percent", "rating", "duration", "date", "datetime",
+               "check", "choices", "users", "records", "files")
+OPTIONS_FORMS = ("choices", "link", "lookup", "rollup", "formula", "number", "currency", "rating", "autonumber",
+                 "user")
+
 #: what :meth:`FieldType.ids_to_check` names when an input refers to users (else a target table's id)
 USERS = "users"
 
@@ -184,14 +192,11 @@ class FieldType:
 
     # How the UI shows and edits the type: names the pages know, so a new type picks one instead of
     # teaching every page its name.
-    #: the form input: "text", "textarea", "email", "url", "tel", "number", "date", "datetime", "checkbox",
-    #: "select" (one choice), "checks" (several choices), "users", "records"; None: no form input at all
+    #: the form input, one of INPUT_KINDS ("select": one choice, "checks": several); None: no form input
     input_kind: ClassVar[str | None] = "text"
-    #: how a grid cell shows a value: "text", "url", "email", "number", "currency", "percent", "rating",
-    #: "duration", "date", "datetime", "check", "choices", "users", "records", "files"
+    #: how a grid cell shows a value, one of CELL_STYLES (a computed value without one is shown by its kind)
     cell_style: ClassVar[str] = "text"
-    #: the builder's options editor: "choices", "link", "lookup", "rollup", "formula", "number",
-    #: "currency", "rating", "autonumber", "user"; None: the type has no options to edit there
+    #: the builder's options editor, one of OPTIONS_FORMS; None: no options to edit there
     options_form: ClassVar[str | None] = None
 
     # --- metadata -------------------------------------------------------------------------------
