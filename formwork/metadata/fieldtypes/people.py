@@ -64,9 +64,9 @@ class UserType(FieldType):
     kind = USER
     holds_users = True
     supports_unique = False
-    input_kind = "users"
+    input_kind: ClassVar[str | None] = "users"
     cell_style = "users"
-    options_form = "user"
+    options_form: ClassVar[str | None] = "user"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"multiple": {"type": "boolean"}, "notify": {"type": "boolean"}},

@@ -131,7 +131,7 @@ class DateTimeType(FieldType):
     type = "datetime"
     label: ClassVar[dict[str, str]] = {"en": "Date and time", "zh-CN": "日期时间"}
     kind = DATETIME
-    input_kind = "datetime"
+    input_kind: ClassVar[str | None] = "datetime"
     cell_style = "datetime"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
