@@ -395,12 +395,12 @@ class FormulaType(_ReadOnly):
             ref = tdef.fields_by_key.get(key)
             if ref is None:
                 raise fl.FormulaError(f"unknown field {{{key}}}")
-            if ref.type == "formula":
-                return ref.ftype.compile(ref, table, inner_ctx)  # type: ignore[attr-defined]
+            if isinstance(ref.ftype, FormulaType):
+                return ref.ftype.compile(ref, table, inner_ctx)
             kind = ref.ftype.value_kind(ref, ctx.catalog)
             ftype = FORMULA_TYPE_BY_KIND.get(kind)
-            if ftype is None or (ref.type == "lookup" and ref.ftype.many(ref, ctx.catalog)):  # type: ignore[attr-defined]
-                if ref.type == "lookup":
+            if ftype is None or ref.ftype.is_many_lookup(ref, ctx.catalog):
+                if ref.ftype.looked_up_through(ref, ctx.catalog) is not None:  # joined as text
                     return ref.ftype.expression(ref, table, inner_ctx), "text"
                 raise fl.FormulaError(f"{{{key}}} ({ref.type}) cannot be used in a formula")
             return ref.ftype.expression(ref, table, inner_ctx), ftype

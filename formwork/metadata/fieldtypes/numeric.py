@@ -104,7 +104,7 @@ class NumberType(FieldType):
         return self.default_precision if p is None else int(p)
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
-        return BigInteger() if self.precision(f) == 0 and self.type in ("number", "rating", "duration") \
+        return BigInteger() if self.precision(f) == 0 and not self.exact_decimal \
             else DecimalValue()
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
