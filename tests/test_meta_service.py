@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from sqlalchemy import Table
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from formwork import db
@@ -18,7 +19,16 @@ from formwork.errors import Forbidden
 from formwork.metadata.catalog import Catalog, FieldDef
 from formwork.metadata.documents import RIGHTS, DocumentContext, DocumentKind, document_kinds
 from formwork.metadata.fieldtypes import FieldType, field_types
-from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
+from formwork.metadata.fieldtypes.base import (
+    CELL_STYLES,
+    INPUT_KINDS,
+    OPERATORS_BY_KIND,
+    OPTIONS_FORMS,
+    USERS,
+    FieldValueError,
+    QueryContext,
+    WriteContext,
+)
 from formwork.metadata.service import Actor, MetadataService
 
 BUILDER = Actor(7, can_build=True, can_manage_automations=True)
@@ -141,7 +151,7 @@ def sample_fields(app: Any, conn: Any) -> tuple[Catalog, dict[str, FieldDef]]:
 
 
 @pytest.mark.parametrize("type_name", sorted(SAMPLES))
-def test_field_type_implements_the_whole_contract(sample_fields: Any, type_name: str) -> None:
+def test_field_type_implements_the_whole_contract(sample_fields: Any, conn: Any, type_name: str) -> None:
     cat, fields = sample_fields
     ft = field_types.get(type_name)
     f = fields[type_name]
@@ -181,6 +191,47 @@ def test_field_type_implements_the_whole_contract(sample_fields: Any, type_name:
     # values
     assert ft.is_empty(None) and ft.to_text(None, f) in (None, "false")
     assert ft.filter_value(3, f) == 3
+    # reading: how a page selects, serializes and lists the values
+    for hook in (ft.varies_by_reader(f), ft.many_values(f, cat), ft.stored_as_links(f), ft.lists_related(f)):
+        assert isinstance(hook, bool)
+    assert not ft.stored_as_links(f) or not f.stored, "link rows are not a column of the table"
+    embedded = ft.embeds_field(f, cat)
+    assert embedded is None or isinstance(embedded, FieldDef)
+    through = ft.looked_up_through(f, cat)
+    assert through is None or all(isinstance(x, FieldDef) for x in through) and len(through) == 2
+    serialize = ft.serializer(f, cat)
+    assert callable(serialize)
+    serialize(None)
+    ctx = QueryContext(catalog=cat, dialect=conn.dialect.name)
+    if not ft.many_values(f, cat):  # a list is read by its own query, never as a page column
+        expr = ft.read_expression(f, cat.table("types", "all").sa, ctx)
+        assert isinstance(expr, ColumnElement)
+        match = ft.match_text(f, expr, "1", cat)
+        assert match is None or isinstance(match, ColumnElement)
+    schema = ft.value_schema(f, cat, "out")
+    assert isinstance(schema, dict) and isinstance(ft.value_schema(f, cat, "in"), dict)
+    Draft202012Validator.check_schema(schema)
+    # writing, importing and exporting
+    refs = ft.ids_to_check(None, f)
+    assert refs is None or refs[1] == set()
+    refs = ft.ids_to_check([1, 2], f) if ft.is_link or ft.holds_users else None
+    assert refs is None or (refs[0] == USERS or isinstance(refs[0], int)) and refs[1] <= {1, 2}
+
+    class NoRecords:
+        def resolve(self, f: FieldDef, value: Any) -> int | list[int]:
+            raise FieldValueError("no record")
+
+    wctx = WriteContext(catalog=cat, conn=conn, user_id=None, lenient=True)
+    try:  # an empty cell is a value or a message for the row, never another error
+        ft.from_cell("", f, wctx, NoRecords())
+    except FieldValueError:
+        pass
+    assert callable(ft.export_text)
+    # the UI: which input, cell style and options editor it uses
+    assert ft.input_kind is None or ft.input_kind in INPUT_KINDS
+    assert ft.input_kind is None or not ft.read_only, "a read-only type has no form input"
+    assert ft.cell_style in CELL_STYLES
+    assert ft.options_form is None or ft.options_form in OPTIONS_FORMS
 
 
 def test_the_field_type_hooks_answer_for_the_types_they_describe(sample_fields: Any) -> None:
@@ -201,6 +252,26 @@ def test_the_field_type_hooks_answer_for_the_types_they_describe(sample_fields: 
     live = {fid: f for fid, f in cat.fields_by_id.items() if f.key != "title"}
     assert not fields["lookup"].ftype.stands_on_live(fields["lookup"], set(cat.tables_by_id), live)
     assert not fields["link"].ftype.stands_on_live(fields["link"], set(), cat.fields_by_id)
+    # reading, writing and the UI
+    assert {t for t, f in fields.items() if f.ftype.many_values(f, cat)} == {"link", "lookup"}
+    assert {t for t, f in fields.items() if f.ftype.stored_as_links(f)} == {"link"}
+    assert {t for t, f in fields.items() if f.ftype.looked_up_through(f, cat)} == {"lookup"}
+    assert {t for t, f in fields.items() if f.ftype.varies_by_reader(f)} == {"formula"}
+    assert {t for t, f in fields.items() if f.ftype.embeds_field(f, cat)} == {"lookup"}
+    reverse = cat.table("types", "others").fields_by_key
+    assert [k for k, f in reverse.items() if f.ftype.lists_related(f)] == ["all"]
+    assert {t for t, f in fields.items() if f.ftype.input_kind is None} == {
+        "attachment", "autonumber", "created_at", "updated_at", "created_by", "updated_by", "lookup", "rollup",
+        "formula"}
+    assert fields["user"].ftype.ids_to_check([3, "x"], fields["user"]) == (USERS, {3})
+    assert fields["link"].ftype.ids_to_check([3], fields["link"]) == (fields["link"].options["target"], {3})
+    assert fields["created_by"].ftype.ids_to_check(3, fields["created_by"]) is None
+    exports = {"multi_select": ["a", "b"], "user": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+               "link": [{"id": 1, "display": "a"}, {"id": 2, "display": "b"}],
+               "attachment": [{"token": "t", "name": "a"}, {"token": "u", "name": "b"}], "lookup": ["a", "b"],
+               "text": "a, b"}
+    for t, value in exports.items():
+        assert fields[t].ftype.export_text(value, fields[t]) == "a, b", t
 
 
 # --- the document-kind contract ------------------------------------------------------------------------

@@ -24,8 +24,6 @@ from formwork.metadata.catalog import Catalog, TableDef
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
 
-USER_TYPES = ("user", "created_by", "updated_by")
-
 
 class Executor:
     """Runs one rule's actions for one record, collecting step log entries."""
@@ -86,7 +84,7 @@ class Executor:
         out: dict[str, Any] = {"id": rec["id"]}
         for k, v in rec["fields"].items():
             f = t.fields_by_key.get(k)
-            if f is not None and f.type == "link" and depth == 0 and v:
+            if f is not None and f.ftype.is_link and depth == 0 and v:
                 target = self.cat.table_by_id(f.options["target"])
                 items = v if isinstance(v, list) else [v]
                 expanded = []
@@ -97,7 +95,7 @@ class Executor:
                     except NotFound:
                         expanded.append(item)
                 out[k] = expanded if isinstance(v, list) else expanded[0]
-            elif f is not None and f.type in USER_TYPES and v:
+            elif f is not None and f.ftype.holds_users and v:
                 vals = [dict(x) for x in (v if isinstance(v, list) else [v])]
                 for x in vals:
                     users.setdefault(x["id"], {"holders": []})["holders"].append(x)

@@ -130,6 +130,15 @@ def _message(err: JsonSchemaError) -> str:
     return msg if len(msg) <= 300 else msg[:297] + "..."
 
 
+def _forget_field_types() -> None:
+    """The field schema lists the registered types: a type registered after start-up rebuilds it."""
+    for cached in (_registry, _validator, _field_base_validator, _options_validator):
+        cached.cache_clear()
+
+
+field_types.on_change(_forget_field_types)
+
+
 def validate(kind: str, doc: Any, prefix: str = "") -> None:
     """Raise ValidationFailed (422) naming every problem by JSON pointer."""
     if kind not in KINDS:

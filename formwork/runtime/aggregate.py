@@ -47,7 +47,7 @@ from formwork.metadata.fieldtypes.base import (
 from formwork.metadata.fieldtypes.link import is_many
 from formwork.metadata.fieldtypes.numeric import json_number
 from formwork.metadata.fieldtypes.temporal import iso_utc
-from formwork.metadata.query import FilterCompiler, link_value
+from formwork.metadata.query import FilterCompiler
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader
 
@@ -143,8 +143,8 @@ class Aggregator:
     def _unwrap(self, f: FieldDef, what: str) -> FieldDef:
         """Follow lookups through to-one links to the field that holds the values."""
         seen = 0
-        while f.type == "lookup":
-            link, tf, _target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
+        while (through := f.ftype.looked_up_through(f, self.cat)) is not None:
+            link, tf = through
             if is_many(link):
                 raise BadRequest(f"{what}: '{f.key}' looks up values through a to-many link, so a record has "
                                  "several; group by the link's target table instead")
@@ -202,7 +202,7 @@ class Aggregator:
                 raise BadRequest(f"{what}: {fn} needs a field, as in {fn}:amount")
             f = self._field(t, key, vis, what)
             kind = f.ftype.value_kind(f, self.cat)
-            many_lookup = f.type == "lookup" and f.ftype.many(f, self.cat)  # type: ignore[attr-defined]
+            many_lookup = f.ftype.is_many_lookup(f, self.cat)
             if fn in ("sum", "avg") and (kind != NUMBER or many_lookup):
                 raise BadRequest(f"{what}: '{key}' ({f.type}) is not a number, so it has no {fn}")
             if fn in ("min", "max") and (kind not in (NUMBER, DATE, DATETIME) or many_lookup):
@@ -280,9 +280,8 @@ class Aggregator:
         source: Any = t.sa
         cols: list[Any] = []
         for i, g in enumerate(groups):
-            value = self._value(t, g.field, vis)
-            if g.field.type == "link":  # a link to a trashed or unreadable record groups as empty
-                value = self._visible(g.field, link_value(g.field, t.sa, self.ctx), vis)
+            # read as shown: a link to a trashed or unreadable record groups as empty
+            value = self._visible(g.field, g.field.ftype.read_expression(g.field, t.sa, self.ctx), vis)
             if g.explode:
                 arr = value
                 if self.pg:
@@ -482,7 +481,7 @@ def _filters_readable(agg: Aggregator, t: TableDef, trees: list[Any]) -> bool:
             continue  # reported by the engine as an invalid widget
         if vis.get(f.id, True) is not True:
             return False
-        if sub and f.type == "link":
+        if sub and f.ftype.is_link:
             target = cat.tables_by_id.get(f.options.get("target", -1))
             if target is None or not access.can_see_table(cat, target):
                 return False

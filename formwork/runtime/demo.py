@@ -33,7 +33,7 @@ from formwork import db
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata import portable
 from formwork.metadata.catalog import AppDef, Catalog, TableDef
-from formwork.metadata.fieldtypes.link import is_many, relation
+from formwork.metadata.fieldtypes.link import relation
 from formwork.metadata.service import MetadataService
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import MAX_BATCH, RecordService
@@ -145,7 +145,7 @@ class BulkWriter(Writer):
         out: dict[str, list[int]] = {}
         c = db.counters
         for f in t.fields:
-            if f.type != "autonumber":
+            if not f.ftype.uses_counter:
                 continue
             top = self.conn.execute(update(c).where(c.c.field_id == f.id).values(value=c.c.value + n)
                                     .returning(c.c.value)).scalar()
@@ -164,7 +164,7 @@ class BulkWriter(Writer):
         junctions: dict[int, list[dict[str, int]]] = {}
         out = []
         stored = {f.key: f for f in t.fields if f.stored}
-        many = {f.key: f for f in t.fields if f.type == "link" and is_many(f)}
+        many = {f.key: f for f in t.fields if f.ftype.stored_as_links(f)}
         for i, (rid, values, (at, by)) in enumerate(zip(ids, rows, meta, strict=True)):
             row: dict[str, Any] = {"id": rid, "version": 1, "created_at": at, "updated_at": at, "created_by": by,
                                    "updated_by": by, "deleted_at": None}

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from formwork import db
 from formwork.errors import NotFound, TooLarge
 from formwork.metadata.catalog import Catalog
+from formwork.metadata.fieldtypes.base import FILES
 from formwork.runtime.permissions import Access
 
 CHUNK = 64 * 1024
@@ -103,7 +104,7 @@ def _held_by_readable_record(conn: Connection, catalog: Catalog, access: Access,
     reader = RecordReader(catalog, conn, access)
     for app in catalog.apps:
         for t in app.tables:
-            fields = [f for f in t.fields if f.type == "attachment" and f.stored]
+            fields = [f for f in t.fields if f.ftype.kind == FILES and f.stored]
             if not fields or not access.can_see_table(catalog, t):
                 continue
             vis = access.field_visibility(catalog, t, t.sa)

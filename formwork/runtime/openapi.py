@@ -12,8 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
-from formwork.metadata.fieldtypes.base import BOOL, DATE, DATETIME, NUMBER
-from formwork.metadata.fieldtypes.link import is_many
+from formwork.metadata.fieldtypes.base import USER_OUT, nullable
 from formwork.runtime.permissions import Access
 
 if TYPE_CHECKING:
@@ -35,84 +34,9 @@ WRITE_ERRORS = ("400", "401", "403", "404", "409", "412", "413", "422", "429")
 _RULE_ARG = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    t = schema.get("type")
-    if isinstance(t, str):
-        return {**schema, "type": [t, "null"]}
-    if isinstance(t, list):
-        return schema if "null" in t else {**schema, "type": [*t, "null"]}
-    if "enum" in schema:
-        return {**schema, "enum": [*schema["enum"], None]}
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-USER_OUT = {"type": "object", "required": ["id", "name"],
-            "properties": {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}}
-LINK_OUT = {"type": "object", "required": ["id", "display"],
-            "properties": {"id": {"type": "integer"}, "display": {"type": "string"}}}
-FILE_OUT = {"type": "object", "required": ["token", "name", "size", "mime", "url"],
-            "properties": {"token": {"type": "string"}, "name": {"type": "string"}, "size": {"type": "integer"},
-                           "mime": {"type": "string"}, "url": {"type": "string"}}}
-KIND_SCHEMA: dict[str, dict[str, Any]] = {
-    NUMBER: {"type": "number"}, BOOL: {"type": "boolean"}, DATE: {"type": "string", "format": "date"},
-    DATETIME: {"type": "string", "format": "date-time"},
-}
-
-
 def value_schema(f: FieldDef, cat: Catalog, mode: str = "out") -> dict[str, Any]:
     """The JSON Schema of one field's value: as returned (``out``) or as accepted on writes (``in``)."""
-    t = f.type
-    o = f.options
-    if t in ("text", "long_text", "email", "phone", "url"):
-        s: dict[str, Any] = {"type": "string"}
-        if mode == "in" and o.get("max_length"):
-            s["maxLength"] = int(o["max_length"])
-        if t == "email" and mode == "out":
-            s["format"] = "email"
-        return _nullable(s)
-    if t in ("number", "rating", "duration"):
-        precise = t == "number" and int(o.get("precision") or 0) > 0
-        s = {"type": "number" if precise else "integer"}
-        if mode == "in":
-            s = {"type": [s["type"], "string"]}
-        if o.get("min") is not None and mode == "out":
-            s["minimum"] = o["min"]
-        if o.get("max") is not None and mode == "out":
-            s["maximum"] = o["max"]
-        return _nullable(s)
-    if t in ("decimal", "currency", "percent"):
-        return _nullable({"type": ["number", "string"]} if mode == "in" else {"type": "number"})
-    if t == "autonumber":
-        return _nullable({"type": "string" if (o.get("prefix") or o.get("digits")) else "integer"})
-    if t == "date":
-        return _nullable({"type": "string", "format": "date"})
-    if t in ("datetime", "created_at", "updated_at"):
-        return _nullable({"type": "string", "format": "date-time"} if mode == "out" else {"type": "string"})
-    if t == "checkbox":
-        return {"type": "boolean"} if mode == "out" else {"type": ["boolean", "string", "null"]}
-    if t == "single_select":
-        return {"enum": [c["value"] for c in o.get("choices", [])] + [None]}
-    if t == "multi_select":
-        arr = {"type": "array", "items": {"enum": [c["value"] for c in o.get("choices", [])]}, "uniqueItems": True}
-        return arr if mode == "out" else _nullable(arr)
-    if t in ("user", "created_by", "updated_by"):
-        one = USER_OUT if mode == "out" else {"type": ["integer", "string"]}
-        if t == "user" and o.get("multiple"):
-            return {"type": "array", "items": one} if mode == "out" else _nullable({"type": "array", "items": one})
-        return _nullable(one)
-    if t == "link":
-        if is_many(f):
-            return {"type": "array", "items": LINK_OUT if mode == "out" else {"type": "integer"}}
-        return _nullable(LINK_OUT if mode == "out" else {"type": "integer"})
-    if t == "attachment":
-        item = FILE_OUT if mode == "out" else {"type": "string", "description": "a token from POST /files"}
-        return {"type": "array", "items": item}
-    if t == "lookup":
-        link, tf, _target = f.ftype.parts(f, cat)  # type: ignore[attr-defined]
-        inner = value_schema(tf, cat, "out")
-        return {"type": "array", "items": inner} if is_many(link) else inner
-    kind = f.ftype.value_kind(f, cat)
-    return _nullable(dict(KIND_SCHEMA.get(kind, {"type": "string"})))
+    return f.ftype.value_schema(f, cat, mode)
 
 
 def table_schemas(t: TableDef, cat: Catalog, visible: list[FieldDef], name: str) -> dict[str, dict[str, Any]]:
@@ -238,7 +162,7 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
             "get": {"operationId": f"{op}.history", "tags": tag, "summary": "The record's change history",
                     "responses": {"200": _json({"type": "object", "properties": {"entries": {
                         "type": "array", "items": {"type": "object", "properties": {
-                            "at": {"type": "string", "format": "date-time"}, "user": _nullable(USER_OUT),
+                            "at": {"type": "string", "format": "date-time"}, "user": nullable(USER_OUT),
                             "action": {"type": "string"}, "changes": {"type": "object"}}}}}}),
                                   **_errors(READ_ERRORS)}},
         },

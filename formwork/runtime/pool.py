@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,6 @@ from formwork.runtime.records import MAX_BATCH, RecordReader, RecordService, par
 
 REMINDER_KIND = "pool_reminder"
 RELEASED_KIND = "pool_released"
-USER_FIELDS = ("user",)
-TIME_FIELDS = ("datetime",)
 
 
 @dataclass
@@ -69,24 +68,31 @@ def pool_problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
         return {"/pool": [f"table '{t.key}' has no public pool (no 'pool' settings)"]}
     out: dict[str, list[str]] = {}
 
-    def need(name: str, kinds: tuple[str, ...], what: str, value_kinds: tuple[str, ...] = ()) -> None:
+    def need(name: str, fits: Callable[[FieldDef], bool], what: str) -> None:
         key = spec.get(name)
         if key is None:
             return
         f = t.fields_by_key.get(key)
-        ok = f is not None and (f.type in kinds or (value_kinds and f.ftype.value_kind(f, catalog) in value_kinds))
-        if f is not None and f.type == "user" and f.options.get("multiple"):
-            ok = False
-        if not ok:
+        if f is None or not fits(f):
             out[f"/pool/{name}"] = [f"must name {what} of table '{t.key}'"]
 
-    need("owner_field", USER_FIELDS, "a single user field")
-    need("previous_owner_field", USER_FIELDS, "a single user field")
-    need("released_at_field", TIME_FIELDS, "a date-and-time field")
-    need("claimed_at_field", TIME_FIELDS, "a date-and-time field")
-    need("last_activity_field", (), "a date or date-and-time field (e.g. a rollup)", (DATE, DATETIME))
-    need("deal_field", (), "a date or date-and-time field (e.g. a rollup)", (DATE, DATETIME))
-    if spec.get("owner_field") is None and (t.owner_field is None or t.owner_field.type != "user"):
+    def single_user(f: FieldDef) -> bool:  # the pool hands records over through it
+        return f.ftype.can_own_records(f)
+
+    def stamp(f: FieldDef) -> bool:  # the pool writes the time into it
+        return f.ftype.kind == DATETIME and not f.ftype.read_only
+
+    def dated(f: FieldDef) -> bool:  # read only: a rollup of activity dates will do
+        return f.ftype.value_kind(f, catalog) in (DATE, DATETIME)
+
+    need("owner_field", single_user, "a single user field")
+    need("previous_owner_field", single_user, "a single user field")
+    need("released_at_field", stamp, "a date-and-time field")
+    need("claimed_at_field", stamp, "a date-and-time field")
+    need("last_activity_field", dated, "a date or date-and-time field (e.g. a rollup)")
+    need("deal_field", dated, "a date or date-and-time field (e.g. a rollup)")
+    owner = t.owner_field
+    if spec.get("owner_field") is None and (owner is None or not owner.ftype.holds_users or owner.ftype.read_only):
         out["/pool/owner_field"] = ["the table has no owner field: name one"]
     if spec.get("recycle_after_days") and spec.get("warn_days_before", 0) >= spec["recycle_after_days"]:
         out["/pool/warn_days_before"] = ["must be less than recycle_after_days"]

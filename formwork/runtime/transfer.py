@@ -25,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from formwork import db
@@ -41,9 +41,9 @@ from formwork.metadata.fieldtypes.base import (
     TEXT,
     FieldValueError,
     WriteContext,
+    cell_parts,
 )
 from formwork.metadata.fieldtypes.link import is_many
-from formwork.metadata.fieldtypes.numeric import parse_number
 from formwork.runtime import auth, jobs
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
@@ -56,9 +56,7 @@ BATCH = 1000
 MAX_ERRORS = 1000
 MODES = ("insert", "upsert")
 ON_ERROR = ("abort", "skip")
-_SPLIT = re.compile(r"[,，;；]")
 _NEUTRALIZED = re.compile("^'[=+\\-@\t\r\uff1d\uff0b\uff0d\uff20]")  # what tabular.neutralize prefixed
-_EXCEL_EPOCH = dt.date(1899, 12, 30)
 _RECORD_KEY = re.compile(r"^records/\d+/?")
 
 
@@ -253,12 +251,6 @@ def _prepare(value: Any) -> Any:
     return value
 
 
-def _parts(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [p.strip() for p in _SPLIT.split(value) if p.strip()]
-    return [value]
-
-
 def _api_value(value: Any) -> Any:
     """A coerced value back in the API's input form (RecordService coerces it once more, strictly)."""
     if isinstance(value, dt.datetime):
@@ -288,7 +280,7 @@ class LinkResolver:
         target = self.cat.table_by_id(f.options["target"])
         if is_many(f):
             out: list[int] = []
-            for part in _parts(value):
+            for part in cell_parts(value):
                 rid = self._one(target, part)
                 if rid not in out:
                     out.append(rid)
@@ -302,12 +294,12 @@ class LinkResolver:
         """
         target = self.cat.table_by_id(f.options["target"])
         disp = target.display_field
-        if disp is None or disp.ftype.value_kind(disp, self.cat) != TEXT or disp.type == "autonumber" \
+        if disp is None or disp.ftype.value_kind(disp, self.cat) != TEXT \
                 or not self.reader.access.can_see_table(self.cat, target):
             return
         texts: set[str] = set()
         for value in values:
-            for part in (_parts(value) if is_many(f) else [value]):
+            for part in (cell_parts(value) if is_many(f) else [value]):
                 text = part.isoformat() if isinstance(part, dt.date) else str(part).strip()
                 if (target.id, text) not in self.cache:
                     texts.add(text)
@@ -339,7 +331,7 @@ class LinkResolver:
         ids: list[int] = []
         if disp is not None:
             expr = disp.ftype.expression(disp, sa, self.reader.ctx)
-            match = self._display_match(disp, expr, text)
+            match = disp.ftype.match_text(disp, expr, text, self.cat)
             if match is not None:
                 ids = [r[0] for r in self.reader.conn.execute(select(sa.c.id).where(*conds, match).limit(2))]
         if len(ids) > 1:
@@ -351,36 +343,10 @@ class LinkResolver:
         self.cache[key] = ids[0]
         return ids[0]
 
-    def _display_match(self, disp: FieldDef, expr: Any, text: str) -> Any:
-        kind = disp.ftype.value_kind(disp, self.cat)
-        to_filter = getattr(disp.ftype, "filter_value", None)
-        if disp.type == "autonumber" and to_filter is not None:
-            try:
-                return expr == to_filter(text, disp)
-            except FieldValueError:
-                return None
-        if kind == TEXT:
-            return expr == text
-        if kind == NUMBER:
-            try:
-                return expr == parse_number(text, lenient=True)
-            except FieldValueError:
-                return None
-        return cast(expr, String) == text
-
 
 def convert_cell(f: FieldDef, value: Any, ctx: WriteContext, links: LinkResolver) -> Any:
     """One prepared, non-empty cell → the field's stored value (lenient), or FieldValueError."""
-    if f.type == "link":
-        return links.resolve(f, value)
-    if f.type == "user" and f.options.get("multiple"):
-        return f.ftype.coerce(_parts(value), f, ctx)
-    if f.type == "date" and isinstance(value, int | float) and not isinstance(value, bool) \
-            and 1 <= value < 2_958_466:
-        return _EXCEL_EPOCH + dt.timedelta(days=int(value))  # an Excel serial date in an unformatted cell
-    if f.type == "multi_select" and not isinstance(value, str | list):
-        value = str(value)
-    return f.ftype.coerce(value, f, ctx)
+    return f.ftype.from_cell(value, f, ctx, links)
 
 
 # --- the import itself ------------------------------------------------------------------------------
@@ -552,7 +518,7 @@ class Importer:
     def _prefetch_links(self, chunk: list[tuple[int, list[Any]]]) -> None:
         """Link columns: one look-up query per column and chunk instead of one per distinct value."""
         for col in self.plan.columns:
-            if col.field.type == "link":
+            if col.field.ftype.is_link:
                 values = [v for v in (_prepare(cells[col.index]) for _n, cells in chunk) if v is not None]
                 if values:
                     self.links.prefetch(col.field, values)
@@ -659,14 +625,6 @@ def export_columns(cat: Catalog, t: TableDef, access: Access, reader: RecordRead
     return fields, [x if counts[_norm(x)] == 1 else f"{x} ({f.key})" for x, f in zip(labels, fields, strict=True)]
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("display") or value.get("name") or value.get("id") or "")
-    if isinstance(value, list):
-        return ", ".join(t for t in (_text(v) for v in value) if t)
-    return str(value)
-
-
 def export_cell(f: FieldDef, kind: str, value: Any, fmt: str) -> Any:
     """A JSON field value → a cell a person reads (and that import reads back to the same value)."""
     if value is None or value == [] or value == "":
@@ -680,10 +638,7 @@ def export_cell(f: FieldDef, kind: str, value: Any, fmt: str) -> Any:
             return dt.date.fromisoformat(value[:10])
         except ValueError:
             return value
-    if f.type in ("link", "user", "multi_select", "attachment", "created_by", "updated_by"):
-        text = f.ftype.to_text(value, f)
-        return text if text else None
-    return _text(value)
+    return f.ftype.export_text(value, f)
 
 
 def iter_export(reader: RecordReader, t: TableDef, fields: list[FieldDef], spec: ExportSpec,

@@ -10,6 +10,7 @@ from flask import Response, request
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
+from formwork.metadata.fieldtypes.base import FILES, SELECT
 from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
@@ -46,7 +47,7 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
         return {"columns": [], "board_error": e.message}
     r = p.renderer(app.key)
     columns: list[dict[str, Any]] = []
-    if gf.type == "single_select":
+    if gf.ftype.has_choices and gf.ftype.value_kind(gf, p.cat) == SELECT:  # a column per choice, in order
         by_value = {g["key"].get(gkey): g["count"] for g in counts}
         for value, (label, color) in choice_map(gf, p.locale).items():
             columns.append({"value": value, "label": label, "color": color, "count": by_value.get(value, 0)})
@@ -92,7 +93,7 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
             raise BadRequest("not a kanban view")
         gf = t.field(view["options"]["group_field"])
         value = request.form.get("value", "")
-        data = {gf.key: (int(value) if gf.type == "user" and value.isdigit() else value) or None}
+        data = {gf.key: (int(value) if gf.ftype.holds_users and value.isdigit() else value) or None}
         try:
             with conn.begin_nested():
                 p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
@@ -178,7 +179,7 @@ def gallery_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state:
     shown = shown_fields(p, t, view.get("fields"))
     tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
     cover = t.fields_by_key.get(opts.get("cover_field") or "") or next(
-        (f for f in shown if f.type == "attachment"), None)
+        (f for f in shown if f.ftype.kind == FILES), None)
     if cover is not None and cover not in shown_fields(p, t):
         cover = None
     extra = [f for f in shown if f not in (tf, cover)][:4]

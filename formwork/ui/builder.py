@@ -14,13 +14,13 @@ from flask import Response, redirect, request, url_for
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import TableDef
 from formwork.metadata.fieldtypes import field_types
+from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USER
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
 from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
-NUMBER_TYPES = ("number", "decimal", "currency", "percent", "duration")
 ROLLUP_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
 VIEW_TYPES = ("grid", "kanban", "calendar", "gallery", "form")
 
@@ -72,8 +72,14 @@ def type_choices(p: Page) -> list[tuple[str, str]]:
     return [(ft.type, p.label(ft.label)) for ft in field_types.all()]
 
 
+def options_form(typ: Any) -> str | None:
+    """The options editor of a field type (its ``options_form``); None for an unknown type."""
+    return field_types.get(typ).options_form if isinstance(typ, str) and typ in field_types else None
+
+
 def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    editor = options_form(typ)
 
     def num(name: str, integer: bool = False) -> None:
         raw = (form.get(name) or "").strip()
@@ -83,7 +89,7 @@ def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
             except ValueError:
                 raise ValidationFailed.from_details({f"/options/{name}": ["must be a number"]}) from None
 
-    if typ in ("single_select", "multi_select"):
+    if editor == "choices":
         choices = []
         for line in (form.get("choices") or "").splitlines():
             parts = [x.strip() for x in line.split("|")]
@@ -96,30 +102,30 @@ def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
                 c["color"] = parts[2]
             choices.append(c)
         opts["choices"] = choices
-    elif typ == "link":
+    elif editor == "link":
         opts["table"] = form.get("table") or ""
         if form.get("multiple"):
             opts["multiple"] = True
-    elif typ in ("lookup", "rollup"):
+    elif editor in ("lookup", "rollup"):
         opts["link"] = form.get("link") or ""
         opts["field"] = (form.get("lookup_field") or "").strip()
-        if typ == "rollup":
+        if editor == "rollup":
             opts["function"] = form.get("function") or "sum"
-    elif typ == "formula":
+    elif editor == "formula":
         opts["formula"] = form.get("formula") or ""
-    elif typ in NUMBER_TYPES:
+    elif editor in ("number", "currency"):
         num("precision", integer=True)
         num("min")
         num("max")
-        if typ == "currency" and (form.get("currency") or "").strip():
+        if editor == "currency" and (form.get("currency") or "").strip():
             opts["currency"] = form.get("currency", "").strip().upper()
-    elif typ == "rating":
+    elif editor == "rating":
         num("max", integer=True)
-    elif typ == "autonumber":
+    elif editor == "autonumber":
         if (form.get("prefix") or "").strip():
             opts["prefix"] = form.get("prefix", "").strip()
         num("digits", integer=True)
-    elif typ == "user":
+    elif editor == "user":
         if form.get("multiple"):
             opts["multiple"] = True
     return opts
@@ -174,8 +180,9 @@ def choice_label(text: str) -> Any:
 
 def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any]) -> dict[str, Any]:
     return {"app": app, "t": t, "values": values, "types": type_choices(p),
+            "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
-            "link_fields": [f for f in t.fields if f.type == "link"], "functions": ROLLUP_FUNCTIONS,
+            "link_fields": [f for f in t.fields if f.ftype.is_link], "functions": ROLLUP_FUNCTIONS,
             "dashboards": app.dashboards}
 
 
@@ -241,7 +248,7 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
         if request.method == "POST":
             values = dict(request.form.items())
             doc = field_doc_from_form(request.form)
-            if f.type == "link":
+            if f.ftype.is_link:  # a link's table and cardinality are fixed once it exists
                 doc["options"] = current.get("options", {})
             if "options" not in doc:
                 doc["options"] = None
@@ -370,10 +377,10 @@ def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: di
               editing: dict[str, Any] | None, status: int = 200) -> Response:
     return render(p, "builder_view.html", status, app=app, t=t, values=values, errors=errors, editing=editing,
                   view_types=VIEW_TYPES, tables=visible_tables(p, app), dashboards=app.dashboards,
-                  group_fields=[f for f in t.fields if f.type in ("single_select", "user")
-                                and not f.options.get("multiple")],
-                  date_fields=[f for f in t.fields if f.type in ("date", "datetime", "created_at", "updated_at")],
-                  cover_fields=[f for f in t.fields if f.type == "attachment"])
+                  group_fields=[f for f in t.fields if not f.ftype.read_only  # a card moves by writing it
+                                and f.ftype.value_kind(f, p.cat) in (SELECT, USER)],
+                  date_fields=[f for f in t.fields if f.ftype.kind in (DATE, DATETIME)],
+                  cover_fields=[f for f in t.fields if f.ftype.kind == FILES])
 
 
 @routes.route("/apps/<app_key>/<table_key>/views/new", methods=["GET", "POST"])

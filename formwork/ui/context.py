@@ -24,7 +24,6 @@ from formwork.automation import heartbeat
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import BOOL, MULTI
-from formwork.metadata.fieldtypes.link import is_many
 from formwork.runtime import notifications
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
@@ -34,7 +33,6 @@ from formwork.ui.render import CellRenderer, local_datetime
 htmx = HTMX()
 LOCALE_COOKIE = "fw_locale"
 PAGE_SIZE = 50
-NO_INPUT_TYPES = ("attachment",)
 
 
 def secret() -> bytes:
@@ -157,8 +155,8 @@ def shown_fields(p: Page, t: TableDef, keys: list[str] | None = None) -> list[Fi
 
 
 def writable(p: Page, t: TableDef, f: FieldDef) -> bool:
-    return not f.ftype.read_only and f.type not in NO_INPUT_TYPES and p.access.field_writable(p.cat, t, f) \
-        and not (f.type == "link" and f.options.get("side") == "reverse" and not is_many(f))
+    """Whether this viewer edits the field in a form (a type without a form input, e.g. attachments, is not)."""
+    return not f.ftype.read_only and f.ftype.input_kind is not None and p.access.field_writable(p.cat, t, f)
 
 
 def safe_next(value: str | None) -> str:

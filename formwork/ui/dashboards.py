@@ -27,7 +27,7 @@ def group_label(p: Page, app: Any, w: dict[str, Any], key: dict[str, Any]) -> st
             parts.append(str(v.get("name") or v.get("display") or v.get("id")))
             continue
         f = t.fields_by_key.get(name.split(":")[0]) if t is not None else None
-        if f is not None and f.type in ("single_select", "multi_select"):
+        if f is not None and f.ftype.has_choices:
             parts.append(choice_map(f, p.locale).get(str(v), (str(v), ""))[0])
         elif isinstance(v, bool):
             parts.append(p.t("yes") if v else p.t("no"))

@@ -12,7 +12,6 @@ from formwork.metadata.catalog import FieldDef, TableDef
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordService
 from formwork.ui.context import (
-    NO_INPUT_TYPES,
     Page,
     make_page,
     page_locale,
@@ -35,11 +34,9 @@ def form_fields(p: Page, t: TableDef, view: dict[str, Any], public: bool) -> lis
     out = []
     for k in keys:
         f = t.fields_by_key.get(k)
-        if f is None or f.ftype.read_only or f.type in NO_INPUT_TYPES:
+        if f is None or f.ftype.read_only or f.ftype.input_kind is None or f.ftype.lists_related(f):
             continue
-        if f.type == "link" and (f.options.get("side") == "reverse"):
-            continue
-        if public and (f.type in ("link", "user")):
+        if public and f.ftype.input_kind in ("records", "users"):
             continue  # a public visitor may not browse records or the user list
         if not public and not writable(p, t, f):
             continue

@@ -108,7 +108,7 @@ def filter_fields(p: Page, t: TableDef) -> list[dict[str, Any]]:
             continue
         out.append({"key": f.key, "label": p.label(f.label), "ops": list(f.ftype.operators(f, p.cat)),
                     "kind": f.ftype.value_kind(f, p.cat), "choices": choice_map(f, p.locale)
-                    if f.type in ("single_select", "multi_select") else {}})
+                    if f.ftype.has_choices else {}})
     return out
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from formwork import db
 from formwork.errors import BadRequest
 from formwork.metadata.catalog import FieldDef, TableDef
+from formwork.metadata.fieldtypes.base import MULTI
 from formwork.metadata.fieldtypes.link import is_many
 from formwork.ui.context import Page
 from formwork.ui.render import choice_map, local_datetime
@@ -24,15 +25,15 @@ def parse_form(p: Page, t: TableDef, fields: list[FieldDef], form: Any) -> dict[
         return form.getlist(key) if hasattr(form, "getlist") else ([form[key]] if key in form else [])
 
     for f in fields:
-        key, typ = f.key, f.type
-        if typ == "checkbox":
+        key, kind = f.key, f.ftype.input_kind
+        if kind == "checkbox":
             out[key] = bool(form.get(key))
             continue
-        if typ == "multi_select" or (typ == "user" and f.options.get("multiple")):
+        if kind == "checks" or (kind == "users" and f.ftype.value_kind(f, p.cat) == MULTI):
             vals = [v for v in getlist(key) if v]
-            out[key] = [int(v) if typ == "user" and v.isdigit() else v for v in vals]
+            out[key] = [int(v) if kind == "users" and v.isdigit() else v for v in vals]
             continue
-        if typ == "link":
+        if kind == "records":
             vals = [v for v in getlist(key) if v]
             ids = []
             for v in vals:
@@ -45,11 +46,11 @@ def parse_form(p: Page, t: TableDef, fields: list[FieldDef], form: Any) -> dict[
         if raw is None:
             continue
         raw = str(raw)
-        if typ == "user":
+        if kind == "users":
             out[key] = int(raw) if raw.isdigit() else (raw or None)
-        elif typ == "datetime":
+        elif kind == "datetime":
             out[key] = local_to_iso(raw, p.tz) if raw else None
-        elif raw.strip() == "" and typ not in ("text", "long_text"):
+        elif raw.strip() == "" and kind not in ("text", "textarea"):
             out[key] = None
         else:
             out[key] = raw if raw != "" else None
@@ -75,9 +76,9 @@ def input_options(p: Page, t: TableDef, fields: list[FieldDef]) -> dict[str, Any
     out: dict[str, Any] = {"choices": {}, "users": [], "tz": p.tz,
                            "base": f"/apps/{p.cat.app_by_id(t.app_id).key}/{t.key}"}
     for f in fields:
-        if f.type in ("single_select", "multi_select"):
+        if f.ftype.has_choices:
             out["choices"][f.key] = choice_map(f, p.locale)
-    if any(f.type == "user" for f in fields):
+    if any(f.ftype.input_kind == "users" for f in fields):
         out["users"] = [{"id": r.id, "name": r.name} for r in p.conn.execute(
             select(db.users.c.id, db.users.c.name).where(db.users.c.active.is_(True)).order_by(db.users.c.name)
             .limit(1000))]
@@ -88,7 +89,7 @@ def input_value(f: FieldDef, value: Any, tz: str) -> Any:
     """A JSON value as an input's value attribute."""
     if value is None:
         return ""
-    if f.type == "datetime" and isinstance(value, str):
+    if f.ftype.input_kind == "datetime" and isinstance(value, str):
         d = local_datetime(value, tz)
         return d.strftime("%Y-%m-%dT%H:%M") if d else value
     if isinstance(value, float) and value.is_integer():

@@ -33,7 +33,7 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
     fields = shown_fields(p, t)
     shown = [f for f in fields if f.key in rec["fields"]]
     r = p.renderer(app.key)
-    reverse = [f for f in shown if f.type == "link" and f.options.get("side") == "reverse"]
+    reverse = [f for f in shown if f.ftype.lists_related(f)]
     edit = [f for f in shown if writable(p, t, f) and f not in reverse]
     history = p.service().history(t, rec["id"], limit=100)["entries"]
     labels = {f.key: p.label(f.label) for f in t.fields}
@@ -133,7 +133,7 @@ def record_new(app_key: str, table_key: str) -> Response:
         t = visible_table(p, app_key, table_key)
         p.access.require(p.cat, t, "create")
         fields = [f for f in shown_fields(p, t) if writable(p, t, f)
-                  and not (f.type == "link" and f.options.get("side") == "reverse")]
+                  and not f.ftype.lists_related(f)]
         values: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
         if request.method == "POST":
@@ -158,7 +158,7 @@ def link_search(app_key: str, table_key: str, field_key: str) -> Response:
         p = make_page(conn, cat, access)
         t = visible_table(p, app_key, table_key)
         f = t.field(field_key)
-        if f.type != "link" or f not in shown_fields(p, t):
+        if not f.ftype.is_link or f not in shown_fields(p, t):
             raise NotFound(f"no link field '{field_key}'")
         target = cat.table_by_id(f.options["target"])
         disp = target.display_field

@@ -18,10 +18,10 @@ from formwork.metadata.fieldtypes.base import BOOL, DATE, DATETIME, FILES, NUMBE
 
 CURRENCY_SYMBOLS = {"CNY": "¥", "JPY": "¥", "USD": "$", "HKD": "HK$", "EUR": "€", "GBP": "£", "TWD": "NT$",
                     "KRW": "₩", "SGD": "S$", "AUD": "A$", "CAD": "C$", "INR": "₹", "RUB": "₽", "CHF": "CHF "}
+NUMBER_STYLES = ("number", "currency", "percent", "rating", "duration")
 PALETTE = ("blue", "green", "orange", "red", "purple", "teal", "pink", "yellow", "gray", "cyan")
 PALETTE_HEX = ("#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#14b8a6", "#ec4899", "#eab308", "#64748b",
                "#06b6d4")
-NUMERIC_TYPES = ("number", "decimal", "currency", "percent", "rating", "duration")
 
 
 def chip_color(color: Any, value: str, index: int | None = None) -> str:
@@ -100,16 +100,15 @@ class CellRenderer:
 
     def source(self, f: FieldDef) -> FieldDef:
         """The field whose values are shown: a lookup shows its target field's."""
-        if f.type == "lookup":
-            try:
-                return self.source(f.ftype.parts(f, self.cat)[1])  # type: ignore[attr-defined]
-            except (KeyError, AttributeError, TypeError):
-                return f
-        return f
+        try:
+            through = f.ftype.looked_up_through(f, self.cat)
+        except (KeyError, AttributeError, TypeError):
+            return f
+        return f if through is None else self.source(through[1])
 
     def target_table(self, f: FieldDef) -> str | None:
         if f.id not in self._targets:
-            t = self.cat.tables_by_id.get(f.options.get("target", -1)) if f.type == "link" else None
+            t = self.cat.tables_by_id.get(f.options.get("target", -1)) if f.ftype.is_link else None
             self._targets[f.id] = t.key if t is not None else None
         return self._targets[f.id]
 
@@ -124,16 +123,16 @@ class CellRenderer:
         if isinstance(value, bool):
             return "✓" if value else ""
         src = self.source(f)
-        if src.type in ("single_select", "multi_select"):
+        if src.ftype.has_choices:
             return self.choices(f).get(str(value), (str(value), ""))[0]
         return str(value)
 
     def cell(self, f: FieldDef, value: Any) -> Markup:
-        if value is None or value == "" or (value == [] and f.type != "checkbox"):
+        if value is None or value == "" or (value == [] and f.ftype.cell_style != "check"):
             return Markup("")
         src = self.source(f)
-        t = src.type
-        if isinstance(value, list) and f.type == "lookup":
+        t = src.ftype.cell_style
+        if isinstance(value, list) and src is not f:
             return Markup(" ".join(self._html(f, src, t, v) for v in value if v not in (None, "", [])))
         return self.single(f, src, t, value)
 
@@ -141,8 +140,11 @@ class CellRenderer:
         return Markup(self._html(f, src, t, value))
 
     def _html(self, f: FieldDef, src: FieldDef, t: str, value: Any) -> str:
-        """The cell's HTML as a str; every value goes through ``escape`` (f-strings: the fast path)."""
-        if t in ("single_select", "multi_select"):
+        """The cell's HTML as a str; every value goes through ``escape`` (f-strings: the fast path).
+
+        ``t`` is the shown field's ``cell_style``; a computed value without one is shown by its kind.
+        """
+        if t == "choices":
             items = value if isinstance(value, list) else [value]
             choices = self.choices(f)
             out = []
@@ -150,16 +152,16 @@ class CellRenderer:
                 label, color = choices.get(str(v), (str(v), "gray"))
                 out.append(f'<span class="chip c-{color}">{escape(label)}</span>')
             return "".join(out)
-        if t == "checkbox" or (isinstance(value, bool) and self.kind(f) == BOOL):
+        if t == "check" or (isinstance(value, bool) and self.kind(f) == BOOL):
             return '<span class="check on">✓</span>' if value else '<span class="check"></span>'
-        if t in ("user", "created_by", "updated_by"):
+        if t == "users":
             items = value if isinstance(value, list) else [value]
             out = []
             for u in items:
                 name = str(u.get("name") or "?") if isinstance(u, dict) else str(u)
                 out.append(f'<span class="chip user"><i>{escape(name[:1].upper())}</i>{escape(name)}</span>')
             return "".join(out)
-        if t == "link":
+        if t == "records":
             items = value if isinstance(value, list) else [value]
             target = self.target_table(src)
             out = []
@@ -172,7 +174,7 @@ class CellRenderer:
                 else:
                     out.append(f'<span class="chip link">{label}</span>')
             return "".join(out)
-        if t == "attachment" or self.kind(f) == FILES:
+        if t == "files" or self.kind(f) == FILES:
             n = len(value) if isinstance(value, list) else 1
             return f'<span class="files" title="{n}">{n}</span>'
         if t == "currency":
@@ -187,11 +189,11 @@ class CellRenderer:
         if t == "duration" and isinstance(value, int | float):
             s = int(value)
             return f'<span class="num">{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}</span>'
-        if t in NUMERIC_TYPES or (isinstance(value, int | float) and not isinstance(value, bool)
+        if t in NUMBER_STYLES or (isinstance(value, int | float) and not isinstance(value, bool)
                                   and self.kind(f) == NUMBER):
             return f'<span class="num">{escape(format_number(value, src.options.get("precision")))}</span>'
         kind = self.kind(f)
-        if kind == DATETIME or t in ("datetime", "created_at", "updated_at"):
+        if kind == DATETIME or t == "datetime":
             d = local_datetime(str(value), self.tz)
             return f'<time>{escape(d.strftime("%Y-%m-%d %H:%M") if d else value)}</time>'
         if kind == DATE or t == "date":

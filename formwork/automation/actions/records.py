@@ -66,7 +66,7 @@ class UpdateRelated(Action):
         t = chk.table
         assert t is not None
         f = t.fields_by_key.get(a.get("link", ""))
-        if f is None or f.type != "link":
+        if f is None or not f.ftype.is_link:
             chk.err(f"{pointer}/link", f"must name a link field of '{t.key}'")
         else:
             target = chk.cat.table_by_id(f.options["target"])
@@ -102,7 +102,7 @@ class AssignOwner(Action):
         assert t is not None
         key = a.get("field") or (t.owner_field.key if t.owner_field else "")
         f = t.fields_by_key.get(key)
-        if f is None or f.type != "user" or f.options.get("multiple"):
+        if f is None or not f.ftype.can_own_records(f):
             chk.err(f"{pointer}/field", "must name a single user field (the table has no owner field)")
         if bool(a.get("role")) == bool(a.get("team")):
             chk.err(pointer, "name exactly one of 'role' or 'team'")

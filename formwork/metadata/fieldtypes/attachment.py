@@ -8,10 +8,10 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.types import TypeEngine
 
 from formwork.db import JsonType, files
-from formwork.metadata.fieldtypes.base import FILES, FieldType, FieldValueError, WriteContext
+from formwork.metadata.fieldtypes.base import FILE_OUT, FILES, FieldType, FieldValueError, WriteContext
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 
 class AttachmentType(FieldType):
@@ -20,6 +20,8 @@ class AttachmentType(FieldType):
     kind = FILES
     supports_unique = False
     supports_default = False
+    input_kind = None
+    cell_style = "files"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"max_size": {"type": "integer", "minimum": 1},
@@ -86,6 +88,13 @@ class AttachmentType(FieldType):
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return ", ".join(v["name"] for v in value) if value else None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        item = FILE_OUT if mode == "out" else {"type": "string", "description": "a token from POST /files"}
+        return {"type": "array", "items": item}
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         raise FieldValueError("cannot be converted to attachments")

@@ -8,9 +8,10 @@ values are shown as JSON, which filter operators it supports and how other types
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Column, Index, Table
 from sqlalchemy.sql.elements import ColumnElement
@@ -89,6 +90,69 @@ OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
     FILES: ("is_empty", "is_not_empty"),
 }
 
+#: the UI vocabularies a type picks from (see ``input_kind``, ``cell_style``, ``options_form``)
+INPUT_KINDS = ("text", "textarea", "email", "url", "tel", "number", "date", "datetime", "checkbox", "select",
+               "checks", "users", "records")
+CELL_STYLES = ("text", "url", "email", "number", "currency", "percent", "rating", "duration", "date", "datetime",
+               "check", "choices", "users", "records", "files")
+OPTIONS_FORMS = ("choices", "link", "lookup", "rollup", "formula", "number", "currency", "rating", "autonumber",
+                 "user")
+
+#: what :meth:`FieldType.ids_to_check` names when an input refers to users (else a target table's id)
+USERS = "users"
+
+_CELL_SPLIT = re.compile(r"[,，;；]")
+
+
+def cell_parts(value: Any) -> list[Any]:
+    """A spreadsheet cell holding several items ("a, b；c") as its items; any other value as itself."""
+    if isinstance(value, str):
+        return [p.strip() for p in _CELL_SPLIT.split(value) if p.strip()]
+    return [value]
+
+
+def json_text(value: Any) -> str:
+    """A JSON value as the text a person reads: a record's display, a user's name, lists joined by commas."""
+    if isinstance(value, dict):
+        return str(value.get("display") or value.get("name") or value.get("id") or "")
+    if isinstance(value, list):
+        return ", ".join(t for t in (json_text(v) for v in value) if t)
+    return str(value)
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema that also accepts null."""
+    t = schema.get("type")
+    if isinstance(t, str):
+        return {**schema, "type": [t, "null"]}
+    if isinstance(t, list):
+        return schema if "null" in t else {**schema, "type": [*t, "null"]}
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+#: JSON Schemas of the values the reader returns: a user, a linked record, an attached file
+USER_OUT: dict[str, Any] = {"type": "object", "required": ["id", "name"],
+                            "properties": {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}}
+LINK_OUT: dict[str, Any] = {"type": "object", "required": ["id", "display"],
+                            "properties": {"id": {"type": "integer"}, "display": {"type": "string"}}}
+FILE_OUT: dict[str, Any] = {"type": "object", "required": ["token", "name", "size", "mime", "url"],
+                            "properties": {"token": {"type": "string"}, "name": {"type": "string"},
+                                           "size": {"type": "integer"}, "mime": {"type": "string"},
+                                           "url": {"type": "string"}}}
+KIND_SCHEMA: dict[str, dict[str, Any]] = {
+    NUMBER: {"type": "number"}, BOOL: {"type": "boolean"}, DATE: {"type": "string", "format": "date"},
+    DATETIME: {"type": "string", "format": "date-time"},
+}
+
+
+class RecordMatcher(Protocol):
+    """What an import gives :meth:`FieldType.from_cell` to find linked records by their display text."""
+
+    def resolve(self, f: FieldDef, value: Any) -> int | list[int]: ...
+
+
 FORMULA_TYPE_BY_KIND = {TEXT: "text", NUMBER: "number", DATE: "date", DATETIME: "datetime", BOOL: "boolean",
                         SELECT: "text", USER: "number", LINK_ONE: "number"}
 
@@ -125,6 +189,15 @@ class FieldType:
     creation_order: ClassVar[int] = 0
     #: the JSON pointer a circular reference through this field is reported at
     cycle_pointer: ClassVar[str] = "/options"
+
+    # How the UI shows and edits the type: names the pages know, so a new type picks one instead of
+    # teaching every page its name.
+    #: the form input, one of INPUT_KINDS ("select": one choice, "checks": several); None: no form input
+    input_kind: ClassVar[str | None] = "text"
+    #: how a grid cell shows a value, one of CELL_STYLES (a computed value without one is shown by its kind)
+    cell_style: ClassVar[str] = "text"
+    #: the builder's options editor, one of OPTIONS_FORMS; None: no options to edit there
+    options_form: ClassVar[str | None] = None
 
     # --- metadata -------------------------------------------------------------------------------
     def operators(self, f: FieldDef, catalog: Catalog) -> tuple[str, ...]:
@@ -179,6 +252,16 @@ class FieldType:
         keys = ("min", "max", "precision", "max_length", "regex", "multiple", "max_size", "mime_types")
         return any(old.options.get(k) != new.options.get(k) for k in keys)
 
+    def lists_related(self, f: FieldDef) -> bool:
+        """Whether the values are set from the other table (a link's reverse side): the record page lists
+        them as related records and forms leave the field out."""
+        return False
+
+    def looked_up_through(self, f: FieldDef, catalog: Catalog) -> tuple[FieldDef, FieldDef] | None:
+        """The link this field reads through and the field whose values it shows on the other side
+        (a lookup); None when the field holds or computes its own values."""
+        return None
+
     # --- storage --------------------------------------------------------------------------------
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         raise NotImplementedError
@@ -219,6 +302,25 @@ class FieldType:
             return None
         return self.coerce(text, f, ctx)
 
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        """Ids an input value refers to, so a batch write checks them all in one query before coercing:
+        ``(USERS, ids)`` for users, ``(target table id, ids)`` for records; None when it refers to none."""
+        return None
+
+    def stored_as_links(self, f: FieldDef) -> bool:
+        """Whether values are rows of a relation (a junction, or the other table's column), written by
+        the link writer rather than into a column of this table."""
+        return False
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        """A non-empty spreadsheet cell → the stored value (``ctx`` is lenient), or FieldValueError."""
+        return self.coerce(value, f, ctx)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        """A non-empty JSON value that is not a plain number or boolean as an export cell: text a person
+        reads and an import reads back to the same value."""
+        return json_text(value)
+
     def sql_text_form(self, f: FieldDef) -> str | None:
         """How SQL turns a stored value into exactly the text ``to_text`` gives, for set-based conversions:
         "copy" (the value is the text), "number_text" (an integer cast), "checkbox_text" ("true" when
@@ -238,6 +340,52 @@ class FieldType:
         """The SQL expression that reads this field from ``table`` (a Table or an alias of it)."""
         return table.c[f.column_name]
 
+    def read_expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
+        """The value a reader is shown (a page column, a group key): ``expression`` unless what it points at
+        must be live and readable (a to-one link to a trashed record reads as empty)."""
+        return self.expression(f, table, ctx)
+
+    def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
+        """A function from the raw SQL value a page selects to the JSON value."""
+        return lambda v: self.to_json(v, f)
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """The JSON Schema of a value as returned (``out``) or as accepted on writes (``in``): OpenAPI."""
+        return nullable(dict(KIND_SCHEMA.get(self.value_kind(f, catalog), {"type": "string"})))
+
+    def varies_by_reader(self, f: FieldDef) -> bool:
+        """Whether the expression itself depends on who reads or when (NOW(), "me" in a filter), so a
+        select list with it can't be shared between readers."""
+        return False
+
+    def embeds_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        """The field whose expression this field's read expression embeds (a lookup's or rollup's field, a
+        to-one link's display), or None: the select list is shared only when that one can be too."""
+        return None
+
+    def many_values(self, f: FieldDef, catalog: Catalog) -> bool:
+        """Whether a record holds a list read apart from the page's SELECT, by one batched query per field
+        (a to-many link's records, a lookup through one)."""
+        return False
+
+    def match_text(self, f: FieldDef, expr: ColumnElement[Any], text: str,
+                   catalog: Catalog) -> ColumnElement[bool] | None:
+        """A condition on ``expr`` (this field's expression) matching records whose value shows as ``text``:
+        how an import finds a linked record by its display; None when no record can match."""
+        from sqlalchemy import String, cast
+
+        kind = self.value_kind(f, catalog)
+        if kind == TEXT:
+            return expr == text
+        if kind == NUMBER:
+            from formwork.metadata.fieldtypes.numeric import parse_number
+
+            try:
+                return expr == parse_number(text, lenient=True)
+            except FieldValueError:
+                return None
+        return cast(expr, String) == text
+
     def sortable(self, f: FieldDef, catalog: Catalog) -> bool:
         return self.value_kind(f, catalog) not in (MULTI, LINK_MANY, FILES)
 
@@ -249,11 +397,26 @@ class FieldType:
 class FieldTypeRegistry:
     def __init__(self) -> None:
         self._types: dict[str, FieldType] = {}
+        self._listeners: list[Callable[[], None]] = []
 
     def register(self, ft: FieldType) -> None:
         if ft.type in self._types:
             raise ValueError(f"field type {ft.type!r} is registered twice")
         self._types[ft.type] = ft
+        self._changed()
+
+    def unregister(self, name: str) -> None:
+        """Take a type out again (tests and plugins that register one for a while)."""
+        del self._types[name]
+        self._changed()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the set of types changes (schemas built from it are rebuilt)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def get(self, name: str) -> FieldType:
         return self._types[name]

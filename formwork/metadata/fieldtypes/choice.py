@@ -14,11 +14,13 @@ from formwork.metadata.fieldtypes.base import (
     SELECT,
     FieldType,
     FieldValueError,
+    RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 TRUE_WORDS = {"true", "yes", "y", "1", "on", "x", "✓", "✔", "是", "对", "真", "checked"}
 FALSE_WORDS = {"false", "no", "n", "0", "off", "", "否", "错", "假", "unchecked"}
@@ -50,6 +52,8 @@ class CheckboxType(FieldType):
     label: ClassVar[dict[str, str]] = {"en": "Checkbox", "zh-CN": "复选框"}
     kind = BOOL
     supports_unique = False
+    input_kind = "checkbox"
+    cell_style = "check"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return Boolean()
@@ -81,6 +85,10 @@ class CheckboxType(FieldType):
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "checkbox_text"
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Always true or false when read; words like "yes" are accepted on writes."""
+        return {"type": "boolean"} if mode == "out" else {"type": ["boolean", "string", "null"]}
+
 
 def choice_values(f: FieldDef) -> list[str]:
     return [c["value"] for c in f.options.get("choices", [])]
@@ -89,6 +97,8 @@ def choice_values(f: FieldDef) -> list[str]:
 class _Choices(FieldType):
     has_choices = True
     options_schema = CHOICES_SCHEMA
+    cell_style = "choices"
+    options_form = "choices"
     supports_unique = False
 
     def options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
@@ -116,12 +126,16 @@ class SingleSelectType(_Choices):
     type = "single_select"
     label: ClassVar[dict[str, str]] = {"en": "Single select", "zh-CN": "单选"}
     kind = SELECT
+    input_kind = "select"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return String(200)
 
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "copy"
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return {"enum": [*choice_values(f), None]}
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None or value == "":
@@ -141,6 +155,7 @@ class MultiSelectType(_Choices):
     type = "multi_select"
     label: ClassVar[dict[str, str]] = {"en": "Multiple select", "zh-CN": "多选"}
     kind = MULTI
+    input_kind = "checks"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return JsonType
@@ -166,6 +181,16 @@ class MultiSelectType(_Choices):
 
     def to_text(self, value: Any, f: FieldDef) -> str | None:
         return ", ".join(value) if value else None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        arr = {"type": "array", "items": {"enum": choice_values(f)}, "uniqueItems": True}
+        return arr if mode == "out" else nullable(arr)
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        return self.coerce(value if isinstance(value, str | list) else str(value), f, ctx)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if json_value is None:

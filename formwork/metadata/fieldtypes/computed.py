@@ -6,7 +6,7 @@ formula), so they can be filtered, sorted and aggregated like stored fields, wit
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Float, Text, and_, cast, func, literal, null, select
@@ -67,6 +67,7 @@ class _ReadOnly(FieldType):
     computed = True
     supports_unique = False
     supports_default = False
+    input_kind = None
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         return None
@@ -104,6 +105,7 @@ class LookupType(_ReadOnly):
     type = "lookup"
     label: ClassVar[dict[str, str]] = {"en": "Lookup", "zh-CN": "引用字段"}
     creation_order = 2
+    options_form = "lookup"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["link", "field"],
         "properties": {"link": {"$ref": "common.json#/$defs/key"}, "field": {"$ref": "common.json#/$defs/key"}},
@@ -134,6 +136,30 @@ class LookupType(_ReadOnly):
 
     def is_many_lookup(self, f: FieldDef, catalog: Catalog) -> bool:
         return self.many(f, catalog)
+
+    def many_values(self, f: FieldDef, catalog: Catalog) -> bool:
+        return self.many(f, catalog)
+
+    def looked_up_through(self, f: FieldDef, catalog: Catalog) -> tuple[FieldDef, FieldDef] | None:
+        link, tf, _target = self.parts(f, catalog)
+        return link, tf
+
+    def embeds_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        return catalog.field_by_id(f.options["field"]) if f.options.get("field") else None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """The shown field's values (read-only), a list of them through a to-many link."""
+        link, tf, _target = self.parts(f, catalog)
+        inner = tf.ftype.value_schema(tf, catalog, "out")
+        return {"type": "array", "items": inner} if is_many(link) else inner
+
+    def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
+        """The shown field's JSON form, per linked record through a to-many link."""
+        link, tf, _target = self.parts(f, catalog)
+        inner = tf.ftype.serializer(tf, catalog)
+        if is_many(link):
+            return lambda v: [inner(x) for x in (v or [])]
+        return inner
 
     def shown_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
         return self.parts(f, catalog)[1]
@@ -182,6 +208,7 @@ class RollupType(_ReadOnly):
     type = "rollup"
     label: ClassVar[dict[str, str]] = {"en": "Rollup", "zh-CN": "汇总"}
     creation_order = 2
+    options_form = "rollup"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["link", "function"],
         "properties": {"link": {"$ref": "common.json#/$defs/key"}, "field": {"$ref": "common.json#/$defs/key"},
@@ -230,6 +257,20 @@ class RollupType(_ReadOnly):
 
     def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
         return _through_link_live(f, live_fields)
+
+    def varies_by_reader(self, f: FieldDef) -> bool:
+        """A filter may use relative dates or "me"."""
+        return bool(f.options.get("filter"))
+
+    def embeds_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        return catalog.field_by_id(f.options["field"]) if f.options.get("field") else None
+
+    def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
+        """min/max of dates come back from SQL as text or dates, whatever the field read."""
+        kind = self.value_kind(f, catalog)
+        if kind in (DATE, DATETIME):
+            return lambda v: json_for_kind(kind, v)
+        return lambda v: self.to_json(v, f)
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         if f.options["function"] in ("min", "max"):
@@ -294,6 +335,7 @@ class FormulaType(_ReadOnly):
     label: ClassVar[dict[str, str]] = {"en": "Formula", "zh-CN": "公式"}
     creation_order = 3
     cycle_pointer = "/options/formula"
+    options_form = "formula"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["formula"],
         "properties": {"formula": {"type": "string", "minLength": 1, "maxLength": 10000},
@@ -353,12 +395,12 @@ class FormulaType(_ReadOnly):
             ref = tdef.fields_by_key.get(key)
             if ref is None:
                 raise fl.FormulaError(f"unknown field {{{key}}}")
-            if ref.type == "formula":
-                return ref.ftype.compile(ref, table, inner_ctx)  # type: ignore[attr-defined]
+            if isinstance(ref.ftype, FormulaType):
+                return ref.ftype.compile(ref, table, inner_ctx)
             kind = ref.ftype.value_kind(ref, ctx.catalog)
             ftype = FORMULA_TYPE_BY_KIND.get(kind)
-            if ftype is None or (ref.type == "lookup" and ref.ftype.many(ref, ctx.catalog)):  # type: ignore[attr-defined]
-                if ref.type == "lookup":
+            if ftype is None or ref.ftype.is_many_lookup(ref, ctx.catalog):
+                if ref.ftype.looked_up_through(ref, ctx.catalog) is not None:  # joined as text
                     return ref.ftype.expression(ref, table, inner_ctx), "text"
                 raise fl.FormulaError(f"{{{key}}} ({ref.type}) cannot be used in a formula")
             return ref.ftype.expression(ref, table, inner_ctx), ftype
@@ -367,6 +409,14 @@ class FormulaType(_ReadOnly):
 
     def result_type(self, f: FieldDef, catalog: Catalog) -> str:
         return catalog.formula_result_type(f)
+
+    def varies_by_reader(self, f: FieldDef) -> bool:
+        """NOW() and TODAY() are bound when the query is built."""
+        return True
+
+    def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
+        kind = self.value_kind(f, catalog)
+        return lambda v: json_for_kind(kind, v)
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         return KIND_BY_FORMULA_TYPE[self.result_type(f, catalog)]

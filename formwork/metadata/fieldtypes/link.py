@@ -12,15 +12,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Index, Integer, Table
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from formwork.metadata.fieldtypes.base import (
     LINK_MANY,
     LINK_ONE,
+    LINK_OUT,
     FieldType,
     FieldValueError,
     OptionsError,
+    QueryContext,
+    RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +89,9 @@ class LinkType(FieldType):
     creation_order = 1
     supports_unique = False
     supports_default = False
+    input_kind = "records"
+    cell_style = "records"
+    options_form = "link"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["table"],
         "properties": {
@@ -105,6 +113,50 @@ class LinkType(FieldType):
 
     def needs_junction(self, f: FieldDef) -> bool:
         return f.options.get("side") == "forward" and bool(f.options.get("multiple"))
+
+    def stored_as_links(self, f: FieldDef) -> bool:
+        return is_many(f)
+
+    def lists_related(self, f: FieldDef) -> bool:
+        return f.options.get("side") == "reverse"
+
+    def many_values(self, f: FieldDef, catalog: Catalog) -> bool:
+        return is_many(f)
+
+    def embeds_field(self, f: FieldDef, catalog: Catalog) -> FieldDef | None:
+        """A to-one link's page column carries the target's display."""
+        if is_many(f):
+            return None
+        return catalog.table_by_id(f.options["target"]).display_field
+
+    def read_expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
+        """The target's id only while it is live and readable."""
+        if is_many(f):
+            return self.expression(f, table, ctx)
+        from formwork.metadata.query import link_value
+
+        return link_value(f, table, ctx)
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Read as {"id", "display"}; written as record ids."""
+        if is_many(f):
+            return {"type": "array", "items": LINK_OUT if mode == "out" else {"type": "integer"}}
+        return nullable(LINK_OUT if mode == "out" else {"type": "integer"})
+
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        if value is None:
+            return None
+        try:
+            return f.options["target"], set(parse_ids(value))
+        except FieldValueError:
+            return None  # coercion reports it
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        """Cells name linked records by their display (or id)."""
+        return links.resolve(f, value)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
 
     def options_to_internal(self, options: dict[str, Any], table: TableDef, catalog: Catalog,
                             field_key: str) -> dict[str, Any]:

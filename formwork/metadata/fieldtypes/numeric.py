@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BigInteger, Float, Numeric
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from formwork.metadata.fieldtypes.base import (
@@ -16,11 +17,12 @@ from formwork.metadata.fieldtypes.base import (
     FieldType,
     FieldValueError,
     WriteContext,
+    nullable,
     number_options,
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_ABS = Decimal("1e15")
 _DURATION = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{2})$")
@@ -88,16 +90,21 @@ class NumberType(FieldType):
     label: ClassVar[dict[str, str]] = {"en": "Number", "zh-CN": "数字"}
     kind = NUMBER
     options_schema = number_options()
+    input_kind = "number"
+    cell_style = "number"
+    options_form = "number"
     default_precision = 0
     #: a plain quantity: an integer column casts to and from text exactly (min/max are its only checks)
     plain_number: ClassVar[bool] = True
+    #: a decimal amount (exact on PostgreSQL): the API accepts it as a string too
+    exact_decimal: ClassVar[bool] = False
 
     def precision(self, f: FieldDef) -> int:
         p = f.options.get("precision")
         return self.default_precision if p is None else int(p)
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
-        return BigInteger() if self.precision(f) == 0 and self.type in ("number", "rating", "duration") \
+        return BigInteger() if self.precision(f) == 0 and not self.exact_decimal \
             else DecimalValue()
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
@@ -111,6 +118,19 @@ class NumberType(FieldType):
             raise FieldValueError("must be a whole number")
         self.check_range(rounded, f)
         return int(rounded) if p == 0 and isinstance(self.column_type(f), BigInteger) else rounded
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Exact decimals are numbers, accepted as strings too; counts are integers within min and max."""
+        if self.exact_decimal:
+            return nullable({"type": ["number", "string"]} if mode == "in" else {"type": "number"})
+        s: dict[str, Any] = {"type": "number" if self.precision(f) > 0 else "integer"}
+        if mode == "in":
+            s = {"type": [s["type"], "string"]}
+        if f.options.get("min") is not None and mode == "out":
+            s["minimum"] = f.options["min"]
+        if f.options.get("max") is not None and mode == "out":
+            s["maximum"] = f.options["max"]
+        return nullable(s)
 
     def sql_text_form(self, f: FieldDef) -> str | None:
         return "number_text" if self.plain_number and isinstance(self.column_type(f), BigInteger) else None
@@ -153,12 +173,16 @@ class NumberType(FieldType):
 class DecimalType(NumberType):
     type = "decimal"
     label: ClassVar[dict[str, str]] = {"en": "Decimal", "zh-CN": "小数"}
+    exact_decimal = True
     default_precision = 2
 
 
 class CurrencyType(NumberType):
     type = "currency"
     label: ClassVar[dict[str, str]] = {"en": "Currency", "zh-CN": "金额"}
+    cell_style = "currency"
+    exact_decimal = True
+    options_form = "currency"
     default_precision = 2
     options_schema = number_options({"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}})
 
@@ -166,12 +190,16 @@ class CurrencyType(NumberType):
 class PercentType(NumberType):
     type = "percent"
     label: ClassVar[dict[str, str]] = {"en": "Percent", "zh-CN": "百分比"}
+    cell_style = "percent"
+    exact_decimal = True
     default_precision = 2
 
 
 class RatingType(NumberType):
     type = "rating"
     label: ClassVar[dict[str, str]] = {"en": "Rating", "zh-CN": "评分"}
+    cell_style = "rating"
+    options_form = "rating"
     plain_number = False
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
@@ -190,6 +218,7 @@ class RatingType(NumberType):
 class DurationType(NumberType):
     type = "duration"
     label: ClassVar[dict[str, str]] = {"en": "Duration", "zh-CN": "时长"}
+    cell_style = "duration"
     plain_number = False
 
     def precision(self, f: FieldDef) -> int:
@@ -215,6 +244,8 @@ class AutonumberType(FieldType):
     searchable = False
     uses_counter = True
     number_searchable = True
+    input_kind = None
+    options_form = "autonumber"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"prefix": {"type": "string", "maxLength": 20, "pattern": "^[^\\s]*$"},
@@ -236,6 +267,9 @@ class AutonumberType(FieldType):
             return int(value)
         return f"{prefix}{int(value):0{digits}d}"
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return nullable({"type": "string" if (f.options.get("prefix") or f.options.get("digits")) else "integer"})
+
     def filter_value(self, value: Any, f: FieldDef) -> Any:
         if isinstance(value, str):
             prefix = f.options.get("prefix") or ""
@@ -244,6 +278,14 @@ class AutonumberType(FieldType):
                 return int(text)
             raise FieldValueError("must be a number or a number with the field's prefix")
         return value
+
+    def match_text(self, f: FieldDef, expr: ColumnElement[Any], text: str,
+                   catalog: Catalog) -> ColumnElement[bool] | None:
+        """Typed as shown ("INV-0042") or as the bare number."""
+        try:
+            return expr == self.filter_value(text, f)
+        except FieldValueError:
+            return None
 
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         raise FieldValueError("autonumbers are assigned by the platform")

@@ -12,10 +12,15 @@ from formwork.db import JsonType, users
 from formwork.metadata.fieldtypes.base import (
     MULTI,
     USER,
+    USER_OUT,
+    USERS,
     FieldType,
     FieldValueError,
     QueryContext,
+    RecordMatcher,
     WriteContext,
+    cell_parts,
+    nullable,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +64,9 @@ class UserType(FieldType):
     kind = USER
     holds_users = True
     supports_unique = False
+    input_kind: ClassVar[str | None] = "users"
+    cell_style = "users"
+    options_form: ClassVar[str | None] = "user"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"multiple": {"type": "boolean"}, "notify": {"type": "boolean"}},
@@ -104,6 +112,24 @@ class UserType(FieldType):
         items = value if isinstance(value, list) else [value]
         return ", ".join(str(v.get("name") if isinstance(v, dict) else v) for v in items) or None
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Read as {"id", "name"}; written as an id or a username."""
+        one = USER_OUT if mode == "out" else {"type": ["integer", "string"]}
+        if self.multiple(f):
+            return {"type": "array", "items": one} if mode == "out" else nullable({"type": "array", "items": one})
+        return nullable(one)
+
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        """User ids given as numbers (names and usernames are looked up one by one)."""
+        return USERS, {v for v in (value if isinstance(value, list) else [value])
+                       if type(v) is int and 0 < v <= MAX_ID}
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        return self.coerce(cell_parts(value) if self.multiple(f) else value, f, ctx)
+
+    def export_text(self, value: Any, f: FieldDef) -> Any:
+        return self.to_text(value, f) or None
+
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if json_value is None:
             return None
@@ -120,6 +146,8 @@ class CreatedByType(UserType):
     read_only = True
     computed = True
     supports_default = False
+    input_kind = None
+    options_form = None
     system_column = "created_by"
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False,
                                                 "properties": {}}
@@ -130,6 +158,9 @@ class CreatedByType(UserType):
     def can_own_records(self, f: FieldDef) -> bool:
         """Set by the platform, never assigned: records are not handed over through it."""
         return False
+
+    def ids_to_check(self, value: Any, f: FieldDef) -> tuple[str | int, set[int]] | None:
+        return None
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any] | None:
         return None

@@ -16,12 +16,15 @@ from formwork.metadata.fieldtypes.base import (
     FieldType,
     FieldValueError,
     QueryContext,
+    RecordMatcher,
     WriteContext,
+    nullable,
 )
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
+EXCEL_EPOCH = dt.date(1899, 12, 30)
 _DATE_FORMS = [
     re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$"),
     re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$"),
@@ -89,6 +92,8 @@ class DateType(FieldType):
     type = "date"
     label: ClassVar[dict[str, str]] = {"en": "Date", "zh-CN": "日期"}
     kind = DATE
+    input_kind = "date"
+    cell_style = "date"
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
         return Date()
@@ -107,6 +112,15 @@ class DateType(FieldType):
             return value[:10]
         return value.isoformat()
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        return nullable({"type": "string", "format": "date"})
+
+    def from_cell(self, value: Any, f: FieldDef, ctx: WriteContext, links: RecordMatcher) -> Any:
+        """A number in an unformatted cell is an Excel serial date."""
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value < 2_958_466:
+            return EXCEL_EPOCH + dt.timedelta(days=int(value))
+        return self.coerce(value, f, ctx)
+
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         if isinstance(json_value, str) and source.ftype.kind == DATETIME:
             return parse_datetime(json_value).date()
@@ -117,6 +131,8 @@ class DateTimeType(FieldType):
     type = "datetime"
     label: ClassVar[dict[str, str]] = {"en": "Date and time", "zh-CN": "日期时间"}
     kind = DATETIME
+    input_kind: ClassVar[str | None] = "datetime"
+    cell_style = "datetime"
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"timezone": {"type": "string", "maxLength": 64}},
@@ -133,11 +149,16 @@ class DateTimeType(FieldType):
     def to_json(self, value: Any, f: FieldDef) -> Any:
         return iso_utc(value)
 
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        """Returned in UTC; any ISO 8601 form accepted."""
+        return nullable({"type": "string", "format": "date-time"} if mode == "out" else {"type": "string"})
+
 
 class CreatedAtType(DateTimeType):
     type = "created_at"
     label: ClassVar[dict[str, str]] = {"en": "Created time", "zh-CN": "创建时间"}
     read_only = True
+    input_kind = None
     computed = True
     supports_unique = False
     supports_default = False

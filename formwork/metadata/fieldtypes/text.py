@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import String, Text
 from sqlalchemy.types import TypeEngine
 
-from formwork.metadata.fieldtypes.base import TEXT, FieldType, FieldValueError, WriteContext
+from formwork.metadata.fieldtypes.base import TEXT, FieldType, FieldValueError, WriteContext, nullable
 
 if TYPE_CHECKING:
-    from formwork.metadata.catalog import FieldDef
+    from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_TEXT = 1_000_000
 _EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
@@ -44,8 +44,12 @@ class TextType(FieldType):
                        "regex": {"type": "string", "maxLength": 500}},
     }
     strips_whitespace = True
+    input_kind = "text"
+    cell_style = "text"
     default_max = 2000
     pattern: re.Pattern[str] | None = None
+    #: the JSON Schema format of the returned text
+    schema_format: ClassVar[str | None] = None
     pattern_message = ""
 
     def column_type(self, f: FieldDef) -> TypeEngine[Any]:
@@ -57,6 +61,14 @@ class TextType(FieldType):
     def accepts_sql_text(self, f: FieldDef) -> bool:
         """Plain text (no pattern to match, nothing rewritten): SQL's text is stored as is."""
         return self.pattern is None
+
+    def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
+        s: dict[str, Any] = {"type": "string"}
+        if mode == "in" and f.options.get("max_length"):
+            s["maxLength"] = int(f.options["max_length"])
+        if self.schema_format and mode == "out":
+            s["format"] = self.schema_format
+        return nullable(s)
 
     def coerce(self, value: Any, f: FieldDef, ctx: WriteContext) -> Any:
         if value is None:
@@ -88,12 +100,16 @@ class LongTextType(TextType):
     type = "long_text"
     label: ClassVar[dict[str, str]] = {"en": "Long text", "zh-CN": "多行文本"}
     strips_whitespace = False
+    input_kind = "textarea"
     default_max = 100_000
 
 
 class EmailType(TextType):
     type = "email"
     label: ClassVar[dict[str, str]] = {"en": "Email", "zh-CN": "邮箱"}
+    input_kind = "email"
+    schema_format = "email"
+    cell_style = "email"
     default_max = 320
     pattern = _EMAIL
     pattern_message = "must be an email address"
@@ -106,6 +122,7 @@ class EmailType(TextType):
 class PhoneType(TextType):
     type = "phone"
     label: ClassVar[dict[str, str]] = {"en": "Phone", "zh-CN": "电话"}
+    input_kind = "tel"
     default_max = 40
     pattern = _PHONE
     pattern_message = "must be a phone number"
@@ -114,6 +131,8 @@ class PhoneType(TextType):
 class UrlType(TextType):
     type = "url"
     label: ClassVar[dict[str, str]] = {"en": "URL", "zh-CN": "链接地址"}
+    input_kind = "url"
+    cell_style = "url"
     default_max = 2000
     pattern = _URL
     pattern_message = "must be a URL starting with http:// or https://"

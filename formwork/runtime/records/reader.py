@@ -21,14 +21,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from formwork import db
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
-from formwork.metadata.fieldtypes.base import USER, QueryContext
-from formwork.metadata.fieldtypes.link import is_many, relation
+from formwork.metadata.fieldtypes.base import LINK_ONE, USER, QueryContext
+from formwork.metadata.fieldtypes.link import relation
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.metadata.query import (
     FilterCompiler,
     SortKey,
     keyset_condition,
-    link_value,
     make_cursor,
     order_by,
     parse_sort,
@@ -50,14 +49,10 @@ def reader_independent(f: FieldDef, catalog: Catalog, depth: int = 0) -> bool:
     """
     if depth > 4:
         return False
-    if f.type == "formula" or (f.type == "rollup" and f.options.get("filter")):
+    if f.ftype.varies_by_reader(f):
         return False
-    if f.type in ("lookup", "rollup") and f.options.get("field"):
-        return reader_independent(catalog.field_by_id(f.options["field"]), catalog, depth + 1)
-    if f.type == "link" and not is_many(f):
-        disp = catalog.table_by_id(f.options["target"]).display_field
-        return disp is None or reader_independent(disp, catalog, depth + 1)
-    return True
+    inner = f.ftype.embeds_field(f, catalog)
+    return inner is None or reader_independent(inner, catalog, depth + 1)
 
 
 @dataclass
@@ -164,15 +159,13 @@ class RecordReader:
         cols: builtins.list[Any] = [sa.c.id, sa.c.version, sa.c.created_at, sa.c.updated_at]
         for f in fields:
             v = vis.get(f.id, True)
-            if v is False or (f.type == "link" and is_many(f)):
+            if v is False or f.ftype.many_values(f, self.cat):
                 continue
-            if f.type == "lookup" and f.ftype.many(f, self.cat):  # type: ignore[attr-defined]
-                continue
-            expr = link_value(f, sa, ctx) if f.type == "link" else f.ftype.expression(f, sa, ctx)
+            expr = f.ftype.read_expression(f, sa, ctx)
             if v is not True:
                 cols.append(case((v, literal(True)), else_=literal(False)).label(f"v{f.id}"))
             cols.append(expr.label(f"c{f.id}"))
-            if f.type == "link" and not is_many(f):
+            if _shows_record(f, self.cat):
                 cols.append(self.display_expr(f, sa.c[f.column_name], ctx).label(f"d{f.id}"))
         if uniform and not restricted and all(
                 self.cat.cached(("independent", f.id), lambda f=f: reader_independent(f, self.cat)) for f in fields):
@@ -213,9 +206,9 @@ class RecordReader:
         out = []
         for k in keys:
             f = k.field
-            if f is not None and f.type == "link" and not is_many(f) and f.stored \
+            if f is not None and _shows_record(f, self.cat) and f.stored \
                     and self.display_hidden(self.cat.table_by_id(f.options["target"])):
-                k = SortKey(f, k.desc, link_value(f, t.sa, self.ctx))
+                k = SortKey(f, k.desc, f.ftype.read_expression(f, t.sa, self.ctx))
             out.append(k)
         return out
 
@@ -306,7 +299,7 @@ class RecordReader:
         for f in fdefs:
             if vis.get(f.id, True) is False:
                 continue
-            if (f.type == "link" and is_many(f)) or (f.type == "lookup" and f.ftype.many(f, self.cat)):  # type: ignore[attr-defined]
+            if f.ftype.many_values(f, self.cat):
                 many[f.id] = self._many_values(f, ids) if ids else {}
         user_ids: set[int] = set()
         user_keys = {f.key for f in fdefs if f.ftype.kind == USER}  # user ids, shown with the user's name
@@ -317,7 +310,7 @@ class RecordReader:
             if visible is False:
                 continue
             plan.append((f.key, f.id, f"c{f.id}", None if visible is True else f"v{f.id}",
-                         f"d{f.id}" if f.type == "link" else None, f.key in user_keys))
+                         f"d{f.id}" if _shows_record(f, self.cat) else None, f.key in user_keys))
         raw_rows = []
         for r in rows:
             m = r._mapping
@@ -357,11 +350,15 @@ class RecordReader:
 
     def _many_values(self, f: FieldDef, ids: builtins.list[int]) -> dict[int, builtins.list[Any]]:
         """All linked records (or looked-up values) of one to-many field for a page, in one query."""
-        if f.type == "link":
+        records = f.ftype.is_link  # a link lists records ({"id", "display"}), a lookup the values it shows
+        if records:
             link, target = f, self.cat.table_by_id(f.options["target"])
             value_f = target.display_field
         else:
-            link, value_f, target = f.ftype.parts(f, self.cat)  # type: ignore[attr-defined]
+            through = f.ftype.looked_up_through(f, self.cat)
+            assert through is not None, f"{f.key} holds no list of values"
+            link, value_f = through
+            target = self.cat.table_by_id(value_f.table_id)
         rel = relation(link, self.cat)
         ra = rel.table.alias()
         ta = target.sa.alias()
@@ -380,9 +377,9 @@ class RecordReader:
             src, this_col = ra.join(ta, ta.c.id == ra.c[rel.other]), ra.c[rel.this]
         q = select(this_col.label("this"), ta.c.id.label("tid"), value.label("v")).select_from(src).where(*conds)
         out: dict[int, builtins.list[Any]] = {}
-        hidden = f.type == "link" and self.display_hidden(target)
+        hidden = records and self.display_hidden(target)
         for r in self.conn.execute(q.order_by(this_col, ta.c.id)):
-            if f.type == "link":
+            if records:
                 disp = f"#{r.tid}" if hidden else serializer(value_f, self.cat)(r.v) if value_f else r.tid
                 out.setdefault(r.this, []).append({"id": r.tid, "display": _display_text(disp)})
             else:
@@ -400,6 +397,11 @@ class RecordReader:
             for rec in self.to_records(t, rows, [f], vis):
                 yield rec["id"], rec["fields"].get(f.key)
             last = rows[-1].id
+
+
+def _shows_record(f: FieldDef, catalog: Catalog) -> bool:
+    """A to-one link: its page column is the target's id, with the target's display beside it."""
+    return f.ftype.is_link and f.ftype.value_kind(f, catalog) == LINK_ONE
 
 
 def _display_text(value: Any) -> str:

@@ -14,9 +14,7 @@ from typing import Any
 import marshmallow as ma
 
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
-from formwork.metadata.fieldtypes.base import DATE, DATETIME, FieldValueError, WriteContext
-from formwork.metadata.fieldtypes.computed import json_for_kind
-from formwork.metadata.fieldtypes.link import is_many
+from formwork.metadata.fieldtypes.base import FieldValueError, WriteContext
 from formwork.runtime.records.cache import catalog_cache
 
 # the write context of the load in progress: marshmallow fields are built once per schema version, so
@@ -47,18 +45,7 @@ class _ValueField(ma.fields.Field):
 
 def serializer(f: FieldDef, catalog: Catalog) -> Any:
     """A function from the raw SQL value (as the reader selects it) to the JSON value."""
-    kind = f.ftype.value_kind(f, catalog)
-    if f.type == "formula":
-        return lambda v: json_for_kind(kind, v)
-    if f.type == "lookup":
-        link, tf, _target = f.ftype.parts(f, catalog)  # type: ignore[attr-defined]
-        inner = serializer(tf, catalog)
-        if is_many(link):
-            return lambda v: [inner(x) for x in (v or [])]
-        return inner
-    if kind in (DATE, DATETIME) and f.type not in ("date", "datetime", "created_at", "updated_at"):
-        return lambda v: json_for_kind(kind, v)
-    return lambda v: f.ftype.to_json(v, f)
+    return f.ftype.serializer(f, catalog)
 
 
 def output_schema(table: TableDef, catalog: Catalog, picked: Sequence[FieldDef] | None = None) -> ma.Schema:

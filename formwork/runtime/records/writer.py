@@ -24,15 +24,8 @@ from formwork.errors import (
     ValidationFailed,
 )
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
-from formwork.metadata.fieldtypes.base import FieldValueError, WriteContext
-from formwork.metadata.fieldtypes.link import (
-    existing_ids,
-    is_many,
-    known_links_key,
-    parse_ids,
-    relation,
-    set_writer_scope,
-)
+from formwork.metadata.fieldtypes.base import USERS, WriteContext
+from formwork.metadata.fieldtypes.link import existing_ids, known_links_key, relation, set_writer_scope
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.metadata.query import FilterCompiler
 from formwork.runtime.permissions import Access
@@ -170,7 +163,7 @@ class RecordService:
     def _split(self, t: TableDef, values: dict[str, Any]) -> tuple[dict[str, Any], dict[FieldDef, list[int]]]:
         # per field key: its column, or the field itself for a to-many link (junction rows); built once per catalog
         where = self.cat.cached(("split", t), lambda: {
-            f.key: f if f.type == "link" and is_many(f) else (f.column_name if f.stored else None)
+            f.key: f if f.ftype.stored_as_links(f) else (f.column_name if f.stored else None)
             for f in t.fields})
         cols: dict[str, Any] = {}
         links: dict[FieldDef, list[int]] = {}
@@ -269,7 +262,7 @@ class RecordService:
     def _autonumbers(self, t: TableDef, n: int) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for f in t.fields:
-            if f.type == "autonumber":
+            if f.ftype.uses_counter:
                 res = self.conn.execute(update(db.counters).where(db.counters.c.field_id == f.id)
                                         .values(value=db.counters.c.value + n).returning(db.counters.c.value))
                 top = res.scalar()
@@ -411,16 +404,14 @@ class RecordService:
                 continue
             for key, value in item.items():
                 f = t.fields_by_key.get(key)
-                if f is not None and f.type == "user":
-                    people.update(v for v in (value if isinstance(value, list) else [value])
-                                  if type(v) is int and 0 < v <= 2**62)
-                if f is None or f.type != "link" or value is None:
+                refs = f.ftype.ids_to_check(value, f) if f is not None else None
+                if refs is None:
                     continue
-                try:
-                    ids = parse_ids(value)
-                except FieldValueError:
-                    continue  # coercion reports it
-                wanted.setdefault(f.options["target"], set()).update(ids)
+                what, ids = refs
+                if what == USERS:
+                    people.update(ids)
+                else:
+                    wanted.setdefault(int(what), set()).update(ids)
         if people:
             self._prefetch_users(people, ctx)
         for target_id, target_ids in wanted.items():
@@ -593,7 +584,7 @@ class RecordService:
     def _check_delete_blocks(self, t: TableDef, ids: list[int]) -> None:
         """Links marked on_delete=block keep their targets from being deleted while linked."""
         for f in self.cat.fields_by_id.values():
-            if f.type != "link" or f.options.get("on_delete") != "block" or f.options.get("target") != t.id:
+            if not f.ftype.is_link or f.options.get("on_delete") != "block" or f.options.get("target") != t.id:
                 continue
             pair = self.cat.fields_by_id.get(f.options.get("pair") or -1)
             if pair is None:
@@ -695,7 +686,7 @@ class RecordService:
     def _recheck_history_links(self, t: TableDef, entries: list[dict[str, Any]]) -> None:
         """Linked records in history show their stored display text only if the reader can read them now
         (and sees the target's display field); otherwise ``{"id": n, "display": null}``."""
-        links = {f.key: f for f in t.fields if f.type == "link"}
+        links = {f.key: f for f in t.fields if f.ftype.is_link}
         wanted: dict[int, set[int]] = {}
         for e in entries:
             for key, change in e["changes"].items():
