@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 __all__ = [
@@ -194,7 +194,13 @@ def _build_message(
     return msg, sender, to_addrs + cc_addrs
 
 
-class _WrittenHook:
+if TYPE_CHECKING:
+    _SMTPBase = smtplib.SMTP  # what the mixin's super() calls reach
+else:
+    _SMTPBase = object
+
+
+class _WrittenHook(_SMTPBase):
     """Calls ``on_written`` once the message body's final "." has been handed to the server.
 
     From that moment the server may have the message even if this process dies before reading
@@ -207,12 +213,12 @@ class _WrittenHook:
     def data(self, msg: Any) -> tuple[int, bytes]:
         self._in_data = True
         try:
-            return super().data(msg)  # type: ignore[misc,no-any-return]
+            return super().data(msg)
         finally:
             self._in_data = False
 
     def send(self, s: Any) -> None:
-        super().send(s)  # type: ignore[misc]
+        super().send(s)
         if self._in_data and self.on_written is not None and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             callback, self.on_written = self.on_written, None
             callback()

@@ -389,4 +389,4 @@ def document(flask_app: Flask, cat: Catalog, access: Access) -> dict[str, Any]:
             vis = access.field_visibility(cat, t, t.sa)
             seen.append((t.id, tuple(sorted(fid for fid, v in vis.items() if v is False))))
     key = ("openapi", tuple(sorted(seen)))
-    return cat.cached(key, lambda: build_document(flask_app, cat, access))  # type: ignore[no-any-return]
+    return cat.cached(key, lambda: build_document(flask_app, cat, access))
