@@ -64,7 +64,8 @@ _MAX_KEY_CHARS = 200
 _MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*$")
 _NAMED_ADDRESS = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
 _KEY = re.compile(r"^[\x20-\x7e]+$")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
@@ -395,7 +396,8 @@ def resolve_public_addresses(host: str, port: int, *, allow_private: bool = Fals
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             temporary = exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
-            raise DeliveryError(f"Could not resolve webhook host {host!r}: {exc.strerror}", retryable=temporary) from None
+            raise DeliveryError(f"Could not resolve webhook host {host!r}: {exc.strerror}",
+                                retryable=temporary) from None
         candidates = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not candidates:
             raise DeliveryError(f"Webhook host {host!r} has no addresses", retryable=True)

@@ -245,7 +245,8 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
         f"{base}/aggregate": {
             "get": {"operationId": f"{op}.aggregate", "tags": tag, "summary": f"Grouped metrics over {title}",
                     "parameters": [
-                        _q("group_by", {"type": "string"}, "up to two fields, dates with a bucket: stage,close_date:month"),
+                        _q("group_by", {"type": "string"},
+                           "up to two fields, dates with a bucket: stage,close_date:month"),
                         _q("metrics", {"type": "string"}, "count, count_distinct:f, sum:f, avg:f, min:f, max:f"),
                         _q("filter", {"type": "string"}, "a filter tree as JSON"),
                         _q("view", {"type": "string"}, "a saved view's key"),
@@ -255,7 +256,8 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
                     ],
                     "responses": {"200": _json({"type": "object", "required": ["groups"], "properties": {
                         "groups": {"type": "array", "items": {"type": "object", "required": ["key"], "properties": {
-                            "key": {"type": "object"}}, "additionalProperties": {"type": ["number", "string", "null"]}}}}}),
+                            "key": {"type": "object"}},
+                            "additionalProperties": {"type": ["number", "string", "null"]}}}}}),
                         **_errors(READ_ERRORS)}},
         },
         f"{base}/import": {
@@ -322,7 +324,8 @@ def static_paths(app: Flask, prefix: str) -> dict[str, Any]:
             name = rule.endpoint.removeprefix("api.")
             op: dict[str, Any] = {"operationId": f"{name}.{m}", "tags": [path.split("/")[1]],
                                   "summary": doc or f"{method} {path}",
-                                  "responses": {"200": _json({}), **_errors(WRITE_ERRORS if m != "get" else READ_ERRORS)}}
+                                  "responses": {"200": _json({}),
+                                                **_errors(WRITE_ERRORS if m != "get" else READ_ERRORS)}}
             if m in ("post", "patch", "put"):
                 if path == "/files":
                     op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -176,7 +176,8 @@ class RecordReader:
             if f.type == "link" and not is_many(f):
                 cols.append(self.display_expr(f, sa.c[f.column_name], ctx).label(f"d{f.id}"))
         if uniform and not restricted and all(
-                self.cat.cached(("independent", f.id), functools.partial(reader_independent, f, self.cat)) for f in fields):
+                self.cat.cached(("independent", f.id), functools.partial(reader_independent, f, self.cat))
+                for f in fields):
             cache.put(key, _ColumnSet(cols, frozenset(scoped)))
         return cols, vis
 
