@@ -37,7 +37,8 @@ browser:
 test: setup browser
 	$(BIN)/pytest -q -n 4 --dist loadgroup
 
-lint: setup
+## lint: ruff over the code, tests and benchmarks; mypy (settings in pyproject.toml) over the code
+lint: $(STAMP)
 	$(BIN)/ruff check formwork formwork_templates tests bench
 	$(BIN)/mypy formwork formwork_templates
 

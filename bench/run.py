@@ -110,7 +110,8 @@ class Bench(MoreWorkloads):
 
     def w2(self) -> list[Result]:
         flt = quote(json.dumps({"field": "stage", "op": "in", "value": ["proposal", "negotiation"]}))
-        url = f"/api/v1/data/bench/deals?filter={flt}&sort=-amount&limit=50&fields=title,stage,amount,close_date,owner,company"
+        url = (f"/api/v1/data/bench/deals?filter={flt}&sort=-amount&limit=50"
+               "&fields=title,stage,amount,close_date,owner,company")
         core = self.raw(self.page_stmt())
 
         def baseline() -> None:
@@ -207,7 +208,8 @@ class Bench(MoreWorkloads):
                                                 c["owner"].name: self.info["user_id"]}))
 
         r = alternate(self.result("W5 create one record (API, in-process)", "≤ 5×",
-                                  note="3 automations on (their actions run in the worker, see W7)"), platform, baseline, iterations=self.iterations)
+                                  note="3 automations on (their actions run in the worker, see W7)"),
+                      platform, baseline, iterations=self.iterations)
         return [r]
 
     def w9(self) -> list[Result]:

@@ -82,7 +82,8 @@ class MoreWorkloads:
             w.writerow([f"{rnd.choice(dataset.WORDS)} import {j}", f"imp{j}@example.com",
                         "导入的备注" if j % 4 == 0 else "imported note", rnd.choice(dataset.STAGES),
                         ", ".join(rnd.sample(dataset.TAGS, rnd.randint(0, 2))), rnd.randint(1, 500),
-                        f"{rnd.uniform(100, 1_000_000):.2f}", (base + dt.timedelta(days=rnd.randrange(730))).isoformat(),
+                        f"{rnd.uniform(100, 1_000_000):.2f}",
+                        (base + dt.timedelta(days=rnd.randrange(730))).isoformat(),
                         f"2026-10-{rnd.randint(1, 28):02d}T{rnd.randint(0, 23):02d}:15:00Z",
                         "true" if rnd.random() < 0.3 else "false", rnd.choice(owners), rnd.choice(names)])
         return buf.getvalue().encode()
@@ -267,7 +268,8 @@ class MoreWorkloads:
         server = threading.Thread(target=srv.serve_forever, daemon=True)
         server.start()
         flt = quote(json.dumps({"field": "stage", "op": "in", "value": ["proposal", "negotiation"]}))
-        read_url = f"/api/v1/data/bench/deals?filter={flt}&sort=-amount&limit=50&fields=title,stage,amount,owner,company"
+        read_url = (f"/api/v1/data/bench/deals?filter={flt}&sort=-amount&limit=50"
+                    "&fields=title,stage,amount,owner,company")
         reads: list[float] = []
         writes: list[float] = []
         errors: list[str] = []

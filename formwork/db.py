@@ -275,8 +275,8 @@ automation_runs = Table(
 automation_steps = Table(
     "fw_automation_step", platform_md,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("run_id", BigInteger().with_variant(Integer, "sqlite"), ForeignKey("fw_automation_run.id", ondelete="CASCADE"),
-           nullable=False, index=True),
+    Column("run_id", BigInteger().with_variant(Integer, "sqlite"),
+           ForeignKey("fw_automation_run.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("path", String(100), nullable=False),
     Column("action", String(30), nullable=False),
     Column("status", String(20), nullable=False),

@@ -78,7 +78,7 @@ class Platform:
 
 
 def platform() -> Platform:
-    return current_app.extensions["formwork"]  # type: ignore[no-any-return]
+    return current_app.extensions["formwork"]
 
 
 @contextmanager
@@ -160,7 +160,7 @@ def current_access() -> Access:
     ``X-Formwork-View-As: <user id>`` on GET requests and get exactly what that user would get.
     """
     if "access" in g:
-        return g.access  # type: ignore[no-any-return]
+        return g.access
     header = request.headers.get("Authorization", "")
     cookie = request.cookies.get(SESSION_COOKIE)
     view_as = request.headers.get(VIEW_AS_HEADER)

@@ -64,8 +64,8 @@ def test_record_updated_field_filters_changed_to_and_deleted(sales: Api, worker:
                                                           "fields": ["amount"]},
                      "condition": {"and": [{"field": "amount", "op": "changed"},
                                            {"field": "amount", "op": "gt", "value": 5}]},
-                     "actions": [{"type": "create_record", "table": "tasks",
-                                  "fields": {"title": "amount {{ trigger.changes.amount.old|int }}→{{ record.amount|int }}"}}]})
+                     "actions": [{"type": "create_record", "table": "tasks", "fields": {
+                         "title": "amount {{ trigger.changes.amount.old|int }}→{{ record.amount|int }}"}}]})
     add_rule(sales, {"key": "gone", "trigger": {"type": "record_deleted", "table": "deals"},
                      "actions": [{"type": "create_record", "table": "tasks",
                                   "fields": {"title": "deleted {{ record.name }}"}}]})
@@ -93,7 +93,8 @@ def test_email_and_webhook_delivered_once_with_keys(app: Any, sales: Api, worker
     add_rule(sales, {"key": "notify_won", "trigger": {"type": "record_created", "table": "deals"},
                      "actions": [
                          {"type": "send_email", "to": ["{{ record.owner.email }}"],
-                          "subject": "赢单：{{ record.name }}（{{ record.company.name }} / {{ record.company.level }}）",
+                          "subject": "赢单：{{ record.name }}"
+                                     "（{{ record.company.name }} / {{ record.company.level }}）",
                           "body": "金额 {{ record.amount|money('¥') }}"},
                          {"type": "call_webhook", "url": webhook_sink.url, "secret": "s3cret",
                           "payload": {"deal": "{{ record.name }}", "amount": "{{ record.amount }}",

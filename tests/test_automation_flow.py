@@ -81,8 +81,8 @@ def test_approval_by_owners_manager_reject_and_return(app: Any, sales: Api, work
                      "actions": [{"type": "request_approval", "approvers": {"manager": True},
                                   "on_approve": [{"type": "update_record", "fields": {"status": "ok"}}],
                                   "on_reject": [{"type": "update_record", "fields": {"status": "no"}}],
-                                  "on_return": [{"type": "update_record",
-                                                 "fields": {"status": "fix: {{ actions['0'].decisions[0].comment }}"}}]}]})
+                                  "on_return": [{"type": "update_record", "fields": {
+                                      "status": "fix: {{ actions['0'].decisions[0].comment }}"}}]}]})
     d1 = sales.ok("POST", "/data/sales/deals", {"fields": {"name": "a", "owner": rep}})
     d2 = sales.ok("POST", "/data/sales/deals", {"fields": {"name": "b", "owner": rep}})
     worker.drain()
@@ -125,8 +125,9 @@ def _created_at(app: Any, automation_id: int) -> dt.datetime:
 
 def test_schedule_fires_once_per_firing_and_catches_up_once_after_downtime(app: Any, sales: Api,
                                                                            worker: Worker) -> None:
-    rule = add_rule(sales, {"key": "every5", "trigger": {"type": "schedule",
-                                                         "schedule": {"cron": "*/5 * * * *", "timezone": "Asia/Shanghai"}},
+    rule = add_rule(sales, {"key": "every5",
+                            "trigger": {"type": "schedule",
+                                        "schedule": {"cron": "*/5 * * * *", "timezone": "Asia/Shanghai"}},
                             "actions": [{"type": "create_record", "table": "tasks",
                                          "fields": {"title": "tick {{ trigger.due_at }}"}}]})
     start = _created_at(app, rule["id"]).replace(second=0, microsecond=0)
@@ -164,7 +165,8 @@ def test_date_reached_fires_per_record_and_replans_when_the_date_changes(app: An
     close = (day + dt.timedelta(days=7)).isoformat()
     a = sales.ok("POST", "/data/sales/deals", {"fields": {"name": "a", "close_date": close}})
     sales.ok("POST", "/data/sales/deals", {"fields": {"name": "b", "close_date": close, "stage": "lost"}})
-    sales.ok("POST", "/data/sales/deals", {"fields": {"name": "c", "close_date": (day + dt.timedelta(days=9)).isoformat()}})
+    later = (day + dt.timedelta(days=9)).isoformat()
+    sales.ok("POST", "/data/sales/deals", {"fields": {"name": "c", "close_date": later}})
     worker.drain()
     assert worker.tick(fire - dt.timedelta(minutes=1)) == 0
     assert worker.tick(fire + dt.timedelta(minutes=1)) == 1

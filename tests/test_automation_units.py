@@ -121,7 +121,8 @@ def test_missing_attributes_and_none_render_empty_but_unknown_names_fail() -> No
 
 def test_filters() -> None:
     assert render_template("{{ -1234.005|money }} {{ 0|money }} {{ '12'|money }}", {}) == "-1,234.01 0.00 12.00"
-    assert render_template("{{ when|date('%H:%M', tz='Asia/Shanghai') }}", {"when": "2024-01-02T03:04:00+00:00"}) == "11:04"
+    when = {"when": "2024-01-02T03:04:00+00:00"}
+    assert render_template("{{ when|date('%H:%M', tz='Asia/Shanghai') }}", when) == "11:04"
     assert render_template("{{ ''|default('x', true) }}{{ 'y'|default('x') }}", {}) == "xy"
     with pytest.raises(TemplateError, match="money"):
         render_template("{{ 'abc'|money }}", {})
@@ -232,8 +233,10 @@ def test_email_delivered_with_utf8_and_idempotency(smtp_sink: SmtpSink) -> None:
     assert received.get_body(("html",)).get_content().strip() == "<p>你好</p>"
     assert max(received.raw) < 128  # 7-bit clean on the wire
 
-    again = send_email(_settings(smtp_sink), ["li@example.com"], "x", "y", idempotency_key="rule:1:2024-05-10T01:00:00+00:00")
-    other = send_email(_settings(smtp_sink), ["li@example.com"], "x", "y", idempotency_key="rule:1:2024-05-11T01:00:00+00:00")
+    again = send_email(_settings(smtp_sink), ["li@example.com"], "x", "y",
+                       idempotency_key="rule:1:2024-05-10T01:00:00+00:00")
+    other = send_email(_settings(smtp_sink), ["li@example.com"], "x", "y",
+                       idempotency_key="rule:1:2024-05-11T01:00:00+00:00")
     plain = send_email(_settings(smtp_sink), ["li@example.com"], "x", "y")
     assert again == message_id and other != message_id and plain != message_id
     assert [m["Message-ID"] for m in smtp_sink.wait_for(4)[1:]] == [again, other, plain]
@@ -420,7 +423,8 @@ def test_host_with_any_private_address_refused(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://127.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/", "http://user:pw@127.0.0.1/", "http:///nohost", "http://127.0.0.1/a b"],
+    ["ftp://127.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1/", "http://user:pw@127.0.0.1/",
+     "http:///nohost", "http://127.0.0.1/a b"],
 )
 def test_bad_urls_refused(no_network: None, url: str) -> None:
     with pytest.raises(DeliveryError) as info:
@@ -446,7 +450,8 @@ def test_webhook_status_classification(webhook_sink: WebhookSink) -> None:
         outcomes.append((info.value.status, info.value.retryable))
     assert outcomes == [(503, True), (429, True), (400, False)]
     assert info.value.message.endswith("bad field")
-    assert call_webhook(webhook_sink.url, {"i": 1}, secret="k", idempotency_key="same", allow_private=True).status == 200
+    ok = call_webhook(webhook_sink.url, {"i": 1}, secret="k", idempotency_key="same", allow_private=True)
+    assert ok.status == 200
     requests = webhook_sink.wait_for(4)
     assert {r.headers["X-Formwork-Idempotency-Key"] for r in requests} == {"same"}
     assert len({r.headers["X-Formwork-Signature"] for r in requests}) == 1
@@ -470,7 +475,8 @@ def test_webhook_timeout_is_retryable() -> None:
 
 def test_webhook_response_is_capped(webhook_sink: WebhookSink) -> None:
     webhook_sink.set_responses((200, "x" * 200_000))
-    result = call_webhook(webhook_sink.url, {}, secret=None, idempotency_key=None, allow_private=True, max_response_bytes=1000)
+    result = call_webhook(webhook_sink.url, {}, secret=None, idempotency_key=None, allow_private=True,
+                          max_response_bytes=1000)
     assert result.body == "x" * 1000
 
 

@@ -57,7 +57,8 @@ def test_sigkill_mid_delivery_then_restart_sends_nothing_twice_and_loses_nothing
         webhook_sink: WebhookSink) -> None:
     webhook_sink.set_responses(200, delay=30)  # the peer takes its time to answer: the worker dies waiting
     add_rule(sales, {"key": "both", "trigger": {"type": "record_created", "table": "tasks"},
-                     "actions": [{"type": "send_email", "to": ["ops@example.com"], "subject": "任务 {{ record.title }}"},
+                     "actions": [{"type": "send_email", "to": ["ops@example.com"],
+                                  "subject": "任务 {{ record.title }}"},
                                  {"type": "call_webhook", "url": webhook_sink.url, "secret": "k", "timeout": 5,
                                   "payload": {"title": "{{ record.title }}"}}]})
     sales.ok("POST", "/data/sales/tasks", {"fields": {"title": "one"}})

@@ -41,7 +41,8 @@ def build(admin: Api) -> dict[str, int]:
         admin.ok("POST", "/meta/apps/shop/tables/customers/fields",
                  {"key": key, "label": key, "type": "rollup", "options": opts})
     admin.ok("POST", "/meta/apps/shop/tables/customers/fields", {
-        "key": "order_titles", "label": "Order titles", "type": "lookup", "options": {"link": "orders", "field": "title"}})
+        "key": "order_titles", "label": "Order titles", "type": "lookup",
+        "options": {"link": "orders", "field": "title"}})
     admin.ok("POST", "/meta/apps/shop/tables/customers/fields", {
         "key": "per_order", "label": "Per order", "type": "formula",
         "options": {"formula": "IF({n_orders} > 0, {total} / {n_orders}, 0)"}})

@@ -68,7 +68,8 @@ def test_new_opportunities_go_round_robin_and_start_the_stage_clock(crm: Crm, wo
 def test_won_opportunity_activates_the_customer_and_drafts_an_order(crm: Crm, worker: Worker) -> None:
     am1 = crm.users["am1"]
     api = crm.api("am1")
-    cust = api.ok("POST", "/data/crm/customers", {"fields": {"name": "赢单测试客户", "owner": am1, "status": "prospect"}})
+    cust = api.ok("POST", "/data/crm/customers",
+                  {"fields": {"name": "赢单测试客户", "owner": am1, "status": "prospect"}})
     opp = api.ok("POST", "/data/crm/opportunities", {"fields": {
         "name": "大单", "customer": cust["id"], "owner": am1, "stage": "negotiation", "amount": 880000,
         "expected_close": "2027-02-01"}})
@@ -213,7 +214,8 @@ def test_churn_rate_alert_reaches_executives(crm: Crm, worker: Worker, smtp_sink
     due = _next_local(9, 0, day=1)
     month_end = due.astimezone(dt.UTC).date().replace(day=1) - dt.timedelta(days=1)
     in_month = [r for r in rows(crm, "lost_customers")
-                if r["detected_at"] and (r["detected_at"].year, r["detected_at"].month) == (month_end.year, month_end.month)]
+                if r["detected_at"]
+                and (r["detected_at"].year, r["detected_at"].month) == (month_end.year, month_end.month)]
     total = len(rows(crm, "customers"))
     need = max(0, -(-total * 5 // 100) - len(in_month))
     custs = rows(crm, "customers")

@@ -57,7 +57,8 @@ def test_install_gives_a_working_crm_with_consistent_demo_data(crm: Crm) -> None
     for o in rows(crm, "orders"):
         assert o["order_date"] >= customers[o["customer"]]["created_at"].date()
     for a in rows(crm, "activities"):
-        assert contacts[a["contact"]]["customer"] == a["customer"] and a["date"] >= customers[a["customer"]]["created_at"]
+        assert contacts[a["contact"]]["customer"] == a["customer"]
+        assert a["date"] >= customers[a["customer"]]["created_at"]
     for line in rows(crm, "order_lines"):
         assert line["product"] in products and line["unit_price"] <= products[line["product"]]["price"]
     for o in rows(crm, "opportunities"):

@@ -89,7 +89,8 @@ def check_all(got: dict[str, dict[str, Any]], sql: Sql, scope: str = "", params:
     p = params or {}
     live = "d.deleted_at IS NULL" + (f" AND {scope}" if scope else "")
     if amounts:
-        (won,) = sql.rows(f"SELECT COALESCE(SUM(d.{{amount}}), 0) FROM {{D}} d WHERE {live} AND d.{{stage}} = 'won'", **p)
+        (won,) = sql.rows(f"SELECT COALESCE(SUM(d.{{amount}}), 0) FROM {{D}} d "
+                          f"WHERE {live} AND d.{{stage}} = 'won'", **p)
         assert got["won_total"]["type"] == "kpi" and got["won_total"]["label"] == {"en": "Won", "zh-CN": "赢单金额"}
         assert got["won_total"]["value"] == pytest.approx(float(won[0]))
         (big,) = sql.rows(f"SELECT COUNT(*) FROM {{D}} d WHERE {live} AND d.{{amount}} > 500", **p)
@@ -97,7 +98,8 @@ def check_all(got: dict[str, dict[str, Any]], sql: Sql, scope: str = "", params:
     (count,) = sql.rows(f"SELECT COUNT(*) FROM {{D}} d WHERE {live}", **p)
     assert got["deal_count"]["value"] == count[0]
     (ratio,) = sql.rows(f"SELECT SUM(CASE WHEN d.{{stage}} = 'won' THEN 1 ELSE 0 END), "
-                        f"SUM(CASE WHEN d.{{stage}} IN ('won', 'lost') THEN 1 ELSE 0 END) FROM {{D}} d WHERE {live}", **p)
+                        "SUM(CASE WHEN d.{stage} IN ('won', 'lost') THEN 1 ELSE 0 END) "
+                        f"FROM {{D}} d WHERE {live}", **p)
     wr = got["win_rate"]
     assert (wr["numerator"], wr["denominator"]) == (ratio[0] or 0, ratio[1] or 0)
     assert wr["value"] == (pytest.approx(ratio[0] / ratio[1]) if ratio[1] else None)

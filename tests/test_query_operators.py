@@ -112,7 +112,8 @@ def build(app: Any, admin: Api) -> dict[str, Any]:
         {"fields": {"name": "Cathay"}}]})["records"]
     c1, c2, c3 = (c["id"] for c in cust)
     tags = admin.ok("POST", "/data/q/tags", {"records": [
-        {"fields": {"name": "t1", "label": "vip", "weight": 5}}, {"fields": {"name": "t2", "label": "new", "weight": 2}},
+        {"fields": {"name": "t1", "label": "vip", "weight": 5}},
+        {"fields": {"name": "t2", "label": "new", "weight": 2}},
         {"fields": {"name": "t3", "label": "cold", "weight": 1}},
         {"fields": {"name": "t4", "label": "gone", "weight": 100}}]})["records"]
     t1, t2, t3, t4 = (t["id"] for t in tags)
@@ -167,7 +168,8 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("lt", "not_in", ["第二行"], {A, G, Z, E}), ("lt", "contains", "LINE TWO", {A}),
         ("lt", "not_contains", "line", {B, G, Z, E}), ("lt", "starts_with", "第二", {B}),
         ("lt", "ends_with", "two", {A}), ("lt", "is_empty", None, {G, Z, E}), ("lt", "is_not_empty", None, {A, B}),
-        ("em", "eq", "b@y.ORG", {B}), ("em", "ne", "a@x.com", {B, G, Z, E}), ("em", "in", ["a@x.com", "z@x.com"], {A, Z}),
+        ("em", "eq", "b@y.ORG", {B}), ("em", "ne", "a@x.com", {B, G, Z, E}),
+        ("em", "in", ["a@x.com", "z@x.com"], {A, Z}),
         ("em", "not_in", ["a@x.com"], {B, G, Z, E}), ("em", "contains", "@X.", {A, Z}),
         ("em", "not_contains", "x.com", {B, G, E}), ("em", "starts_with", "b@", {B}),
         ("em", "ends_with", ".org", {B}), ("em", "is_empty", None, {G, E}), ("em", "is_not_empty", None, {A, B, Z}),
@@ -187,7 +189,8 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("n", "is_not_empty", None, {A, B, G, Z}),
         ("dec", "eq", 2.25, {B}), ("dec", "ne", "2.25", {A, G, Z, E}), ("dec", "lt", 1.5, {G}),
         ("dec", "lte", 1.5, {A, G}), ("dec", "gt", 1.5, {B}), ("dec", "gte", "0.1", {A, B, G}),
-        ("dec", "between", [0.1, 1.5], {A, G}), ("dec", "in", [0.1, 2.25], {B, G}), ("dec", "not_in", [0.1], {A, B, Z, E}),
+        ("dec", "between", [0.1, 1.5], {A, G}), ("dec", "in", [0.1, 2.25], {B, G}),
+        ("dec", "not_in", [0.1], {A, B, Z, E}),
         ("dec", "is_empty", None, {Z, E}), ("dec", "is_not_empty", None, {A, B, G}),
         ("cur", "eq", 100.25, {A}), ("cur", "ne", 0, {A, B, Z, E}), ("cur", "lt", 0, {B}), ("cur", "lte", 0, {B, G}),
         ("cur", "gt", 0, {A}), ("cur", "gte", -5, {A, B, G}), ("cur", "between", [-5, 0], {B, G}),
@@ -198,14 +201,18 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("pct", "in", [12.5], {A}), ("pct", "not_in", [12.5], {B, G, Z, E}), ("pct", "is_empty", None, {G, Z, E}),
         ("pct", "is_not_empty", None, {A, B}),
         ("rat", "eq", 3, {A}), ("rat", "ne", 3, {B, G, Z, E}), ("rat", "lt", 3, {G}), ("rat", "lte", 3, {A, G}),
-        ("rat", "gt", 3, {B}), ("rat", "gte", 3, {A, B}), ("rat", "between", [2, 5], {A, B}), ("rat", "in", [1, 5], {B, G}),
-        ("rat", "not_in", [1, 5], {A, Z, E}), ("rat", "is_empty", None, {Z, E}), ("rat", "is_not_empty", None, {A, B, G}),
+        ("rat", "gt", 3, {B}), ("rat", "gte", 3, {A, B}), ("rat", "between", [2, 5], {A, B}),
+        ("rat", "in", [1, 5], {B, G}),
+        ("rat", "not_in", [1, 5], {A, Z, E}), ("rat", "is_empty", None, {Z, E}),
+        ("rat", "is_not_empty", None, {A, B, G}),
         ("dur", "eq", 60, {B}), ("dur", "ne", 60, {A, G, Z, E}), ("dur", "lt", 3600, {B}), ("dur", "lte", 3600, {A, B}),
-        ("dur", "gt", 60, {A}), ("dur", "gte", 60, {A, B}), ("dur", "between", [0, 100], {B}), ("dur", "in", [3600], {A}),
+        ("dur", "gt", 60, {A}), ("dur", "gte", 60, {A, B}), ("dur", "between", [0, 100], {B}),
+        ("dur", "in", [3600], {A}),
         ("dur", "not_in", [3600], {B, G, Z, E}), ("dur", "is_empty", None, {G, Z, E}),
         ("dur", "is_not_empty", None, {A, B}),
         ("an", "eq", "T-002", {B}), ("an", "eq", 2, {B}), ("an", "ne", 2, {A, G, Z, E}), ("an", "lt", 2, {A}),
-        ("an", "lte", "T-002", {A, B}), ("an", "gt", 4, {E}), ("an", "gte", 4, {Z, E}), ("an", "between", [2, 3], {B, G}),
+        ("an", "lte", "T-002", {A, B}), ("an", "gt", 4, {E}), ("an", "gte", 4, {Z, E}),
+        ("an", "between", [2, 3], {B, G}),
         ("an", "in", [1, "T-005"], {A, E}), ("an", "not_in", [1], {B, G, Z, E}), ("an", "is_empty", None, set()),
         ("an", "is_not_empty", None, everyone),
         # dates
@@ -245,7 +252,8 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("team", "has_none", ["bob"], {G, Z, E}), ("team", "eq", [bob], {B}), ("team", "is_empty", None, {G, Z, E}),
         ("team", "is_not_empty", None, {A, B}),
         ("cby", "eq", me, {A, B, G}), ("cby", "ne", me, {Z, E}), ("cby", "in", [bob], {Z, E}),
-        ("cby", "not_in", ["bob"], {A, B, G}), ("cby", "is_empty", None, set()), ("cby", "is_not_empty", None, everyone),
+        ("cby", "not_in", ["bob"], {A, B, G}), ("cby", "is_empty", None, set()),
+        ("cby", "is_not_empty", None, everyone),
         ("uby", "eq", me, {B, G}), ("uby", "ne", me, {A, Z, E}), ("uby", "in", ["bob"], {A, Z, E}),
         ("uby", "not_in", [bob], {B, G}), ("uby", "is_empty", None, set()), ("uby", "is_not_empty", None, everyone),
         # links, a path through a to-one link
@@ -254,14 +262,16 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("customer", "is_not_empty", None, {A, B, G, Z}),
         ("customer.level", "eq", "A", {A, G}), ("customer.level", "in", ["B", "C"], {B}),
         ("customer.level", "is_empty", None, {Z, E}), ("customer.name", "contains", "CO", {B}),
-        ("tags", "has_any", [t1, t3], {A, G}), ("tags", "has_all", [t1, t2], {A}), ("tags", "has_none", [t2], {G, Z, E}),
+        ("tags", "has_any", [t1, t3], {A, G}), ("tags", "has_all", [t1, t2], {A}),
+        ("tags", "has_none", [t2], {G, Z, E}),
         ("tags", "has_any", [t4], set()), ("tags", "is_empty", None, {Z, E}), ("tags", "is_not_empty", None, {A, B, G}),
         ("tags.label", "eq", "new", {A, B}), ("tags.weight", "gte", 5, {A}),
         # lookups (to-one and to-many), rollups and formulas filter like columns
         ("cust_level", "eq", "A", {A, G}), ("cust_level", "ne", "A", {B, Z, E}), ("cust_level", "in", ["B"], {B}),
         ("cust_level", "not_in", ["A"], {B, Z, E}), ("cust_level", "is_empty", None, {Z, E}),
         ("cust_level", "is_not_empty", None, {A, B, G}),
-        ("tag_labels", "eq", "NEW", {A, B}), ("tag_labels", "eq", "gone", set()), ("tag_labels", "ne", "new", {G, Z, E}),
+        ("tag_labels", "eq", "NEW", {A, B}), ("tag_labels", "eq", "gone", set()),
+        ("tag_labels", "ne", "new", {G, Z, E}),
         ("tag_labels", "in", ["vip", "cold"], {A, G}), ("tag_labels", "not_in", ["vip"], {B, G, Z, E}),
         ("tag_labels", "contains", "e", {A, B}), ("tag_labels", "not_contains", "ol", {A, B, Z, E}),
         ("tag_labels", "starts_with", "co", {G}), ("tag_labels", "ends_with", "ip", {A}),
@@ -273,11 +283,13 @@ def cases(ctx: dict[str, Any]) -> list[tuple[str, str, Any, set[str]]]:
         ("tag_weight", "is_not_empty", None, everyone),
         ("double", "eq", 40, {B}), ("double", "ne", 40, {A, G, Z, E}), ("double", "lt", 20, {Z}),
         ("double", "lte", 20, {A, Z}), ("double", "gt", 40, {G}), ("double", "gte", 40, {B, G}),
-        ("double", "between", [0, 40], {A, B}), ("double", "in", [-2, 60], {G, Z}), ("double", "not_in", [20], {B, G, Z, E}),
+        ("double", "between", [0, 40], {A, B}), ("double", "in", [-2, 60], {G, Z}),
+        ("double", "not_in", [20], {B, G, Z, E}),
         ("double", "is_empty", None, {E}), ("double", "is_not_empty", None, {A, B, G, Z}),
         ("shout", "eq", "ALPHA!", {A}), ("shout", "ne", "alpha!", {B, G, Z, E}), ("shout", "in", ["beta!"], {B}),
         ("shout", "not_in", ["beta!"], {A, G, Z, E}), ("shout", "contains", "A!", {A, B, G}),
-        ("shout", "not_contains", "a!", {Z, E}), ("shout", "starts_with", "北京", {Z}), ("shout", "ends_with", "y!", {E}),
+        ("shout", "not_contains", "a!", {Z, E}), ("shout", "starts_with", "北京", {Z}),
+        ("shout", "ends_with", "y!", {E}),
         ("shout", "is_empty", None, set()), ("shout", "is_not_empty", None, everyone),
         ("big", "eq", True, {B, G}), ("big", "ne", True, {A, Z, E}),
         ("att", "is_empty", None, {B, G, Z, E}), ("att", "is_not_empty", None, {A}),
@@ -403,11 +415,13 @@ def test_relative_dates_on_date_and_datetime_fields(app: Any, admin: Api, tz: st
     admin.ok("POST", "/data/q/events", {"records": records})
     failures = []
     for spec in SPECS:
-        want = {r["fields"]["name"] for r in records if expected_in(spec, dt.date.fromisoformat(r["fields"]["d"]), today)}
+        want = {r["fields"]["name"] for r in records
+                if expected_in(spec, dt.date.fromisoformat(r["fields"]["d"]), today)}
         for field in ("d", "at"):
             got = names(user, "events", {"field": field, "op": "eq", "value": spec}, "q")
             if got != want:
-                failures.append(f"{tz} {field} {spec}: missing {sorted(want - got)[:4]}, extra {sorted(got - want)[:4]}")
+                failures.append(f"{tz} {field} {spec}: "
+                                f"missing {sorted(want - got)[:4]}, extra {sorted(got - want)[:4]}")
         outside = names(user, "events", {"field": "at", "op": "ne", "value": spec}, "q")
         if outside != {r["fields"]["name"] for r in records} - want:
             failures.append(f"{tz} at ne {spec}")

@@ -490,7 +490,8 @@ def test_big_import_with_a_bad_row_fails_as_a_whole(crm: Api) -> None:
     assert status == 202
     final, _ = _poll(crm, body["job"]["id"])
     assert final["status"] == "failed" and "nothing was imported" in final["error"]
-    assert final["result"]["errors"] == [{"row": 72, "column": "Quantity", "field": "qty", "message": "must be a number"}]
+    assert final["result"]["errors"] == [
+        {"row": 72, "column": "Quantity", "field": "qty", "message": "must be a number"}]
     after = db_snapshot(app)
     assert {k: v for k, v in after.items() if not k.startswith("fw_job")} == \
         {k: v for k, v in before.items() if not k.startswith("fw_job")}

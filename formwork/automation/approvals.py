@@ -137,7 +137,7 @@ def _action_at(actions: list[dict[str, Any]], path: list[Any]) -> dict[str, Any]
     node: Any = actions
     for part in path:
         node = node[part]
-    return node  # type: ignore[no-any-return]
+    return node
 
 
 def resume_run(conn: Connection, cat: Catalog, approval: Any, outcome: str) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 __all__ = [
@@ -64,7 +64,8 @@ _MAX_KEY_CHARS = 200
 _MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*$")
 _NAMED_ADDRESS = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
 _KEY = re.compile(r"^[\x20-\x7e]+$")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
@@ -194,7 +195,13 @@ def _build_message(
     return msg, sender, to_addrs + cc_addrs
 
 
-class _WrittenHook:
+if TYPE_CHECKING:
+    _SMTPBase = smtplib.SMTP  # what the mixin's super() calls reach
+else:
+    _SMTPBase = object
+
+
+class _WrittenHook(_SMTPBase):
     """Calls ``on_written`` once the message body's final "." has been handed to the server.
 
     From that moment the server may have the message even if this process dies before reading
@@ -207,12 +214,12 @@ class _WrittenHook:
     def data(self, msg: Any) -> tuple[int, bytes]:
         self._in_data = True
         try:
-            return super().data(msg)  # type: ignore[misc,no-any-return]
+            return super().data(msg)
         finally:
             self._in_data = False
 
     def send(self, s: Any) -> None:
-        super().send(s)  # type: ignore[misc]
+        super().send(s)
         if self._in_data and self.on_written is not None and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             callback, self.on_written = self.on_written, None
             callback()
@@ -389,7 +396,8 @@ def resolve_public_addresses(host: str, port: int, *, allow_private: bool = Fals
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             temporary = exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
-            raise DeliveryError(f"Could not resolve webhook host {host!r}: {exc.strerror}", retryable=temporary) from None
+            raise DeliveryError(f"Could not resolve webhook host {host!r}: {exc.strerror}",
+                                retryable=temporary) from None
         candidates = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not candidates:
             raise DeliveryError(f"Webhook host {host!r} has no addresses", retryable=True)

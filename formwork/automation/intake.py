@@ -64,7 +64,7 @@ def _rule_index(cat: Catalog) -> dict[tuple[int, str], list[Candidate]]:
                     out.setdefault((t.id, trig["type"]), []).append((app, rule))
         return out
 
-    return cat.cached(("automation_index",), build)  # type: ignore[no-any-return]
+    return cat.cached(("automation_index",), build)
 
 
 class Intake:

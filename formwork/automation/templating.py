@@ -34,7 +34,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import nodes
+from jinja2 import Template, nodes
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.meta import find_undeclared_variables
@@ -207,10 +207,11 @@ def _filter_date(value: object, fmt: str = "%Y-%m-%d", tz: str | None = None) ->
     if not isinstance(fmt, str) or len(fmt) > _MAX_DATE_FORMAT_CHARS:
         raise TemplateError(f"date format must be text of at most {_MAX_DATE_FORMAT_CHARS} characters")
     if isinstance(value, str):
+        text = value
         try:
-            value = dt.datetime.fromisoformat(value.strip())
+            value = dt.datetime.fromisoformat(text.strip())
         except ValueError:
-            raise TemplateError(f"date filter cannot read {value[:40]!r} as a date") from None
+            raise TemplateError(f"date filter cannot read {text[:40]!r} as a date") from None
     if not isinstance(value, dt.date):
         raise TemplateError(f"date filter needs a date, got {type(value).__name__!r}")
     if tz is not None:
@@ -448,9 +449,9 @@ class _Guard(NodeTransformer):
 
 @dataclass(frozen=True)
 class _Compiled:
-    template: Any
+    template: Template
     names: frozenset[str]
-    expression: Any | None  # compiled "fw_value = <expr>" when the text is exactly one {{ expr }}
+    expression: Template | None  # compiled "fw_value = <expr>" when the text is exactly one {{ expr }}
 
 
 def _syntax_error(exc: JinjaTemplateError) -> TemplateError:
@@ -474,6 +475,7 @@ def _compile(text: str) -> _Compiled:
         if is_single:
             # A fresh tree, so the two compiled templates share no nodes.
             single = _single_expression(_ENV.parse(text))
+            assert single is not None  # the same text parsed to one expression just above
             assign = nodes.Assign(nodes.Name("fw_value", "store"), single, lineno=single.lineno)
             expr_ast = nodes.Template([assign], lineno=1)
             expr_ast = _Guard().visit(expr_ast)
@@ -554,6 +556,7 @@ def _run(compiled: _Compiled, context: Mapping[str, object], *, expression: bool
     token = _budget.set(_Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS))
     try:
         if expression:
+            assert compiled.expression is not None  # callers ask for expression mode only when it was compiled
             module = compiled.expression.make_module(dict(context))
             value = getattr(module, "fw_value", None)
             _ensure_plain(value)

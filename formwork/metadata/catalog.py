@@ -8,8 +8,9 @@ Each process keeps the newest snapshot and rebuilds it when ``fw_state.schema_ve
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -27,6 +28,7 @@ from formwork import db
 from formwork.errors import NotFound
 from formwork.metadata.fieldtypes import FieldType, field_types
 
+_T = TypeVar("_T")
 
 def label_text(label: Any, locale: str = "en") -> str:
     if isinstance(label, dict):
@@ -238,7 +240,7 @@ class Catalog:
 
         return build
 
-    def cached(self, key: Any, build: Any) -> Any:
+    def cached(self, key: Hashable, build: Callable[[], _T]) -> _T:
         """Memoise derived objects (serializer schemas, parsed formulas) for this schema version."""
         try:
             return self._cache[key]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.schema import SchemaItem
 
 from formwork.db import platform_md
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+def include_object(obj: SchemaItem, name: str | None, type_: str, reflected: bool,
+                   compare_to: SchemaItem | None) -> bool:
+    """Autogenerate compares only the platform's own tables and indexes."""
     # user tables (t_*, j_*) are managed by the SchemaEditor, not by migrations
     if type_ == "table" and name and not name.startswith("fw_") and name != "alembic_version":
         return False

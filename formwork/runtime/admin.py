@@ -35,7 +35,8 @@ def assign_roles(conn: Connection, user_id: int, role_keys: list[str]) -> None:
     """Replace a user's roles with ``role_keys`` (each must exist)."""
     if not isinstance(role_keys, list) or not all(isinstance(k, str) for k in role_keys):
         raise ValidationFailed.from_details({"roles": ["must be a list of role keys"]})
-    rows = {r.key: r.id for r in conn.execute(select(db.roles.c.key, db.roles.c.id).where(db.roles.c.key.in_(role_keys)))}
+    found = conn.execute(select(db.roles.c.key, db.roles.c.id).where(db.roles.c.key.in_(role_keys)))
+    rows = {r.key: r.id for r in found}
     missing = [k for k in role_keys if k not in rows]
     if missing:
         raise ValidationFailed.from_details({"roles": [f"no role '{k}'" for k in missing]})

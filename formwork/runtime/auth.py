@@ -149,7 +149,8 @@ def create_token(conn: Connection, user_id: int, name: Any, expires_in_days: Any
         raise ValidationFailed.from_details({"name": ["is required (at most 200 characters)"]})
     expires = None
     if expires_in_days is not None:
-        if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int) or not 1 <= expires_in_days <= 3650:
+        if (isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int)
+                or not 1 <= expires_in_days <= 3650):
             raise ValidationFailed.from_details({"expires_in_days": ["must be a whole number from 1 to 3650"]})
         expires = db.utcnow() + dt.timedelta(days=expires_in_days)
     prefix = secrets.token_hex(4)

@@ -155,7 +155,7 @@ def runner(app: Flask) -> JobRunner:
     r = app.extensions.get("formwork_jobs")
     if r is None:
         r = app.extensions.setdefault("formwork_jobs", JobRunner(app))
-    return r  # type: ignore[no-any-return]
+    return r
 
 
 def kick(app: Flask) -> None:

@@ -169,7 +169,8 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
         f"{base}/aggregate": {
             "get": {"operationId": f"{op}.aggregate", "tags": tag, "summary": f"Grouped metrics over {title}",
                     "parameters": [
-                        _q("group_by", {"type": "string"}, "up to two fields, dates with a bucket: stage,close_date:month"),
+                        _q("group_by", {"type": "string"},
+                           "up to two fields, dates with a bucket: stage,close_date:month"),
                         _q("metrics", {"type": "string"}, "count, count_distinct:f, sum:f, avg:f, min:f, max:f"),
                         _q("filter", {"type": "string"}, "a filter tree as JSON"),
                         _q("view", {"type": "string"}, "a saved view's key"),
@@ -179,7 +180,8 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
                     ],
                     "responses": {"200": _json({"type": "object", "required": ["groups"], "properties": {
                         "groups": {"type": "array", "items": {"type": "object", "required": ["key"], "properties": {
-                            "key": {"type": "object"}}, "additionalProperties": {"type": ["number", "string", "null"]}}}}}),
+                            "key": {"type": "object"}},
+                            "additionalProperties": {"type": ["number", "string", "null"]}}}}}),
                         **_errors(READ_ERRORS)}},
         },
         f"{base}/import": {
@@ -246,7 +248,8 @@ def static_paths(app: Flask, prefix: str) -> dict[str, Any]:
             name = rule.endpoint.removeprefix("api.")
             op: dict[str, Any] = {"operationId": f"{name}.{m}", "tags": [path.split("/")[1]],
                                   "summary": doc or f"{method} {path}",
-                                  "responses": {"200": _json({}), **_errors(WRITE_ERRORS if m != "get" else READ_ERRORS)}}
+                                  "responses": {"200": _json({}),
+                                                **_errors(WRITE_ERRORS if m != "get" else READ_ERRORS)}}
             if m in ("post", "patch", "put"):
                 if path == "/files":
                     op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -313,4 +316,4 @@ def document(flask_app: Flask, cat: Catalog, access: Access) -> dict[str, Any]:
             vis = access.field_visibility(cat, t, t.sa)
             seen.append((t.id, tuple(sorted(fid for fid, v in vis.items() if v is False))))
     key = ("openapi", tuple(sorted(seen)))
-    return cat.cached(key, lambda: build_document(flask_app, cat, access))  # type: ignore[no-any-return]
+    return cat.cached(key, lambda: build_document(flask_app, cat, access))

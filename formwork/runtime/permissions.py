@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, false, literal, or_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from formwork import db
 from formwork.errors import BadRequest, Forbidden, NotFound
@@ -29,10 +29,10 @@ FLAGS = ("create", "import", "export")
 
 def _teams_query(member: bool) -> Any:
     """Built once: team ids the user manages (kind t), their users (u) and managers (m), with the user's own team."""
-    uid = bindparam("uid")
+    uid: BindParameter[int] = bindparam("uid")
     managed = select(db.teams.c.id).where(db.teams.c.manager_id == uid)
-    in_team = db.users.c.team_id.in_(managed)
-    of_team = db.teams.c.manager_id == uid
+    in_team: ColumnElement[bool] = db.users.c.team_id.in_(managed)
+    of_team: ColumnElement[bool] = db.teams.c.manager_id == uid
     if member:
         in_team = or_(in_team, db.users.c.team_id == bindparam("team"))
         of_team = or_(of_team, db.teams.c.id == bindparam("team"))
@@ -329,7 +329,9 @@ class Access:
 
     def _explain_field(self, conn: Connection, catalog: Catalog, t: TableDef, record_id: int | None, f: FieldDef,
                        grants: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-        shown_by, hidden_by, read_only_by = [], [], []
+        shown_by: list[str | None] = []
+        hidden_by: list[str | None] = []
+        read_only_by: list[str | None] = []
         for role, g in grants:
             read_s = g.get("read", "none")
             if read_s in ("none", None, False):

@@ -893,7 +893,10 @@ def _xlsx_text(text: str) -> str:
     return cleaned.replace("\r\n", "\n").replace("\r", "\n")[:_EXCEL_MAX_CELL_CHARS]
 
 
-def _xlsx_cell(value: object) -> object:
+_XlsxValue = bool | int | float | Decimal | str | datetime | date | time | timedelta | None
+
+
+def _xlsx_cell(value: object) -> _XlsxValue:
     """Python value → what openpyxl should store: real numbers, booleans and dates."""
     if value is None or isinstance(value, bool):
         return value
@@ -948,7 +951,7 @@ def write_xlsx(
     bold = Font(bold=True)
     header_cells = []
     for name in header:
-        cell = WriteOnlyCell(worksheet, value=_xlsx_cell(name))
+        cell = WriteOnlyCell(worksheet, value=_xlsx_text(name))
         cell.font = bold
         header_cells.append(cell)
     try:

@@ -86,7 +86,7 @@ class ImportOptions:
         raw = form.get("mapping")
         if raw not in (None, ""):
             try:
-                parsed = json.loads(raw)  # type: ignore[arg-type]
+                parsed = json.loads(raw)
             except (json.JSONDecodeError, RecursionError):
                 raise BadRequest("mapping must be a JSON object such as {\"Column\": \"field_key\"}") from None
             if not isinstance(parsed, dict) or not all(

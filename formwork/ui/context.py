@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from flask import Response, current_app, g, make_response, render_template, request
-from flask_htmx import HTMX  # type: ignore[import-untyped]
+from flask_htmx import HTMX
 from itsdangerous import URLSafeTimedSerializer
 from markupsafe import Markup, escape
 from sqlalchemy import select

@@ -38,8 +38,8 @@ def group_label(p: Page, app: Any, w: dict[str, Any], key: dict[str, Any]) -> st
 
 def widget_view(p: Page, app: Any, w: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     fmt = doc.get("format")
-    out: dict[str, Any] = {"key": w.get("key"), "type": w.get("type"), "label": p.label(w.get("label") or
-                                                                                        doc.get("label") or w.get("key")),
+    out: dict[str, Any] = {"key": w.get("key"), "type": w.get("type"),
+                           "label": p.label(w.get("label") or doc.get("label") or w.get("key")),
                            "width": doc.get("width") or (3 if w.get("type") == "kpi" else 6)}
     if w.get("error"):
         out["error"] = p.t("widget_forbidden") if w["error"] == "forbidden" else p.t("widget_invalid")

@@ -64,8 +64,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "worker_never_seen": "Automations are not running: no worker has been seen yet. "
                              "Start one with {cmd} (or use {run}).",
         "month_names": "January,February,March,April,May,June,July,August,September,October,November,December",
-        "weekdays": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "month_title": "{month} {year}", "attachments": "files", "delete_record":
-        "Move this record to the trash?", "rate_limited": "Too many submissions. Wait a minute and try again.",
+        "weekdays": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "month_title": "{month} {year}", "attachments": "files",
+        "delete_record": "Move this record to the trash?",
+        "rate_limited": "Too many submissions. Wait a minute and try again.",
         "form_expired": "This form has expired. Reload the page and submit again.",
         "table_created": "Table created.", "app_key_help": "Lower-case letters, digits and _",
         "first_field": "First field label", "view_saved": "View saved.",

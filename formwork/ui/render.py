@@ -170,7 +170,8 @@ class CellRenderer:
                     continue
                 label = escape(item.get("display") or f"#{item.get('id')}")
                 if target:
-                    out.append(f'<a class="chip link" href="/apps/{self.app_key}/{target}/{int(item["id"])}">{label}</a>')
+                    href = f"/apps/{self.app_key}/{target}/{int(item['id'])}"
+                    out.append(f'<a class="chip link" href="{href}">{label}</a>')
                 else:
                     out.append(f'<span class="chip link">{label}</span>')
             return "".join(out)

@@ -46,4 +46,4 @@ class BoundedCache:
 
 def catalog_cache(catalog: Catalog, name: str, size: int = 256) -> BoundedCache:
     """The catalog's bounded cache called ``name`` (created on first use)."""
-    return catalog.cached(("lru", name), lambda: BoundedCache(size))  # type: ignore[no-any-return]
+    return catalog.cached(("lru", name), lambda: BoundedCache(size))

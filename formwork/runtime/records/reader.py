@@ -8,6 +8,7 @@ schema. Select lists that don't depend on the reader are reused from a per-catal
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -168,7 +169,8 @@ class RecordReader:
             if _shows_record(f, self.cat):
                 cols.append(self.display_expr(f, sa.c[f.column_name], ctx).label(f"d{f.id}"))
         if uniform and not restricted and all(
-                self.cat.cached(("independent", f.id), lambda f=f: reader_independent(f, self.cat)) for f in fields):
+                self.cat.cached(("independent", f.id), functools.partial(reader_independent, f, self.cat))
+                for f in fields):
             cache.put(key, _ColumnSet(cols, frozenset(scoped)))
         return cols, vis
 

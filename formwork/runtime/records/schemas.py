@@ -60,8 +60,8 @@ def output_schema(table: TableDef, catalog: Catalog, picked: Sequence[FieldDef] 
         return cls()
 
     if ids is None:
-        return catalog.cached(("out_schema", table.id), build)  # type: ignore[no-any-return]
-    return catalog_cache(catalog, "out_schemas").get_or_build((table, ids), build)  # type: ignore[no-any-return]
+        return catalog.cached(("out_schema", table.id), build)
+    return catalog_cache(catalog, "out_schemas").get_or_build((table, ids), build)
 
 
 def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
@@ -72,7 +72,7 @@ def input_schema(table: TableDef, catalog: Catalog) -> ma.Schema:
         cls = ma.Schema.from_dict(attrs, name=f"In{table.id}")
         return cls(unknown=ma.RAISE)
 
-    return catalog.cached(("in_schema", table.id), build)  # type: ignore[no-any-return]
+    return catalog.cached(("in_schema", table.id), build)
 
 
 def load_input(table: TableDef, catalog: Catalog, data: dict[str, Any],
@@ -82,7 +82,7 @@ def load_input(table: TableDef, catalog: Catalog, data: dict[str, Any],
     try:
         return input_schema(table, catalog).load(data, partial=True), {}
     except ma.ValidationError as e:
-        return dict(e.valid_data or {}), _error_details(e)  # type: ignore[call-overload]
+        return dict(e.valid_data or {}), _error_details(e)
     finally:
         _write_ctx.reset(token)
 
