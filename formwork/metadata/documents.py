@@ -4,9 +4,9 @@ automations, roles).
 Each kind is one small class: its ``kind`` string, the JSON Schema it is validated against (a static
 file, or one the kind builds at start-up), where it is stored and under what, the right needed to
 change it, its save-time cross-reference checks, and how it crosses the boundary: how readers (and
-the change log) see it, how a document sent by a client is prepared, what an app export leaves out. Kinds are registered explicitly at start-up; a layer above
-metadata plugs its own kinds in the same way (the automation kind lives in ``formwork.automation``), so
-metadata never imports the layers that define them.
+the change log) see it, how a document sent by a client is prepared, what an app export leaves out.
+Kinds are registered explicitly at start-up; a layer above metadata plugs its own kinds in the same way
+(the automation kind lives in ``formwork.automation``), so metadata never imports the layers that define them.
 """
 
 from __future__ import annotations

@@ -132,8 +132,10 @@ def _message(err: JsonSchemaError) -> str:
 
 def _forget_field_types() -> None:
     """The field schema lists the registered types: a type registered after start-up rebuilds it."""
-    for cached in (_registry, _validator, _field_base_validator, _options_validator):
-        cached.cache_clear()
+    _registry_at.cache_clear()
+    _validator_at.cache_clear()
+    _field_base_validator.cache_clear()
+    _options_validator.cache_clear()
 
 
 field_types.on_change(_forget_field_types)

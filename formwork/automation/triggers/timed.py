@@ -27,7 +27,8 @@ MAX_SCHEDULED_RECORDS = 1000
 COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
     "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b}
-METRIC: dict[str, Any] = {"type": "string", "pattern": "^(count|(count_distinct|sum|avg|min|max):[a-z][a-z0-9_]{0,62})$"}
+METRIC: dict[str, Any] = {"type": "string",
+                          "pattern": "^(count|(count_distinct|sum|avg|min|max):[a-z][a-z0-9_]{0,62})$"}
 FILTER: dict[str, Any] = {"$ref": "common.json#/$defs/filter"}
 
 
