@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from formwork import db
 from formwork.errors import BadRequest, NotFound, ValidationFailed
 from formwork.metadata.catalog import AppDef, Catalog
-from formwork.metadata.service import MetadataService, public_doc
+from formwork.metadata.service import Actor, MetadataService, public_doc
 
 FORMAT = "formwork.app"
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ COMPUTED = ("lookup", "rollup", "formula")
 
 def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:
     app = catalog.app(app_key)
-    svc = MetadataService(conn, None, catalog)  # type: ignore[arg-type]
+    svc = MetadataService(conn, Actor.system(), catalog)  # reads only: the caller checked who may export
     tables = []
     for t in app.tables:
         fields = []
@@ -36,8 +36,8 @@ def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, An
             fj = svc.field_json(f)
             fj.pop("id")
             fj.pop("read_only")
-            if f.type == "link" and f.options.get("side") == "reverse":
-                fj = {"key": fj["key"], "label": fj["label"], "type": "link", "reverse_of":
+            if f.ftype.lists_related(f):  # a reverse side is made by its pair: export where it comes from
+                fj = {"key": fj["key"], "label": fj["label"], "type": f.type, "reverse_of":
                       f"{catalog.table_by_id(f.options['target']).key}.{catalog.field_by_id(f.options['pair']).key}",
                       **({"description": fj["description"]} if fj.get("description") else {})}
             fields.append(fj)
