@@ -148,6 +148,25 @@ def _check_text(text: str, what: str) -> None:
             from None
 
 
+SESSION_MAX_AGE = 7 * 24 * 3600
+
+
+def set_session_cookie(resp: Any, token: str) -> None:
+    """The session cookie a login hands out, the same for the API and the pages."""
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
+                    max_age=SESSION_MAX_AGE, path="/")
+
+
+def end_session(resp: Any, access: Access) -> None:
+    """Log out: the caller's session row dies (when it came with the cookie) and the cookie is cleared."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and g.get("auth_kind") == "session":
+        with unit(write=True) as (conn, _):
+            auth.logout(conn, cookie)
+            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+
+
 def client_ip() -> str | None:
     return request.remote_addr
 

@@ -9,7 +9,16 @@ from formwork.api.common import ok
 from formwork.errors import BadRequest
 from formwork.runtime import auth
 from formwork.runtime.ratelimit import login_limiter
-from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, json_body, unit
+from formwork.web import (
+    SESSION_COOKIE,
+    RouteSet,
+    client_ip,
+    current_access,
+    end_session,
+    json_body,
+    set_session_cookie,
+    unit,
+)
 
 routes = RouteSet()
 
@@ -31,21 +40,15 @@ def login() -> Response:
             raise
         roles = auth.role_keys(conn, u.id)
     resp = ok({"user": auth.user_json(u, roles), "csrf_token": csrf})
-    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
-                    max_age=7 * 24 * 3600, path="/")
+    set_session_cookie(resp, token)
     return resp
 
 
 @routes.post("/auth/logout")
 def logout() -> Response:
     access = current_access()
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and g.get("auth_kind") == "session":
-        with unit(write=True) as (conn, _):
-            auth.logout(conn, cookie)
-            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
     resp = ok({"ok": True})
-    resp.delete_cookie(SESSION_COOKIE, path="/")
+    end_session(resp, access)
     return resp
 
 

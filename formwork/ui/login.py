@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, g, redirect, request, url_for
+from flask import Response, redirect, request, url_for
 from itsdangerous import BadSignature
 from sqlalchemy import update
 
@@ -11,7 +11,7 @@ from formwork.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from formwork.runtime import auth
 from formwork.ui import i18n
 from formwork.ui.context import LOCALE_COOKIE, page_locale, path_of, render, safe_next, signer
-from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, unit
+from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, end_session, set_session_cookie, unit
 
 routes = RouteSet()
 
@@ -56,21 +56,15 @@ def login_post() -> Response:
     except (Unauthorized, BadRequest):
         return again("wrong_password", 401)
     resp = redirect(nxt)
-    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure,
-                    max_age=7 * 24 * 3600, path="/")
+    set_session_cookie(resp, token)
     return resp  # type: ignore[return-value]
 
 
 @routes.post("/logout")
 def logout() -> Response:
     access = current_access()
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and g.get("auth_kind") == "session":
-        with unit(write=True) as (conn, _):
-            auth.logout(conn, cookie)
-            auth.audit(conn, "logout", user_id=access.user_id, username=access.username, ip=client_ip())
     resp = redirect(url_for("ui.login"))
-    resp.delete_cookie(SESSION_COOKIE, path="/")
+    end_session(resp, access)
     return resp  # type: ignore[return-value]
 
 
