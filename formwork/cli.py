@@ -1,11 +1,13 @@
-"""The `formwork` command: init, serve, worker, run, template install, export, import, user create."""
+"""The `formwork` command: init, serve, worker, run, template install, demo, export, import, user."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -262,30 +264,119 @@ def import_cmd(file: str, key: str | None) -> None:
 
 @main.group()
 def user() -> None:
-    """User accounts."""
+    """User accounts, for operators: list, create, set a password, disable, enable.
+
+    A lost admin password is recovered with `formwork user passwd admin`. Every command acts as the
+    system (all rights) and leaves an entry in the audit log.
+    """
+
+
+@contextlib.contextmanager
+def _as_system() -> Iterator[tuple[Any, Any]]:
+    """One transaction acting as the system; a refused change is one line on stderr and exit code 1."""
+    from formwork import db
+    from formwork.errors import FormworkError
+    from formwork.runtime.permissions import Access
+
+    app = _app()
+    try:
+        with db.transaction(app.extensions["formwork"].engine) as conn:
+            yield conn, Access.system()
+    except FormworkError as err:
+        raise click.ClickException(_one_line(err)) from None
+
+
+def _one_line(err: Any) -> str:
+    """A domain error as one line: the message, then each field's reasons."""
+    details = getattr(err, "details", None) or {}
+    if isinstance(details, dict) and len(details) > 1:
+        return "; ".join(f"{k}: {', '.join(map(str, v))}" if k else ", ".join(map(str, v))
+                         for k, v in details.items())
+    return str(err.message)
+
+
+@user.command("list")
+@click.option("--search", "query", default=None, help="part of a username, name or email")
+@click.option("--inactive", is_flag=True, help="only disabled accounts")
+def user_list(query: str | None, inactive: bool) -> None:
+    """List the accounts: username, name, email, roles, admin, active."""
+    from formwork.runtime import admin
+
+    args = {"limit": "1000"}
+    if query:
+        args["q"] = query
+    if inactive:
+        args["active"] = "false"
+    with _as_system() as (conn, _system):
+        found = admin.list_users(conn, args)
+    for u in found["users"]:
+        flags = [f for f, on in (("admin", u.get("is_admin")), ("disabled", not u.get("active"))) if on]
+        click.echo("\t".join([u["username"], u.get("name") or "", u.get("email") or "",
+                              ",".join(u.get("roles") or []), " ".join(flags)]))
+    click.echo(f"{found['total']} user(s)", err=True)
 
 
 @user.command("create")
 @click.argument("username")
-@click.option("--name", default=None)
-@click.option("--email", default=None)
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--admin", is_flag=True)
+@click.option("--name", default=None, help="display name (default: the username)")
+@click.option("--email", default=None, help="e-mail address")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="the password (asked for when not given)")
+@click.option("--admin", is_flag=True, help="an administrator: every right, in every app")
 @click.option("--role", "roles", multiple=True, help="role key (repeatable)")
+@click.option("--team", default=None, help="team key")
 def user_create(username: str, name: str | None, email: str | None, password: str, admin: bool,
-                roles: tuple[str, ...]) -> None:
-    from formwork import db
-    from formwork.runtime import auth
-    from formwork.runtime.admin import assign_roles
+                roles: tuple[str, ...], team: str | None) -> None:
+    """Create an account."""
+    from formwork.runtime import admin as admin_service
 
-    app = _app()
-    with db.transaction(app.extensions["formwork"].engine) as conn:
-        uid = auth.create_user(conn, {"username": username, "name": name or username, "email": email,
-                                      "password": password}, is_admin=admin)
-        if roles:
-            assign_roles(conn, uid, list(roles))
-        auth.audit(conn, "user_created", username=username, target=f"user:{username}", details={"by": "cli"})
+    data: dict[str, Any] = {"username": username, "name": name or username, "password": password,
+                            "roles": list(roles), "is_admin": admin}
+    if email:
+        data["email"] = email
+    if team:
+        data["team"] = team
+    with _as_system() as (conn, system):
+        admin_service.create_user(conn, system, data, None)
     click.echo(f"created user '{username}'")
+
+
+@user.command("passwd")
+@click.argument("username")
+@click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True,
+              help="the new password (asked for when not given)")
+def user_passwd(username: str, password: str) -> None:
+    """Set a user's password: lifts a lockout and ends the user's sessions and API tokens."""
+    from formwork.runtime import admin
+
+    with _as_system() as (conn, system):
+        row = admin.find_user(conn, username)
+        admin.reset_password(conn, system, row.id, {"password": password}, None)
+    click.echo(f"password of '{username}' changed; their sessions and API tokens have ended")
+
+
+@user.command("disable")
+@click.argument("username")
+def user_disable(username: str) -> None:
+    """Disable an account: it can't log in, and its sessions and API tokens stop at once."""
+    from formwork.runtime import admin
+
+    with _as_system() as (conn, system):
+        row = admin.find_user(conn, username)
+        admin.update_user(conn, system, row.id, {"active": False}, None)
+    click.echo(f"disabled '{username}'")
+
+
+@user.command("enable")
+@click.argument("username")
+def user_enable(username: str) -> None:
+    """Enable a disabled account again (it logs in with its password)."""
+    from formwork.runtime import admin
+
+    with _as_system() as (conn, system):
+        row = admin.find_user(conn, username)
+        admin.update_user(conn, system, row.id, {"active": True}, None)
+    click.echo(f"enabled '{username}'")
 
 
 if __name__ == "__main__":
