@@ -74,10 +74,10 @@ def build_sales(admin: Api, app: Any) -> dict[str, Any]:
     admin.ok("POST", "/meta/apps/sales/tables/customers/fields",
              {"key": "total", "label": "Total", "type": "rollup",
               "options": {"link": "deals", "field": "amount", "function": "sum"}})
-    make_user(app, "alice", [{"key": "rep_alice", "label": "Rep", "permissions": {
+    make_user(app, "alice", [{"key": "rep_alice", "label": "Rep", "view_dashboards": True, "permissions": {
         "sales.deals": {"read": "own", "create": True, "update": "own"},
         "sales.customers": {"read": "all"}}}], timezone="Asia/Shanghai")
-    make_user(app, "bob", [{"key": "rep_bob", "label": "Rep", "permissions": {
+    make_user(app, "bob", [{"key": "rep_bob", "label": "Rep", "view_dashboards": True, "permissions": {
         "sales.deals": {"read": "all", "fields": {"amount": "hidden"}}}}], timezone="America/New_York")
     cust_ids = [admin.ok("POST", "/data/sales/customers", {"fields": {"name": n, "level": lv}})["id"]
                 for n, lv in CUSTOMERS]

@@ -154,6 +154,10 @@ def test_sales_manager_sees_the_team_and_assigns(crm: Crm) -> None:
     assert moved["fields"]["owner"]["id"] == crm.users["am2"]
     assert len(api.records("crm", "tickets", limit=1000)) == len(rows(crm, "tickets"))
     assert api.ok("GET", "/meta/apps/crm/dashboards/sales_funnel/data")["widgets"][0]["groups"]
+    # the account manager role switches dashboards off (view_dashboards: false): none listed, none computed
+    rep = crm.api("am1")
+    assert rep.get("/meta/apps/crm/dashboards/sales_funnel/data")[0] == 403
+    assert rep.ok("GET", "/meta/apps/crm")["dashboards"] == []
 
 
 def test_executive_reads_everything_and_changes_nothing(crm: Crm) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from formwork import db
 from tests.helpers import Api, db_snapshot
-from tests.test_aggregate import build_sales, make_user_client
+from tests.test_aggregate import build_sales, make_user, make_user_client
 
 WIDGETS: list[dict[str, Any]] = [
     {"key": "won_total", "label": {"en": "Won", "zh-CN": "赢单金额"}, "type": "kpi", "table": "deals",
@@ -205,3 +205,18 @@ def test_widget_definitions_are_checked_when_saved(admin: Api, app: Any, sales: 
     assert db_snapshot(app) == before
     with db.transaction(app.extensions["formwork"].engine, write=False) as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM fw_dashboard")).scalar() == 1
+
+
+def test_a_role_without_view_dashboards_sees_none(app: Any, sales: dict[str, Any]) -> None:
+    """The role flag ``view_dashboards`` is enforced on every path: data, definitions and pages."""
+    carol, _ = make_user(app, "carol", [{"key": "rep_carol", "label": "Rep", "view_dashboards": False, "permissions": {
+        "sales.deals": {"read": "all"}}}])
+    status, err = carol.get("/meta/apps/sales/dashboards/overview/data")
+    assert status == 403 and err["error"]["message"] == "you may not view dashboards"
+    assert carol.ok("GET", "/meta/apps/sales/dashboards") == {"dashboards": []}
+    assert carol.get("/meta/apps/sales/dashboards/overview")[0] == 404
+    assert carol.ok("GET", "/meta/apps/sales")["dashboards"] == []
+    assert carol.get("/data/sales/deals")[0] == 200  # the records themselves stay readable
+    alice, _ = make_user_client(app, "alice")  # her role grants the flag
+    assert alice.get("/meta/apps/sales/dashboards/overview/data")[0] == 200
+    assert alice.ok("GET", "/meta/apps/sales/dashboards")["dashboards"]

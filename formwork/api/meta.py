@@ -52,8 +52,10 @@ def list_field_types() -> Response:
 
 
 def may_read(access: Access, dk: DocumentKind) -> bool:
-    """Whether the caller may read documents of this kind: a private kind's readers need its right."""
-    return not dk.private or access.actor().has(dk.right)
+    """Whether the caller may read documents of this kind (a private kind's readers need its right,
+    dashboards the right to view dashboards)."""
+    right = dk.right_to_read()
+    return right is None or access.actor().has(right)
 
 
 def public_app(access: Access, data: dict[str, Any]) -> dict[str, Any]:

@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 
     from formwork.metadata.catalog import AppDef, Catalog, TableDef
 
-#: rights a change may need (held by an Actor); an administrator holds them all
-BUILD, MANAGE_AUTOMATIONS, ADMIN = "build", "manage_automations", "admin"
-RIGHTS = (BUILD, MANAGE_AUTOMATIONS, ADMIN)
+#: rights a change (or a read of a private kind) may need, held by an Actor; an administrator holds them all
+BUILD, MANAGE_AUTOMATIONS, ADMIN, VIEW_DASHBOARDS = "build", "manage_automations", "admin", "view_dashboards"
+RIGHTS = (BUILD, MANAGE_AUTOMATIONS, ADMIN, VIEW_DASHBOARDS)
 #: what a caller without the right is told (the same words the HTTP routes have always used)
 FORBIDDEN = {
     BUILD: "you may not change app definitions",
     MANAGE_AUTOMATIONS: "you may not manage automations",
     ADMIN: "only administrators may change roles",
+    VIEW_DASHBOARDS: "you may not view dashboards",
 }
 
 
@@ -71,6 +72,12 @@ class DocumentKind:
     right: ClassVar[str]
     #: reading one needs ``right`` too (automations: their recipients, URLs and filters)
     private: ClassVar[bool] = False
+    #: reading one needs this right (dashboards: the role flag view_dashboards); None: whoever sees the app
+    read_right: ClassVar[str | None] = None
+
+    def right_to_read(self) -> str | None:
+        """The right a reader needs, if any."""
+        return self.right if self.private else self.read_right
 
     def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
         """Refuse (ValidationFailed with JSON pointers) a document naming what does not exist."""
@@ -140,6 +147,7 @@ class DashboardDocument(DocumentKind):
     storage = db.dashboards
     parent = "app"
     right = BUILD
+    read_right = VIEW_DASHBOARDS
 
     def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
         app = ctx.app

@@ -24,6 +24,7 @@ from formwork.metadata.documents import (
     BUILD,
     FORBIDDEN,
     MANAGE_AUTOMATIONS,
+    VIEW_DASHBOARDS,
     DocumentContext,
     DocumentKind,
     document_kinds,
@@ -46,6 +47,7 @@ class Actor:
     ip: str | None = None
     can_build: bool = False
     can_manage_automations: bool = False
+    can_view_dashboards: bool = False
     read_values: ReadValues | None = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -60,6 +62,8 @@ class Actor:
             return self.can_build
         if right == MANAGE_AUTOMATIONS:
             return self.can_manage_automations
+        if right == VIEW_DASHBOARDS:
+            return self.can_view_dashboards
         return False
 
     def require(self, right: str) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork.db import users
-from formwork.errors import BadRequest
+from formwork.errors import BadRequest, Forbidden
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import (
     BOOL,
@@ -493,6 +493,9 @@ def _filters_readable(agg: Aggregator, t: TableDef, trees: list[Any]) -> bool:
 
 def dashboard_data(conn: Connection, catalog: Catalog, access: Access, app: Any,
                    doc: dict[str, Any]) -> dict[str, Any]:
+    """Every widget's data as this viewer may see it; viewing dashboards is a role flag of its own."""
+    if not access.can_view_dashboards():
+        raise Forbidden("you may not view dashboards")
     agg = Aggregator(conn, catalog, access)
     return {"key": doc["key"], "label": doc.get("label"),
             "widgets": [widget_data(agg, app, w) for w in doc.get("widgets", [])]}

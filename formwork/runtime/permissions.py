@@ -108,11 +108,16 @@ class Access:
     def can_manage_automations(self) -> bool:
         return self.flag("manage_automations") or self.flag("build")
 
+    def can_view_dashboards(self) -> bool:
+        """The role flag ``view_dashboards`` (builders see what they build)."""
+        return self.flag("view_dashboards") or self.flag("build")
+
     def actor(self, ip: str | None = None, read_values: ReadValues | None = None) -> Actor:
         """This user as MetadataService's caller: its rights (the service checks them itself) and how a
         type-change preview reads values (``formwork.runtime.previews.record_values``)."""
         return Actor(self.user_id, self.is_admin, ip, can_build=self.can_build(),
-                     can_manage_automations=self.can_manage_automations(), read_values=read_values)
+                     can_manage_automations=self.can_manage_automations(),
+                     can_view_dashboards=self.can_view_dashboards(), read_values=read_values)
 
     # --- scopes ------------------------------------------------------------------------------------
     def scope_expr(self, scope: Any, t: TableDef, alias: Any, catalog: Catalog) -> ColumnElement[bool] | None:

@@ -18,7 +18,7 @@ from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USE
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
-from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_tables
+from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
 ROLLUP_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
@@ -183,7 +183,7 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any]) -
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
             "link_fields": [f for f in t.fields if f.ftype.is_link], "functions": ROLLUP_FUNCTIONS,
-            "dashboards": app.dashboards}
+            "dashboards": visible_dashboards(p, app)}
 
 
 @routes.get("/apps/<app_key>/<table_key>/fields")
@@ -194,7 +194,7 @@ def fields_page(app_key: str, table_key: str) -> Response:
         app = visible_app(p, app_key)
         t = app.table(table_key)
         return render(p, "builder_fields.html", app=app, t=t, tables=visible_tables(p, app),
-                      dashboards=app.dashboards, fields=[svc.field_json(f) for f in t.fields],
+                      dashboards=visible_dashboards(p, app), fields=[svc.field_json(f) for f in t.fields],
                       type_labels=dict(type_choices(p)))
 
 
@@ -327,7 +327,7 @@ def table_new(app_key: str) -> Response:
             except (ValidationFailed, Conflict, BadRequest) as e:
                 errors = pointer_errors(e)
         return render(p, "builder_table.html", 422 if errors else 200, app=app, values=values, errors=errors,
-                      tables=visible_tables(p, app), dashboards=app.dashboards)
+                      tables=visible_tables(p, app), dashboards=visible_dashboards(p, app))
 
 
 def view_doc_from_form(form: Any, t: TableDef) -> dict[str, Any]:
@@ -376,7 +376,7 @@ def view_form_values(doc: dict[str, Any]) -> dict[str, Any]:
 def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: dict[str, list[str]],
               editing: dict[str, Any] | None, status: int = 200) -> Response:
     return render(p, "builder_view.html", status, app=app, t=t, values=values, errors=errors, editing=editing,
-                  view_types=VIEW_TYPES, tables=visible_tables(p, app), dashboards=app.dashboards,
+                  view_types=VIEW_TYPES, tables=visible_tables(p, app), dashboards=visible_dashboards(p, app),
                   group_fields=[f for f in t.fields if not f.ftype.read_only  # a card moves by writing it
                                 and f.ftype.value_kind(f, p.cat) in (SELECT, USER)],
                   date_fields=[f for f in t.fields if f.ftype.kind in (DATE, DATETIME)],

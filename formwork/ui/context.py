@@ -135,6 +135,11 @@ def visible_app(p: Page, app_key: str) -> AppDef:
     return app
 
 
+def visible_dashboards(p: Page, app: AppDef) -> list[dict[str, Any]]:
+    """The app's dashboards for the navigation: none without the right to view dashboards."""
+    return list(app.dashboards) if p.access.can_view_dashboards() else []
+
+
 def visible_tables(p: Page, app: AppDef) -> list[TableDef]:
     return [t for t in app.tables if p.access.can_see_table(p.cat, t)]
 

@@ -8,7 +8,7 @@ from flask import Response
 
 from formwork.errors import NotFound
 from formwork.ui.charts import bar_chart, funnel, line_chart, number_text
-from formwork.ui.context import Page, make_page, render, visible_app, visible_tables
+from formwork.ui.context import Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.ui.render import choice_map
 from formwork.web import RouteSet, current_access, unit
 
@@ -80,4 +80,4 @@ def dashboard_page(app_key: str, key: str) -> Response:
         docs = {w["key"]: w for w in doc.get("widgets", [])}
         widgets = [widget_view(p, app, w, docs.get(w["key"], {})) for w in data["widgets"]]
         return render(p, "dashboard.html", app=app, dashboard=doc, widgets=widgets, tables=visible_tables(p, app),
-                      dashboards=app.dashboards)
+                      dashboards=visible_dashboards(p, app))

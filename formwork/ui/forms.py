@@ -19,6 +19,7 @@ from formwork.ui.context import (
     secret,
     signer,
     visible_app,
+    visible_dashboards,
     visible_table,
     visible_tables,
     writable,
@@ -75,7 +76,7 @@ def form_page(app_key: str, table_key: str, view_key: str) -> Response:
         return render(p, "form.html", 422 if errors else 200, app=app, t=t, view=view, fields=fields,
                       values=values, errors=errors, done=done, public=False,
                       options=input_options(p, t, fields), tables=visible_tables(p, app),
-                      dashboards=app.dashboards, form_token="", action=request.path)
+                      dashboards=visible_dashboards(p, app), form_token="", action=request.path)
 
 
 @routes.route("/f/<app_key>/<table_key>/<view_key>", methods=["GET", "POST"])

@@ -23,6 +23,7 @@ from formwork.ui.context import (
     shown_fields,
     visible_app,
     visible_apps,
+    visible_dashboards,
     visible_table,
     visible_tables,
     writable,
@@ -80,7 +81,7 @@ def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
                                 view_key=view["key"]))  # type: ignore[index]
     ctx: dict[str, Any] = {"app": app, "t": t, "view": view, "vtype": vtype, "state": state,
                            "tables": visible_tables(p, app), "can_create": p.access.can(p.cat, t, "create"),
-                           "dashboards": app.dashboards, "filter_fields": filter_fields(p, t)}
+                           "dashboards": visible_dashboards(p, app), "filter_fields": filter_fields(p, t)}
     if vtype == "kanban":
         ctx.update(kanban_data(p, app, t, view or {}, state))
         template = "_kanban.html" if htmx.target == "board" else "table.html"

@@ -18,6 +18,7 @@ from formwork.ui.context import (
     render,
     shown_fields,
     visible_app,
+    visible_dashboards,
     visible_table,
     visible_tables,
     writable,
@@ -51,7 +52,7 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
             "history": history, "approvals": approvals.record_approvals(p.conn, p.cat, t, rec["id"]),
             "options": input_options(p, t, edit), "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
-            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": app.dashboards}
+            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app)}
 
 
 def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
@@ -74,7 +75,7 @@ def record_page(app_key: str, table_key: str, rid: int) -> Response:
         except NotFound:
             deleted = p.reader().get(t, rid, trashed=True)  # 404 unless it is in the trash and readable
             return render(p, "record_trashed.html", app=app, t=t, rec=deleted, tables=visible_tables(p, app),
-                          dashboards=app.dashboards)
+                          dashboards=visible_dashboards(p, app))
         return render(p, "record.html", **record_context(p, app, t, rec), errors={},
                       saved=request.args.get("saved") == "1")
 
@@ -147,7 +148,7 @@ def record_new(app_key: str, table_key: str) -> Response:
                 errors = e.details or {"": [e.message]}
         return render(p, "record_new.html", 422 if errors else 200, app=app, t=t, fields=fields, values=values,
                       errors=errors, options=input_options(p, t, fields), tables=visible_tables(p, app),
-                      dashboards=app.dashboards)
+                      dashboards=visible_dashboards(p, app))
 
 
 @routes.get("/apps/<app_key>/<table_key>/link-search/<field_key>")
