@@ -63,11 +63,11 @@ _MAX_KEY_CHARS = 200
 # servers without 8BITMIME; CRLF line endings as SMTP requires.
 _MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*$")
 _NAMED_ADDRESS = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
-_KEY = re.compile(r"^[\x20-\x7e]+$")
+_KEY = re.compile(r"^[\x20-\x7e]+\Z")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
 
 

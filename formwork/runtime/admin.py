@@ -26,7 +26,7 @@ from formwork.metadata.catalog import Catalog
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
 
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 USER_KEYS = {"username", "name", "email", "password", "roles", "team", "locale", "timezone", "active", "is_admin"}
 TEAM_KEYS = {"key", "name", "manager", "members"}
 

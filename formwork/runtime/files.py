@@ -27,7 +27,7 @@ from formwork.metadata.fieldtypes.base import FILES
 from formwork.runtime.permissions import Access
 
 CHUNK = 64 * 1024
-_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+$")
+_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+\Z")
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 

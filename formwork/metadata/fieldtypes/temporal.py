@@ -75,7 +75,10 @@ def parse_datetime(value: Any, default_tz: str = "UTC") -> dt.datetime:
         d = d.replace(tzinfo=ZoneInfo(default_tz))
     if not (1 <= d.year <= 9998):
         raise FieldValueError("is out of range")
-    return d.astimezone(dt.UTC).replace(tzinfo=None)
+    try:  # 0001-01-01T00:00+05:00 is a time before year 1 in UTC
+        return d.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise FieldValueError("is out of range") from None
 
 
 def iso_utc(value: dt.datetime | None) -> str | None:

@@ -1,0 +1,116 @@
+"""Regression tests for issue 10's "input that escapes validation", availability and account findings.
+
+Each test reproduces an attack of the outside review: the answer must be a clear 4xx or a correct result,
+never a 500, and a refused write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.helpers import Api, db_snapshot
+
+
+def q(value: Any) -> str:
+    return quote(json.dumps(value))
+
+
+# --- keys with a trailing newline ------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["name\n", "name\r\n", "na\nme", "name\u2028"])
+def test_keys_with_a_trailing_newline_are_refused(app: Any, admin: Api, bad: str) -> None:
+    before = db_snapshot(app)
+    status, body = admin.post("/meta/apps", {"key": bad, "label": "A"})
+    assert status == 422, body
+    assert db_snapshot(app) == before
+    admin.ok("POST", "/meta/apps", {"key": "a", "label": "A"})
+    before = db_snapshot(app)
+    status, body = admin.post("/meta/apps/a/tables", {"key": bad, "label": "T", "fields": [
+        {"key": "name", "label": "Name", "type": "text"}]})
+    assert status == 422, body
+    status, body = admin.post("/meta/apps/a/tables", {"key": "t", "label": "T", "fields": [
+        {"key": bad, "label": "Name", "type": "text"}]})
+    assert status == 422, body
+    assert db_snapshot(app) == before
+    admin.ok("POST", "/meta/apps/a/tables", {"key": "t", "label": "T", "fields": [
+        {"key": "name", "label": "Name", "type": "text"}]})
+    before = db_snapshot(app)
+    status, body = admin.post("/meta/apps/a/tables/t/fields", {"key": bad, "label": "N", "type": "number"})
+    assert status == 422, body
+    status, body = admin.post("/meta/apps/a/tables/t/views", {"key": bad, "label": "V", "type": "grid"})
+    assert status == 422, body
+    status, body = admin.post("/meta/apps/a/tables/t/views", {"key": "v", "label": "V", "type": "grid",
+                                                              "sort": ["name\n"]})
+    assert status == 422, body
+    assert db_snapshot(app) == before
+
+
+# --- extreme numbers and dates ----------------------------------------------------------------------
+NUMERIC = ("n", "dec", "cur", "pct")
+
+
+@pytest.fixture
+def extremes(app: Any, admin: Api) -> Api:
+    admin.ok("POST", "/meta/apps", {"key": "x", "label": "X"})
+    admin.ok("POST", "/meta/apps/x/tables", {"key": "items", "label": "Items", "fields": [
+        {"key": "name", "label": "Name", "type": "text"},
+        {"key": "n", "label": "N", "type": "number"},
+        {"key": "dec", "label": "Dec", "type": "decimal"},
+        {"key": "cur", "label": "Cur", "type": "currency"},
+        {"key": "pct", "label": "Pct", "type": "percent"},
+        {"key": "d", "label": "D", "type": "date"},
+        {"key": "dt", "label": "Dt", "type": "datetime"},
+    ]})
+    admin.ok("POST", "/data/x/items", {"fields": {"name": "plain", "n": 1, "dec": "2.5", "d": "2026-01-02",
+                                                  "dt": "2026-01-02T03:04:05Z"}})
+    return admin
+
+
+@pytest.mark.parametrize("field", NUMERIC)
+@pytest.mark.parametrize("value", ["1e999999999", "-1e999999999", 1e308, "NaN", "nan", "Infinity", "-inf",
+                                   "1e-999999999", "9" * 400])
+def test_huge_numbers_are_refused_not_500(app: Any, extremes: Api, field: str, value: Any) -> None:
+    before = db_snapshot(app)
+    status, body = extremes.post("/data/x/items", {"fields": {"name": "big", field: value}})
+    if status < 300:  # a value the field can hold (e.g. a tiny number rounded to 0) reads back
+        got = extremes.ok("GET", f"/data/x/items/{body['id']}")["fields"][field]
+        assert got is None or abs(float(got)) < 1e300
+        return
+    assert status in (400, 422), body
+    assert db_snapshot(app) == before
+
+
+@pytest.mark.parametrize("field", NUMERIC)
+@pytest.mark.parametrize("value", ["1e999999999", "NaN", "Infinity", "-1e999999999", 1e308, "9" * 400])
+@pytest.mark.parametrize("op", ["eq", "gt", "lt", "between"])
+def test_huge_numbers_in_filters_are_refused_or_answered(extremes: Api, field: str, value: Any, op: str) -> None:
+    arg = [value, value] if op == "between" else value
+    status, body = extremes.get(f"/data/x/items?filter={q({field: {op: arg}})}")
+    assert status in (200, 400, 422), body
+
+
+DATES = ["9999-12-31", "0001-01-01", "10000-01-01", "0000-01-01"]
+DATETIMES = ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-05:00", "9999-12-31T23:59:59+14:00",
+             "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00-05:00",
+             "9999-12-31T23:59:59.999999", "0001-01-01T00:00:00"]
+
+
+@pytest.mark.parametrize("value", DATES + DATETIMES)
+@pytest.mark.parametrize("field", ["d", "dt"])
+def test_dates_at_the_ends_of_the_range(extremes: Api, field: str, value: str) -> None:
+    status, body = extremes.post("/data/x/items", {"fields": {"name": "edge", field: value}})
+    assert status < 300 or status in (400, 422), body
+    if status < 300:
+        extremes.ok("GET", f"/data/x/items/{body['id']}")
+    for op in ("eq", "gt", "lt", "gte", "lte", "neq"):
+        status, body = extremes.get(f"/data/x/items?filter={q({field: {op: value}})}")
+        assert status in (200, 400, 422), body
+    status, body = extremes.get(f"/data/x/items?filter={q({field: {'between': [value, value]}})}")
+    assert status in (200, 400, 422), body
+    for sort in (field, "-" + field):
+        page = extremes.ok("GET", f"/data/x/items?sort={sort}&limit=1")
+        if page.get("next_cursor"):
+            extremes.ok("GET", f"/data/x/items?sort={sort}&limit=1&cursor={page['next_cursor']}")
