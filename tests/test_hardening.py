@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.helpers import Api, db_snapshot
+from tests.test_ui_pages import login as ui_login
 
 
 def q(value: Any) -> str:
@@ -114,3 +115,43 @@ def test_dates_at_the_ends_of_the_range(extremes: Api, field: str, value: str) -
         page = extremes.ok("GET", f"/data/x/items?sort={sort}&limit=1")
         if page.get("next_cursor"):
             extremes.ok("GET", f"/data/x/items?sort={sort}&limit=1&cursor={page['next_cursor']}")
+
+
+# --- formulas that fail at run time -----------------------------------------------------------------
+EMPTY = ["{n} / 0", "{n} / ({n} - {n})", "MOD({n}, 0)", "SQRT(-1)",
+         "VALUE(\"abc\")", "VALUE({t})", "ROUND({n}, 400)", "{d} - DATE(1, 1, 1)", "{d} + 100000000",
+         "DATEADD({d}, 100000000, \"day\")", "DATE(99999, 1, 1)"]
+ANSWERED = ["POWER(10, 400)", "POWER({n}, 1000)", "{big} * {big} * {big} * {big}", "{n} * 1e300 * 1e300",
+            "INT(1e300)", "{int} * {int} * {int}",
+            "DATEADD({dt}, {big}, \"second\")", "DATEADD({d}, 9999, \"year\")", "LEFT({t}, {big})",
+            "MID({t}, {big}, {big})", "TEXT({big} * {big})", "AVERAGE(1e308, 1e308)", "VALUE(\"1e999999\")",
+            "YEAR(DATEADD({dt}, 5000000, \"day\"))", "DATE(2020, 99999999999, 1)"]
+
+
+@pytest.mark.parametrize("formula", EMPTY + ANSWERED)
+def test_a_formula_failing_at_run_time_empties_its_cell_not_the_page(app: Any, admin: Api, formula: str) -> None:
+    admin.ok("POST", "/meta/apps", {"key": "f", "label": "F"})
+    admin.ok("POST", "/meta/apps/f/tables", {"key": "t", "label": "T", "fields": [
+        {"key": "name", "label": "Name", "type": "text"},
+        {"key": "n", "label": "N", "type": "number", "options": {"precision": 2}},
+        {"key": "int", "label": "I", "type": "number"},
+        {"key": "big", "label": "B", "type": "number", "options": {"precision": 2}},
+        {"key": "t", "label": "Tx", "type": "text"},
+        {"key": "d", "label": "D", "type": "date"},
+        {"key": "dt", "label": "Dt", "type": "datetime"}]})
+    rid = admin.ok("POST", "/data/f/t", {"fields": {
+        "name": "r", "n": 5, "int": 999999999999999, "big": "999999999999999", "t": "abc",
+        "d": "9998-12-30", "dt": "9998-12-30T00:00:00Z"}})["id"]
+    status, body = admin.post("/meta/apps/f/tables/t/fields", {"key": "fx", "label": "Fx", "type": "formula",
+                                                                  "options": {"formula": formula}})
+    if status >= 300:  # refused when saved: as good as an empty cell
+        assert status == 422, body
+        return
+    listed = admin.records("f", "t")[0]["fields"]["fx"]
+    one = admin.ok("GET", f"/data/f/t/{rid}")["fields"]["fx"]
+    assert listed == one
+    if formula in EMPTY:
+        assert one is None, one
+    client, _csrf = ui_login(app, "admin", "admin-pass-1")
+    for page in ("/apps/f/t", f"/apps/f/t/{rid}", "/apps/f/t/rows?sort=-fx", "/apps/f/t/rows?sort=fx"):
+        assert client.get(page).status_code == 200, page

@@ -81,6 +81,8 @@ def json_number(value: Any) -> int | float | None:
     if isinstance(value, int):
         return value
     d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not d.is_finite():  # SQLite's REAL overflows to inf, PostgreSQL's numeric has NaN: JSON has neither
+        return None
     if d == d.to_integral_value():
         return int(d)
     return float(d)
