@@ -12,8 +12,16 @@ from urllib.parse import quote
 
 import pytest
 
+from formwork.automation.worker import Worker
+from tests import peers
+from tests import test_automation_support as support
 from tests.helpers import Api, db_snapshot
+from tests.peers import SmtpSink
 from tests.test_ui_pages import login as ui_login
+
+
+worker = support.worker
+smtp_sink = peers.smtp_sink
 
 
 def q(value: Any) -> str:
@@ -155,3 +163,54 @@ def test_a_formula_failing_at_run_time_empties_its_cell_not_the_page(app: Any, a
     client, _csrf = ui_login(app, "admin", "admin-pass-1")
     for page in ("/apps/f/t", f"/apps/f/t/{rid}", "/apps/f/t/rows?sort=-fx", "/apps/f/t/rows?sort=fx"):
         assert client.get(page).status_code == 200, page
+
+
+# --- one bad email must not stop the others ---------------------------------------------------------
+def _mail_rule(admin: Api, worker: Worker, smtp_sink: SmtpSink, titles: tuple[str, ...]) -> dict[str, int]:
+    """Tasks with these titles, each mailed by a rule; the worker's round; the runs counted by status."""
+    support.make_sales(admin)
+    worker.settings.smtp.port = smtp_sink.port
+    support.add_rule(admin, {"key": "mail", "trigger": {"type": "record_created", "table": "tasks"},
+                             "actions": [{"type": "send_email", "to": ["admin@example.com"],
+                                          "subject": "Task {{ record.title }}", "body": "see {{ record.title }}"}]})
+    for title in titles:
+        admin.ok("POST", "/data/sales/tasks", {"fields": {"title": title}})
+    worker.drain()
+    by_status: dict[str, int] = {}
+    for run in support.runs(admin, "mail"):
+        by_status[run["status"]] = by_status.get(run["status"], 0) + 1
+        if run["status"] == "failed":
+            assert run["steps"][0]["status"] == "failed" and run["steps"][0]["error"], run
+    return by_status
+
+
+def test_an_invalid_email_header_fails_only_its_delivery(admin: Api, worker: Worker, smtp_sink: SmtpSink) -> None:
+    titles = ("first\u2028Bcc: victim@example.com", "second", "thi\x85rd", "fourth", "fi\x0bfth", "si\x1cxth")
+    by_status = _mail_rule(admin, worker, smtp_sink, titles)
+    assert sorted(m["Subject"] for m in smtp_sink.wait_for(2)) == ["Task fourth", "Task second"]
+    assert all("victim" not in str(m) for m in smtp_sink.messages)
+    assert by_status == {"succeeded": 2, "failed": 4}
+    worker.drain()  # the failed ones are settled: nothing is tried again
+    assert len(smtp_sink.messages) == 2
+
+
+def test_an_unexpected_sending_error_fails_only_its_delivery(admin: Api, worker: Worker, smtp_sink: SmtpSink,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from formwork.automation import dispatch
+
+    real = dispatch.send_email
+
+    def flaky(settings: Any, to: Any, subject: str, *args: Any, **kw: Any) -> Any:
+        if "boom" in subject:
+            raise ValueError("Header values may not contain linefeed or carriage return characters")
+        return real(settings, to, subject, *args, **kw)
+
+    monkeypatch.setattr(dispatch, "send_email", flaky)
+    with caplog.at_level("WARNING", logger="formwork.automation.dispatch"):
+        by_status = _mail_rule(admin, worker, smtp_sink, ("boom", "fine", "boom again", "also fine"))
+    assert sorted(m["Subject"] for m in smtp_sink.wait_for(2)) == ["Task also fine", "Task fine"]
+    assert by_status == {"succeeded": 2, "failed": 2}
+    assert "Header values may not contain" in caplog.text
+    errors = [r["steps"][0]["error"] for r in support.runs(admin, "mail") if r["status"] == "failed"]
+    assert all("Header values may not contain" in e for e in errors), errors

@@ -115,8 +115,9 @@ class WebhookResult:
 
 
 def _refuse_control_chars(value: str, what: str) -> None:
-    if any(ch in value for ch in "\r\n\0"):
-        raise DeliveryError(f"{what} must not contain line breaks", retryable=False)
+    """Any line break the email package splits on (\\x85, \\u2028 ... too) or control character but tab."""
+    if len(value.splitlines()) > 1 or any(ch != "\t" and (ch < " " or "\x7f" <= ch <= "\x9f") for ch in value):
+        raise DeliveryError(f"{what} must not contain line breaks or control characters", retryable=False)
 
 
 def _parse_address(raw: object, what: str) -> Address:
