@@ -19,7 +19,6 @@ from tests.helpers import Api, db_snapshot
 from tests.peers import SmtpSink
 from tests.test_ui_pages import login as ui_login
 
-
 worker = support.worker
 smtp_sink = peers.smtp_sink
 
@@ -214,3 +213,40 @@ def test_an_unexpected_sending_error_fails_only_its_delivery(admin: Api, worker:
     assert "Header values may not contain" in caplog.text
     errors = [r["steps"][0]["error"] for r in support.runs(admin, "mail") if r["status"] == "failed"]
     assert all("Header values may not contain" in e for e in errors), errors
+
+
+# --- jobs of a killed process -----------------------------------------------------------------------
+def test_jobs_left_running_by_a_gone_process_are_failed_on_start_up(app: Any, admin: Api) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from sqlalchemy import insert, select
+
+    from formwork import db
+    from formwork.runtime import jobs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = socket.gethostname()
+    owners = {"killed": f"{host}:{int(dead.stdout)}:abc", "legacy": None, "alive": jobs.process_owner(),
+              "sibling": f"{host}:1:def", "elsewhere": "other-host:12345:xyz"}
+    uid = admin.ok("GET", "/me")["id"]
+    engine = app.extensions["formwork"].engine
+    ids = {}
+    with db.transaction(engine) as conn:
+        for name, owner in owners.items():
+            ids[name] = conn.execute(insert(db.jobs).values(
+                kind="import", user_id=uid, status="running", progress=40, total=100, params={},
+                created_at=db.utcnow(), owner=owner).returning(db.jobs.c.id)).scalar_one()
+    app.extensions.pop("formwork_jobs", None)  # a new process's first use of the jobs module
+    jobs.runner(app)
+    with engine.connect() as conn:
+        status = {name: conn.execute(select(db.jobs.c.status).where(db.jobs.c.id == jid)).scalar_one()
+                  for name, jid in ids.items()}
+    assert status == {"killed": "failed", "legacy": "failed", "alive": "running", "sibling": "running",
+                      "elsewhere": "running"}
+    job = admin.ok("GET", f"/jobs/{ids['killed']}")["job"]
+    assert job["status"] == "failed" and job["finished_at"]
+    assert "stopped before it finished" in job["error"] and "40 of 100" in job["error"]
+    assert "nothing of it was committed" in job["error"]
