@@ -52,6 +52,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_actions()
     register_document_kinds(AutomationDocument)
     register_job_kinds()
+    from formwork.runtime import jobs
+
+    jobs.runner(app)  # jobs left running by a process that is gone are marked failed now, not on first use
     table = route_table()
     app.register_blueprint(make_blueprint(m.routes for m in table["api"]), url_prefix=URL_PREFIX)
     app.register_blueprint(make_ui_blueprint(m.routes for m in table["ui"]))

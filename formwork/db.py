@@ -232,6 +232,7 @@ jobs = Table(
     Column("error", Text),
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("finished_at", DateTime),
+    Column("owner", String(200)),  # host:pid:token of the process running it (migration 0004)
 )
 
 audit = Table(

@@ -247,3 +247,22 @@ def test_login_rejects_malformed_bodies(app: Any) -> None:
         resp = client.post("/api/v1/auth/login", json=body)
         assert resp.status_code == 400, body
     assert client.post("/api/v1/auth/login", data="{not json", content_type="application/json").status_code == 400
+
+
+def test_admin_password_reset_lifts_a_lockout_and_ends_tokens_and_sessions(app: Any, admin: Api) -> None:
+    user = make_user(admin)
+    with db.transaction(engine(app)) as conn:
+        token = auth.create_token(conn, user["id"], "laptop", None)["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    session = app.test_client()
+    assert login(session).status_code == 200
+    client = app.test_client()
+    for _ in range(auth.MAX_FAILURES):
+        assert login(client, password="wrong-password").status_code == 401
+    assert login(client).status_code == 401  # locked
+    assert app.test_client().get("/api/v1/me", headers=bearer).status_code == 200
+    assert admin.call("POST", f"/admin/users/{user['id']}/password", {"password": "fresh-secret-42"})[0] == 204
+    assert app.test_client().get("/api/v1/me", headers=bearer).status_code == 401
+    assert session.get("/api/v1/me").status_code == 401
+    assert login(client, password="fresh-secret-42").status_code == 200  # the lockout is lifted
+    assert login(client).status_code == 401  # the old password is gone

@@ -141,3 +141,12 @@ def test_who_may_download(docs: Api) -> None:
     assert download(reader, f["token"]).status_code == 404  # trashed records don't open their files
     with docs.client.application.extensions["formwork"].engine.connect() as c:
         assert c.execute(select(func.count()).select_from(db.files)).scalar() == 2
+
+
+@pytest.mark.parametrize("char", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+                                  "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u2028", "\x1b", "\x85"])
+def test_bidi_and_control_characters_leave_file_names(docs: Api, char: str) -> None:
+    status, f = post_file(docs, b"MZ", f"invoice{char}gnp.exe", "application/octet-stream")
+    assert status == 201
+    assert f["name"] in ("invoicegnp.exe", "invoice_gnp.exe"), f["name"]
+    assert download(docs, f["token"]).headers["Content-Disposition"].count("%E2%80%AE") == 0

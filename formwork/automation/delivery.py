@@ -63,11 +63,11 @@ _MAX_KEY_CHARS = 200
 # servers without 8BITMIME; CRLF line endings as SMTP requires.
 _MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*$")
 _NAMED_ADDRESS = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
-_KEY = re.compile(r"^[\x20-\x7e]+$")
+_KEY = re.compile(r"^[\x20-\x7e]+\Z")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
 
 
@@ -115,8 +115,9 @@ class WebhookResult:
 
 
 def _refuse_control_chars(value: str, what: str) -> None:
-    if any(ch in value for ch in "\r\n\0"):
-        raise DeliveryError(f"{what} must not contain line breaks", retryable=False)
+    """Any line break the email package splits on (\\x85, \\u2028 ... too) or control character but tab."""
+    if len(value.splitlines()) > 1 or any(ch != "\t" and (ch < " " or "\x7f" <= ch <= "\x9f") for ch in value):
+        raise DeliveryError(f"{what} must not contain line breaks or control characters", retryable=False)
 
 
 def _parse_address(raw: object, what: str) -> Address:

@@ -11,6 +11,7 @@ receivers can drop it. Retryable failures back off; the run settles when its las
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from formwork.automation.delivery import DeliveryError, backoff_delay, call_webh
 from formwork.automation.runs import RuleRunner, final_status, find_rule, rule_owner
 from formwork.runtime import notifications
 
+log = logging.getLogger(__name__)
 
 class Dispatcher:
     """Leases due deliveries, sends them and records the outcome on the delivery, its step and its run."""
@@ -92,6 +94,10 @@ class Dispatcher:
                     self._update_step(c, row.id, "retrying", None, f"attempt {attempts}: {e.message}")
             else:
                 self._finish(row, "failed", None, e.message, attempts=attempts)
+        except Exception as e:  # noqa: BLE001 - one bad item must not stop the round (it would lease and fail again)
+            log.warning("delivery %s of run %s failed for good: %s", row.id, row.run_id, e, exc_info=True)
+            self._finish(row, "failed", None, f"could not be sent: {type(e).__name__}: {e}"[:2000],
+                         attempts=row.attempts + 1)
 
     def _finish(self, row: Any, status: str, response: Any, error: str | None, attempts: int | None = None) -> None:
         d = db.deliveries

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError as JsonSchemaError
 from referencing import Registry, Resource
 
@@ -19,6 +21,35 @@ KINDS = ("app", "table", "field", "view", "automation", "dashboard", "role")
 MAX_DOC_BYTES = 1_000_000
 RESERVED_FIELD_KEYS = {"id", "version", "fields", "display", "created", "updated", "deleted"}
 BASE = "https://formwork.dev/schemas/"
+
+
+@functools.cache
+def _python_pattern(pattern: str) -> re.Pattern[str]:
+    """An ECMA-262 pattern as Python must read it: ``$`` ends the input (``\\Z``), it does not match before a
+    final newline as Python's ``$`` does (a key ``"name\\n"`` passed ``^[a-z]+$``)."""
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        out.append(r"\Z" if ch == "$" and not in_class else ch)
+        i += 1
+    return re.compile("".join(out))
+
+
+def _full_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[JsonSchemaError]:
+    """The ``pattern`` keyword with ECMA anchors: the one place every schema pattern is checked."""
+    if validator.is_type(instance, "string") and not _python_pattern(pattern).search(instance):
+        yield JsonSchemaError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _full_pattern})
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -81,25 +112,25 @@ def schema(kind: str) -> dict[str, Any]:
     return _load(kind)
 
 
-def _validator(kind: str) -> Draft202012Validator:
+def _validator(kind: str) -> Any:
     return _validator_at(kind, document_kinds.generation)
 
 
 @functools.cache
-def _validator_at(kind: str, generation: int) -> Draft202012Validator:
-    return Draft202012Validator(schema(kind), registry=_registry_at(generation))
+def _validator_at(kind: str, generation: int) -> Any:
+    return _Validator(schema(kind), registry=_registry_at(generation))
 
 
 @functools.cache
-def _field_base_validator() -> Draft202012Validator:
+def _field_base_validator() -> Any:
     base = {k: v for k, v in field_schema().items() if k != "allOf"}
-    return Draft202012Validator(base, registry=_registry())
+    return _Validator(base, registry=_registry())
 
 
 @functools.cache
-def _options_validator(ftype: str) -> Draft202012Validator:
+def _options_validator(ftype: str) -> Any:
     schema = {"$id": BASE + f"options-{ftype}.json", **field_types.get(ftype).options_schema}
-    return Draft202012Validator(schema, registry=_registry())
+    return _Validator(schema, registry=_registry())
 
 
 def _field_errors(doc: Any) -> list[JsonSchemaError]:

@@ -26,7 +26,7 @@ from formwork.metadata.catalog import Catalog
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
 
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 USER_KEYS = {"username", "name", "email", "password", "roles", "team", "locale", "timezone", "active", "is_admin"}
 TEAM_KEYS = {"key", "name", "manager", "members"}
 
@@ -270,7 +270,7 @@ def update_user(conn: Connection, actor: Access, user_id: Any, data: Any, ip: st
 
 
 def _lock_out(conn: Connection, user_id: int) -> None:
-    """End every session and token of a user at once (deactivation)."""
+    """End every session and token of a user at once (deactivation, password reset)."""
     conn.execute(delete(db.sessions).where(db.sessions.c.user_id == user_id))
     conn.execute(update(db.api_tokens).where(db.api_tokens.c.user_id == user_id, db.api_tokens.c.revoked_at.is_(None))
                  .values(revoked_at=db.utcnow()))
@@ -296,7 +296,7 @@ def reset_password(conn: Connection, actor: Access, user_id: Any, data: Any, ip:
     auth.check_password_strength(data.get("password"))
     conn.execute(update(db.users).where(db.users.c.id == row.id).values(
         password_hash=auth.hash_password(data["password"]), failed_logins=0, locked_until=None))
-    conn.execute(delete(db.sessions).where(db.sessions.c.user_id == row.id))
+    _lock_out(conn, row.id)  # whoever knew the old password may hold a session or a token: end both
     _audit(conn, actor, ip, "password_reset", f"user:{row.username}", {"id": row.id})
 
 

@@ -118,14 +118,18 @@ def login(conn: Connection, username: Any, password: Any, ip: str | None) -> tup
 
 def _recent_failures(conn: Connection, username: str, ip: str | None, now: dt.datetime) -> int:
     """Failed logins for this username from this address within the lockout window, since the last
-    successful login from there (read from the audit log, so every process sees the same count)."""
+    successful login from there or an administrator's reset of the password (read from the audit log, so
+    every process sees the same count)."""
     a = db.audit
     same = [a.c.username == username, a.c.ip == ip if ip is not None else a.c.ip.is_(None),
             a.c.at >= now - LOCKOUT]
     last_ok = conn.execute(select(func.max(a.c.at)).where(a.c.action == "login", *same)).scalar()
+    last_reset = conn.execute(select(func.max(a.c.at)).where(
+        a.c.action == "password_reset", a.c.target == f"user:{username}", a.c.at >= now - LOCKOUT)).scalar()
     q = select(func.count()).select_from(a).where(a.c.action == "login_failed", *same)
-    if last_ok is not None:
-        q = q.where(a.c.at > last_ok)
+    for since in (last_ok, last_reset):
+        if since is not None:
+            q = q.where(a.c.at > since)
     return int(conn.execute(q).scalar() or 0)
 
 

@@ -27,14 +27,17 @@ from formwork.metadata.fieldtypes.base import FILES
 from formwork.runtime.permissions import Access
 
 CHUNK = 64 * 1024
-_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+$")
-_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+\Z")
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f/\\:*?"<>|]')
 
 
 def safe_name(name: str | None) -> str:
     """A file name fit for storage and Content-Disposition: no paths, control or shell-special characters."""
     text = unicodedata.normalize("NFC", name or "")
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    # format characters (bidi overrides, zero-width marks) and line separators: "invoice\u202egnp.exe"
+    # must not show as "invoice.exe.png"
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Zl", "Zp"))
     text = _UNSAFE_NAME.sub("_", text).strip().lstrip(".")
     if len(text) > 200:
         stem, dot, ext = text.rpartition(".")

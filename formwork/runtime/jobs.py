@@ -11,7 +11,10 @@ import there holds the write lock and only the final state reaches the row.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,60 @@ from formwork.runtime.permissions import Access
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "done", "failed")
+_OWNER: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """``host:pid:token`` of this process (a fresh token after a fork): written on the jobs it runs."""
+    global _OWNER
+    if _OWNER is None or _OWNER[0] != os.getpid():
+        _OWNER = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
+    return _OWNER[1]
+
+
+def _process_gone(owner: str | None) -> bool:
+    """Whether the process named by ``owner`` is certainly gone: only processes of this host can be checked."""
+    if owner is None:
+        return True  # started before migration 0004, by a process that a restart has ended
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    if owner == process_owner():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # the pid was reused by this process: the owner is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def recover_orphans(engine: Any) -> int:
+    """Mark failed the jobs left "running" by a process that is gone (killed, restarted); returns how many.
+
+    A handler runs in one transaction (an import commits all its rows or none), so a killed job committed
+    nothing: the message says so, with how far it had got.
+    """
+    j = db.jobs
+    failed = 0
+    with db.transaction(engine) as conn:
+        for row in conn.execute(select(j.c.id, j.c.owner, j.c.progress, j.c.total).where(j.c.status == "running")):
+            if not _process_gone(row.owner):
+                continue
+            got = f" (it had reached {row.progress} of {row.total})" if row.total else ""
+            message = (f"the process running this job ({row.owner or 'unknown'}) stopped before it finished{got}; "
+                       "the job runs in one transaction, so nothing of it was committed: start it again")
+            res = conn.execute(update(j).where(j.c.id == row.id, j.c.status == "running").values(
+                status="failed", error=message, finished_at=db.utcnow()))
+            failed += res.rowcount
+    if failed:
+        log.warning("marked %d job(s) failed whose process is gone", failed)
+    return failed
 
 
 class JobFailed(Exception):
@@ -111,7 +168,7 @@ class JobRunner:
                 if row is None:
                     return None
                 res = conn.execute(update(j).where(j.c.id == row.id, j.c.status == "queued")
-                                   .values(status="running"))
+                                   .values(status="running", owner=process_owner()))
                 if res.rowcount == 1:
                     return row
 
@@ -152,8 +209,13 @@ class JobRunner:
 
 
 def runner(app: Flask) -> JobRunner:
+    """The app's job runner; made on first use in a process, which first fails the jobs of dead processes."""
     r = app.extensions.get("formwork_jobs")
     if r is None:
+        try:
+            recover_orphans(app.extensions["formwork"].engine)
+        except Exception:  # noqa: BLE001 - e.g. a database not migrated yet: start anyway, jobs wait
+            log.exception("could not check for jobs left running by a stopped process")
         r = app.extensions.setdefault("formwork_jobs", JobRunner(app))
     return r
 

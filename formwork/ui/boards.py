@@ -120,6 +120,8 @@ def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state
         first = dt.date.fromisoformat(month_arg + "-01") if month_arg else today.replace(day=1)
     except ValueError:
         raise BadRequest("month must look like 2026-05") from None
+    if not dt.date(1, 2, 1) <= first <= dt.date(9998, 12, 1):  # the weeks around it must be dates too
+        raise BadRequest("month must be from 0001-02 to 9998-12")
     nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     prev = (first - dt.timedelta(days=1)).replace(day=1)
     start = first - dt.timedelta(days=first.weekday())

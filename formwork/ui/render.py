@@ -70,7 +70,7 @@ def local_datetime(value: str, tz: str) -> dt.datetime | None:
         d = d.replace(tzinfo=dt.UTC)
     try:
         return d.astimezone(ZoneInfo(tz))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OverflowError):  # OverflowError: 0001-01-01 west of UTC
         return d
 
 

@@ -416,16 +416,26 @@ class FormulaType(_ReadOnly):
 
     def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
         kind = self.value_kind(f, catalog)
-        return lambda v: json_for_kind(kind, v)
+
+        def cell(v: Any) -> Any:
+            """A value the database computed but JSON can't carry (an overflow) is an empty cell, not a 500."""
+            try:
+                return json_for_kind(kind, v)
+            except (ArithmeticError, ValueError):
+                return None
+
+        return cell
 
     def value_kind(self, f: FieldDef, catalog: Catalog) -> str:
         return KIND_BY_FORMULA_TYPE[self.result_type(f, catalog)]
 
     def expression(self, f: FieldDef, table: Any, ctx: QueryContext) -> ColumnElement[Any]:
+        from formwork.metadata import formula as fl
+
         try:
             return self.compile(f, table, ctx)[0]
-        except FieldValueError:
-            return null()
+        except (FieldValueError, fl.FormulaError):  # a formula that can't compile reads empty, the list still loads
+            return cast(null(), Text())  # typed: PostgreSQL refuses ORDER BY NULL
 
     def to_json(self, value: Any, f: FieldDef) -> Any:
         return value

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 MAX_ABS = Decimal("1e15")
 _DURATION = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{2})$")
-_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
 
 class DecimalValue(TypeDecorator[Decimal]):
@@ -69,7 +69,8 @@ def parse_number(value: Any, lenient: bool = False) -> Decimal:
         d = Decimal(text)
     else:
         raise FieldValueError("must be a number")
-    if not d.is_finite() or abs(d) >= MAX_ABS:
+    # adjusted() (the exponent of the leading digit) never overflows: abs("1e999999999") would
+    if not d.is_finite() or d.adjusted() >= 15:
         raise FieldValueError("must be a number smaller than 10^15")
     return d
 
@@ -80,6 +81,8 @@ def json_number(value: Any) -> int | float | None:
     if isinstance(value, int):
         return value
     d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not d.is_finite():  # SQLite's REAL overflows to inf, PostgreSQL's numeric has NaN: JSON has neither
+        return None
     if d == d.to_integral_value():
         return int(d)
     return float(d)

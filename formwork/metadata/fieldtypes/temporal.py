@@ -75,7 +75,16 @@ def parse_datetime(value: Any, default_tz: str = "UTC") -> dt.datetime:
         d = d.replace(tzinfo=ZoneInfo(default_tz))
     if not (1 <= d.year <= 9998):
         raise FieldValueError("is out of range")
-    return d.astimezone(dt.UTC).replace(tzinfo=None)
+    try:  # 0001-01-01T00:00+05:00 is a time before year 1 in UTC
+        utc = d.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise FieldValueError("is out of range") from None
+    if utc < _EARLIEST_UTC:  # a day's margin: shown in any time zone (UTC-12) it is still in year 1
+        raise FieldValueError("is out of range")
+    return utc
+
+
+_EARLIEST_UTC = dt.datetime(1, 1, 2)
 
 
 def iso_utc(value: dt.datetime | None) -> str | None:

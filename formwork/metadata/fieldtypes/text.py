@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_TEXT = 1_000_000
-_EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
-_PHONE = re.compile(r"^\+?[0-9 ()\-.#*]{3,40}$")
-_URL = re.compile(r"^(https?|ftp|mailto):[^\s]+$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+\Z")
+_PHONE = re.compile(r"^\+?[0-9 ()\-.#*]{3,40}\Z")
+_URL = re.compile(r"^(https?|ftp|mailto):[^\s]+\Z", re.IGNORECASE)
 
 
 def as_text(value: Any) -> str:
