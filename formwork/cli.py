@@ -279,11 +279,14 @@ def _as_system() -> Iterator[tuple[Any, Any]]:
     from formwork.runtime.permissions import Access
 
     app = _app()
+    engine = app.extensions["formwork"].engine
     try:
-        with db.transaction(app.extensions["formwork"].engine) as conn:
+        with db.transaction(engine) as conn:
             yield conn, Access.system()
     except FormworkError as err:
         raise click.ClickException(_one_line(err)) from None
+    finally:
+        engine.dispose()  # the command is done with the database: close the pool's connections now
 
 
 def _one_line(err: Any) -> str:
