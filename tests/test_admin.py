@@ -211,6 +211,23 @@ def test_privilege_escalation_is_refused(app: Any, admin: Api) -> None:
     assert len(admin.ok("GET", "/admin/users")["users"]) == n_users
     assert admin.ok("GET", f"/admin/users/{hr['id']}")["roles"] == ["hr", "reader"]
 
+    # a user manager may not take over an account holding a role they don't hold (issue 10: a password
+    # reset as a takeover): no password, profile, status or team change on it
+    admin.ok("POST", "/admin/roles", role("finance", **{"crm.customers": {"read": "all"}}))
+    cfo = admin.ok("POST", "/admin/users", {"username": "cfo", "password": PASSWORD, "roles": ["finance"]})
+    before = db_snapshot(app)
+    for method, path, body in [
+        ("POST", f"/admin/users/{cfo['id']}/password", {"password": "hijacked-pass-1"}),
+        ("PATCH", f"/admin/users/{cfo['id']}", {"email": "attacker@example.com"}),
+        ("PATCH", f"/admin/users/{cfo['id']}", {"roles": []}),
+        ("PATCH", f"/admin/users/{cfo['id']}", {"active": False}),
+        ("DELETE", f"/admin/users/{cfo['id']}", None),
+    ]:
+        status, err = h.call(method, path, body)
+        assert status == 403 and "finance" in err["error"]["message"], (method, path, status, err)
+    assert db_snapshot(app) == before
+    assert Api(app.test_client()).post("/auth/login", {"username": "cfo", "password": "hijacked-pass-1"})[0] == 401
+
     # what a user manager may do: manage others within the roles they hold
     h.ok("PATCH", f"/admin/users/{other['id']}", {"roles": ["reader"], "name": "Other"})
     made = h.ok("POST", "/admin/users", {"username": "newbie", "password": PASSWORD, "roles": ["reader"]})

@@ -408,3 +408,26 @@ def test_bulk_update_and_bulk_delete_by_filter(app: Any, admin: Api) -> None:
     with app.extensions["formwork"].engine.connect() as conn:
         actions = dict(conn.execute(select(db.history.c.action, func.count()).group_by(db.history.c.action)).all())
     assert actions == {"create": 6, "update": 3, "delete": 2}
+
+
+def test_a_duplicate_says_where_it_sits_only_to_who_may_read_it(app: Any, admin: Api) -> None:
+    """No unique-value oracle: a writer who can't read the holder of a value learns only that it's taken."""
+    from tests.test_aggregate import make_user
+
+    build_deals(admin)
+    theirs = admin.ok("POST", "/data/sales/deals", {"fields": {"name": "Admin's", "code": "SECRET-1"}})
+    rep, _ = make_user(app, "rep", [{"key": "rep", "label": "Rep", "permissions": {
+        "sales.deals": {"read": "own", "create": True, "update": "own"}}}])
+    before = db_snapshot(app)
+    status, err = rep.post("/data/sales/deals", {"fields": {"name": "Mine", "code": "SECRET-1"}})
+    assert status == 409 and err["error"]["details"] == {"code": ["is already used"]}
+    assert db_snapshot(app) == before
+    admin.delete(f"/data/sales/deals/{theirs['id']}")
+    before = db_snapshot(app)
+    status, err = rep.post("/data/sales/deals", {"fields": {"name": "Mine", "code": "SECRET-1"}})
+    assert status == 409 and err["error"]["details"] == {"code": ["is already used"]}
+    assert db_snapshot(app) == before
+    mine = rep.ok("POST", "/data/sales/deals", {"fields": {"name": "Mine", "code": "MINE-1"}})
+    status, err = rep.post("/data/sales/deals", {"fields": {"name": "Again", "code": "MINE-1"}})
+    assert status == 409 and err["error"]["details"] == {"code": ["is already used by another record"]}
+    assert mine["fields"]["code"] == "MINE-1"

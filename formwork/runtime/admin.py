@@ -60,9 +60,16 @@ def _held_role_keys(actor: Access) -> set[str]:
     return {str(r.get("key")) for r in actor.roles}
 
 
-def _guard_target(actor: Access, target: Any) -> None:
-    if target.is_admin and not actor.is_admin:
+def _guard_target(conn: Connection, actor: Access, target: Any) -> None:
+    """Acting on another user's account (profile, password, roles, team, status) is acting with all they
+    can do: only administrators act on administrators, and a user manager needs every role the target holds."""
+    if actor.is_admin:
+        return
+    if target.is_admin:
         raise Forbidden("only administrators may change an administrator's account")
+    above = sorted(set(auth.role_keys(conn, target.id)) - _held_role_keys(actor))
+    if above:
+        raise Forbidden(f"you may only manage users whose roles you hold yourself (not {', '.join(above)[:200]})")
 
 
 def _guard_teams(actor: Access, team_ids: set[int]) -> None:
@@ -244,7 +251,7 @@ def update_user(conn: Connection, actor: Access, user_id: Any, data: Any, ip: st
     row = _user_row(conn, user_id)
     if not isinstance(data, dict) or not data:
         raise BadRequest("send the properties to change")
-    _guard_target(actor, row)
+    _guard_target(conn, actor, row)
     details = _check_profile(data)
     if "username" in data:
         details["username"] = ["cannot be changed"]
@@ -279,7 +286,7 @@ def _lock_out(conn: Connection, user_id: int) -> None:
 def deactivate_user(conn: Connection, actor: Access, user_id: Any, ip: str | None) -> None:
     require_user_admin(actor)
     row = _user_row(conn, user_id)
-    _guard_target(actor, row)
+    _guard_target(conn, actor, row)
     if row.id == actor.user_id:
         raise Forbidden("you may not deactivate yourself")
     conn.execute(update(db.users).where(db.users.c.id == row.id).values(active=False))
@@ -290,7 +297,7 @@ def deactivate_user(conn: Connection, actor: Access, user_id: Any, ip: str | Non
 def reset_password(conn: Connection, actor: Access, user_id: Any, data: Any, ip: str | None) -> None:
     require_user_admin(actor)
     row = _user_row(conn, user_id)
-    _guard_target(actor, row)
+    _guard_target(conn, actor, row)
     if not isinstance(data, dict):
         raise BadRequest("send {\"password\"}")
     auth.check_password_strength(data.get("password"))

@@ -126,9 +126,20 @@ class RecordService:
                     q = q.where(t.sa.c.id != exclude_id)
                 hit = self.conn.execute(q.order_by(t.sa.c.deleted_at.is_not(None)).limit(1)).first()
                 if hit is not None:
-                    where = "a record in the trash" if hit.deleted_at is not None else "another record"
-                    raise Conflict(f"{key}: the value is already used by {where}",
-                                   {f"{prefix or ''}{key}": [f"is already used by {where}"]})
+                    # where the value sits is said only to a writer who may read that record: otherwise the
+                    # answer would tell apart rows they can't see (a unique-value oracle)
+                    if self._may_read_row(t, hit.id):
+                        where = " by a record in the trash" if hit.deleted_at is not None else " by another record"
+                    else:
+                        where = ""
+                    raise Conflict(f"{key}: the value is already used{where}",
+                                   {f"{prefix or ''}{key}": [f"is already used{where}"]})
+
+    def _may_read_row(self, t: TableDef, record_id: int) -> bool:
+        scope = self.access.scope(self.cat, t, t.sa, "read")
+        if scope is None:
+            return True
+        return self.conn.execute(select(t.sa.c.id).where(t.sa.c.id == record_id, scope)).first() is not None
 
     def _check_rules(self, t: TableDef, ids: list[int], where: dict[int, str] | None = None) -> None:
         """Table validation rules on the written rows (as stored, computed fields included).
