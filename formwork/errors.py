@@ -66,6 +66,11 @@ class TooLarge(FormworkError):
     code = "too_large"
 
 
+class UnsupportedMediaType(FormworkError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ValidationFailed(FormworkError):
     status = 422
     code = "validation_error"

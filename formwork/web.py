@@ -91,7 +91,13 @@ def unit(write: bool | None = None) -> Iterator[tuple[Connection, Catalog]]:
         yield conn, p.catalogs.get(conn)
 
 
-def json_body(max_bytes: int | None = None) -> Any:
+def json_body(max_bytes: int | None = None, *, strict_type: bool = True) -> Any:
+    """The request's JSON body, checked for what no column can hold.
+
+    A JSON body must say so (``Content-Type: application/json``): a cross-site form or ``text/plain``
+    post can't carry a browser's cookies into a JSON endpoint. Incoming webhooks, authenticated by their
+    secret URL and sent by systems that don't always label their bodies, pass ``strict_type=False``.
+    """
     if max_bytes is not None and (request.content_length or 0) > max_bytes:
         from formwork.errors import TooLarge
 
@@ -99,6 +105,10 @@ def json_body(max_bytes: int | None = None) -> Any:
     raw = request.get_data(cache=True)
     if not raw:
         raise BadRequest("the body must be JSON")
+    if strict_type and not request.is_json:
+        from formwork.errors import UnsupportedMediaType
+
+        raise UnsupportedMediaType("send the body as JSON with the header Content-Type: application/json")
     try:
         value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -288,7 +298,8 @@ def init_web(app: Flask) -> None:
         if not request.path.startswith("/api/"):
             return err
         code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "bad_request",
-                409: "conflict", 413: "too_large", 429: "rate_limited"}.get(err.code or 500, "error")
+                409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+                429: "rate_limited"}.get(err.code or 500, "error")
         resp = jsonify({"error": {"code": code, "message": err.description or err.name}})
         resp.status_code = err.code or 500
         return resp

@@ -117,7 +117,7 @@ def automation_hook_token(app_key: str, key: str) -> Response:
 def incoming_hook(token: str) -> Response:
     hashed = hooks.token_hash(token)
     hook_limiter.check(hashed)
-    body = json_body(1024 * 1024)
+    body = json_body(1024 * 1024, strict_type=False)
     if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
         raise BadRequest("send {\"fields\": {...}}")
     with unit(write=True) as (conn, cat):
