@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -117,6 +118,21 @@ def test_email_and_webhook_delivered_once_with_keys(app: Any, sales: Api, worker
     worker.drain()  # nothing is sent twice
     assert len(smtp_sink.messages) == 1 and len(webhook_sink.requests) == 1
     assert deal["id"] == run["record_id"]
+
+
+def test_the_run_log_keeps_a_webhooks_status_not_its_response_body(sales: Api, worker: Worker,
+                                                                    webhook_sink: WebhookSink) -> None:
+    """A receiver's answer may echo secrets: the run log shows managers its status and size only."""
+    webhook_sink.set_responses((200, "token=SECRET-FROM-RECEIVER"))
+    add_rule(sales, {"key": "ping", "trigger": {"type": "record_created", "table": "deals"},
+                     "actions": [{"type": "call_webhook", "url": webhook_sink.url}]})
+    sales.ok("POST", "/data/sales/deals", {"fields": {"name": "x"}})
+    worker.drain()
+    webhook_sink.wait_for(1)
+    run = runs(sales, "ping")[0]
+    assert run["status"] == "succeeded", run
+    assert "SECRET-FROM-RECEIVER" not in json.dumps(run)
+    assert run["steps"][0]["output"] == {"status": 200, "body_chars": len("token=SECRET-FROM-RECEIVER")}
 
 
 def test_webhook_retries_with_backoff_then_fails_and_notifies_owner(sales: Api, worker: Worker,

@@ -81,7 +81,9 @@ class Dispatcher:
                 res = call_webhook(req["url"], req.get("payload"), secret=req.get("secret"),
                                    idempotency_key=row.idempotency_key, timeout=float(req.get("timeout") or 10),
                                    allow_private=self.settings.allow_private, on_written=mark_written)
-                self._finish(row, "sent", {"status": res.status, "body": res.body[:2000]}, None)
+                # the run log keeps the status and the size, never the receiver's body: it may echo
+                # tokens or personal data, and run logs are read by everyone who manages automations
+                self._finish(row, "sent", {"status": res.status, "body_chars": len(res.body)}, None)
         except DeliveryError as e:
             attempts = row.attempts + 1
             if e.retryable and attempts < self.settings.max_attempts:
