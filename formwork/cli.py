@@ -362,24 +362,23 @@ def user_passwd(username: str, password: str) -> None:
 @click.argument("username")
 def user_disable(username: str) -> None:
     """Disable an account: it can't log in, and its sessions and API tokens stop at once."""
-    from formwork.runtime import admin
-
-    with _as_system() as (conn, system):
-        row = admin.find_user(conn, username)
-        admin.update_user(conn, system, row.id, {"active": False}, None)
-    click.echo(f"disabled '{username}'")
+    _set_active(username, False)
 
 
 @user.command("enable")
 @click.argument("username")
 def user_enable(username: str) -> None:
     """Enable a disabled account again (it logs in with its password)."""
+    _set_active(username, True)
+
+
+def _set_active(username: str, active: bool) -> None:
     from formwork.runtime import admin
 
     with _as_system() as (conn, system):
         row = admin.find_user(conn, username)
-        admin.update_user(conn, system, row.id, {"active": True}, None)
-    click.echo(f"enabled '{username}'")
+        admin.update_user(conn, system, row.id, {"active": active}, None)
+    click.echo(f"{'enabled' if active else 'disabled'} '{username}'")
 
 
 if __name__ == "__main__":

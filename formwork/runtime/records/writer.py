@@ -136,7 +136,7 @@ class RecordService:
                                    {f"{prefix or ''}{key}": [f"is already used{where}"]})
 
     def _may_read_row(self, t: TableDef, record_id: int) -> bool:
-        scope = self.access.scope(self.cat, t, t.sa, "read")
+        scope = self.reader.read_scope(t, t.sa)
         if scope is None:
             return True
         return self.conn.execute(select(t.sa.c.id).where(t.sa.c.id == record_id, scope)).first() is not None
