@@ -71,6 +71,16 @@ def list_approvals(conn: Connection, cat: Catalog, access: Access, status: str, 
     return approval_json(conn, cat, list(rows[:limit]))
 
 
+def pending_count(conn: Connection, access: Access) -> int:
+    """How many pending approvals wait on this user's decision (the count beside "My approvals")."""
+    if access.user_id is None:
+        return 0
+    a, d = db.approvals, db.approval_decisions
+    decided = select(d.c.approval_id).where(d.c.user_id == access.user_id)
+    rows = conn.execute(select(a.c.approvers).where(a.c.status == "pending", a.c.id.not_in(decided))).all()
+    return sum(1 for r in rows if access.user_id in (r.approvers or []))
+
+
 def record_approvals(conn: Connection, cat: Catalog, t: TableDef, record_id: int,
                      viewer: Access | None = None) -> list[dict[str, Any]]:
     """Every approval asked about one record, oldest first; 404 unless ``viewer`` (when given) may read

@@ -37,6 +37,7 @@ def _setup(state: Any) -> None:
     htmx.init_app(state.app)
     state.app.jinja_env.add_extension("jinja2.ext.do")
     state.app.jinja_env.globals["input_value"] = input_value
+    state.app.jinja_env.globals["has_endpoint"] = lambda name: name in state.app.view_functions
 
 
 def security_headers(resp: Response) -> Response:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from formwork import db
-from formwork.automation import heartbeat
+from formwork.automation import approvals, heartbeat
 from formwork.errors import BadRequest, NotFound
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import BOOL, MULTI
@@ -105,7 +105,15 @@ def chrome(p: Page) -> dict[str, Any]:
     unread = notifications.unread_count(p.conn, p.access.user_id)
     return {"user_name": u.name if u else p.access.username, "unread": unread,
             "can_build": p.access.can_build(), "nav_apps": visible_apps(p),
+            "can_manage_users": p.access.can_manage_users(),
+            "can_manage_automations": p.access.can_manage_automations(),
+            "pending_approvals": pending_approvals(p),
             "worker_banner": worker_banner(p) if p.access.is_admin else None}
+
+
+def pending_approvals(p: Page) -> int:
+    """How many approval steps wait on this user (the count beside "My approvals")."""
+    return approvals.pending_count(p.conn, p.access)
 
 
 def worker_banner(p: Page) -> Markup | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 LOCALES = {"en": "English", "zh-CN": "中文"}
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -150,6 +153,25 @@ OPERATORS: dict[str, dict[str, str]] = {
 }
 
 
+CONFLICTS: list[str] = []  # keys an area catalog defines again (tests/test_i18n.py fails on any)
+
+
+def _area_catalogs() -> None:
+    """Merge the per-area catalogs (``formwork/ui/strings/<area>.py``, each a ``STRINGS`` dict of the same
+    shape as the one above) into ``STRINGS``; each page area keeps its own words in its own file. A key
+    defined twice is a mistake that tests/test_i18n.py reports, not something resolved silently here."""
+    from formwork.ui import strings
+
+    for mod in pkgutil.iter_modules(strings.__path__):
+        catalog = importlib.import_module(f"{strings.__name__}.{mod.name}").STRINGS
+        for locale, table in catalog.items():
+            for key, text in table.items():
+                if key in STRINGS[locale]:
+                    CONFLICTS.append(f"{mod.name}.{key}")
+                    continue
+                STRINGS[locale][key] = text
+
+
 def normalize(locale: str | None) -> str:
     if locale and locale.lower().startswith("zh"):
         return "zh-CN"
@@ -164,3 +186,6 @@ def translate(locale: str, key: str, **kw: object) -> str:
 
 def operator_label(locale: str, op: str) -> str:
     return OPERATORS[normalize(locale)].get(op, op)
+
+
+_area_catalogs()

@@ -1,0 +1,12 @@
+"""Words several page areas share."""
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "my_account": "My account", "administration": "Administration", "automations": "Automations",
+        "approval_inbox": "My approvals", "new_dashboard": "New dashboard",
+    },
+    "zh-CN": {
+        "my_account": "我的账号", "administration": "系统管理", "automations": "自动化",
+        "approval_inbox": "待我审批", "new_dashboard": "新建仪表盘",
+    },
+}
