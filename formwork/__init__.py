@@ -18,10 +18,11 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
     The one place where a URL is found: a module not listed here serves nothing.
     """
     from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
+    from formwork.ui import automations as ui_automations
     from formwork.ui import boards, builder, dashboards, forms, grid, login, notifications, record
 
     api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
-    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications)
+    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, ui_automations)
     return {"api": api_routes, "ui": ui_routes}
 
 
@@ -36,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
     from formwork.api import URL_PREFIX, make_blueprint
     from formwork.automation.actions import register_actions
+    from formwork.automation.actions.messages import allow_private_urls
     from formwork.automation.document import AutomationDocument
     from formwork.metadata.documents import register_document_kinds
     from formwork.metadata.fieldtypes import register_field_types
@@ -48,6 +50,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
     init_web(app)
+    # the operator's allowance of webhook calls to private addresses, for the checks made when a rule is saved
+    @app.before_request
+    def _webhook_allowance() -> None:
+        allow_private_urls.set(bool(app.config.get("WEBHOOK_ALLOW_PRIVATE")))
+
     register_field_types()
     register_actions()
     register_document_kinds(AutomationDocument)
