@@ -19,10 +19,11 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
     """
     from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
     from formwork.ui import automations as ui_automations
-    from formwork.ui import boards, builder, dashboards, forms, grid, login, notifications, record
+    from formwork.ui import boards, builder, conditions, dashboards, forms, grid, login, notifications, record
 
     api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
-    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, ui_automations)
+    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions,
+                 ui_automations)
     return {"api": api_routes, "ui": ui_routes}
 
 
