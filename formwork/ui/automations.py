@@ -165,6 +165,25 @@ def _keys(p: Page) -> set[str]:
     return set(i18n.STRINGS.get(p.locale, {}))
 
 
+def condition_words(p: Page, app: AppDef, rule: dict[str, Any]) -> str:
+    """A rule's condition in words ("" when it has none)."""
+    t = app.tables_by_key.get(rule["trigger"].get("table") or "")
+    cond, changed = forms.split_condition(rule.get("condition"))
+    parts: list[str] = []
+    conditions = _conditions()
+    if cond is not None and t is not None:
+        if conditions is not None and not forms.has_changed_tests(cond):
+            try:
+                parts.append(conditions.describe(p, t, cond))
+            except (FormworkError, KeyError, ValueError, TypeError):
+                parts.append(p.t("auto_has_condition"))
+        else:
+            parts.append(p.t("auto_has_condition"))
+    if changed:
+        parts.append(p.t("auto_words_changed", fields=", ".join(field_label(p, t, k) for k in changed)))
+    return "; ".join(parts)
+
+
 # --- messages of the validation, in the reader's language -----------------------------------------------
 KNOWN_ERRORS = (
     ("is required", "auto_err_required"),
@@ -307,8 +326,11 @@ def editor(p: Page, app: AppDef, doc: dict[str, Any], errors: Errors, editing: d
     cond_part, only_changed = forms.split_condition(doc.get("condition"))
     cb = None
     conditions = _conditions()
-    if conditions is not None and t is not None:
-        cb = conditions.builder(p, t, cond_part, name="cond")
+    if conditions is not None and t is not None and not forms.has_changed_tests(cond_part):
+        posted = request.method == "POST" and (request.form.get("_cond_table") or "") == t.key \
+            and not request.form.get("_cond_json")
+        cb = conditions.builder(p, t, None if posted else cond_part, name="cond",
+                                form=request.form if posted else None, errors=extra.pop("cond_errors", None))
     action_types_shown = [k for k in ACTION_ORDER if k in action_types] + \
         [a.type for a in action_types.all() if a.type not in ACTION_ORDER]
     tables = {tb.key: tb for tb in app.tables}
@@ -380,11 +402,12 @@ def doc_from_request(p: Page, app: AppDef) -> tuple[dict[str, Any], dict[str, li
     condition: Any = None
     errs: dict[str, list[str]] = {}
     conditions = _conditions()
-    if conditions is not None and t is not None and (form.get("_cond_table") or "") == t.key:
+    if conditions is not None and t is not None and (form.get("_cond_table") or "") == t.key \
+            and not form.get("_cond_json"):
         try:
             condition = conditions.parse(p, t, form, name="cond")
         except conditions.ConditionError as e:
-            errs = {"condition": [m for m in e.errors.values()]}
+            errs = dict(e.errors)
     elif form.get("_cond_json") and (form.get("_cond_table") or "") == (t.key if t else ""):
         condition = forms._keep(form, "_cond_json") or None
     return forms.doc_from_form(form, condition), errs
@@ -404,7 +427,8 @@ def automations_page(app_key: str) -> Response:
         app = visible_app(p, app_key)
         summary = runs.rule_summaries(conn, app)
         items = [{"rule": r, "label": p.label(r.get("label") or r["key"]),
-                  "trigger": trigger_words(p, app, r["trigger"]), "enabled": r.get("enabled", True),
+                  "trigger": trigger_words(p, app, r["trigger"]), "condition": condition_words(p, app, r),
+                  "enabled": r.get("enabled", True),
                   "last": summary.get(r["id"], {}).get("last"), "failures": summary.get(r["id"], {}).get("failures", 0),
                   "last_when": when(p, (summary.get(r["id"], {}).get("last") or {}).get("started_at"))}
                  for r in app.automations]
@@ -443,7 +467,8 @@ def _save(p: Page, svc: MetadataService, app: AppDef, rule: dict[str, Any] | Non
     if request.form.get("_op"):
         return _refresh(p, app, doc, rule)
     if cond_errors:
-        return editor(p, app, doc, Errors(p, extra=cond_errors), rule, 422)
+        return editor(p, app, doc, Errors(p, extra={"condition": [p.t("auto_err_condition")]}), rule, 422,
+                      cond_errors=cond_errors)
     try:
         with p.conn.begin_nested():
             if rule is None:

@@ -1,5 +1,5 @@
-/* Automation pages: the variable picker of message templates, copying a webhook URL, confirmations and
-   filters that apply on change. Everything else is htmx (see the templates automation*.html). */
+/* Automation pages: the variable picker of message templates and copying a webhook URL. Everything else is
+   htmx and the declared behaviours of static/behaviours.js (see the templates automation*.html). */
 (function () {
   "use strict";
   var lastTemplate = null;
@@ -34,15 +34,5 @@
       document.execCommand("copy");
     }
     btn.classList.add("copied");
-  });
-  document.addEventListener("submit", function (e) {
-    var form = e.target;
-    if (form.classList && form.classList.contains("confirm") && !window.confirm(form.dataset.confirm || "?")) {
-      e.preventDefault();
-    }
-  });
-  document.addEventListener("change", function (e) {
-    var t = e.target;
-    if (t.classList && t.classList.contains("autosubmit") && t.form) t.form.submit();
   });
 })();
