@@ -110,11 +110,14 @@ def doc_from_form(form: Any, condition: Any = None) -> dict[str, Any]:
         doc.pop("description", None)
     doc["trigger"] = trigger_from_form(form)
     changed = [{"field": k, "op": "changed"} for k in _list(form, "only_changed")]
-    if changed:
-        parts = ([condition] if condition else []) + changed
-        doc["condition"] = parts[0] if len(parts) == 1 else {"and": parts}
+    parts: list[Any] = []
+    if isinstance(condition, dict) and set(condition) == {"and"} and isinstance(condition["and"], list):
+        parts = list(condition["and"])  # "all of these": one level, with the "changed" tests beside
     elif condition:
-        doc["condition"] = condition
+        parts = [condition]
+    parts += changed
+    if parts:
+        doc["condition"] = parts[0] if len(parts) == 1 else {"and": parts}
     else:
         doc.pop("condition", None)
     doc["actions"] = actions_from_form(form, "a")

@@ -539,13 +539,16 @@ def automation_test(app_key: str) -> Response:
         run_doc = {**doc, "id": rule["id"] if rule else 0}
         if not run_doc.get("run_as"):
             run_doc["run_as"] = access.username
+        problems: list[str] = []
+        view = None
         try:
             result = engine().dry_run(conn, cat, app, run_doc, [rid] if rid else None, 1, viewer=access)
+            view = _test_view(p, app, t, result)
         except runs.StepFailed as e:
-            return render(p, "_automation_test.html", problems=[p.t("auto_err_other", detail=str(e))])
+            problems = [p.t("auto_err_other", detail=str(e))]
         finally:
-            conn.rollback()
-        return render(p, "_automation_test.html", result=_test_view(p, app, t, result), problems=[])
+            conn.rollback()  # whatever the dry run touched is undone
+        return render(p, "_automation_test.html", result=view, problems=problems)
 
 
 def _test_view(p: Page, app: AppDef, t: TableDef | None, result: dict[str, Any]) -> dict[str, Any]:
