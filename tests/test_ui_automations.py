@@ -351,7 +351,8 @@ def test_run_log_filters_opens_records_and_retries_failed_runs(app: Any, admin: 
 def test_manual_rules_are_buttons_on_the_record_page(app: Any, admin: Api) -> None:
     c, csrf = setup(app, admin)
     admin.ok("POST", "/meta/apps/sales/automations", {
-        "key": "escalate", "label": {"en": "Escalate", "zh-CN": "升级"}, "trigger": {"type": "manual", "table": "deals"},
+        "key": "escalate", "label": {"en": "Escalate", "zh-CN": "升级"},
+        "trigger": {"type": "manual", "table": "deals"},
         "actions": [{"type": "update_record", "fields": {"status": "escalated"}}]})
     deal = admin.ok("POST", "/data/sales/deals", {"fields": {"name": "Acme"}})
     page = c.get(f"/apps/sales/deals/{deal['id']}").get_data(as_text=True)

@@ -22,7 +22,8 @@ WORDS = {
     "en": {"automations": "Automations", "new": "New automation", "label": "Label (English)", "table": "Table",
            "opportunities": "Opportunities", "add_condition": "Add condition", "field": "Field",
            "amount": "Amount", "comparison": "Comparison", "value": "Value", "add_step": "+ Add a step",
-           "notify": "Notify people", "email": "Send an email", "manager": "The owner's team manager", "owner_rcpt": "The record's owner",
+           "notify": "Notify people", "email": "Send an email", "manager": "The owner's team manager",
+           "owner_rcpt": "The record's owner",
            "title": "Title", "subject": "Subject", "insert": "Insert", "name_var": "Name", "save": "Save",
            "saved": "Saved.", "run_log": "Run log", "succeeded": "Succeeded", "rule": "Big opportunity alert",
            "record_name": "Name", "stage": "Stage", "owner": "Owner", "create": "Create", "try": "Try it",
@@ -30,7 +31,8 @@ WORDS = {
     "zh-CN": {"automations": "自动化", "new": "新建自动化", "label": "名称（中文）", "table": "数据表",
               "opportunities": "销售机会", "add_condition": "添加条件", "field": "字段", "amount": "预计金额",
               "comparison": "比较方式", "value": "值", "add_step": "+ 添加步骤", "notify": "发送站内通知",
-              "email": "发送邮件", "manager": "负责人所在团队的主管", "owner_rcpt": "记录负责人", "title": "标题", "subject": "主题",
+              "email": "发送邮件", "manager": "负责人所在团队的主管", "owner_rcpt": "记录负责人",
+              "title": "标题", "subject": "主题",
               "insert": "插入变量", "name_var": "机会名称", "save": "保存", "saved": "已保存", "run_log": "运行日志",
               "succeeded": "成功", "rule": "大额商机提醒", "record_name": "机会名称", "stage": "阶段",
               "owner": "负责人", "create": "创建", "try": "试运行", "test_record": "试运行的记录",
@@ -162,7 +164,8 @@ def test_build_a_rule_in_the_pages_and_watch_it_run(page: Any, crm_server: dict[
     step2 = page.get_by_role("group", name=f"2. {w['email']}")
     step2.get_by_label(w["owner_rcpt"]).uncheck()
     step2.get_by_label(w["manager"]).check()
-    step2.get_by_role("textbox", name=re.compile(rf"^{w['subject']}\*?$")).fill("Big opportunity {{ record.name }} ({{ record.amount }})")
+    subject = step2.get_by_role("textbox", name=re.compile(rf"^{w['subject']}\*?$"))
+    subject.fill("Big opportunity {{ record.name }} ({{ record.amount }})")
     # what was typed survived the re-rendering that adding the step did
     expect(page.get_by_role("group", name=f"1. {w['notify']}").get_by_label(w["manager"])).to_be_checked()
     expect(page.get_by_role("textbox", name=w["value"], exact=True)).to_have_value("100000")
@@ -202,6 +205,12 @@ def test_build_a_rule_in_the_pages_and_watch_it_run(page: Any, crm_server: dict[
     boss = Api(api.client, _token(crm_server["app"], "boss"))
     titles = [n["title"] for n in boss.ok("GET", "/notifications")["notifications"]]
     assert f"Big opportunity: {name}" in titles
+    # the pages on a phone
+    page.set_viewport_size({"width": 390, "height": 844})
+    for shot, path in (("list", "/apps/crm/_automations"), ("runs", "/apps/crm/_automations/runs"),
+                       ("editor", "/apps/crm/_automations/new")):
+        page.goto(url + path)
+        page.screenshot(path=f"/tmp/shots-auto/{shot}-390-{locale}.png", full_page=True)
 
 
 def _token(app: Any, username: str) -> str:
