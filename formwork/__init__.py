@@ -52,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
     from formwork.api import URL_PREFIX, make_blueprint
     from formwork.automation.actions import register_actions
+    from formwork.automation.actions.messages import allow_private_urls
     from formwork.automation.document import AutomationDocument
     from formwork.metadata.documents import register_document_kinds
     from formwork.metadata.fieldtypes import register_field_types
@@ -64,6 +65,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
     init_web(app)
+    # the operator's allowance of webhook calls to private addresses, for the checks made when a rule is saved
+    @app.before_request
+    def _webhook_allowance() -> None:
+        allow_private_urls.set(bool(app.config.get("WEBHOOK_ALLOW_PRIVATE")))
+
     register_field_types()
     register_actions()
     register_document_kinds(AutomationDocument)

@@ -65,6 +65,22 @@ def automation_runs(app_key: str, key: str) -> Response:
         return ok({"runs": runs.run_log(conn, cat, rule, status, limit)})
 
 
+@routes.post("/meta/apps/<app_key>/automations/<key>/runs/<int:run_id>/retry")
+def automation_retry(app_key: str, key: str, run_id: int) -> Response:
+    """A failed run again, as a new run the worker starts (202); 409 for a run that did not fail."""
+    access = current_access()
+    require_meta_right(access, "automation")
+    with unit(write=True) as (conn, cat):
+        _app, rule = _rule(cat, access, app_key, key)
+        try:
+            new_id = runs.retry_run(conn, rule, run_id)
+        except LookupError:
+            raise NotFound(f"no run {run_id} of automation '{key}'") from None
+        except runs.RetryRefused as e:
+            raise Conflict(str(e)) from None
+    return ok({"run_id": new_id, "retry_of": run_id, "status": "waiting"}, 202)
+
+
 # --- dry run ----------------------------------------------------------------------------------------
 @routes.post("/meta/apps/<app_key>/automations/<key>/test")
 def automation_test(app_key: str, key: str) -> Response:

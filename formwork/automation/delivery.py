@@ -45,6 +45,7 @@ __all__ = [
     "call_webhook",
     "encode_payload",
     "message_id_for",
+    "private_url_problem",
     "resolve_public_addresses",
     "send_email",
     "sign_body",
@@ -381,6 +382,24 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
             return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
             return None
+    return None
+
+
+def private_url_problem(url: str) -> str | None:
+    """Why a webhook URL written by a user points at a non-public host (an IP literal or a ``localhost``
+    name), or None. Checked when a rule is saved; names that only resolve to private addresses are
+    refused when the call is made (:func:`resolve_public_addresses`)."""
+    try:
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"'{host}' is this server itself"
+    literal = _ip_literal(host)
+    if literal is not None and _is_forbidden_ip(literal):
+        return f"{literal} is a private, loopback or reserved address"
     return None
 
 

@@ -165,10 +165,12 @@ def final_status(conn: Connection, run_id: int) -> dict[str, Any]:
 
 
 def run_log(conn: Connection, cat: Catalog, rule: dict[str, Any], status: str | None = None,
-            limit: int = 50) -> list[dict[str, Any]]:
+            limit: int = 50, only: list[int] | None = None) -> list[dict[str, Any]]:
     """A rule's latest runs (newest first, optionally in one status), each with its steps, as the API shows them."""
     r, s = db.automation_runs, db.automation_steps
     q = select(r).where(r.c.automation_id == rule["id"])
+    if only is not None:
+        q = q.where(r.c.id.in_(only))
     if status:
         q = q.where(r.c.status == status)
     runs = conn.execute(q.order_by(r.c.id.desc()).limit(limit)).all()
@@ -184,4 +186,74 @@ def run_log(conn: Connection, cat: Catalog, rule: dict[str, Any], status: str | 
         "record_id": x.record_id, "depth": x.depth, "firing_key": x.firing_key,
         "started_at": iso_utc(x.started_at), "finished_at": iso_utc(x.finished_at) if x.finished_at else None,
         "resume_at": iso_utc(x.resume_at) if x.resume_at else None, "duration_ms": x.duration_ms,
-        "error": x.error, "steps": steps.get(x.id, [])} for x in runs]
+        "error": x.error, "retry_of": (x.state or {}).get("retry_of"), "steps": steps.get(x.id, [])} for x in runs]
+
+
+def app_run_log(conn: Connection, cat: Catalog, app: AppDef, automation_ids: list[int] | None = None,
+                status: str | None = None, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+    """The latest runs of an app's rules (newest first), optionally of some rules or in one status, each
+    with its steps and its rule's key; ``before`` (a run id) pages on to older runs."""
+    r = db.automation_runs
+    q = select(r.c.id, r.c.automation_id).where(r.c.app_id == app.id)
+    if automation_ids is not None:
+        q = q.where(r.c.automation_id.in_(automation_ids))
+    if status:
+        q = q.where(r.c.status == status)
+    if before is not None:
+        q = q.where(r.c.id < before)
+    rows = conn.execute(q.order_by(r.c.id.desc()).limit(limit)).all()
+    out: list[dict[str, Any]] = []
+    for aid in dict.fromkeys(x.automation_id for x in rows):
+        ids = [x.id for x in rows if x.automation_id == aid]
+        for entry in run_log(conn, cat, {"id": aid}, None, len(ids), only=ids):
+            out.append(dict(entry, automation_id=aid))
+    out.sort(key=lambda e: -int(e["id"]))
+    return out
+
+
+def rule_summaries(conn: Connection, app: AppDef, days: int = 7) -> dict[int, dict[str, Any]]:
+    """Per rule of the app: its last run (status and start) and how many runs failed in the last ``days``."""
+    r = db.automation_runs
+    ids = [rule["id"] for rule in app.automations]
+    if not ids:
+        return {}
+    out: dict[int, dict[str, Any]] = {i: {"last": None, "failures": 0} for i in ids}
+    last_ids = select(func.max(r.c.id)).where(r.c.automation_id.in_(ids)).group_by(r.c.automation_id)
+    for x in conn.execute(select(r.c.automation_id, r.c.status, r.c.started_at).where(r.c.id.in_(last_ids))):
+        out[x.automation_id]["last"] = {"status": x.status, "started_at": iso_utc(x.started_at)}
+    since = db.utcnow() - dt.timedelta(days=days)
+    for aid, n in conn.execute(select(r.c.automation_id, func.count()).where(
+            r.c.automation_id.in_(ids), r.c.status == "failed", r.c.started_at >= since)
+            .group_by(r.c.automation_id)):
+        out[aid]["failures"] = int(n)
+    return out
+
+
+class RetryRefused(Exception):
+    """Only a failed run of an existing rule can be tried again."""
+
+
+def retry_run(conn: Connection, rule: dict[str, Any], run_id: int) -> int:
+    """Queue a new run of ``rule`` that does what failed run ``run_id`` was asked to do: the same trigger,
+    record and changes, its actions from the start. The worker picks it up as a run whose wait is over
+    (status ``waiting``, due now), so a web request never runs actions itself. Returns the new run's id.
+
+    The condition is not checked again (it held when the run started); a run can be retried more than
+    once, each retry is a run of its own whose state names the run it retries (``retry_of``)."""
+    r = db.automation_runs
+    old = conn.execute(select(r).where(r.c.id == run_id, r.c.automation_id == rule["id"])).first()
+    if old is None:
+        raise LookupError(run_id)
+    if old.status != "failed":
+        raise RetryRefused(f"run {run_id} did not fail (it is {old.status}); only failed runs can be retried")
+    if not rule.get("enabled", True):
+        raise RetryRefused(f"automation '{rule['key']}' is disabled; enable it to retry its runs")
+    prev = old.state or {}
+    state = {"trigger": prev.get("trigger") or {}, "changes": prev.get("changes"),
+             "deleted_fields": prev.get("deleted_fields"), "outputs": {}, "path": [], "retry_of": old.id}
+    now = db.utcnow()
+    return int(conn.execute(insert(r).values(
+        app_id=old.app_id, automation_id=old.automation_id, automation_key=rule["key"], trigger=old.trigger,
+        table_id=old.table_id, record_id=old.record_id, outbox_id=None, firing_key=None, status="waiting",
+        depth=old.depth, started_at=now, finished_at=None, duration_ms=0, error=None, resume_at=now, state=state,
+    ).returning(r.c.id)).scalar_one())

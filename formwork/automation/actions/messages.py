@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from formwork.automation.actions.base import KEY, TEMPLATE, TEMPLATES, Action, CheckContext, RunContext
-from formwork.automation.actions.people import addresses, emails, owner_id, resolve_users, users_by_role
+from formwork.automation.actions.people import (
+    addresses,
+    emails,
+    manager_of_owner,
+    owner_id,
+    resolve_users,
+    users_by_role,
+)
+from formwork.automation.delivery import private_url_problem
 from formwork.automation.runs import StepFailed, plain
 from formwork.runtime import notifications
 
 ROLES: dict[str, Any] = {"type": "array", "maxItems": 50, "items": KEY}
+#: whether a saved webhook URL may name a private or loopback host: the operator's allowance
+#: (FORMWORK_WEBHOOK_ALLOW_PRIVATE), set for each request by create_app(); off outside requests
+allow_private_urls: ContextVar[bool] = ContextVar("allow_private_urls", default=False)
+
+
+def _recipient_checks(a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
+    for name in ("owner", "manager"):
+        if a.get(name) and chk.table is None:
+            chk.err(f"{pointer}/{name}", "needs a triggering record")
 
 
 class SendEmail(Action):
     type = "send_email"
     label = "Send an email"
     properties = {"to": TEMPLATES, "cc": TEMPLATES, "subject": TEMPLATE, "body": TEMPLATE, "html": TEMPLATE,
-                  "roles": ROLES, "owner": {"type": "boolean"}}
+                  "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"}}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-        if not (a.get("to") or a.get("roles") or a.get("owner")):
-            chk.err(f"{pointer}/to", "needs at least one recipient ('to', 'roles' or 'owner': true)")
-        if a.get("owner") and chk.table is None:
-            chk.err(f"{pointer}/owner", "needs a triggering record")
+        if not (a.get("to") or a.get("roles") or a.get("owner") or a.get("manager")):
+            chk.err(f"{pointer}/to", "needs at least one recipient ('to', 'roles', 'owner' or 'manager': true)")
+        _recipient_checks(a, pointer, chk)
         for name in ("to", "cc", "subject", "body", "html"):
             chk.templated(a.get(name), f"{pointer}/{name}")
         if not a.get("subject"):
@@ -35,6 +52,8 @@ class SendEmail(Action):
         if a.get("owner"):
             owner = owner_id(ex)
             to += emails(ex.conn, [owner] if owner is not None else [])
+        if a.get("manager"):
+            to += emails(ex.conn, [manager_of_owner(ex)])
         to = list(dict.fromkeys(to))
         if not to:
             raise StepFailed("the email has no recipient (the 'to' templates rendered empty and no role member "
@@ -61,6 +80,11 @@ class CallWebhook(Action):
             chk.template(f"{pointer}/url", a["url"])
             if not a["url"].lower().startswith(("http://", "https://", "{{")):
                 chk.err(f"{pointer}/url", "must start with http:// or https://")
+            elif "{" not in a["url"] and not allow_private_urls.get():
+                problem = private_url_problem(a["url"])
+                if problem:
+                    chk.err(f"{pointer}/url", f"calls to private or local addresses are refused ({problem}); "
+                                              "the operator may allow them with FORMWORK_WEBHOOK_ALLOW_PRIVATE=1")
         if "payload" in a:
             chk.templated(a["payload"], f"{pointer}/payload")
 
@@ -75,14 +99,13 @@ class CallWebhook(Action):
 class Notify(Action):
     type = "notify"
     label = "Notify users in the app"
-    properties = {"users": TEMPLATES, "roles": ROLES, "owner": {"type": "boolean"}, "title": TEMPLATE,
-                  "body": TEMPLATE}
+    properties = {"users": TEMPLATES, "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"},
+                  "title": TEMPLATE, "body": TEMPLATE}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-        if not (a.get("users") or a.get("roles") or a.get("owner")):
-            chk.err(pointer, "name 'users', 'roles' or 'owner': true")
-        if a.get("owner") and chk.table is None:
-            chk.err(f"{pointer}/owner", "needs a triggering record")
+        if not (a.get("users") or a.get("roles") or a.get("owner") or a.get("manager")):
+            chk.err(f"{pointer}/users", "name 'users', 'roles', 'owner': true or 'manager': true")
+        _recipient_checks(a, pointer, chk)
         if not a.get("title"):
             chk.err(f"{pointer}/title", "is required")
         for name in ("users", "title", "body"):
@@ -96,6 +119,8 @@ class Notify(Action):
             owner = owner_id(ex)
             if owner is not None:
                 users.append(owner)
+        if a.get("manager"):
+            users.append(manager_of_owner(ex))
         title, body = str(ex.render(a["title"])), str(ex.render(a.get("body") or ""))
         link = {"app": ex.app.key, "table": ex.t.key if ex.t else None, "record_id": ex.rid}
         if not ex.dry:

@@ -63,3 +63,15 @@ def owner_id(ex: RunContext) -> int | None:
     f = ex.t.owner_field
     col = ex.t.sa.c[f.column_name] if f is not None and f.stored else ex.t.sa.c.created_by
     return ex.conn.execute(select(col).where(ex.t.sa.c.id == ex.rid)).scalar()
+
+
+def manager_of_owner(ex: RunContext) -> int:
+    """The manager of the team of the triggering record's owner; the step fails when there is none."""
+    owner = owner_id(ex)
+    team = ex.conn.execute(select(db.users.c.team_id).where(db.users.c.id == owner)).scalar() \
+        if owner is not None else None
+    manager = ex.conn.execute(select(db.teams.c.manager_id).where(db.teams.c.id == team)).scalar() \
+        if team is not None else None
+    if manager is None:
+        raise StepFailed("the record owner has no team manager")
+    return int(manager)
