@@ -106,7 +106,8 @@ def texts(row: Any, locale: str) -> tuple[str, str]:
     msg = getattr(row, "message", None)
     if isinstance(msg, dict):
         if "texts" in msg and isinstance(msg["texts"], dict):
-            chosen: dict[str, Any] = msg["texts"].get(locale) or msg["texts"].get("en") or next(iter(msg["texts"].values()), {})
+            by_locale = msg["texts"]
+            chosen: dict[str, Any] = by_locale.get(locale) or by_locale.get("en") or next(iter(by_locale.values()), {})
             return str(chosen.get("title") or row.title), str(chosen.get("body") or "")
         key = msg.get("key")
         table = MESSAGES.get(locale) or MESSAGES["en"]
