@@ -219,10 +219,12 @@ def sent_since(conn: Connection, kind: str, user_ids: Iterable[int],
 
 
 def list_for(conn: Connection, user_id: int | None, *, unread_only: bool = False,
-             limit: int = LIST_LIMIT) -> list[Any]:
-    """The user's notifications, newest first (rows of ``fw_notification``)."""
+             limit: int = LIST_LIMIT, only_id: int | None = None) -> list[Any]:
+    """The user's notifications, newest first (rows of ``fw_notification``); ``only_id``: just that one."""
     n = db.notifications
     q = select(n).where(n.c.user_id == user_id)
+    if only_id is not None:
+        q = q.where(n.c.id == only_id)
     if unread_only:
         q = q.where(n.c.read_at.is_(None))
     return list(conn.execute(q.order_by(n.c.id.desc()).limit(limit)).all())
