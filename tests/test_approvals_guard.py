@@ -55,7 +55,7 @@ def test_people_never_set_the_status_on_any_write_path(app: Any, sales: Api, wor
                                                                 {"fields": {"name": "b", "status": "pending"}}]})
     assert status == 422 and list(body["error"]["details"]) == ["records/1/status"]
     # import
-    status, report = upload(sales, "/data/sales/deals/import", "name,status\nimp,approved\n".encode())
+    status, report = upload(sales, "/data/sales/deals/import", b"name,status\nimp,approved\n")
     assert report.get("inserted", 0) == 0 and (status == 422 or report.get("errors")), report
     assert db_snapshot(app) == before
 
