@@ -21,7 +21,7 @@ worker = support.worker
 PASSWORD = "pass-word-1!x"
 
 
-def _user(sales: Api, username: str, locale: str = "en") -> int:
+def _user(sales: Api, username: str) -> int:
     user = sales.ok("POST", "/admin/users", {"username": username, "name": username.title(), "password": PASSWORD,
                                              "email": f"{username}@example.com", "roles": ["deal_reader"]})
     return int(user["id"])
@@ -37,7 +37,8 @@ def _setup(app: Any, sales: Api, worker: Worker) -> dict[str, Any]:
                                                                                  timezone="Asia/Shanghai"))
     add_rule(sales, {"key": "ok_deal", "trigger": {"type": "record_created", "table": "deals"},
                      "actions": [{"type": "request_approval", "approvers": {"users": ["ann", "zoe"]},
-                                  "title": {"en": "Approve deal {{ record.name }}", "zh-CN": "审批商机 {{ record.name }}"},
+                                  "title": {"en": "Approve deal {{ record.name }}",
+                                            "zh-CN": "审批商机 {{ record.name }}"},
                                   "on_approve": [{"type": "update_record", "fields": {"status": "ok"}}],
                                   "on_reject": [{"type": "update_record", "fields": {"status": "no"}}]}]})
     deals = [sales.ok("POST", "/data/sales/deals", {"fields": {"name": n, "amount": 120000, "counter": 7}})

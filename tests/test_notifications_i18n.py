@@ -26,8 +26,7 @@ PASSWORD = "pass-word-1"
 
 
 def _users(app: Any) -> dict[str, int]:
-    ids = {"ann": create_user(app, "ann"), "zoe": create_user(app, "zoe", locale="zh-CN", timezone="Asia/Shanghai")}
-    return ids
+    return {"ann": create_user(app, "ann"), "zoe": create_user(app, "zoe", locale="zh-CN", timezone="Asia/Shanghai")}
 
 
 def _won_rule(sales: Api) -> None:
@@ -67,7 +66,7 @@ def test_each_reader_sees_their_language_only(app: Any, sales: Api, worker: Work
 
 
 def test_bell_open_and_mark_read_in_the_pages(app: Any, sales: Api, worker: Worker) -> None:
-    ids = _users(app)
+    _users(app)
     _won_rule(sales)
     deal = sales.ok("POST", "/data/sales/deals", {"fields": {"name": "Alpha", "amount": 1}})
     sales.ok("POST", "/data/sales/deals", {"fields": {"name": "Beta", "amount": 2}})
