@@ -339,7 +339,18 @@ notifications = Table(
     Column("link", JsonType),
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("read_at", DateTime),
+    # what renders the text in the reader's language (migration 0006): {"key", "params"} of a platform
+    # message, or {"texts": {"en": {"title", "body"}, "zh-CN": {...}}}; NULL on older rows (title/body)
+    Column("message", JsonType),
     Index("ix_fw_notification_user", "user_id", "id"),
+)
+
+user_settings = Table(
+    # one user's preferences kept on the server (migration 0006), e.g. "notify_email"
+    "fw_user_setting", platform_md,
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(63), primary_key=True),
+    Column("value", JsonType),
 )
 
 approvals = Table(
@@ -353,10 +364,26 @@ approvals = Table(
     Column("mode", String(4), nullable=False),  # any | all
     Column("title", Text, nullable=False),
     Column("approvers", JsonType, nullable=False),  # user ids
-    Column("status", String(12), nullable=False, default="pending"),  # pending approved rejected returned
+    Column("status", String(12), nullable=False, default="pending"),  # pending approved rejected returned cancelled
     Column("created_at", DateTime, nullable=False, default=utcnow),
     Column("decided_at", DateTime),
+    # multi-level approvals (migration 0006): the levels planned when the step was reached
+    # ([{"label", "mode", "approvers"}]), which of them this request is, and the title in each language
+    Column("level", Integer, nullable=False, default=0, server_default="0"),
+    Column("levels", JsonType),
+    Column("titles", JsonType),
+    Column("requested_by", Integer),  # who asked: the user whose change started the run, else the owner
     Index("ix_fw_approval_record", "table_id", "record_id"),
+    Index("ix_fw_approval_requested_by", "requested_by"),
+)
+
+approval_waiting = Table(
+    # who a pending approval still waits on (migration 0006): one row per approver who has not decided,
+    # removed when they decide or the approval settles, so "how many wait on me" is one index look-up
+    "fw_approval_waiting", platform_md,
+    Column("approval_id", Integer, ForeignKey("fw_approval.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, primary_key=True),
+    Index("ix_fw_approval_waiting_user", "user_id"),
 )
 
 approval_decisions = Table(

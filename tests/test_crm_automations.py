@@ -194,12 +194,23 @@ def test_pool_recycle_reminds_then_returns_customers(crm: Crm, worker: Worker) -
     assert n == expect["reminded"]
 
 
+def _approved_contract(crm: Crm, fields: dict[str, Any]) -> dict[str, Any]:
+    """An approved contract as the system writes it (people can't: only the approval flow sets the status)."""
+    from formwork.runtime.permissions import Access
+    from formwork.runtime.records import RecordService
+
+    fw = crm.app.extensions["formwork"]
+    with db.transaction(fw.engine) as conn:
+        cat = fw.catalogs.get(conn)
+        return RecordService(cat, conn, Access.system()).create(cat.table("crm", "contracts"),
+                                                                {**fields, "approval_status": "approved"})
+
+
 def test_contract_expiry_reminder(crm: Crm, worker: Worker, smtp_sink: SmtpSink) -> None:
     due = _next_local(9, 0)
     end = due.astimezone(CST).date() + dt.timedelta(days=30)
-    c = crm.admin.ok("POST", "/data/crm/contracts", {"fields": {
-        "title": "续约提醒测试", "owner": crm.users["am2"], "approval_status": "approved",
-        "start_date": (end - dt.timedelta(days=365)).isoformat(), "end_date": end.isoformat()}})
+    c = _approved_contract(crm, {"title": "续约提醒测试", "owner": crm.users["am2"],
+                                 "start_date": (end - dt.timedelta(days=365)).isoformat(), "end_date": end.isoformat()})
     worker.drain()
     expected = [r for r in rows(crm, "contracts") if r["end_date"] == end and r["approval_status"] == "approved"]
     _only(crm, "contract_expiry_reminder")

@@ -149,7 +149,15 @@ def list_notifications() -> Response:
     with unit() as (conn, _cat):
         rows = notifications.list_for(conn, access.user_id, unread_only=unread_only)
         unread = notifications.unread_count(conn, access.user_id)
-    return ok({"unread": unread, "notifications": [notifications.to_json(r) for r in rows]})
+    return ok({"unread": unread, "notifications": [notifications.to_json(r, access.locale) for r in rows]})
+
+
+@routes.post("/notifications/read-all")
+def read_all_notifications() -> Response:
+    access = current_access()
+    with unit() as (conn, _cat):
+        n = notifications.mark_all_read(conn, access.user_id)
+    return ok({"marked": n})
 
 
 @routes.post("/notifications/<int:notification_id>/read")

@@ -21,6 +21,7 @@ from formwork import db
 from formwork.automation.changes import changed_fields, resolve_changed
 from formwork.automation.delivery import backoff_delay
 from formwork.automation.runs import RuleRunner, RunRequest, StepFailed, find_rule
+from formwork.automation.scheduler import Scheduler
 from formwork.automation.triggers.base import trigger_types
 from formwork.automation.triggers.events import Manual
 from formwork.errors import Conflict, NotFound
@@ -93,12 +94,16 @@ class Intake:
             done: list[int] = []
             for ev, cands in plans:
                 cands = [c for c in cands if known.get((c[1]["id"], ev.record_id), True)]
-                if not cands:
+                late = self.late_triggers(cat, ev)
+                if not cands and not late:
                     done.append(ev.id)
                     continue
                 try:
                     with conn.begin_nested():
-                        self.handle_event(conn, cat, ev, cands, known)
+                        if cands:
+                            self.handle_event(conn, cat, ev, cands, known)
+                        for trigger in late:  # reminders whose time passed before the record was saved
+                            trigger.fire_late(self.runner, Scheduler.claim, conn, cat, ev)
                     done.append(ev.id)
                 except Exception as e:  # noqa: BLE001 - one bad event must not block the queue
                     log.exception("automation event %s failed", ev.id)
@@ -113,6 +118,14 @@ class Intake:
                 conn.execute(update(ob).where(ob.c.id.in_(done[i:i + 500])).values(
                     status="done", processed_at=now, attempts=ob.c.attempts + 1, error=None))
             return len(rows)
+
+    @staticmethod
+    def late_triggers(cat: Catalog, ev: Any) -> list[Any]:
+        """Timed triggers with rules on the event's table, for a record created or changed."""
+        if ev.event not in ("record_created", "record_updated") or ev.table_id is None:
+            return []
+        index = _rule_index(cat)
+        return [tr for tr in trigger_types.all() if tr.timed and index.get((ev.table_id, tr.type))]
 
     def candidates(self, cat: Catalog, ev: Any) -> list[Candidate]:
         """Rules this event may start, before their conditions are looked at: the event's trigger type

@@ -22,6 +22,8 @@ class Settings:
     retry_base: float = 30.0
     retry_cap: float = 3600.0
     grace: dt.timedelta = dt.timedelta(hours=1)
+    # date reminders missed while no worker ran fire once when one returns, back to this far
+    date_catch_up: dt.timedelta = dt.timedelta(days=31)
     lease: float = 30.0
     secret: bytes = b"formwork"
 
@@ -42,5 +44,6 @@ class Settings:
                    max_attempts=int(num("AUTOMATION_MAX_ATTEMPTS", 5)),
                    retry_base=num("AUTOMATION_RETRY_BASE", 30), retry_cap=num("AUTOMATION_RETRY_CAP", 3600),
                    grace=dt.timedelta(seconds=num("AUTOMATION_GRACE_SECONDS", 3600)),
+                   date_catch_up=dt.timedelta(days=num("AUTOMATION_DATE_CATCH_UP_DAYS", 31)),
                    lease=num("AUTOMATION_LEASE_SECONDS", 30),
                    secret=str(config.get("SECRET_KEY", "formwork")).encode())

@@ -8,9 +8,9 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 
-from formwork.automation import approvals
 from formwork.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
+from formwork.ui.approvals import panel as approval_panel
 from formwork.ui.context import (
     Page,
     make_page,
@@ -49,7 +49,7 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
             "cells": {f.key: r.cell(f, rec["fields"].get(f.key)) for f in shown}, "edit_fields": edit,
             "reverse": [(f, rec["fields"].get(f.key) or [], p.cat.tables_by_id[f.options["target"]])
                         for f in reverse if f.options.get("target") in p.cat.tables_by_id],
-            "history": history, "approvals": approvals.record_approvals(p.conn, p.cat, t, rec["id"]),
+            "history": history, "approval_panel": approval_panel(p, t, rec["id"]),
             "options": input_options(p, t, edit), "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
             "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app)}

@@ -15,15 +15,19 @@ ALL_ACTIONS: tuple[type[Action], ...] = (
 def register_actions(registry: ActionRegistry = action_types) -> ActionRegistry:
     """Called once by create_app() (and the worker); importing this module registers nothing.
 
-    With the default registry it also registers the triggers: the automation document's schema
-    (formwork.automation.document) is generated from both registries."""
+    With the default registry it also registers the triggers (the automation document's schema,
+    formwork.automation.document, is generated from both registries) and the approvals' write guard
+    (formwork.runtime.guards)."""
     from formwork.automation.triggers import register_triggers
 
     for cls in ALL_ACTIONS:
         if cls.type not in registry:
             registry.register(cls())
     if registry is action_types:
+        from formwork.automation.approvals import register_guards
+
         register_triggers()
+        register_guards()
     return registry
 
 

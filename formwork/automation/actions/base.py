@@ -20,6 +20,10 @@ from formwork.runtime.records import RecordService
 ACTION_LIST: dict[str, Any] = {"type": "array", "maxItems": 50, "items": {"$ref": "#/$defs/action"}}
 TEMPLATE: dict[str, Any] = {"type": "string", "maxLength": 20000}
 TEMPLATES: dict[str, Any] = {"type": "array", "maxItems": 100, "items": TEMPLATE}
+#: a template, or one template per language (``{"en": ..., "zh-CN": ...}``): readers see their own
+LOCALIZED_TEMPLATE: dict[str, Any] = {"anyOf": [TEMPLATE, {
+    "type": "object", "minProperties": 1, "additionalProperties": False,
+    "properties": {"en": TEMPLATE, "zh-CN": TEMPLATE}}]}
 KEY: dict[str, Any] = {"$ref": "common.json#/$defs/key"}
 FIELD_VALUES: dict[str, Any] = {"type": "object", "maxProperties": 500, "propertyNames": KEY}
 COMMON_PROPERTIES: dict[str, Any] = {"type": {"type": "string"}, "key": KEY,

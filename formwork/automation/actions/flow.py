@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from formwork import db
+from formwork.automation import approvals
 from formwork.automation.actions.base import (
     ACTION_LIST,
     KEY,
-    TEMPLATE,
+    LOCALIZED_TEMPLATE,
     TEMPLATES,
     Action,
     CheckContext,
@@ -20,7 +21,6 @@ from formwork.automation.actions.base import (
 from formwork.automation.actions.people import addresses, owner_id, resolve_users, users_by_role
 from formwork.automation.runs import Park, StepFailed, path_text, plain
 from formwork.errors import BadRequest
-from formwork.runtime import notifications
 
 WAIT_UNITS = (("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400))
 
@@ -29,32 +29,91 @@ def wait_seconds(a: dict[str, Any]) -> float:
     return sum(float(a.get(u) or 0) * s for u, s in WAIT_UNITS)
 
 
+APPROVERS: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": {"users": TEMPLATES, "role": KEY, "manager": {"type": "boolean"}}}
+MODE: dict[str, Any] = {"enum": ["any", "all"]}
+STATUS_VALUE: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
 class RequestApproval(Action):
     """Ask users to approve; the run waits, then continues with ``on_approve``, ``on_reject`` or
-    ``on_return`` (decisions are taken by formwork.automation.approvals)."""
+    ``on_return`` (decisions are taken by formwork.automation.approvals).
+
+    ``approvers`` + ``mode`` make one level; ``levels`` (instead) make several, each with its approvers,
+    mode and an optional ``when`` condition (a level applies only when it holds for the record).
+    ``status`` names the field the approval maintains (read-only for people, see approvals.py);
+    ``guard`` names the fields it covers and what a change to them does while pending or once approved
+    (``refuse`` or ``resubmit``)."""
 
     type = "request_approval"
     label = "Request approval"
-    properties = {"approvers": {"type": "object", "additionalProperties": False,
-                                "properties": {"users": TEMPLATES, "role": KEY, "manager": {"type": "boolean"}}},
-                  "mode": {"enum": ["any", "all"]}, "title": TEMPLATE,
-                  "on_approve": ACTION_LIST, "on_reject": ACTION_LIST, "on_return": ACTION_LIST}
+    properties = {
+        "approvers": APPROVERS, "mode": MODE, "title": LOCALIZED_TEMPLATE,
+        "levels": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
+            "type": "object", "required": ["approvers"], "additionalProperties": False,
+            "properties": {"label": {"$ref": "common.json#/$defs/label"}, "approvers": APPROVERS, "mode": MODE,
+                           "when": {"$ref": "common.json#/$defs/filter"}}}},
+        "status": {"type": "object", "required": ["field"], "additionalProperties": False,
+                   "properties": {"field": KEY, "pending": STATUS_VALUE, "approved": STATUS_VALUE,
+                                  "rejected": STATUS_VALUE, "returned": STATUS_VALUE}},
+        "guard": {"type": "object", "required": ["fields"], "additionalProperties": False,
+                  "properties": {"fields": {"type": "array", "minItems": 1, "maxItems": 200, "items": KEY},
+                                 "on_change": {"enum": ["refuse", "resubmit"]}}},
+        "on_approve": ACTION_LIST, "on_reject": ACTION_LIST, "on_return": ACTION_LIST}
     needs_record = True
     nested = ("on_approve", "on_reject", "on_return")
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-        appr = a.get("approvers") or {}
-        if not (appr.get("users") or appr.get("role") or appr.get("manager")):
-            chk.err(f"{pointer}/approvers", "name 'users', a 'role' or 'manager': true")
-        chk.templated(appr.get("users"), f"{pointer}/approvers/users")
+        levels = a.get("levels")
+        if levels is not None:
+            if a.get("approvers") or a.get("mode"):
+                chk.err(f"{pointer}/levels", "give either 'approvers' (and 'mode') or 'levels', not both")
+            for i, lv in enumerate(levels):
+                self._check_approvers(lv.get("approvers") or {}, f"{pointer}/levels/{i}/approvers", chk)
+                if lv.get("when") is not None:
+                    chk.condition(chk.table, lv["when"], f"{pointer}/levels/{i}/when")
+        else:
+            self._check_approvers(a.get("approvers") or {}, f"{pointer}/approvers", chk)
         chk.templated(a.get("title"), f"{pointer}/title")
+        t = chk.table
+        st = a.get("status")
+        if st is not None and t is not None:
+            f = t.fields_by_key.get(st.get("field", ""))
+            if f is None or f.type not in ("text", "single_select"):
+                chk.err(f"{pointer}/status/field", "must name a text or single select field of the table")
+            elif f.type == "single_select":
+                choices = {c.get("value") for c in f.options.get("choices") or []}
+                for name in ("pending", "approved", "rejected", "returned"):
+                    value = st.get(name) or ({"pending": "pending", "approved": "approved",
+                                              "rejected": "rejected"}.get(name))
+                    if value is not None and value not in choices:
+                        chk.err(f"{pointer}/status/{name}", f"'{value}' is not a choice of '{f.key}'")
+        guard = a.get("guard")
+        if guard is not None:
+            for i, k in enumerate(guard.get("fields") or []):
+                if t is not None and k not in t.fields_by_key:
+                    chk.err(f"{pointer}/guard/fields/{i}", f"no field '{k}' in '{t.key}'")
+                elif st is not None and k == st.get("field"):
+                    chk.err(f"{pointer}/guard/fields/{i}", "the status field is guarded already")
+            if guard.get("on_change") == "resubmit":
+                if st is None:
+                    chk.err(f"{pointer}/guard/on_change", "sending back for approval needs a 'status' field")
+                elif getattr(chk, "trigger", "record_updated") != "record_updated":
+                    chk.err(f"{pointer}/guard/on_change",
+                            "sending back for approval needs a rule started when its status changes to pending "
+                            "(a 'record updated' trigger)")
         for name in self.nested:
             chk.actions(a.get(name) or [], f"{pointer}/{name}")
 
-    def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
-        assert ex.t is not None
+    @staticmethod
+    def _check_approvers(appr: dict[str, Any], pointer: str, chk: CheckContext) -> None:
+        if not (appr.get("users") or appr.get("role") or appr.get("manager")):
+            chk.err(pointer, "name 'users', a 'role' or 'manager': true")
+        chk.templated(appr.get("users"), f"{pointer}/users")
+
+    @staticmethod
+    def _approvers(spec: dict[str, Any], ex: RunContext) -> list[int]:
         conn = ex.conn
-        spec = a.get("approvers") or {}
         approvers = resolve_users(conn, addresses(ex.render(spec.get("users") or [])))
         if spec.get("role"):
             approvers += users_by_role(conn, spec["role"])
@@ -67,21 +126,49 @@ class RequestApproval(Action):
             if manager is None:
                 raise StepFailed("the record owner has no team manager to approve")
             approvers.append(manager)
-        approvers = sorted(set(approvers))
-        if not approvers:
-            raise StepFailed("nobody to approve: the approver list is empty")
-        title = str(ex.render(a.get("title") or f"Approval: {ex.rule['key']}"))
-        mode = a.get("mode") or "any"
+        return sorted(set(approvers))
+
+    def plan(self, a: dict[str, Any], ex: RunContext) -> list[dict[str, Any]]:
+        """The levels that apply to the record now, each with its approvers resolved."""
+        assert ex.t is not None and ex.rid is not None
+        levels = a.get("levels") or [{"approvers": a.get("approvers") or {}, "mode": a.get("mode") or "any"}]
+        out = []
+        for i, lv in enumerate(levels):
+            if lv.get("when") is not None and not ex.eng.matches(ex.conn, ex.cat, ex.access, ex.t, ex.rid,
+                                                                 lv["when"], ex.req.changes):
+                continue
+            approvers = self._approvers(lv.get("approvers") or {}, ex)
+            if not approvers:
+                raise StepFailed(f"nobody to approve level {i + 1}: the approver list is empty")
+            out.append({"level": i, "label": lv.get("label"), "mode": lv.get("mode") or "any",
+                        "approvers": approvers})
+        if not out:
+            raise StepFailed("no approval level applies to this record")
+        return out
+
+    def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
+        assert ex.t is not None and ex.rid is not None
+        conn = ex.conn
+        levels = self.plan(a, ex)
+        raw = a.get("title") or f"Approval: {ex.rule['key']}"
+        titles = {k: str(ex.render(v)) for k, v in raw.items()} if isinstance(raw, dict) else None
+        title = (titles.get("en") or next(iter(titles.values()))) if titles else str(ex.render(raw))
         if ex.dry:
+            ex.steps[-1]["output"] = {"levels": levels}
             return Park("awaiting_approval", [*path])
-        aid = int(conn.execute(insert(db.approvals).values(
-            run_id=ex.run_id, automation_id=ex.rule["id"], app_id=ex.app.id, table_id=ex.t.id,
-            record_id=ex.rid, path=path_text(path), mode=mode, title=title, approvers=approvers, status="pending",
-            created_at=db.utcnow()).returning(db.approvals.c.id)).scalar_one())
-        notifications.notify(conn, approvers, "approval", title, None,
-               {"approval_id": aid, "app": ex.app.key, "table": ex.t.key, "record_id": ex.rid})
+        st = approvals.status_config(a)
+        if st is not None and st["field"] in ex.t.fields_by_key:
+            current = ex.record().get(st["field"])
+            if current != st["pending"]:
+                ex.service().update(ex.t, ex.rid, {st["field"]: st["pending"]})
+                ex.forget_record()
+        aid = approvals.open_request(
+            conn, run_id=ex.run_id, automation_id=ex.rule["id"], app_key=ex.app.key, app_id=ex.app.id, t=ex.t,
+            record_id=ex.rid, path=path_text(path), levels=levels, level=0, title=title, titles=titles,
+            requested_by=approvals.requester(conn, ex.req.trigger_ctx, owner_id(ex)))
         ex.outputs[a.get("key") or path_text(path)] = {"approval_id": aid, "status": "pending"}
-        ex.steps[-1]["output"] = {"approval_id": aid, "approvers": approvers, "mode": mode}
+        ex.steps[-1]["output"] = {"approval_id": aid, "approvers": levels[0]["approvers"],
+                                  "mode": levels[0]["mode"], "levels": len(levels)}
         return Park("awaiting_approval", [*path])
 
 

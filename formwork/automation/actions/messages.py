@@ -5,7 +5,15 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from formwork.automation.actions.base import KEY, TEMPLATE, TEMPLATES, Action, CheckContext, RunContext
+from formwork.automation.actions.base import (
+    KEY,
+    LOCALIZED_TEMPLATE,
+    TEMPLATE,
+    TEMPLATES,
+    Action,
+    CheckContext,
+    RunContext,
+)
 from formwork.automation.actions.people import (
     addresses,
     emails,
@@ -16,6 +24,7 @@ from formwork.automation.actions.people import (
 )
 from formwork.automation.delivery import private_url_problem
 from formwork.automation.runs import StepFailed, plain
+from formwork.metadata.catalog import label_text
 from formwork.runtime import notifications
 
 ROLES: dict[str, Any] = {"type": "array", "maxItems": 50, "items": KEY}
@@ -100,7 +109,7 @@ class Notify(Action):
     type = "notify"
     label = "Notify users in the app"
     properties = {"users": TEMPLATES, "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"},
-                  "title": TEMPLATE, "body": TEMPLATE}
+                  "title": LOCALIZED_TEMPLATE, "body": LOCALIZED_TEMPLATE}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
         if not (a.get("users") or a.get("roles") or a.get("owner") or a.get("manager")):
@@ -121,8 +130,19 @@ class Notify(Action):
                 users.append(owner)
         if a.get("manager"):
             users.append(manager_of_owner(ex))
-        title, body = str(ex.render(a["title"])), str(ex.render(a.get("body") or ""))
+        # a title (and body) may be given per language: each reader then sees theirs only
+        raw_title, raw_body = a["title"], a.get("body") or ""
+        message = None
+        if isinstance(raw_title, dict) or isinstance(raw_body, dict):
+            locales = [k for k in ("en", "zh-CN") if (isinstance(raw_title, dict) and k in raw_title)
+                       or (isinstance(raw_body, dict) and k in raw_body)]
+            titles = {k: str(ex.render(label_text(raw_title, k))) for k in locales}
+            bodies = {k: str(ex.render(label_text(raw_body, k))) for k in locales}
+            message = notifications.localized(titles, bodies)
+            title, body = titles.get("en") or titles[locales[0]], bodies.get("en") or bodies[locales[0]]
+        else:
+            title, body = str(ex.render(raw_title)), str(ex.render(raw_body))
         link = {"app": ex.app.key, "table": ex.t.key if ex.t else None, "record_id": ex.rid}
         if not ex.dry:
-            notifications.notify(ex.conn, users, "automation", title, body, link)
+            notifications.notify(ex.conn, users, "automation", title, body, link, message=message)
         return {"users": sorted(set(users)), "title": title}

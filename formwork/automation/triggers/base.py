@@ -97,6 +97,12 @@ class Trigger:
         """Timed triggers: start the runs due in (last, now], each firing once; returns the runs logged."""
         raise NotImplementedError
 
+    def fire_late(self, runner: RuleRunner, claim: Any, conn: Connection, cat: Catalog, ev: Any,
+                  now: dt.datetime | None = None) -> int:
+        """Timed triggers: a record was created or changed (outbox event ``ev``) after a firing of its was
+        already due; start what must not be lost (intake calls this for every record event)."""
+        return 0
+
 
 class TriggerRegistry:
     def __init__(self) -> None:

@@ -165,7 +165,19 @@ class Schedule(Trigger):
 
 
 class DateReached(Trigger):
-    """Fires for each record whose ``date_field`` plus ``offset_days`` is today, at ``at`` in ``timezone``."""
+    """Fires for each record whose ``date_field`` plus ``offset_days`` is today, at ``at`` in ``timezone``.
+
+    Reminders are never silently lost (docs/automations.md, "When reminders fire"):
+
+    * each (rule, record, due time) fires once: a unique firing key, shared by every path below;
+    * the scheduler fires the due times in (last tick, now]; after a worker was down it fires those it
+      missed, once each, back to ``Settings.date_catch_up`` (31 days);
+    * a record created or changed when its due time is already past fires once at once
+      (:meth:`fire_late`, from intake), as long as the reminder still means something: until the end of
+      the date's own day for a reminder before it, until a day after the due time otherwise;
+    * a record that does not meet the rule's condition at its due time is not marked fired, so a later
+      change that makes it match (a contract approved after its reminder time) still fires it once.
+    """
 
     type = "date_reached"
     label = "A date is reached"
@@ -195,24 +207,91 @@ class DateReached(Trigger):
             return 0
         runs = 0
         for rid, due in self._date_due(sch, conn, table, rule, last, now):
-            key = f"d:{rule['id']}:{rid}:{due.isoformat()}"
-            if sch.claim(conn, rule, key, due):
-                ctx = {"type": "date_reached", "rule": rule["key"], "due_at": due.isoformat(), "user": None,
-                       "changes": {}}
-                runs += sch.runner.start(conn, cat, RunRequest(app=app, rule=rule, trigger="date_reached",
-                                                               table=table, record_id=rid, trigger_ctx=ctx,
-                                                               firing_key=key))
+            runs += self._fire_one(sch.runner, sch.claim, conn, cat, app, rule, table, rid, due, late=False)
+        return runs
+
+    @staticmethod
+    def _fire_one(runner: Any, claim: Callable[..., bool], conn: Connection, cat: Catalog, app: AppDef,
+                  rule: dict[str, Any], table: TableDef, rid: int, due: dt.datetime, late: bool) -> int:
+        """Start the rule for one record and due time, once: the condition first (a record that does not
+        match is not marked fired), then the firing key."""
+        if rule.get("condition"):
+            try:
+                access = runner.access_for(conn, rule)
+            except StepFailed:
+                access = None  # start() logs the failure
+            if access is not None and not runner.matches(conn, cat, access, table, rid, rule["condition"], None):
+                return 0
+        key = f"d:{rule['id']}:{rid}:{due.isoformat()}"
+        if not claim(conn, rule, key, due):
+            return 0
+        ctx = {"type": "date_reached", "rule": rule["key"], "due_at": due.isoformat(), "user": None,
+               "changes": {}, "late": late}
+        return int(runner.start(conn, cat, RunRequest(app=app, rule=rule, trigger="date_reached", table=table,
+                                                      record_id=rid, trigger_ctx=ctx, firing_key=key),
+                                checked=True))
+
+    @staticmethod
+    def due_time(trig: dict[str, Any], value: Any) -> dt.datetime | None:
+        """When a record with this date value is due (aware UTC); None without a date."""
+        if value is None:
+            return None
+        zone = ZoneInfo(trig.get("timezone") or "UTC")
+        hour, minute = (int(x) for x in (trig.get("at") or "09:00").split(":"))
+        day = aware(value).astimezone(zone).date() if isinstance(value, dt.datetime) else value
+        if not isinstance(day, dt.date):
+            return None
+        day = day + dt.timedelta(days=int(trig.get("offset_days") or 0))
+        return dt.datetime.combine(day, dt.time(hour, minute), zone).astimezone(dt.UTC)
+
+    @staticmethod
+    def late_until(trig: dict[str, Any], value: Any, due: dt.datetime) -> dt.datetime:
+        """Until when a reminder whose due time passed still fires: the end of the date's own day (in the
+        rule's zone) for a reminder before the date, and at least a day after the due time."""
+        zone = ZoneInfo(trig.get("timezone") or "UTC")
+        day = aware(value).astimezone(zone).date() if isinstance(value, dt.datetime) else value
+        end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+        return max(end_of_day, due + dt.timedelta(days=1))
+
+    def fire_late(self, runner: Any, claim: Callable[..., bool], conn: Connection, cat: Catalog, ev: Any,
+                  now: dt.datetime | None = None) -> int:
+        """A record was created or changed (outbox event ``ev``): fire, once and at once, each date rule
+        of its table whose due time for it has already passed but still means something."""
+        from formwork.automation.intake import _rule_index
+
+        if ev.record_id is None or ev.table_id is None or ev.event not in ("record_created", "record_updated"):
+            return 0
+        rules = _rule_index(cat).get((ev.table_id, self.type), [])
+        if not rules:
+            return 0
+        t = cat.table_by_id(ev.table_id)
+        now = aware(now or dt.datetime.now(dt.UTC))
+        runs = 0
+        for app, rule in rules:
+            if ev.origin is not None and ev.origin == rule["key"]:
+                continue
+            trig = rule["trigger"]
+            f = t.fields_by_key.get(trig.get("date_field", ""))
+            if f is None or not f.stored:
+                continue
+            value = conn.execute(select(t.sa.c[f.column_name]).where(
+                t.sa.c.id == ev.record_id, t.sa.c.deleted_at.is_(None))).scalar()
+            due = self.due_time(trig, value)
+            if due is None or due > now or now >= self.late_until(trig, value, due):
+                continue
+            runs += self._fire_one(runner, claim, conn, cat, app, rule, t, ev.record_id, due, late=True)
         return runs
 
     @staticmethod
     def _date_due(sch: Firer, conn: Connection, t: TableDef, rule: dict[str, Any], last: dt.datetime,
                   now: dt.datetime) -> list[tuple[int, dt.datetime]]:
-        """Records whose date field + offset, at the rule's time of day, falls in (last, now] (set-based)."""
+        """Records whose date field + offset, at the rule's time of day, falls in (last, now] (set-based);
+        after downtime no further back than the date catch-up window."""
         trig = rule["trigger"]
         zone = ZoneInfo(trig.get("timezone") or "UTC")
         hour, minute = (int(x) for x in (trig.get("at") or "09:00").split(":"))
         offset = dt.timedelta(days=int(trig.get("offset_days") or 0))
-        lower = max(last, now - sch.settings.grace)
+        lower = max(last, now - max(sch.settings.date_catch_up, sch.settings.grace))
         if lower >= now:
             return []
         fire_dates: dict[dt.date, dt.datetime] = {}

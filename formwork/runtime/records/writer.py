@@ -28,6 +28,7 @@ from formwork.metadata.fieldtypes.base import USERS, WriteContext
 from formwork.metadata.fieldtypes.link import existing_ids, known_links_key, relation, set_writer_scope
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.metadata.query import FilterCompiler
+from formwork.runtime import guards
 from formwork.runtime.permissions import Access
 from formwork.runtime.records.params import MAX_BATCH, parse_id
 from formwork.runtime.records.reader import RecordReader
@@ -326,6 +327,7 @@ class RecordService:
                     details[f"records/{i}/{k}" if k else f"records/{i}"] = v
         if details:
             raise ValidationFailed.from_details(details)
+        guards.check(self, t, "create", [guards.PlannedWrite(None, v) for v in loaded], single)
         self._check_unique_batch(t, loaded, single)
         now = db.utcnow()
         numbers = self._autonumbers(t, len(loaded))
@@ -541,6 +543,7 @@ class RecordService:
             plan.append((rid, row.version, values))
         if details:
             raise ValidationFailed.from_details(details)
+        guards.check(self, t, "update", [guards.PlannedWrite(rid, values) for rid, _v, values in plan], single)
         before = {r["id"]: r for r in self.reader.by_ids(t, [p[0] for p in plan])}
         now = db.utcnow()
         for i, (rid, version, values) in enumerate(plan):
