@@ -767,7 +767,7 @@ def admin_explain_page() -> Response:
                 t, limit=200, fields=[df.key] if df is not None else [t.fields[0].key] if t.fields else None)
             r = p.renderer(cat.app_by_id(t.app_id).key)
             for rec in listed["records"]:
-                text = r.text(df, rec.get(df.key)) if df is not None else ""
+                text = r.text(df, rec["fields"].get(df.key)) if df is not None else ""
                 records.append((rec["id"], text or f"#{rec['id']}"))
             fields = [(f.key, p.label(f.doc.get("label", f.key))) for f in t.fields]
         who = args.get("user", "")
