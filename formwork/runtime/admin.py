@@ -5,11 +5,11 @@ Who may do what, so that nobody can grant themselves more than they have:
 - holders of ``manage_users`` may manage non-admin users and teams and may grant any role that carries no
   more power than their own (:func:`role_beyond`): no administrative flag (build, manage users, manage
   automations, view dashboards) they lack, and no record they could not read, change or delete themselves
-  (their own scope on that table is "all" or the very same scope), no field they don't see or may not edit. They act on another
-  user's account (profile, password, roles, team, status, sessions) only when every role that user holds
-  passes the same test (no takeover of a more powerful account by a password reset); they may not touch
-  teams they belong to or manage (that would widen their own "team" scope), and may read roles but not
-  change them. Only administrators make administrators;
+  (their own scope on that table is "all" or the very same scope), no field they don't see or may not edit.
+  They act on another user's account (profile, password, roles, team, status, sessions) only when every
+  role that user holds passes the same test (no takeover of a more powerful account by a password
+  reset); they may not touch teams they belong to or manage (that would widen their own "team" scope),
+  and may read roles but not change them. Only administrators make administrators;
 - everyone else gets 403.
 """
 

@@ -1,11 +1,7 @@
-/* Administration and "my account": confirmations, copying a one-time link or token, pickers that reload. */
+/* Administration and "my account": copying a one-time link or token (confirmations and reloading pickers are
+   static/behaviours.js: data-confirm, data-autosubmit). */
 (function () {
   "use strict";
-  // a form with data-confirm asks first (deactivate, delete, revoke)
-  document.addEventListener("submit", function (e) {
-    var form = e.target.closest && e.target.closest("form[data-confirm]");
-    if (form && !window.confirm(form.dataset.confirm)) e.preventDefault();
-  });
   // a button with data-copy copies its input's text (the link or token shown once)
   document.addEventListener("click", function (e) {
     var btn = e.target.closest && e.target.closest("button[data-copy]");
@@ -19,14 +15,6 @@
     } else {
       document.execCommand("copy");
       done();
-    }
-  });
-  // a select with data-submit-on-change reloads its (GET) form: the choices below depend on it
-  document.addEventListener("change", function (e) {
-    var sel = e.target;
-    if (sel.matches && sel.matches("select[data-submit-on-change]") && sel.form) {
-      sel.form.querySelectorAll("select[name=record], select[name=field]").forEach(function (s) { s.disabled = true; });
-      sel.form.submit();
     }
   });
 })();
