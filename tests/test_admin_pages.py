@@ -346,3 +346,31 @@ def test_a_manager_grants_no_role_with_more_power(app: Any, admin: Api) -> None:
     assert client.post(f"/admin/users/{bea['id']}/password", data={"csrf_token": csrf, "mode": "link"}) \
         .status_code == 403
     assert Api(app.test_client()).post("/auth/login", {"username": "bea", "password": "hijack-pass-9"})[0] == 401
+
+
+def test_role_scope_with_a_custom_condition(app: Any, admin: Api) -> None:
+    setup_app(admin)
+    admin.ok("POST", "/admin/roles", {"key": "picky", "label": "Picky", "permissions": {}})
+    admin.ok("POST", "/data/sales/deals", {"fields": {"name": "Big one"}})
+    admin.ok("POST", "/data/sales/deals", {"fields": {"name": "Small one"}})
+    client, csrf = login(app, "admin", "admin-pass-1")
+    # picking "Custom condition" brings the condition builder for that table and operation
+    frag = html(client.get("/admin/roles/picky/scope?row=sales.deals&op=read&sales.deals:read=custom"))
+    assert 'name="cs-sales-deals-read.conj"' in frag
+    assert html(client.get("/admin/roles/picky/scope?row=sales.deals&op=read&sales.deals:read=own")) == ""
+    base = {"csrf_token": csrf, "label_en": "Picky", "sales.deals:read": "custom", "sales.deals:update": "none",
+            "sales.deals:delete": "none", "sales.*:read": "none", "sales.*:update": "none", "sales.*:delete": "none"}
+    # an empty builder: the error is shown next to it, nothing changes
+    empty = html(client.post("/admin/roles/picky", data={**base, "cs-sales-deals-read.conj": "and"}), 422)
+    assert "Add at least one condition" in empty
+    assert admin.ok("GET", "/admin/roles/picky")["permissions"] == {}
+    client.post("/admin/roles/picky", data={**base, "cs-sales-deals-read.conj": "and",
+                                            "cs-sales-deals-read.c1.field": "name",
+                                            "cs-sales-deals-read.c1.op": "contains",
+                                            "cs-sales-deals-read.c1.value": "Big"})
+    read = admin.ok("GET", "/admin/roles/picky")["permissions"]["sales.deals"]["read"]
+    assert read["and"][0] == {"field": "name", "op": "contains", "value": "Big"}, read
+    page = html(client.get("/admin/roles/picky"))
+    assert 'name="cs-sales-deals-read.conj"' in page and "Big" in page
+    prev = html(client.get("/admin/roles/picky/preview?table=sales.deals"))
+    assert "Big one" in prev and "Small one" not in prev

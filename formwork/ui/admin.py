@@ -25,6 +25,7 @@ from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotF
 from formwork.metadata.catalog import TableDef
 from formwork.runtime import admin, passwords
 from formwork.runtime.permissions import Access
+from formwork.ui import conditions
 from formwork.ui.context import Page, make_page, render, secret, shown_fields
 from formwork.web import RouteSet, client_ip, current_access, unit
 
@@ -538,9 +539,15 @@ def role_rows(p: Page, doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def scope_name(row_key: str, op: str) -> str:
+    """The condition builder's name for one table's scope (input names: ``<name>.<...>``)."""
+    return "cs-" + re.sub(r"[^A-Za-z0-9_]", "-", row_key)[:30] + "-" + op
+
+
 def role_from_form(p: Page, old: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any],
                                                                                       dict[str, str]]:
-    """The whole role document from the editor's form (custom conditions are kept as they were)."""
+    """The whole role document from the editor's form; a "custom condition" scope comes from its condition
+    builder (errors keyed by the builder's input names)."""
     f = request.form
     errors: dict[str, str] = {}
     label = {k: v for k, v in (("en", f.get("label_en", "").strip()[:200]),
@@ -568,7 +575,21 @@ def role_from_form(p: Page, old: dict[str, Any], rows: list[dict[str, Any]]) -> 
             continue
         g: dict[str, Any] = {}
         for op, s in scopes.items():
-            if s == "custom" and op in row["custom"]:
+            if s == "custom" and not row["star"]:
+                name = scope_name(k, op)
+                try:
+                    tree = conditions.parse(p, row["table"], f, name=name)
+                except conditions.ConditionError as e:
+                    errors.update(e.errors)
+                    tree = None
+                    g[op] = "none"
+                    continue
+                if tree is None:
+                    errors[name] = p.t("admin_err_no_condition")
+                    g[op] = "none"
+                else:
+                    g[op] = tree
+            elif s == "custom" and op in row["custom"]:
                 g[op] = row["custom"][op]
             elif s in SCOPES:
                 g[op] = s
@@ -599,9 +620,29 @@ def _role_page(p: Page, key: str, status: int = 200, doc: dict[str, Any] | None 
         db.user_roles, db.user_roles.c.user_id == db.users.c.id).join(
         db.roles, db.roles.c.id == db.user_roles.c.role_id).where(db.roles.c.key == key)
         .order_by(db.users.c.name)).all()
-    return _tab(p, "admin_role.html", "roles", status, role=role, doc=shown, rows=role_rows(p, shown),
-                errors=errors or {}, editable=p.access.is_admin, tables=tables, members=members,
-                flags=admin.POWER_FLAGS, ops=OPS, table_flags=TABLE_FLAGS, scopes=SCOPES, modes=FIELD_MODES)
+    rows = role_rows(p, shown)
+    builders: dict[str, Any] = {}
+    described: dict[str, str] = {}
+    for row in rows:
+        if row["star"]:
+            continue
+        for op in OPS:
+            name = scope_name(row["key"], op)
+            posted = status != 200 and request.method == "POST" and request.form.get(f"{row['key']}:{op}") == "custom"
+            if posted:
+                builders[name] = conditions.builder(p, row["table"], None, name=name, form=request.form,
+                                                    errors=errors)
+                row["scopes"][op] = "custom"
+            elif op in row["custom"]:
+                builders[name] = conditions.builder(p, row["table"], row["custom"][op], name=name)
+                try:
+                    described[name] = conditions.describe(p, row["table"], row["custom"][op])
+                except FormworkError:
+                    described[name] = p.t("admin_custom_kept")
+    return _tab(p, "admin_role.html", "roles", status, role=role, doc=shown, rows=rows, errors=errors or {},
+                editable=p.access.is_admin, tables=tables, members=members, flags=admin.POWER_FLAGS, ops=OPS,
+                table_flags=TABLE_FLAGS, scopes=SCOPES, modes=FIELD_MODES, builders=builders, described=described,
+                scope_name=scope_name)
 
 
 @routes.get("/admin/roles/<key>")
@@ -635,6 +676,24 @@ def admin_role_delete(key: str) -> Response:
     with unit() as (conn, _cat):
         admin.delete_role(conn, actor, key, client_ip())
     return _redirect("ui.admin_roles", done="admin_role_deleted")
+
+
+@routes.get("/admin/roles/<key>/scope")
+def admin_role_scope(key: str) -> Response:
+    """The condition builder for one table's scope, shown when "Custom condition" is picked (empty otherwise)."""
+    actor = _actor()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, actor)
+        admin.get_role(conn, cat, key)
+        row, op = request.args.get("row", ""), request.args.get("op", "")
+        t = _table_arg(p, row)
+        if t is None or op not in OPS:
+            raise BadRequest("no such table or operation")
+        if request.args.get(f"{row}:{op}") != "custom":
+            return Response("", mimetype="text/html")
+        name = scope_name(row, op)
+        return render(p, "_admin_scope.html", cb=conditions.builder(p, t, None, name=name), label=p.t(f"admin_{op}"),
+                      table_label=p.label(t.doc.get("label", t.key)))
 
 
 def _table_arg(p: Page, value: str | None) -> TableDef | None:
