@@ -272,3 +272,34 @@ def test_changing_my_password_ends_my_other_session(people: Contexts, server: di
     shot(second, "login-after-390")
     first.goto(url + "/account")
     expect(first.get_by_role("heading", name="我的账号")).to_be_visible()
+
+
+def test_role_scope_built_with_the_condition_builder(people: Contexts, server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    url, api = server["url"], server["api"]
+    n = len(api.ok("GET", "/admin/roles")["roles"])
+    api.ok("POST", "/admin/roles", {"key": f"picky{n}", "label": f"Picky {n}", "permissions": {}})
+    api.ok("POST", "/data/shop/gadgets", {"fields": {"name": f"Blue gadget {n}"}})
+    api.ok("POST", "/data/shop/gadgets", {"fields": {"name": f"Red gadget {n}"}})
+    page = people.page()
+    log_in(page, url, "admin", PASSWORD)
+    page.goto(f"{url}/admin/roles/picky{n}")
+    with settled(page):
+        page.get_by_label("Read · Gadgets").select_option("custom")
+    box = page.get_by_role("region", name="Gadgets · Read")
+    with settled(page):
+        box.get_by_role("button", name="Add condition").click()
+    with settled(page):
+        box.get_by_label("Field").select_option("name")
+    with settled(page):
+        box.get_by_label("Comparison").select_option("contains")
+    box.get_by_label("Value").fill(f"Blue gadget {n}")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("The role was saved.")).to_be_visible()
+    expect(page.get_by_label("Read · Gadgets")).to_have_value("custom")
+    page.get_by_label(re.compile("^Table")).select_option("shop.gadgets")
+    with settled(page):
+        page.get_by_role("button", name="Show").click()
+    expect(page.locator("#role-preview")).to_contain_text(f"Blue gadget {n}")
+    expect(page.locator("#role-preview")).not_to_contain_text(f"Red gadget {n}")
