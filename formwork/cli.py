@@ -43,7 +43,8 @@ def ensure_admin(app: Flask, username: str | None, password: str | None) -> str 
             import secrets
 
             password = secrets.token_urlsafe(12)
-            click.echo(f"created user '{username}' with password: {password}  (change it after logging in)")
+            click.echo(f"created user '{username}' with password: {password}  "
+                       "(change it after logging in: your name, top right → Change password)")
         auth.create_user(conn, {"username": username, "name": "Administrator", "password": password},
                          is_admin=True)
         auth.audit(conn, "user_created", username=username, target=f"user:{username}", details={"by": "init"})

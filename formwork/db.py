@@ -105,6 +105,18 @@ api_tokens = Table(
     Column("last_used_at", DateTime),
 )
 
+password_links = Table(
+    # one-time set-password / reset links an administrator hands to a user (migration 0005): only the
+    # sha256 of the secret is kept; a link works once, until it expires, and a newer link replaces it
+    "fw_password_link", platform_md, _id(),
+    Column("user_id", Integer, ForeignKey("fw_user.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", Integer),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+)
+
 apps = Table(
     "fw_app", platform_md, _id(),
     Column("key", String(63), nullable=False),

@@ -6,7 +6,7 @@ against privilege escalation live in formwork.runtime.admin. There are no routes
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response, request, url_for
 
 from formwork.api.common import MAX_JSON, ok
 from formwork.runtime import admin
@@ -34,7 +34,11 @@ def admin_create_user() -> Response:
     admin.require_user_admin(actor)
     body = json_body(MAX_JSON)
     with unit() as (conn, _):
-        return ok(admin.create_user(conn, actor, body, client_ip()), 201)
+        out = admin.create_user(conn, actor, body, client_ip())
+    if "password_link" in out:
+        out["password_link"]["url"] = url_for("ui.set_password_page", token=out["password_link"]["token"],
+                                              _external=True)
+    return ok(out, 201)
 
 
 @routes.get("/admin/users/<user_id>")
@@ -167,3 +171,22 @@ def admin_explain() -> Response:
     admin.require_user_admin(current_access())
     with unit() as (conn, cat):
         return ok(admin.explain(conn, cat, _args()))
+
+
+# --- sessions and set-password links ------------------------------------------------------------------
+@routes.post("/admin/users/<user_id>/signout")
+def admin_sign_out_user(user_id: str) -> Response:
+    actor = current_access()
+    admin.require_user_admin(actor)
+    with unit() as (conn, _):
+        return ok({"sessions_ended": admin.sign_out_everywhere(conn, actor, user_id, client_ip())})
+
+
+@routes.post("/admin/users/<user_id>/password-link")
+def admin_password_link(user_id: str) -> Response:
+    """A one-time set-password link for the user (shown once: hand it to them; 72 hours)."""
+    actor = current_access()
+    admin.require_user_admin(actor)
+    with unit() as (conn, _):
+        link = admin.create_password_link(conn, actor, user_id, client_ip())
+    return ok({**link, "url": url_for("ui.set_password_page", token=link["token"], _external=True)}, 201)

@@ -7,7 +7,7 @@ from flask import Response, g, request
 from formwork import db
 from formwork.api.common import ok
 from formwork.errors import BadRequest
-from formwork.runtime import auth
+from formwork.runtime import admin, auth
 from formwork.runtime.ratelimit import login_limiter
 from formwork.web import (
     SESSION_COOKIE,
@@ -60,6 +60,42 @@ def me() -> Response:
         data = auth.user_json(u, auth.role_keys(conn, u.id))
     data["csrf_token"] = g.get("csrf_token")
     return ok(data)
+
+
+@routes.patch("/me")
+def update_me() -> Response:
+    """Change one's own name, email, language or time zone."""
+    access = current_access()
+    body = json_body(64 * 1024)
+    with unit() as (conn, _):
+        return ok(admin.update_own_account(conn, access, body, client_ip()))
+
+
+@routes.post("/auth/password")
+def change_password() -> Response:
+    """Change one's own password: ``{"current_password", "password"}``; every other session ends."""
+    access = current_access()
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"current_password\", \"password\"}")
+    keep = request.cookies.get(SESSION_COOKIE) if g.get("auth_kind") == "session" else None
+    login_limiter.check(client_ip() or "-")
+    with unit() as (conn, _):
+        n = admin.change_own_password(conn, access, body.get("current_password"), body.get("password"), keep,
+                                      client_ip())
+    return ok({"sessions_ended": n})
+
+
+@routes.post("/auth/password-link")
+def use_password_link() -> Response:
+    """Set a password with a one-time link from an administrator: ``{"token", "password"}`` (no login)."""
+    body = json_body(64 * 1024)
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"token\", \"password\"}")
+    login_limiter.check(client_ip() or "-")
+    with unit(write=True) as (conn, _):
+        admin.use_password_link(conn, body.get("token"), body.get("password"), client_ip())
+    return Response(status=204)
 
 
 @routes.post("/auth/tokens")

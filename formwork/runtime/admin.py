@@ -2,9 +2,14 @@
 
 Who may do what, so that nobody can grant themselves more than they have:
 - administrators may do everything except change their own roles, team, admin flag or active flag;
-- holders of ``manage_users`` may manage non-admin users and teams, may grant only roles they hold themselves,
-  may not touch teams they belong to or manage (that would widen their own "team" scope), and may read roles
-  but not change them;
+- holders of ``manage_users`` may manage non-admin users and teams and may grant any role that carries no
+  more power than their own (:func:`role_beyond`): no administrative flag (build, manage users, manage
+  automations, view dashboards) they lack, and no record they could not read, change or delete themselves
+  (their own scope on that table is "all" or the very same scope), no field they don't see or may not edit.
+  They act on another user's account (profile, password, roles, team, status, sessions) only when every
+  role that user holds passes the same test (no takeover of a more powerful account by a password
+  reset); they may not touch teams they belong to or manage (that would widen their own "team" scope),
+  and may read roles but not change them. Only administrators make administrators;
 - everyone else gets 403.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+import secrets
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,20 +62,86 @@ def require_admin(actor: Access, what: str) -> None:
         raise Forbidden(f"only administrators may {what}")
 
 
-def _held_role_keys(actor: Access) -> set[str]:
-    return {str(r.get("key")) for r in actor.roles}
+#: role flags that carry administrative power: a user manager grants a role holding one only when they hold it
+POWER_FLAGS = ("build", "manage_users", "manage_automations", "view_dashboards")
+_FIELD_RANK = {"hidden": 0, "read_only": 1, "editable": 2}
+
+
+def _covers(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether one table grant of the actor reaches every record and field another grant reaches."""
+    for op in ("read", "update", "delete"):
+        t, m = theirs.get(op, "none"), mine.get(op, "none")
+        # "all" covers every scope; otherwise only the same scope (own, team, the same condition), as when
+        # the actor holds that very role (the rule before: grant only roles you hold)
+        if t not in ("none", None, False) and m not in ("all", True) and m != t:
+            return False
+    for flag in ("create", "import", "export"):
+        if theirs.get(flag) and not mine.get(flag):
+            return False
+    their_fields = theirs.get("fields") or {}
+    for key, mode in (mine.get("fields") or {}).items():
+        if _FIELD_RANK.get(their_fields.get(key, "editable"), 2) > _FIELD_RANK.get(mode, 2):
+            return False
+    return True
+
+
+def _effective(perms: dict[str, Any], key: str) -> dict[str, Any] | None:
+    app_key = key.split(".", 1)[0]
+    g = perms.get(key)
+    return g if g is not None else perms.get(f"{app_key}.*")
+
+
+def role_beyond(actor: Access, doc: dict[str, Any]) -> list[str]:
+    """What a role grants beyond the actor's own power (empty when the actor may grant it): the
+    administrative flags they lack and the tables where it opens records or fields they can't reach."""
+    if actor.is_admin:
+        return []
+    out = [flag for flag in POWER_FLAGS if doc.get(flag) and not actor.flag(flag)]
+    mine = [r.get("permissions") or {} for r in actor.roles]
+    theirs = doc.get("permissions") or {}
+    for key, g in sorted(theirs.items()):
+        if not isinstance(g, dict):
+            continue
+        if key.endswith(".*"):
+            # their app-wide grant applies to each table they name no grant of their own for: one of my roles
+            # must cover it app-wide, and so must that role's own table grants (which override its app-wide one)
+            app = key[:-1]
+            ok = any(isinstance(p.get(key), dict) and _covers(p[key], g) and all(
+                _covers(tg, g) for tk, tg in p.items() if tk.startswith(app) and tk != key and tk not in theirs)
+                for p in mine)
+        else:
+            ok = any((e := _effective(p, key)) is not None and _covers(e, g) for p in mine)
+        if not ok:
+            out.append(key)
+    return out
+
+
+def _role_docs(conn: Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
+    if not keys:
+        return {}
+    return {r.key: r.doc for r in conn.execute(select(db.roles.c.key, db.roles.c.doc)
+                                               .where(db.roles.c.key.in_(keys)))}
+
+
+def _beyond_keys(conn: Connection, actor: Access, keys: list[str]) -> list[str]:
+    """The roles among ``keys`` that carry more power than the actor has."""
+    if actor.is_admin:
+        return []
+    return sorted(k for k, doc in _role_docs(conn, keys).items() if role_beyond(actor, doc))
 
 
 def _guard_target(conn: Connection, actor: Access, target: Any) -> None:
-    """Acting on another user's account (profile, password, roles, team, status) is acting with all they
-    can do: only administrators act on administrators, and a user manager needs every role the target holds."""
+    """Acting on another user's account (profile, password, roles, team, status, sessions) is acting with all
+    they can do: only administrators act on administrators, and a user manager needs at least the power of
+    every role the target holds."""
     if actor.is_admin:
         return
     if target.is_admin:
         raise Forbidden("only administrators may change an administrator's account")
-    above = sorted(set(auth.role_keys(conn, target.id)) - _held_role_keys(actor))
+    above = _beyond_keys(conn, actor, auth.role_keys(conn, target.id))
     if above:
-        raise Forbidden(f"you may only manage users whose roles you hold yourself (not {', '.join(above)[:200]})")
+        raise Forbidden("you may only manage users whose roles carry no more power than yours "
+                        f"(not {', '.join(above)[:200]})")
 
 
 def _guard_teams(actor: Access, team_ids: set[int]) -> None:
@@ -179,9 +251,10 @@ def _check_grants(conn: Connection, actor: Access, data: dict[str, Any], target_
     if "is_admin" in data:
         require_admin(actor, "make or unmake administrators")
     if "roles" in data and not actor.is_admin:
-        extra = sorted(set(data["roles"]) - _held_role_keys(actor))
+        extra = _beyond_keys(conn, actor, list(data["roles"]))
         if extra:
-            raise Forbidden(f"you may only grant roles you hold yourself (not {', '.join(extra)[:200]})")
+            raise Forbidden(f"you may only grant roles that carry no more power than yours (not "
+                            f"{', '.join(extra)[:200]})")
     team = old_team
     if "team" in data:
         team = _team_id(conn, data["team"])
@@ -231,9 +304,19 @@ def _int_arg(args: dict[str, str], name: str, default: int, low: int, high: int)
 
 
 def create_user(conn: Connection, actor: Access, data: Any, ip: str | None) -> dict[str, Any]:
+    """Create an account. Without ``password`` and with ``"password_link": true`` the account gets an
+    unguessable password and the answer carries ``password_link`` (a one-time set-password token)."""
     require_user_admin(actor)
     if not isinstance(data, dict):
         raise BadRequest("send {\"username\", \"name\", \"password\", \"roles\": [...]}")
+    data = dict(data)
+    link = data.pop("password_link", False)
+    if not isinstance(link, bool):
+        raise ValidationFailed.from_details({"password_link": ["must be true or false"]})
+    if link:
+        if "password" in data:
+            raise ValidationFailed.from_details({"password": ["send a password or ask for a link, not both"]})
+        data["password"] = secrets.token_urlsafe(32)
     details = _check_profile(data)
     if details:
         raise ValidationFailed.from_details(details)
@@ -243,7 +326,10 @@ def create_user(conn: Connection, actor: Access, data: Any, ip: str | None) -> d
     row = _user_row(conn, uid)
     _audit(conn, actor, ip, "user_created", f"user:{row.username}",
            {"id": uid, "roles": data.get("roles") or [], "team": data.get("team"), "is_admin": row.is_admin})
-    return user_out(conn, row)
+    out = user_out(conn, row)
+    if link:
+        out["password_link"] = _new_link(conn, actor, row, ip)
+    return out
 
 
 def update_user(conn: Connection, actor: Access, user_id: Any, data: Any, ip: str | None) -> dict[str, Any]:
@@ -300,11 +386,123 @@ def reset_password(conn: Connection, actor: Access, user_id: Any, data: Any, ip:
     _guard_target(conn, actor, row)
     if not isinstance(data, dict):
         raise BadRequest("send {\"password\"}")
-    auth.check_password_strength(data.get("password"))
+    auth.check_password_strength(data.get("password"), row.username)
     conn.execute(update(db.users).where(db.users.c.id == row.id).values(
         password_hash=auth.hash_password(data["password"]), failed_logins=0, locked_until=None))
     _lock_out(conn, row.id)  # whoever knew the old password may hold a session or a token: end both
     _audit(conn, actor, ip, "password_reset", f"user:{row.username}", {"id": row.id})
+
+
+def sign_out_everywhere(conn: Connection, actor: Access, user_id: Any, ip: str | None) -> int:
+    """End every browser session of a user (their API tokens stay; a password reset ends those too)."""
+    require_user_admin(actor)
+    row = _user_row(conn, user_id)
+    _guard_target(conn, actor, row)
+    n = conn.execute(delete(db.sessions).where(db.sessions.c.user_id == row.id)).rowcount or 0
+    _audit(conn, actor, ip, "user_signed_out", f"user:{row.username}", {"id": row.id, "sessions": n})
+    return int(n)
+
+
+# --- one-time set-password links ----------------------------------------------------------------------
+LINK_LIFETIME = dt.timedelta(hours=72)
+
+
+def _new_link(conn: Connection, actor: Access, row: Any, ip: str | None) -> dict[str, Any]:
+    now = db.utcnow()
+    # a newer link replaces every earlier one that is still open
+    conn.execute(update(db.password_links).where(db.password_links.c.user_id == row.id,
+                                                 db.password_links.c.used_at.is_(None)).values(used_at=now))
+    token = secrets.token_urlsafe(32)
+    expires = now + LINK_LIFETIME
+    conn.execute(insert(db.password_links).values(user_id=row.id, token_hash=auth.sha256(token),
+                                                  created_by=actor.user_id, created_at=now, expires_at=expires))
+    _audit(conn, actor, ip, "password_link_created", f"user:{row.username}",
+           {"id": row.id, "expires_at": auth._iso(expires)})
+    return {"token": token, "expires_at": auth._iso(expires)}
+
+
+def create_password_link(conn: Connection, actor: Access, user_id: Any, ip: str | None) -> dict[str, Any]:
+    """A one-time link (its secret, shown once) with which the user sets a new password; 72 hours."""
+    require_user_admin(actor)
+    row = _user_row(conn, user_id)
+    _guard_target(conn, actor, row)
+    if not row.active:
+        raise Conflict("the account is deactivated: reactivate it first")
+    return _new_link(conn, actor, row, ip)
+
+
+def link_user(conn: Connection, token: Any) -> Any:
+    """The (active) user a still valid link belongs to, or None."""
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        return None
+    link = conn.execute(select(db.password_links).where(db.password_links.c.token_hash == auth.sha256(token))).first()
+    if link is None or link.used_at is not None or link.expires_at < db.utcnow():
+        return None
+    row = conn.execute(select(db.users).where(db.users.c.id == link.user_id)).first()
+    return row if row is not None and row.active else None
+
+
+def use_password_link(conn: Connection, token: Any, password: Any, ip: str | None) -> Any:
+    """Set the password with a link (once): lifts a lockout and ends the user's sessions and tokens."""
+    row = link_user(conn, token)
+    if row is None:
+        raise NotFound("this link is not valid: it was used, replaced or has expired")
+    auth.check_password_strength(password, row.username)
+    res = conn.execute(update(db.password_links).where(db.password_links.c.token_hash == auth.sha256(token),
+                                                       db.password_links.c.used_at.is_(None))
+                       .values(used_at=db.utcnow()))
+    if res.rowcount != 1:
+        raise NotFound("this link is not valid: it was used, replaced or has expired")
+    conn.execute(update(db.users).where(db.users.c.id == row.id).values(
+        password_hash=auth.hash_password(password), failed_logins=0, locked_until=None))
+    _lock_out(conn, row.id)
+    auth.audit(conn, "password_reset", user_id=row.id, username=row.username, target=f"user:{row.username}",
+               details={"id": row.id, "by": "link"}, ip=ip)
+    return row
+
+
+# --- the user's own account ---------------------------------------------------------------------------
+ACCOUNT_KEYS = {"name", "email", "locale", "timezone"}
+
+
+def update_own_account(conn: Connection, actor: Access, data: Any, ip: str | None) -> dict[str, Any]:
+    """What a user changes about themselves: name, email, language, time zone."""
+    if actor.user_id is None:
+        raise Forbidden("the system has no account")
+    if not isinstance(data, dict) or not data:
+        raise BadRequest("send the properties to change")
+    details = _check_profile(data)
+    for k in sorted(set(data) - ACCOUNT_KEYS):
+        details[k[:100]] = ["you may not change this yourself"]
+    if details:
+        raise ValidationFailed.from_details(details)
+    conn.execute(update(db.users).where(db.users.c.id == actor.user_id).values(**data))
+    _audit(conn, actor, ip, "account_updated", f"user:{actor.username}", {"changed": sorted(data)})
+    return user_out(conn, _user_row(conn, actor.user_id))
+
+
+def change_own_password(conn: Connection, actor: Access, current: Any, new: Any, keep_session: str | None,
+                        ip: str | None) -> int:
+    """Change one's own password (the current one is required); every other session ends. Answers how
+    many sessions ended."""
+    from werkzeug.security import check_password_hash
+
+    if actor.user_id is None:
+        raise Forbidden("the system has no account")
+    row = _user_row(conn, actor.user_id)
+    if not isinstance(current, str) or not row.password_hash or len(current) > 1024 or \
+            not check_password_hash(row.password_hash, current):
+        raise ValidationFailed.from_details({"current_password": ["is not your current password"]})
+    auth.check_password_strength(new, row.username)
+    if new == current:
+        raise ValidationFailed.from_details({"password": ["must differ from the current password"]})
+    conn.execute(update(db.users).where(db.users.c.id == row.id).values(password_hash=auth.hash_password(new)))
+    q = delete(db.sessions).where(db.sessions.c.user_id == row.id)
+    if keep_session:
+        q = q.where(db.sessions.c.id != auth.sha256(keep_session))
+    n = conn.execute(q).rowcount or 0
+    _audit(conn, actor, ip, "password_changed", f"user:{row.username}", {"id": row.id, "sessions_ended": n})
+    return int(n)
 
 
 # --- teams --------------------------------------------------------------------------------------------
@@ -485,6 +683,22 @@ def update_role(conn: Connection, actor: Access, catalog: Catalog, key: str, pat
     if not isinstance(patch, dict):
         raise BadRequest("send the role properties to change")
     doc = {**copy.deepcopy(row.doc), **{k: v for k, v in patch.items() if k not in ("id", "app", "user_count")}}
+    if doc.get("key") != key:
+        raise ValidationFailed.from_details({"/key": ["cannot be changed"]})
+    validate_role(catalog, doc)
+    conn.execute(update(db.roles).where(db.roles.c.id == row.id).values(doc=doc))
+    _audit(conn, actor, ip, "role_updated", f"role:{key}", {"before": row.doc, "after": doc})
+    return role_out(conn, _role_row(conn, key), catalog)
+
+
+def replace_role(conn: Connection, actor: Access, catalog: Catalog, key: str, doc: Any,
+                 ip: str | None) -> dict[str, Any]:
+    """Replace a whole role document (the role editor); the key stays."""
+    require_user_admin(actor)
+    row = _role_row(conn, key)
+    require_admin(actor, "change roles")
+    if not isinstance(doc, dict):
+        raise BadRequest("send the role document")
     if doc.get("key") != key:
         raise ValidationFailed.from_details({"/key": ["cannot be changed"]})
     validate_role(catalog, doc)

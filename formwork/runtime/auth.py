@@ -14,12 +14,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from formwork import db
 from formwork.errors import BadRequest, Conflict, NotFound, Unauthorized, ValidationFailed
+from formwork.runtime import passwords
 
 MAX_FAILURES = 5  # per (username, client address) within LOCKOUT
 LOCKOUT = dt.timedelta(minutes=15)
 WRONG_LOGIN = "wrong username or password"
 SESSION_IDLE = dt.timedelta(days=7)
-MIN_PASSWORD = 8
+MIN_PASSWORD = passwords.MIN_LENGTH
 _DUMMY_HASH = generate_password_hash("formwork-dummy-password")
 
 
@@ -31,11 +32,9 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)  # scrypt with a random salt
 
 
-def check_password_strength(password: Any) -> None:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise ValidationFailed.from_details({"password": [f"must be at least {MIN_PASSWORD} characters"]})
-    if len(password) > 1024:
-        raise ValidationFailed.from_details({"password": ["is too long"]})
+def check_password_strength(password: Any, username: str | None = None) -> None:
+    """The password policy (formwork.runtime.passwords): length, not the username, not a common password."""
+    passwords.check(password, username)
 
 
 def audit(conn: Connection, action: str, *, user_id: int | None = None, username: str | None = None,
@@ -70,7 +69,7 @@ def create_user(conn: Connection, data: dict[str, Any], *, is_admin: bool = Fals
     if email is not None and (not isinstance(email, str) or "@" not in email or len(email) > 320):
         details["email"] = ["must be an email address"]
     try:
-        check_password_strength(data.get("password"))
+        check_password_strength(data.get("password"), username if isinstance(username, str) else None)
     except ValidationFailed as e:
         details.update(e.details or {})
     if details:
