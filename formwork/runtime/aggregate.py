@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork.db import users
-from formwork.errors import BadRequest, Forbidden
+from formwork.errors import BadRequest
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import (
     BOOL,

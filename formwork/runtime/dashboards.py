@@ -277,7 +277,7 @@ class DashboardRun:
         metrics = list(w.get("metrics") or ["count"])
         single = w["type"] in SINGLE
         group_by = [] if single else list(w.get("group_by") or [])
-        ratio, ratio_of = w.get("ratio"), w.get("ratio_of")
+        ratio, ratio_of = w.get("ratio"), list(w.get("ratio_of") or [])
         extra = None
         if ratio:
             extra = [("numerator", metrics[0], ratio["numerator"]), ("denominator", metrics[0], ratio["denominator"])]
@@ -286,7 +286,7 @@ class DashboardRun:
             metrics = list(dict.fromkeys(ratio_of))
         rows = self.agg.run(t, group_by, metrics, tree, sort=w.get("sort"), limit=w.get("limit"), extra=extra)
         if ratio or ratio_of:
-            a, b = ("numerator", "denominator") if ratio else (ratio_of[0], ratio_of[-1])
+            a, b = ("numerator", "denominator") if ratio else (str(ratio_of[0]), str(ratio_of[-1]))
             for r in rows:
                 num, den = r.get(a), r.get(b)
                 r["value"] = None if not den or num is None else round(num / den, 10)

@@ -153,8 +153,9 @@ class DashboardView:
                     ("custom", p.t("dash_p_custom"))]
             elif typ == "owner":
                 item["label"] = p.label(flt.get("label")) if flt.get("label") else p.t("dash_owner")
+                u = db.users.c
                 item["users"] = [(r.id, r.name) for r in p.conn.execute(
-                    select(db.users.c.id, db.users.c.name).where(db.users.c.active.is_(True)).order_by(db.users.c.name))]
+                    select(u.id, u.name).where(u.active.is_(True)).order_by(u.name))]
                 item["teams"] = [(r.id, r.name) for r in p.conn.execute(
                     select(db.teams.c.id, db.teams.c.name).order_by(db.teams.c.name))]
             else:
@@ -196,7 +197,7 @@ def dashboard_page(app_key: str, key: str) -> Response:
         check_view(access, doc)
         sel, problem = selection(doc)
         view = DashboardView(p, app, doc, sel)
-        ctx = {"app": app, "dashboard": doc, "widgets": view.widgets(), "filters": view.filters(), "sel": sel,
+        ctx: dict[str, Any] = {"app": app, "dashboard": doc, "widgets": view.widgets(), "filters": view.filters(), "sel": sel,
                "problem": p.t("dash_bad_filter") if problem else None, "tables": visible_tables(p, app),
                "dashboards": visible_dashboards(p, app), "compares": [("", p.t("dash_cmp_none")), *[
                    (c, p.t(f"dash_cmp_{c}")) for c in ("previous_period", "previous_year")]],
@@ -222,7 +223,7 @@ def grid_params(tree: Any) -> list[tuple[str, str]]:
     leaves = tree.get("and") if isinstance(tree, dict) and "and" in tree else [tree] if tree else []
     out: list[tuple[str, str]] = []
     rest: list[Any] = []
-    stack = list(leaves)
+    stack: list[Any] = list(leaves or [])
     while stack:
         node = stack.pop(0)
         if isinstance(node, dict) and "and" in node:

@@ -158,3 +158,40 @@
   else draw();
   window.formworkDashboards = { fmt: fmt, option: option, redraw: draw };
 })();
+
+/* The dashboard builder: drag widgets to reorder (SortableJS), change a width at once, confirm deletes. */
+(function () {
+  "use strict";
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : "";
+  }
+  function setup(root) {
+    (root || document).querySelectorAll(".dash-edit[data-order-url]").forEach(function (grid) {
+      if (grid.dataset.sortable || typeof Sortable === "undefined") return;
+      grid.dataset.sortable = "1";
+      Sortable.create(grid, {
+        handle: ".drag", animation: 150, draggable: ".widget",
+        onEnd: function () {
+          var body = new URLSearchParams();
+          grid.querySelectorAll(".widget[data-key]").forEach(function (w) { body.append("order", w.dataset.key); });
+          grid.dataset.saving = "1";
+          fetch(grid.dataset.orderUrl, { method: "POST", body: body, credentials: "same-origin",
+            headers: { "X-CSRF-Token": csrf(), "HX-Request": "true" } })
+            .then(function (r) { grid.dataset.saving = ""; grid.dataset.saved = r.ok ? "1" : "error"; });
+        }
+      });
+    });
+  }
+  document.addEventListener("change", function (e) {
+    var form = e.target.closest("form[data-autosubmit]");
+    if (form) form.submit();
+  });
+  document.addEventListener("submit", function (e) {
+    var msg = e.target.dataset && e.target.dataset.confirm;
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+  document.addEventListener("htmx:load", function (e) { setup(e.target); });
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { setup(); });
+  else setup();
+})();
