@@ -197,7 +197,8 @@ def dashboard_page(app_key: str, key: str) -> Response:
         check_view(access, doc)
         sel, problem = selection(doc)
         view = DashboardView(p, app, doc, sel)
-        ctx: dict[str, Any] = {"app": app, "dashboard": doc, "widgets": view.widgets(), "filters": view.filters(), "sel": sel,
+        ctx: dict[str, Any] = {
+               "app": app, "dashboard": doc, "widgets": view.widgets(), "filters": view.filters(), "sel": sel,
                "problem": p.t("dash_bad_filter") if problem else None, "tables": visible_tables(p, app),
                "dashboards": visible_dashboards(p, app), "compares": [("", p.t("dash_cmp_none")), *[
                    (c, p.t(f"dash_cmp_{c}")) for c in ("previous_period", "previous_year")]],
