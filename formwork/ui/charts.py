@@ -80,6 +80,13 @@ def key_text(p: Any, t: TableDef | None, spec: str, v: Any) -> str:
     return str(v)
 
 
+def series_format(metric: str, fmt: str | None) -> str:
+    """Counts are plain numbers whatever the widget's format; a ratio of counts is a share."""
+    if metric.startswith("count"):
+        return "number"
+    return fmt or "number"
+
+
 def _shift_key(bucket: str | None, value: Any) -> Any:
     """A bucket key one year later (2025-03 → 2026-03): lines a year-ago series up with this year's."""
     if not isinstance(value, str) or not bucket or not value[:4].isdigit():
@@ -117,17 +124,18 @@ def chart_spec(p: Any, t: TableDef | None, w: dict[str, Any], data: dict[str, An
             matrix[s][c] = g.get(m)
             links[s][c] = drill[i] if i < len(drill) else ""
         spec.update(categories=list(cats), drill=links, axis=field_label(p, t, g0),
-                    series=[{"name": name, "data": matrix[j], "stack": "all"} for name, j in stacks.items()])
+                    series=[{"name": name, "data": matrix[j], "stack": "all", "format": series_format(m, fmt)}
+                            for name, j in stacks.items()])
         return spec
     labels = [" / ".join(key_text(p, t, s, g["key"].get(s.split(":")[0])) for s in group_by) for g in groups]
     shown = [value_of] if value_of else metrics[:3 if typ in ("bar", "line", "area") else 1]
-    series = [{"name": p.t("dash_ratio") if m == "value" else metric_label(p, t, m), "data": [g.get(m) for g in groups]}
-              for m in shown]
+    series = [{"name": p.t("dash_ratio") if m == "value" else metric_label(p, t, m), "data": [g.get(m) for g in groups],
+               "format": series_format(m, fmt)} for m in shown]
     if "targets" in data:
         tg = data["targets"]
         if "by_owner" in tg and group_by:
             name = group_by[0].split(":")[0]
-            series.append({"name": p.t("dash_target"), "target": True, "data": [
+            series.append({"name": p.t("dash_target"), "target": True, "format": fmt or "number", "data": [
                 tg["by_owner"].get(str(g["key"][name]["id"]) if isinstance(g["key"].get(name), dict) else "")
                 for g in groups]})
         elif tg.get("total") is not None:
@@ -144,6 +152,7 @@ def chart_spec(p: Any, t: TableDef | None, w: dict[str, Any], data: dict[str, An
         else:
             values = [g.get(m) for g in before][: len(groups)]
             values += [None] * (len(groups) - len(values))
-        series.append({"name": p.t(f"dash_cmp_{cmp['kind']}"), "data": values, "compare": True})
+        series.append({"name": p.t(f"dash_cmp_{cmp['kind']}"), "data": values, "compare": True,
+                       "format": series_format(m, fmt)})
     spec.update(categories=labels, series=series, axis=" / ".join(field_label(p, t, s) for s in group_by))
     return spec

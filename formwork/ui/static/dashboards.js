@@ -14,7 +14,7 @@
     if (format === "percent") {
       return new Intl.NumberFormat(loc, { style: "percent", maximumFractionDigits: 1 }).format(n);
     }
-    var o = { maximumFractionDigits: compact ? 1 : 2 };
+    var o = { minimumFractionDigits: 0, maximumFractionDigits: compact ? 1 : 2 };
     if (compact && Math.abs(n) >= 1000) o.notation = "compact";
     if (format === "currency") {
       o.style = "currency"; o.currency = "CNY"; o.currencyDisplay = "narrowSymbol";
@@ -28,19 +28,49 @@
     return text.length > max ? text.slice(0, max - 1) + "…" : text;
   }
 
-  function axisOption(spec, horizontal) {
+  function maxOf(s) {
+    return (s.data || []).reduce(function (m, v) { return Math.max(m, Math.abs(Number(v) || 0)); }, 0);
+  }
+
+  // a second value axis when the series differ in kind (money beside a count) or in size (×20)
+  function axes(spec) {
+    var series = (spec.series || []).filter(function (s) { return !s.compare && !s.target; });
+    if (series.length < 2 || spec.type === "stacked_bar") return null;
+    var first = series[0], top = maxOf(first) || 1;
+    var second = series.slice(1).filter(function (s) {
+      var m = maxOf(s) || 1;
+      return s.format !== first.format || m / top > 20 || top / m > 20;
+    });
+    return second.length ? second.map(function (s) { return s.name; }) : null;
+  }
+
+  function valueAxis(format, extra) {
+    return Object.assign({ type: "value", axisLabel: { formatter: function (v) { return fmt(v, format, true); } },
+      splitLine: { lineStyle: { color: "#eef0f3" } } }, extra || {});
+  }
+
+  function axisOption(spec, horizontal, right) {
     var cats = spec.categories || [];
     var longest = cats.reduce(function (m, c) { return Math.max(m, String(c).length); }, 0);
-    var value = { type: "value", axisLabel: { formatter: function (v) { return fmt(v, spec.format, true); } },
-      splitLine: { lineStyle: { color: "#eef0f3" } } };
+    var first = (spec.series || [])[0] || {};
+    var value = valueAxis(first.format || spec.format);
+    if (right) {
+      var other = (spec.series || []).filter(function (s) { return right.indexOf(s.name) >= 0; })[0];
+      value = [value, valueAxis(other.format || spec.format, { splitLine: { show: false } })];
+    }
     var category = { type: "category", data: cats, axisTick: { alignWithLabel: true },
       axisLabel: { hideOverlap: true, interval: "auto", formatter: function (v) { return short(v, horizontal ? 18 : 14); } } };
-    if (!horizontal && (cats.length > 6 || longest > 8)) category.axisLabel.rotate = 30;
-    return horizontal ? { xAxis: value, yAxis: Object.assign(category, { inverse: true }) } : { xAxis: category, yAxis: value };
+    var rotated = !horizontal && (cats.length > 6 || longest > 8);
+    if (rotated) category.axisLabel.rotate = 30;
+    var out = horizontal ? { xAxis: value, yAxis: Object.assign(category, { inverse: true }) } : { xAxis: category, yAxis: value };
+    // a rotated first label reaches left of the plot: leave it room so it is not cut
+    if (rotated) out.gridLeft = Math.min(90, 6 * Math.min(longest, 14));
+    return out;
   }
 
   function option(spec) {
-    var tooltip = { trigger: "item", confine: true, valueFormatter: function (v) { return fmt(v, spec.format, false); } };
+    var itemFormat = ((spec.series || [])[0] || {}).format || spec.format;
+    var tooltip = { trigger: "item", confine: true, valueFormatter: function (v) { return fmt(v, itemFormat, false); } };
     var base = { color: spec.colors, tooltip: tooltip, animationDuration: 300,
       grid: { left: 8, right: 16, top: 36, bottom: 8, containLabel: true } };
     var t = spec.type;
@@ -57,19 +87,32 @@
       var data = (spec.categories || []).map(function (c, i) { return { name: c, value: s0.data[i] }; });
       var series = t === "funnel"
         ? { type: "funnel", left: 8, right: 8, top: 36, bottom: 8, sort: "none", minSize: "8%", data: data,
-            label: { position: "inside", formatter: function (p) { return short(p.name, 12) + " " + fmt(p.value, spec.format, true); } } }
+            label: { position: "inside", formatter: function (p) { return short(p.name, 12) + " " + fmt(p.value, itemFormat, true); } } }
         : { type: "pie", radius: t === "donut" ? ["45%", "72%"] : [0, "72%"], center: ["50%", "58%"], data: data,
             avoidLabelOverlap: true, label: { formatter: function (p) { return short(p.name, 12) + "\n" + p.percent + "%"; } } };
       return Object.assign(base, { legend: { type: "scroll", top: 0, formatter: function (n) { return short(n, 16); } },
         series: [Object.assign(series, { name: s0.name })] });
     }
-    var horizontal = (t === "bar" || t === "stacked_bar") && (spec.categories || []).some(function (c) { return String(c).length > 12; });
-    var out = Object.assign(base, axisOption(spec, horizontal));
-    out.tooltip = Object.assign(tooltip, { trigger: "axis", axisPointer: { type: t === "line" || t === "area" ? "line" : "shadow" } });
+    var right = axes(spec);
+    var horizontal = !right && (t === "bar" || t === "stacked_bar") && (spec.categories || []).some(function (c) { return String(c).length > 12; });
+    var ax = axisOption(spec, horizontal, right);
+    if (ax.gridLeft) { base.grid.left = ax.gridLeft; delete ax.gridLeft; }
+    var out = Object.assign(base, ax);
+    var formats = {};
+    (spec.series || []).forEach(function (s) { formats[s.name] = s.format || spec.format; });
+    out.tooltip = Object.assign({}, tooltip, { trigger: "axis", valueFormatter: undefined,
+      axisPointer: { type: t === "line" || t === "area" ? "line" : "shadow" },
+      formatter: function (items) {
+        var head = items.length ? items[0].axisValueLabel : "";
+        return [echarts.format.encodeHTML(head)].concat(items.map(function (it) {
+          return it.marker + echarts.format.encodeHTML(it.seriesName) + " <b>" + fmt(it.value, formats[it.seriesName], false) + "</b>";
+        })).join("<br>");
+      } });
     out.legend = { type: "scroll", top: 0, formatter: function (n) { return short(n, 24); } };
     out.series = (spec.series || []).map(function (s) {
       var kind = t === "line" || t === "area" ? "line" : "bar";
       var o = { name: s.name, type: kind, data: s.data, emphasis: { focus: "series" } };
+      if (right && right.indexOf(s.name) >= 0) o[horizontal ? "xAxisIndex" : "yAxisIndex"] = 1;
       if (s.stack) o.stack = s.stack;
       if (t === "area") o.areaStyle = { opacity: s.compare ? 0.08 : 0.25 };
       if (kind === "line") { o.smooth = true; o.connectNulls = true; }
