@@ -12,12 +12,13 @@ from sqlalchemy import select
 
 from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
-from formwork.metadata.catalog import AppDef, TableDef
+from formwork.metadata.catalog import AppDef
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, NUMBER, USER
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.aggregate import BUCKETS
 from formwork.runtime.dashboards import PERIODS
+from formwork.ui import conditions
 from formwork.ui.charts import field_label, metric_label
 from formwork.ui.context import Page, htmx, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
@@ -154,8 +155,6 @@ def widget_from_form(form: Any, key: str, keep: dict[str, Any] | None = None) ->
     if form.get("target_table") and form.get("target_amount"):
         w["target"] = {"table": form["target_table"], "amount": form["target_amount"],
                        **{k: form[f"target_{k}"] for k in ("date", "owner") if form.get(f"target_{k}")}}
-    if keep and "filter" in keep:
-        w["filter"] = keep["filter"]
     if keep and "ratio" in keep:
         w["ratio"] = keep["ratio"]
     return w
@@ -360,14 +359,16 @@ def widget_form(app_key: str, key: str, wkey: str | None) -> Response:
             src = request.form if request.method == "POST" else request.args
             values = {k: v for k, v in src.items() if k != "csrf_token"}
         ctx = form_context(p, app, values)
-        filter_ui = condition_ui(p, ctx["t"], current.get("filter"))
+        t = ctx["t"]
+        same_table = t is not None and t.key == current.get("table")
+        filter_ui = conditions.builder(p, t, current.get("filter") if same_table else None) if t else None
         if request.method == "POST":
             taken = {w["key"] for w in widgets}
             wk = wkey or new_key(values.get("label") or values.get("type") or "widget", taken, "widget")
             try:
-                w = widget_from_form(request.form, wk, current)
-                tree = parse_condition(p, ctx["t"])
-                if tree is not False:
+                w = widget_from_form(request.form, wk, current if same_table else None)
+                if t is not None:
+                    tree = conditions.parse(p, t, request.form, name="filter")
                     if tree is None:
                         w.pop("filter", None)
                     else:
@@ -375,8 +376,9 @@ def widget_form(app_key: str, key: str, wkey: str | None) -> Response:
                 with conn.begin_nested():
                     save_widget(svc, app, doc, w, index)
                 return redirect(url_for("ui.dashboard_edit", app_key=app.key, key=key))  # type: ignore[return-value]
-            except ConditionProblem as e:
+            except conditions.ConditionError as e:
                 errors.update(e.errors)
+                filter_ui = conditions.builder(p, t, form=request.form, errors=e.errors) if t else None
             except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
                 if e.details and any(str(k).startswith("/widgets/0/") for k in e.details) and index is None:
                     e.details = {str(k).replace("/widgets/0/", f"/widgets/{len(widgets)}/", 1): v
@@ -385,37 +387,6 @@ def widget_form(app_key: str, key: str, wkey: str | None) -> Response:
         template = "_widget_form.html" if htmx and htmx.target == "widget-form" else "dashboard_widget.html"
         return render(p, template, 422 if errors else 200, app=app, dashboard=doc, editing=wkey, errors=errors,
                       filter_ui=filter_ui, tables=visible_tables(p, app), dashboards=visible_dashboards(p, app), **ctx)
-
-
-class ConditionProblem(Exception):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("condition")
-        self.errors = errors
-
-
-def condition_ui(p: Page, t: TableDef | None, tree: Any) -> Any:
-    """The shared visual condition builder (formwork.ui.conditions) when it is there; None until then."""
-    try:
-        from formwork.ui import conditions  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    if t is None:
-        return None
-    return conditions.builder(p, t, tree, name="filter")
-
-
-def parse_condition(p: Page, t: TableDef | None) -> Any:
-    """The widget's filter from the condition builder; False when the builder is not on this page."""
-    try:
-        from formwork.ui import conditions  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    if t is None or request.form.get("filter_ui") != "1":
-        return False
-    try:
-        return conditions.parse(p, t, request.form, name="filter")
-    except conditions.ConditionError as e:
-        raise ConditionProblem({k: str(v) for k, v in e.errors.items()}) from None
 
 
 def _widget_change(app_key: str, key: str, change: Any) -> Response:

@@ -202,7 +202,7 @@
   window.formworkDashboards = { fmt: fmt, option: option, redraw: draw };
 })();
 
-/* The dashboard builder: drag widgets to reorder (SortableJS), change a width at once, confirm deletes. */
+/* The dashboard builder: drag widgets to reorder (SortableJS); widths and confirmations use behaviours.js. */
 (function () {
   "use strict";
   function csrf() {
@@ -226,14 +226,6 @@
       });
     });
   }
-  document.addEventListener("change", function (e) {
-    var form = e.target.closest("form[data-autosubmit]");
-    if (form) form.submit();
-  });
-  document.addEventListener("submit", function (e) {
-    var msg = e.target.dataset && e.target.dataset.confirm;
-    if (msg && !window.confirm(msg)) e.preventDefault();
-  });
   document.addEventListener("htmx:load", function (e) { setup(e.target); });
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { setup(); });
   else setup();
