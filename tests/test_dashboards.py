@@ -200,7 +200,7 @@ def test_widget_definitions_are_checked_when_saved(admin: Api, app: Any, sales: 
         {"key": "w", "type": "bar", "table": "deals", "group_by": ["ghost"]}]})
     assert status == 422
     status, err = admin.post("/meta/apps/sales/dashboards", {"key": "bad", "label": "Bad", "widgets": [
-        {"key": "w", "type": "gauge", "table": "deals"}]})
+        {"key": "w", "type": "radar", "table": "deals"}]})
     assert status == 422
     assert db_snapshot(app) == before
     with db.transaction(app.extensions["formwork"].engine, write=False) as conn:

@@ -6,11 +6,13 @@ from flask import Response, request
 
 from formwork.api.common import ok, parse_filter_arg, requested_view, visible_app
 from formwork.errors import NotFound, reject_unknown_args
-from formwork.runtime.aggregate import Aggregator, dashboard_data
+from formwork.runtime.aggregate import Aggregator
+from formwork.runtime.dashboards import Selection, dashboard_data
 from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
 AGGREGATE_ARGS = {"group_by", "metrics", "filter", "view", "search", "sort", "limit"}
+DASHBOARD_ARGS = {"period", "from", "to", "compare", "owner", "team"}
 
 
 @routes.get("/data/<app_key>/<table_key>/aggregate")
@@ -29,11 +31,14 @@ def aggregate_records(app_key: str, table_key: str) -> Response:
 
 @routes.get("/meta/apps/<app_key>/dashboards/<key>/data")
 def dashboard_widgets(app_key: str, key: str) -> Response:
-    """Every widget's computed data under the viewer's permissions."""
+    """Every widget's computed data under the viewer's permissions and the dashboard's filters
+    (``period``/``from``/``to``, ``compare``, ``owner``, ``team``, ``f_<filter key>``)."""
     access = current_access()
     with unit() as (conn, cat):
         app = visible_app(cat, access, app_key)
         doc = next((d for d in app.dashboards if d["key"] == key), None)
         if doc is None:
             raise NotFound(f"no dashboard '{key[:100]}' in app '{app_key}'")
-        return ok(dashboard_data(conn, cat, access, app, doc))
+        fields = {f"f_{f['key']}" for f in doc.get("filters") or [] if f.get("type") == "field"}
+        reject_unknown_args(request.args, DASHBOARD_ARGS | fields)
+        return ok(dashboard_data(conn, cat, access, app, doc, Selection.parse(request.args, doc)))

@@ -70,7 +70,10 @@ class AutomationEngine:
         return self.intake.process_events(limit)
 
     def tick(self, now: dt.datetime | None = None) -> int:
-        return self.scheduler.tick(now)
+        from formwork.automation import reports
+
+        fired = self.scheduler.tick(now)
+        return fired + reports.tick(self.engine, self.catalogs.get(), now)
 
     def process_deliveries(self, limit: int = 10, stop: Callable[[], bool] | None = None) -> int:
         return self.dispatcher.process_deliveries(limit, stop)

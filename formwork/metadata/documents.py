@@ -150,20 +150,97 @@ class DashboardDocument(DocumentKind):
     read_right = VIEW_DASHBOARDS
 
     def check_refs(self, ctx: DocumentContext, doc: dict[str, Any]) -> None:
+        """Every name a widget, filter or schedule uses must exist and fit (a sum needs a number, a date
+        bucket a date, a gauge a goal); all problems are reported at once, each at its JSON pointer."""
         app = ctx.app
         assert app is not None, "a dashboard belongs to an app"
+        from formwork.metadata.fieldtypes.base import DATE, DATETIME, NUMBER, USER
+
+        cat = ctx.catalog
+        details: dict[str, list[str]] = {}
+
+        def kind(t: TableDef, key: str) -> str | None:
+            f = t.fields_by_key.get(key)
+            return None if f is None else f.ftype.value_kind(f, cat)
+
+        def metric(t: TableDef, m: str, at: str) -> None:
+            fn, _, key = m.partition(":")
+            if not key:
+                return
+            k = kind(t, key)
+            if k is None:
+                details[at] = [f"no field '{key}' in table '{t.key}'"]
+            elif fn in ("sum", "avg") and k != NUMBER:
+                details[at] = [f"'{key}' is not a number, so it has no {fn}"]
+            elif fn in ("min", "max") and k not in (NUMBER, DATE, DATETIME):
+                details[at] = [f"'{key}' is not a number or a date, so it has no {fn}"]
+
         for i, w in enumerate(doc.get("widgets", [])):
             t = app.tables_by_key.get(w["table"])
             if t is None:
-                raise ValidationFailed.from_details({f"/widgets/{i}/table": [f"no table '{w['table']}'"]})
+                details[f"/widgets/{i}/table"] = [f"no table '{w['table']}'"]
+                continue
             if "filter" in w:
-                _query_check(ctx, t, w["filter"], f"/widgets/{i}/filter")
+                try:
+                    _query_check(ctx, t, w["filter"], f"/widgets/{i}/filter")
+                except ValidationFailed as e:
+                    details.update(e.details or {})
             for j, g in enumerate(w.get("group_by", [])):
-                if g.split(":")[0] not in t.fields_by_key:
-                    raise ValidationFailed.from_details({f"/widgets/{i}/group_by/{j}": [f"no field '{g}'"]})
+                key, _, bucket = g.partition(":")
+                k = kind(t, key)
+                if k is None:
+                    details[f"/widgets/{i}/group_by/{j}"] = [f"no field '{key}' in table '{t.key}'"]
+                elif bucket and k not in (DATE, DATETIME):
+                    details[f"/widgets/{i}/group_by/{j}"] = [f"'{key}' is not a date, so it has no {bucket}"]
             for j, m in enumerate(w.get("metrics", [])):
-                if ":" in m and m.split(":")[1] not in t.fields_by_key:
-                    raise ValidationFailed.from_details({f"/widgets/{i}/metrics/{j}": [f"no field in '{m}'"]})
+                metric(t, m, f"/widgets/{i}/metrics/{j}")
+            for j, m in enumerate(w.get("ratio_of", [])):
+                metric(t, m, f"/widgets/{i}/ratio_of/{j}")
+            if "date_field" in w and kind(t, w["date_field"]) not in (DATE, DATETIME):
+                details[f"/widgets/{i}/date_field"] = [f"no date field '{w['date_field']}' in table '{t.key}'"]
+            if w["type"] == "stacked_bar" and len(w.get("group_by", [])) != 2:
+                details[f"/widgets/{i}/group_by"] = ["a stacked bar groups by two fields"]
+            if w["type"] == "pivot" and len(w.get("group_by", [])) != 2:
+                details[f"/widgets/{i}/group_by"] = ["a pivot groups by two fields"]
+            target = w.get("target")
+            if w["type"] == "gauge" and "goal" not in w and not target:
+                details[f"/widgets/{i}/goal"] = ["a gauge needs a goal or a targets table"]
+            if target:
+                tt = app.tables_by_key.get(target["table"])
+                if tt is None:
+                    details[f"/widgets/{i}/target/table"] = [f"no table '{target['table']}'"]
+                else:
+                    if kind(tt, target["amount"]) != NUMBER:
+                        details[f"/widgets/{i}/target/amount"] = [f"no number field '{target['amount']}'"]
+                    if "date" in target and kind(tt, target["date"]) not in (DATE, DATETIME):
+                        details[f"/widgets/{i}/target/date"] = [f"no date field '{target['date']}'"]
+                    if "owner" in target and kind(tt, target["owner"]) != USER:
+                        details[f"/widgets/{i}/target/owner"] = [f"no user field '{target['owner']}'"]
+        keys = [f["key"] for f in doc.get("filters", [])]
+        for i, flt in enumerate(doc.get("filters", [])):
+            if keys.count(flt["key"]) > 1:
+                details[f"/filters/{i}/key"] = [f"the filter key '{flt['key']}' is used twice"]
+            names = [flt["field"]] if "field" in flt else []
+            tables = [(tk, fk) for tk, fk in (flt.get("fields") or {}).items()]
+            if not names and not tables:
+                details[f"/filters/{i}/field"] = ["a filter needs a field"]
+            if names and not any(names[0] in t.fields_by_key for t in app.tables):
+                details[f"/filters/{i}/field"] = [f"no table has a field '{names[0]}'"]
+            for tk, fk in tables:
+                t = app.tables_by_key.get(tk)
+                if t is None or fk not in t.fields_by_key:
+                    details[f"/filters/{i}/fields/{tk}"] = [f"no field '{fk}' in table '{tk}'"]
+        if sum(1 for f in doc.get("filters", []) if f["type"] == "period") > 1:
+            details["/filters"] = ["a dashboard has at most one period filter"]
+        if doc.get("roles") and ctx.conn is not None:
+            from sqlalchemy import select
+
+            known = {r for (r,) in ctx.conn.execute(select(db.roles.c.key))}
+            for i, r in enumerate(doc["roles"]):
+                if r not in known:
+                    details[f"/roles/{i}"] = [f"no role '{r}'"]
+        if details:
+            raise ValidationFailed.from_details(details)
 
 
 def _pointer(*parts: str) -> str:

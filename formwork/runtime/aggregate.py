@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork.db import users
-from formwork.errors import BadRequest, Forbidden
+from formwork.errors import BadRequest
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import (
     BOOL,
@@ -414,88 +414,3 @@ def aggregate(conn: Connection, catalog: Catalog, access: Access, table: TableDe
     """Grouped metrics over the rows ``access`` may read, e.g. kanban column counts:
     ``aggregate(conn, cat, access, t, group_by=["stage"], metrics=["count", "sum:amount"])``."""
     return Aggregator(conn, catalog, access).run(table, group_by, metrics, filter_tree, view, search, sort, limit)
-
-
-# --- dashboards ---------------------------------------------------------------------------------------
-def widget_data(agg: Aggregator, app: Any, w: dict[str, Any]) -> dict[str, Any]:
-    """One widget's numbers as the viewer sees them; a widget the viewer can't read says so alone."""
-    head = {"key": w["key"], "type": w["type"], "label": w.get("label", w["key"])}
-    t = app.tables_by_key.get(w["table"])
-    if t is None:
-        return {**head, "error": "not_found", "message": f"no table '{w['table']}'"}
-    if not agg.access.can_see_table(agg.cat, t):
-        return {"key": w["key"], "type": w["type"], "error": "forbidden"}
-    metrics = list(w.get("metrics") or ["count"])
-    group_by = [] if w["type"] == "kpi" else list(w.get("group_by") or [])
-    ratio = w.get("ratio")
-    filters = [w.get("filter")] + ([ratio["numerator"], ratio["denominator"]] if ratio else [])
-    if not _filters_readable(agg, t, filters):
-        return {"key": w["key"], "type": w["type"], "error": "forbidden"}
-    extra = None
-    if ratio:
-        extra = [("numerator", metrics[0], ratio["numerator"]), ("denominator", metrics[0], ratio["denominator"])]
-        metrics = metrics[:1]
-    try:
-        rows = agg.run(t, group_by, metrics, w.get("filter"), sort=w.get("sort"), limit=w.get("limit"), extra=extra)
-    except HiddenField:
-        return {"key": w["key"], "type": w["type"], "error": "forbidden"}
-    except BadRequest as e:  # the definition no longer fits the table (e.g. a field was deleted)
-        return {**head, "error": "invalid", "message": e.message}
-    if ratio:
-        for r in rows:
-            num, den = r["numerator"], r["denominator"]
-            r["value"] = None if not den or num is None else round(num / den, 10)
-    if w["type"] == "kpi":
-        row = rows[0] if rows else {}
-        value = row.get("value") if ratio else row.get(metrics[0])
-        out = {**head, "metric": metrics[0], "value": value}
-        if ratio:
-            out.update(numerator=row.get("numerator"), denominator=row.get("denominator"))
-        return out
-    return {**head, "group_by": group_by, "metrics": metrics, "groups": rows}
-
-
-def _filter_paths(node: Any, out: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("field"), str):
-            out.add(node["field"])
-        for child in (node.get("and"), node.get("or"), [node.get("not")]):
-            for c in child if isinstance(child, list) else []:
-                _filter_paths(c, out)
-    return out
-
-
-def _filters_readable(agg: Aggregator, t: TableDef, trees: list[Any]) -> bool:
-    """A widget filtering on a field the viewer can't see on every row would reveal it through counts."""
-    cat, access = agg.cat, agg.access
-    if access.is_admin:
-        return True
-    vis = access.field_visibility(cat, t, t.sa)
-    paths: set[str] = set()
-    for tree in trees:
-        _filter_paths(tree, paths)
-    for path in paths:
-        key, _, sub = path.partition(".")
-        f = t.fields_by_key.get(key)
-        if f is None:
-            continue  # reported by the engine as an invalid widget
-        if vis.get(f.id, True) is not True:
-            return False
-        if sub and f.ftype.is_link:
-            target = cat.tables_by_id.get(f.options.get("target", -1))
-            if target is None or not access.can_see_table(cat, target):
-                return False
-            tf = target.fields_by_key.get(sub)
-            if tf is not None and access.field_visibility(cat, target, target.sa).get(tf.id, True) is not True:
-                return False
-    return True
-
-
-def dashboard_data(conn: Connection, catalog: Catalog, access: Access, app: Any,
-                   doc: dict[str, Any]) -> dict[str, Any]:
-    """Every widget's data as this viewer may see it; viewing dashboards is a role flag of its own."""
-    if not access.can_view_dashboards():
-        raise Forbidden("you may not view dashboards")
-    agg = Aggregator(conn, catalog, access)
-    return {"key": doc["key"], "label": doc.get("label"),
-            "widgets": [widget_data(agg, app, w) for w in doc.get("widgets", [])]}

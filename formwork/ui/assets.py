@@ -8,7 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENDOR = Path(__file__).resolve().parent / "static" / "vendor"
-FILES = {"htmx.org/dist/htmx.min.js": "htmx.min.js"}
+FILES = {
+    "htmx.org/dist/htmx.min.js": "htmx.min.js",
+    "echarts/dist/echarts.min.js": "echarts.min.js",
+    "sortablejs/Sortable.min.js": "Sortable.min.js",
+}
 
 
 def main() -> int:

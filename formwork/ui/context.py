@@ -8,6 +8,7 @@ search, filter, sort) lives in the URL, so every fragment can be re-requested an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -205,12 +206,14 @@ def parse_version(value: Any) -> int | None:
 
 @dataclass
 class GridState:
-    """A grid's query as URL parameters: view, search, sort and quick-filter conditions."""
+    """A grid's query as URL parameters: view, search, sort and quick-filter conditions, plus ``filter``:
+    a filter tree (API.md's JSON) for what the condition rows can't say (a dashboard's drill-down)."""
 
     view: str | None = None
     search: str = ""
     sort: str = ""
     conds: list[tuple[str, str, str]] = field(default_factory=list)
+    filter: str = ""
 
     @classmethod
     def from_request(cls) -> GridState:
@@ -218,7 +221,8 @@ class GridState:
         conds = [(f, o, v) for f, o, v in zip(a.getlist("ff"), a.getlist("fo"), a.getlist("fv"), strict=False)
                  if f and o]
         return cls(view=a.get("view") or None, search=(a.get("search") or "").strip()[:200],
-                   sort=(a.get("sort") or "").strip()[:300], conds=conds[:20])
+                   sort=(a.get("sort") or "").strip()[:300], conds=conds[:20],
+                   filter=(a.get("filter") or "").strip()[:4000])
 
     def params(self, **over: Any) -> list[tuple[str, str]]:
         items: list[tuple[str, str]] = []
@@ -228,15 +232,22 @@ class GridState:
                 items.append((k, str(values[k])))
         for f, o, v in self.conds:
             items += [("ff", f), ("fo", o), ("fv", v)]
+        if self.filter:
+            items.append(("filter", self.filter))
         return items
 
     def qs(self, **over: Any) -> str:
         return urlencode(self.params(**over))
 
     def tree(self, p: Page, t: TableDef) -> dict[str, Any] | None:
-        if not self.conds:
+        if not self.conds and not self.filter:
             return None
-        out = []
+        out: list[Any] = []
+        if self.filter:
+            try:
+                out.append(json.loads(self.filter))
+            except ValueError:
+                raise BadRequest("filter: not a filter tree") from None
         for key, op, raw in self.conds:
             f = t.fields_by_key.get(key.split(".")[0])
             if f is None:
