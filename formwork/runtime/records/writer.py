@@ -23,6 +23,7 @@ from formwork.errors import (
     TooLarge,
     ValidationFailed,
 )
+from formwork.metadata import defaults
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import USERS, WriteContext
 from formwork.metadata.fieldtypes.link import existing_ids, known_links_key, relation, set_writer_scope
@@ -79,7 +80,7 @@ class RecordService:
         if creating:
             for f in t.fields:
                 if f.key not in values and f.doc.get("default") is not None and f.ftype.supports_default:
-                    values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
+                    self._default(f, values, ctx)
         for f in t.fields:
             if f.required and f.key not in details and (f.key in values or creating) \
                     and f.ftype.is_empty(values.get(f.key)):
@@ -107,13 +108,19 @@ class RecordService:
             [f for f in t.fields if f.required]))
         for f in rules[0]:
             if f.key not in values:
-                values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
+                self._default(f, values, ctx)
         for f in rules[1]:
             if f.key not in details and f.ftype.is_empty(values.get(f.key)):
                 details.setdefault(f.key, []).append("is required")
         if details:
             raise ValidationFailed.from_details(details)
         return values
+
+    def _default(self, f: FieldDef, values: dict[str, Any], ctx: WriteContext) -> None:
+        """A new record's default: a plain value, or the creator / their today (``metadata.defaults``)."""
+        value = defaults.resolve(f, f.doc["default"], self.access.user_id, self.access.timezone)
+        if value is not None:
+            values[f.key] = f.ftype.coerce(value, f, ctx)
 
     def _check_unique(self, t: TableDef, values: dict[str, Any], exclude_id: int | None,
                       prefix: str | None = None) -> None:
