@@ -113,3 +113,148 @@ def test_created_out_of_sight_says_so_instead_of_404(crm: Crm) -> None:
 def _unused(crm: Crm) -> None:  # keeps imports used while later sections are added
     crm.sql(lambda conn, cat, app: conn.execute(select(app.table("customers").sa.c.id).limit(1)))
     assert update is not None
+
+
+# --- 2. scope through a parent ----------------------------------------------------------------------------
+def _orders_of(crm: Crm, username: str) -> tuple[int, int]:
+    """An order of ``username`` and one of another team's rep (both with lines), by direct SQL."""
+    def find(conn: Any, cat: Any, app: Any) -> tuple[int, int]:
+        o, ln = app.table("orders"), app.table("order_lines")
+        owner = o.sa.c[o.fields_by_key["owner"].column_name]
+        link = ln.sa.c[ln.fields_by_key["order"].column_name]
+        with_lines = select(link).where(ln.sa.c.deleted_at.is_(None))
+        mine = conn.execute(select(o.sa.c.id).where(owner == crm.users[username], o.sa.c.id.in_(with_lines))
+                            .order_by(o.sa.c.id).limit(1)).scalar_one()
+        other = conn.execute(select(o.sa.c.id).where(owner == crm.users["am4"], o.sa.c.id.in_(with_lines))
+                             .order_by(o.sa.c.id).limit(1)).scalar_one()
+        return mine, other
+    return crm.sql(find)  # type: ignore[no-any-return]
+
+
+def test_order_lines_follow_their_order_on_every_path(crm: Crm) -> None:
+    mine, other = _orders_of(crm, "am1")
+    am1 = crm.api("am1")
+    every = crm.admin.records("crm", "order_lines", limit=1000)
+    theirs = [r for r in every if r["fields"]["order"]["id"] == other]
+    own = [r for r in every if r["fields"]["order"]["id"] == mine]
+    seen = {r["id"] for r in am1.records("crm", "order_lines", limit=1000)}
+    assert own[0]["id"] in seen and not seen & {r["id"] for r in theirs}
+    assert am1.get(f"/data/crm/order_lines/{theirs[0]['id']}")[0] == 404
+    assert am1.patch(f"/data/crm/order_lines/{theirs[0]['id']}", {"fields": {"quantity": 99}})[0] == 404
+    # adding a line to someone else's order: the order can't even be named (outside the read scope)
+    status, body = am1.post("/data/crm/order_lines", {"fields": {"order": other, "quantity": 1}})
+    assert status == 422 and "order" in body["error"]["details"]
+    # bulk edits and aggregates see only the rep's lines
+    agg = am1.ok("GET", "/data/crm/order_lines/aggregate?metrics=count")["groups"][0]["count"]
+    assert agg == len(seen)
+    # the order's total (a rollup over lines) is what the lines the rep sees add up to
+    order = am1.ok("GET", f"/data/crm/orders/{mine}")
+    lines = [r for r in am1.records("crm", "order_lines", limit=1000) if r["fields"]["order"]["id"] == mine]
+    assert len(lines) == len(own)
+    assert float(order["fields"]["order_total"]) == pytest.approx(sum(float(r["fields"]["line_total"] or 0)
+                                                                      for r in lines))
+    # a manager of the other team sees the other lines, not am1's
+    m2 = {r["id"] for r in crm.api("manager2").records("crm", "order_lines", limit=1000)}
+    assert {r["id"] for r in theirs} <= m2 and not m2 & {r["id"] for r in own}
+    # the rep's own lines stay editable
+    am1.ok("PATCH", f"/data/crm/order_lines/{own[0]['id']}", {"fields": {"quantity": own[0]["fields"]["quantity"]}})
+
+
+def test_a_line_under_an_order_the_writer_can_read_but_not_edit_is_refused(crm: Crm) -> None:
+    """An executive reads everything and edits nothing; a rep with a readable but not editable parent
+    (a pool customer) can't add contacts under it."""
+    pooled = pool_customer(crm, "公海联系人客户 Pool contacts")
+    am1 = crm.api("am1")
+    assert am1.ok("GET", f"/data/crm/customers/{pooled}")["id"] == pooled
+    status, body = am1.post("/data/crm/contacts", {"fields": {"name": "张三", "customer": pooled}})
+    assert status == 403 and "customer" in body["error"]["details"]
+    mine = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "我的联系人客户 My contacts"}})["id"]
+    contact = am1.ok("POST", "/data/crm/contacts", {"fields": {"name": "李四", "customer": mine}})
+    # moving it under the pool customer is refused too, and nothing changes
+    status, _ = am1.patch(f"/data/crm/contacts/{contact['id']}", {"fields": {"customer": pooled}})
+    assert status == 403
+    assert am1.ok("GET", f"/data/crm/contacts/{contact['id']}")["fields"]["customer"]["id"] == mine
+    # a colleague who takes the customer over sees its contacts and activities, made by someone else
+    crm.admin.ok("PATCH", f"/data/crm/customers/{mine}", {"fields": {"owner": crm.users["am2"]}})
+    assert crm.api("am2").ok("GET", f"/data/crm/contacts/{contact['id']}")["id"] == contact["id"]
+    assert am1.get(f"/data/crm/contacts/{contact['id']}")[0] == 404
+
+
+# --- 3. state flows ---------------------------------------------------------------------------------------
+def test_sales_flow_one_step_at_a_time_for_reps_managers_skip_and_go_back(crm: Crm) -> None:
+    am1 = crm.api("am1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "流程客户 Flow Co"}})["id"]
+    status, body = am1.post("/data/crm/opportunities", {"fields": {"name": "跳级", "customer": cust,
+                                                                     "stage": "won"}})
+    assert status == 422 and "stage" in body["error"]["details"]
+    opp = am1.ok("POST", "/data/crm/opportunities", {"fields": {"name": "按步骤", "customer": cust,
+                                                               "amount": 1000, "expected_close": "2027-03-01"}})
+    oid = opp["id"]
+    status, body = am1.patch(f"/data/crm/opportunities/{oid}", {"fields": {"stage": "won"}})
+    assert status == 422 and "lead" in body["error"]["details"]["stage"][0].lower() or status == 422
+    for stage in ("qualified", "proposal", "negotiation"):
+        am1.ok("PATCH", f"/data/crm/opportunities/{oid}", {"fields": {"stage": stage}})
+    # back is for managers only
+    status, body = am1.patch(f"/data/crm/opportunities/{oid}", {"fields": {"stage": "qualified"}})
+    assert status == 422
+    # lost needs a reason, next to the field
+    status, body = am1.patch(f"/data/crm/opportunities/{oid}", {"fields": {"stage": "lost"}})
+    assert status == 422 and "lost_reason" in body["error"]["details"]
+    assert am1.ok("GET", f"/data/crm/opportunities/{oid}")["fields"]["stage"] == "negotiation"
+    m1 = crm.api("manager1")
+    m1.ok("PATCH", f"/data/crm/opportunities/{oid}", {"fields": {"stage": "qualified"}})
+    m1.ok("PATCH", f"/data/crm/opportunities/{oid}", {"fields": {"stage": "negotiation"}})
+    # bulk edits follow the same rules, all or nothing
+    status, body = am1.patch("/data/crm/opportunities", {"records": [{"id": oid, "fields": {"stage": "lead"}}]})
+    assert status == 422 and "records/0/stage" in body["error"]["details"]
+
+
+def test_flow_messages_speak_the_readers_language(crm: Crm) -> None:
+    am1 = crm.api("am1")
+    crm.sql(lambda conn, cat, app: conn.execute(
+        update(__import__("formwork").db.users).where(__import__("formwork").db.users.c.id == crm.users["am1"])
+        .values(locale="zh-CN")))
+    try:
+        opp = am1.ok("POST", "/data/crm/opportunities", {"fields": {"name": "中文提示"}})
+        status, body = am1.patch(f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "won"}})
+        assert status == 422 and "不能从“线索”变更为“赢单”" in body["error"]["details"]["stage"][0]
+    finally:
+        crm.sql(lambda conn, cat, app: conn.execute(
+            update(__import__("formwork").db.users).where(__import__("formwork").db.users.c.id == crm.users["am1"])
+            .values(locale="en")))
+
+
+def test_service_flow_and_tickets_cannot_start_archived(crm: Crm) -> None:
+    am1 = crm.api("am1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "服务客户 Service Co"}})["id"]
+    status, body = am1.post("/data/crm/tickets", {"fields": {"title": "已归档?", "customer": cust,
+                                                              "status": "archived"}})
+    assert status == 422 and "status" in body["error"]["details"]
+    t = am1.ok("POST", "/data/crm/tickets", {"fields": {"title": "打印机坏了", "customer": cust}})
+    tid = t["id"]
+    m1 = crm.api("manager1")  # tickets: reps update their own (assigned) ones, managers all
+    status, body = m1.patch(f"/data/crm/tickets/{tid}", {"fields": {"status": "assigned"}})
+    assert status == 422 and "assignee" in body["error"]["details"]
+    m1.ok("PATCH", f"/data/crm/tickets/{tid}", {"fields": {"status": "assigned", "assignee": crm.users["am1"]}})
+    am1.ok("PATCH", f"/data/crm/tickets/{tid}", {"fields": {"status": "in_progress"}})
+    status, body = am1.patch(f"/data/crm/tickets/{tid}", {"fields": {"status": "feedback"}})
+    assert status == 422 and {"handling", "result"} <= set(body["error"]["details"])
+    am1.ok("PATCH", f"/data/crm/tickets/{tid}", {"fields": {"status": "feedback", "handling": "换了硒鼓",
+                                                             "result": "已解决 Resolved"}})
+    status, body = am1.patch(f"/data/crm/tickets/{tid}", {"fields": {"status": "archived"}})
+    assert status == 422 and "satisfaction" in body["error"]["details"]
+    am1.ok("PATCH", f"/data/crm/tickets/{tid}", {"fields": {"status": "archived", "satisfaction": 5}})
+    status, body = am1.patch(f"/data/crm/tickets/{tid}", {"fields": {"status": "new"}})
+    assert status == 422
+
+
+def test_import_follows_the_flow(crm: Crm) -> None:
+    from tests.test_transfer import upload
+
+    m1 = crm.api("manager1")
+    data = "status,measures\nconfirmed,回访\nopen,\n".encode()
+    status, body = upload(m1, "/data/crm/lost_customers/import", data, mode="insert")
+    assert status in (200, 201, 202, 422), body
+    errors = body.get("errors") if isinstance(body, dict) and "errors" in body else \
+        (body or {}).get("error", {}).get("details")
+    assert errors and "reason" in str(errors), body

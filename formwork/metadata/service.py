@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
-from formwork.metadata import defaults, validation
+from formwork.metadata import defaults, flows, validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
 from formwork.metadata.conversion import ReadValues, TypeConversion, needs_conversion, type_changed
 from formwork.metadata.documents import (
@@ -274,6 +274,7 @@ class MetadataService:
             key = t.doc.get(name)
             if key and key not in t.fields_by_key:
                 details[f"/{name}"] = [f"no field '{key}' in this table"]
+        details.update(flows.problems(t, self.catalog))
         if details:
             raise ValidationFailed.from_details(details)
         from formwork.metadata.query import FilterCompiler
