@@ -216,14 +216,15 @@ def test_churn_rate_alert_reaches_executives(crm: Crm, worker: Worker, smtp_sink
     due = _next_local(9, 0, day=1)
     month_end = due.astimezone(dt.UTC).date().replace(day=1) - dt.timedelta(days=1)
     in_month = [r for r in rows(crm, "lost_customers")
-                if r["detected_at"]
+                if r["detected_at"] and r["status"] == "confirmed"  # paused or open churn is not counted
                 and (r["detected_at"].year, r["detected_at"].month) == (month_end.year, month_end.month)]
     total = len(rows(crm, "customers"))
     need = max(0, -(-total * 5 // 100) - len(in_month))
     custs = rows(crm, "customers")
     for i in range(need):
         crm.admin.ok("POST", "/data/crm/lost_customers", {"fields": {
-            "customer": custs[i]["id"], "detected_at": month_end.isoformat(), "reason": "price", "status": "open"}})
+            "customer": custs[i]["id"], "detected_at": month_end.isoformat(), "reason": "price", "status": "confirmed",
+            "measures": "回访挽留"}})
     worker.drain()
     _only(crm, "churn_rate_alert")
     assert worker.tick(due + dt.timedelta(minutes=1)) == 1

@@ -285,3 +285,44 @@ def test_the_pipeline_board_offers_a_rep_only_the_next_steps(crm: Crm) -> None:
     page = m.get("/apps/crm/opportunities?view=pipeline&search=Board+deal").get_data(as_text=True)
     card = page[page.index(f'data-id="{opp["id"]}"'):]
     assert len(re.findall(r'<option value="([^"]*)"', card[:card.index("</article>")])) == 6
+
+
+# --- 3b/4. churn confirmation and once-only effects (through the worker) --------------------------------
+def test_confirming_churn_needs_reason_and_measures_and_marks_the_customer(crm: Crm) -> None:
+    from formwork.automation.worker import Worker
+
+    worker = Worker(crm.app, worker_id="crm-daily")
+    am1 = crm.api("am1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "流失客户 Churn Co", "status": "active"}})["id"]
+    status, body = am1.post("/data/crm/lost_customers", {"fields": {"customer": cust, "status": "confirmed"}})
+    assert status == 422 and "status" in body["error"]["details"]  # starts open
+    lc = am1.ok("POST", "/data/crm/lost_customers", {"fields": {"customer": cust}})
+    assert lc["fields"]["status"] == "open" and lc["fields"]["detected_at"]
+    am1.ok("PATCH", f"/data/crm/lost_customers/{lc['id']}", {"fields": {"status": "paused"}})
+    worker.drain()
+    assert am1.ok("GET", f"/data/crm/customers/{cust}")["fields"]["status"] == "active"  # paused is apart
+    status, body = am1.patch(f"/data/crm/lost_customers/{lc['id']}", {"fields": {"status": "confirmed"}})
+    assert status == 422 and {"reason", "measures"} <= set(body["error"]["details"])
+    am1.ok("PATCH", f"/data/crm/lost_customers/{lc['id']}", {"fields": {"status": "confirmed", "reason": "price",
+                                                                        "measures": "两次上门回访，给出折扣"}})
+    worker.drain()
+    assert am1.ok("GET", f"/data/crm/customers/{cust}")["fields"]["status"] == "churned"
+
+
+def test_winning_twice_makes_one_draft_order(crm: Crm) -> None:
+    from formwork.automation.worker import Worker
+
+    worker = Worker(crm.app, worker_id="crm-daily")
+    am1, m1 = crm.api("am1"), crm.api("manager1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "两次赢单 Twice Co"}})["id"]
+    opp = am1.ok("POST", "/data/crm/opportunities", {"fields": {"name": "两次赢单", "customer": cust,
+                                                               "amount": 5000, "expected_close": "2027-05-01"}})
+    for stage in ("qualified", "proposal", "negotiation", "won"):
+        am1.ok("PATCH", f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": stage}})
+    worker.drain()
+    m1.ok("PATCH", f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "negotiation"}})  # back
+    worker.drain()
+    m1.ok("PATCH", f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "won"}})
+    worker.drain()
+    orders = am1.records("crm", "orders", filter={"field": "opportunity", "op": "eq", "value": opp["id"]})
+    assert len(orders) == 1 and orders[0]["fields"]["status"] == "draft"
