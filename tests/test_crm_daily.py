@@ -326,3 +326,32 @@ def test_winning_twice_makes_one_draft_order(crm: Crm) -> None:
     worker.drain()
     orders = am1.records("crm", "orders", filter={"field": "opportunity", "op": "eq", "value": opp["id"]})
     assert len(orders) == 1 and orders[0]["fields"]["status"] == "draft"
+
+
+# --- 5. display fields ------------------------------------------------------------------------------------
+def test_link_displays_show_numbers_and_names_never_ids(crm: Crm) -> None:
+    lines = crm.admin.records("crm", "order_lines", limit=5)
+    order = lines[0]["fields"]["order"]
+    assert re.fullmatch(r"SO-\d{6}", order["display"]), order
+    o = crm.admin.ok("GET", f"/data/crm/orders/{order['id']}")
+    assert o["fields"]["number"] == order["display"]
+    shown = [x["display"] for x in o["fields"]["lines"]]
+    assert all(re.fullmatch(r"SO-\d{6} · .+", d) for d in shown), shown
+    product = lines[0]["fields"]["product"]["display"]
+    assert any(d.endswith(" · " + product) for d in shown)
+    # a contract's order, an aggregate's group and a rep's own view read the same way
+    group = crm.admin.ok("GET", "/data/crm/order_lines/aggregate?group_by=order&metrics=count")["groups"][0]
+    assert re.fullmatch(r"SO-\d{6}", group["key"]["order"]["display"])
+    mine = crm.api("am1").records("crm", "order_lines", limit=3)
+    assert mine and all(re.fullmatch(r"SO-\d{6}", r["fields"]["order"]["display"]) for r in mine)
+    # a table whose display field is another link shows that link's display
+    status, _ = crm.admin.patch("/meta/apps/crm/tables/campaign_members", {"display_field": "customer"})
+    assert status == 200
+    member = crm.admin.records("crm", "campaign_members", limit=1)[0]
+    cust = member["fields"]["customer"]
+    camp = crm.admin.ok("GET", f"/data/crm/campaigns/{member['fields']['campaign']['id']}")
+    listed = {x["id"]: x["display"] for x in camp["fields"].get("members", [])} if "members" in camp["fields"] \
+        else {}
+    if listed:
+        assert listed[member["id"]] == cust["display"]
+    assert not str(cust["display"]).isdigit()

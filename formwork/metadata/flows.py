@@ -85,11 +85,12 @@ def flow_of(t: TableDef, field_key: str) -> Flow | None:
 def problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
     """What is wrong with a table's ``scope_parent`` and ``flows`` (JSON pointers into the table document)."""
     out: dict[str, list[str]] = {}
-    parent = t.doc.get("scope_parent")
-    if parent is not None:
-        f = t.fields_by_key.get(parent)
-        if f is None or not f.ftype.is_link or not f.stored:
-            out["/scope_parent"] = [f"must name a link to one record of table '{t.key}'"]
+    for name in ("scope_parent", "display_parent"):
+        parent = t.doc.get(name)
+        if parent is not None:
+            f = t.fields_by_key.get(parent)
+            if f is None or not f.ftype.is_link or not f.stored:
+                out[f"/{name}"] = [f"must name a link to one record of table '{t.key}'"]
     for key, spec in (t.doc.get("flows") or {}).items():
         base = f"/flows/{key}"
         f = t.fields_by_key.get(key)

@@ -25,7 +25,8 @@ FORMAT_VERSION = 1
 TEMPLATES_PACKAGE = "formwork_templates"  # beside formwork in the wheel: one folder per template
 COMPUTED = ("lookup", "rollup", "formula")
 # table settings that name fields created after the table (links, computed fields): set once all exist
-LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows")
+LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows",
+                   "display_parent")
 
 
 def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:
