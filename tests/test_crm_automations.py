@@ -50,7 +50,8 @@ def mails_to(sink: SmtpSink, address: str) -> list[Any]:
 # --- record triggers ------------------------------------------------------------------------------------
 def test_new_opportunities_go_round_robin_and_start_the_stage_clock(crm: Crm, worker: Worker) -> None:
     ams = sorted(crm.users[f"am{i}"] for i in range(1, 5))
-    made = [crm.admin.ok("POST", "/data/crm/opportunities", {"fields": {"name": f"官网询价 {i}", "stage": "lead"}})
+    made = [crm.admin.ok("POST", "/data/crm/opportunities", {"fields": {"name": f"官网询价 {i}", "stage": "lead",
+                                                                        "owner": None}})
             for i in range(4)]
     worker.drain()
     got = [crm.admin.ok("GET", f"/data/crm/opportunities/{o['id']}")["fields"] for o in made]
@@ -70,7 +71,7 @@ def test_won_opportunity_activates_the_customer_and_drafts_an_order(crm: Crm, wo
     api = crm.api("am1")
     cust = api.ok("POST", "/data/crm/customers",
                   {"fields": {"name": "赢单测试客户", "owner": am1, "status": "prospect"}})
-    opp = api.ok("POST", "/data/crm/opportunities", {"fields": {
+    opp = crm.admin.ok("POST", "/data/crm/opportunities", {"fields": {  # a manager may start it late
         "name": "大单", "customer": cust["id"], "owner": am1, "stage": "negotiation", "amount": 880000,
         "expected_close": "2027-02-01"}})
     worker.drain()
@@ -94,7 +95,8 @@ def test_ticket_assignee_is_told_and_managers_hear_of_low_satisfaction(crm: Crm,
     mail = smtp_sink.wait_for(1)[0]
     assert mail.envelope_to == ["am3@example.com"] and t["fields"]["number"] in mail["Subject"]
     assert any(n["link"]["record_id"] == t["id"] for n in crm.api("am3").ok("GET", "/notifications")["notifications"])
-    crm.admin.ok("PATCH", f"/data/crm/tickets/{t['id']}", {"fields": {"satisfaction": 4, "status": "feedback"}})
+    crm.admin.ok("PATCH", f"/data/crm/tickets/{t['id']}", {"fields": {"satisfaction": 4, "status": "feedback",
+                                                                       "handling": "上门维修", "result": "已解决"}})
     worker.drain()
     assert not runs(crm, "low_satisfaction")  # 4 of 5 is fine
     crm.admin.ok("PATCH", f"/data/crm/tickets/{t['id']}", {"fields": {"satisfaction": 1}})
@@ -225,14 +227,15 @@ def test_churn_rate_alert_reaches_executives(crm: Crm, worker: Worker, smtp_sink
     due = _next_local(9, 0, day=1)
     month_end = due.astimezone(dt.UTC).date().replace(day=1) - dt.timedelta(days=1)
     in_month = [r for r in rows(crm, "lost_customers")
-                if r["detected_at"]
+                if r["detected_at"] and r["status"] == "confirmed"  # paused or open churn is not counted
                 and (r["detected_at"].year, r["detected_at"].month) == (month_end.year, month_end.month)]
     total = len(rows(crm, "customers"))
     need = max(0, -(-total * 5 // 100) - len(in_month))
     custs = rows(crm, "customers")
     for i in range(need):
         crm.admin.ok("POST", "/data/crm/lost_customers", {"fields": {
-            "customer": custs[i]["id"], "detected_at": month_end.isoformat(), "reason": "price", "status": "open"}})
+            "customer": custs[i]["id"], "detected_at": month_end.isoformat(), "reason": "price", "status": "confirmed",
+            "measures": "回访挽留"}})
     worker.drain()
     _only(crm, "churn_rate_alert")
     assert worker.tick(due + dt.timedelta(minutes=1)) == 1

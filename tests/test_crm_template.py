@@ -137,6 +137,9 @@ def test_account_manager_sees_own_customers_and_the_pool(crm: Crm) -> None:
     assert _ids(api.records("crm", "opportunities", limit=1000)) == {o["id"] for o in opps if o["owner"] == am1}
     opp = api.ok("POST", "/data/crm/opportunities", {"fields": {"name": "新机会", "owner": am1, "stage": "lead"}})
     status, err = api.patch(f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "proposal"}})
+    assert status == 422 and "stage" in err["error"]["details"]  # one step at a time
+    api.ok("PATCH", f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "qualified"}})
+    status, err = api.patch(f"/data/crm/opportunities/{opp['id']}", {"fields": {"stage": "proposal"}})
     assert status == 422 and "stage_gate" in err["error"]["details"]  # amount and close date first
     api.ok("PATCH", f"/data/crm/opportunities/{opp['id']}",
            {"fields": {"stage": "proposal", "amount": 50000, "expected_close": "2027-01-15"}})

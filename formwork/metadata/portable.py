@@ -24,6 +24,9 @@ FORMAT = "formwork.app"
 FORMAT_VERSION = 1
 TEMPLATES_PACKAGE = "formwork_templates"  # beside formwork in the wheel: one folder per template
 COMPUTED = ("lookup", "rollup", "formula")
+# table settings that name fields created after the table (links, computed fields): set once all exist
+LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows",
+                   "display_parent")
 
 
 def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:
@@ -89,8 +92,7 @@ def import_app(svc: MetadataService, doc: Any, key: str | None = None,
             if isinstance(f, dict) and f.get("reverse_of"):
                 reverse_docs[f"{t.get('key')}.{f['key']}"] = f
     for ti, t in enumerate(tables_in):
-        tdoc = {k: v for k, v in t.items() if k not in ("fields", "views", "display_field", "owner_field",
-                                                          "validations")}
+        tdoc = {k: v for k, v in t.items() if k not in ("fields", "views", *LATE_TABLE_KEYS)}
         plain = [f for f in t.get("fields", []) if isinstance(f, dict) and not f.get("reverse_of")
                  and f.get("type") not in ("link", *COMPUTED)]
         tdoc["fields"] = plain
@@ -125,7 +127,7 @@ def import_app(svc: MetadataService, doc: Any, key: str | None = None,
         computed = failed
     _apply_order(svc, app_key, tables_in, reverse_docs)
     for t in tables_in:
-        extra = {k: t[k] for k in ("display_field", "owner_field", "validations") if k in t}
+        extra = {k: t[k] for k in LATE_TABLE_KEYS if k in t}
         if extra:
             svc.update_table(app_key, t["key"], extra)
         for v in t.get("views", []):

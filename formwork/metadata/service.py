@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
-from formwork.metadata import validation
+from formwork.metadata import defaults, flows, validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
 from formwork.metadata.conversion import (
     PreviewScope,
@@ -298,6 +298,7 @@ class MetadataService:
             key = t.doc.get(name)
             if key and key not in t.fields_by_key:
                 details[f"/{name}"] = [f"no field '{key}' in this table"]
+        details.update(flows.problems(t, self.catalog))
         if details:
             raise ValidationFailed.from_details(details)
         from formwork.metadata.query import FilterCompiler
@@ -372,6 +373,10 @@ class MetadataService:
         if "default" in doc and doc["default"] is not None:
             if not ft.supports_default:
                 details["/default"] = [f"{doc['type']} fields have no default"]
+            elif defaults.is_dynamic(doc["default"]):
+                msg = defaults.problem(ft.kind, doc["default"])
+                if msg:
+                    details["/default"] = [msg]
             else:
                 probe = FieldDef(field_id or 0, t.id, doc["key"], doc["type"], out, 0)
                 try:
@@ -416,7 +421,7 @@ class MetadataService:
             self.editor.add_column(t.sa, col)
             if f.ftype.uses_counter:
                 self._number_existing(t, f)
-            elif "default" in f.doc and f.doc["default"] is not None:
+            elif f.doc.get("default") is not None and not defaults.is_dynamic(f.doc["default"]):
                 value = f.ftype.coerce(f.doc["default"], f, WriteContext(self.catalog, self.conn, None))
                 self.conn.execute(update(fresh).values({f.column_name: value}))
         for ix in fresh.indexes:

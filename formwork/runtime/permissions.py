@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, false, literal, or_, select
+from sqlalchemy import and_, bindparam, exists, false, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -129,6 +129,11 @@ class Access:
         if scope in ("all", True):
             return None
         owner = self._owner_column(t, alias)
+        if scope == "parent":
+            # rows under a parent (whose own scope applies through ``parent_scope``); parentless rows: own
+            link = parent_link(t)
+            mine = owner == self.user_id if self.user_id is not None else false()
+            return or_(alias.c[link.column_name].is_not(None), mine) if link is not None else mine
         if scope == "own":
             return owner == self.user_id if self.user_id is not None else false()
         if scope == "team":
@@ -148,9 +153,39 @@ class Access:
             return alias.c[f.column_name]
         return alias.c.created_by
 
-    def scope(self, catalog: Catalog, t: TableDef, alias: Any, op: str = "read") -> ColumnElement[bool] | None:
+    def scope(self, catalog: Catalog, t: TableDef, alias: Any, op: str = "read",
+              _depth: int = 0) -> ColumnElement[bool] | None:
+        """The rows of ``t`` (through ``alias``) the caller may ``op``: their roles' scopes and, for a table
+        scoped through its parent, the parent's scope too. None means every row."""
         if self.is_admin:
             return None
+        own = self._role_scope(catalog, t, alias, op)
+        parent = self.parent_scope(catalog, t, alias, op, _depth)
+        if parent is None:
+            return own
+        return parent if own is None else and_(own, parent)
+
+    def parent_scope(self, catalog: Catalog, t: TableDef, alias: Any, op: str = "read",
+                     _depth: int = 0) -> ColumnElement[bool] | None:
+        """A table with ``scope_parent`` (a to-one link): its rows follow their parent. Reading a row needs
+        the parent readable, changing it (update, delete, create) needs the parent editable; a row without
+        a parent is left to the roles' own scopes. None when nothing is added."""
+        if self.is_admin:
+            return None
+        link = parent_link(t)
+        if link is None:
+            return None
+        target = catalog.tables_by_id.get(link.options.get("target", -1))
+        if target is None or _depth > 4:
+            return false()  # a broken or too deep chain opens nothing (fail closed)
+        pa = target.sa.alias()
+        ps = self.scope(catalog, target, pa, "read" if op == "read" else "update", _depth + 1)
+        if ps is None:
+            return None
+        col = alias.c[link.column_name]
+        return or_(col.is_(None), exists(select(pa.c.id).where(pa.c.id == col, ps)))
+
+    def _role_scope(self, catalog: Catalog, t: TableDef, alias: Any, op: str) -> ColumnElement[bool] | None:
         parts: list[ColumnElement[bool]] = []
         for _role, g in self._grants(catalog, t):
             s = g.get(op, "none")
@@ -434,6 +469,15 @@ class Access:
         elif f.ftype.read_only:
             out["reason"] = "the field is computed or set by the system"
         return out
+
+
+def parent_link(t: TableDef) -> FieldDef | None:
+    """The to-one link a table's rows are scoped through (its ``scope_parent``), None without one."""
+    key = t.doc.get("scope_parent")
+    f = t.fields_by_key.get(key) if isinstance(key, str) else None
+    if f is None or not f.ftype.is_link or not f.stored:
+        return None
+    return f
 
 
 def _filter_paths(node: Any, depth: int = 0) -> set[str]:

@@ -103,6 +103,13 @@ def pool_problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
     return out
 
 
+def owner_key(t: TableDef, catalog: Catalog) -> str | None:
+    """The key of the field a table's pool hands records over through; None for a table without a pool."""
+    if not isinstance(t.doc.get("pool"), dict) or pool_problems(t, catalog):
+        return None
+    return pool_config(t, catalog).owner.key
+
+
 def pool_config(t: TableDef, catalog: Catalog) -> PoolConfig:
     problems = pool_problems(t, catalog)
     if problems:

@@ -11,6 +11,7 @@ from flask import Response, request
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
 from formwork.metadata.fieldtypes.base import FILES, SELECT
+from formwork.metadata.flows import flow_of
 from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
@@ -77,7 +78,20 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
                                  "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
                                            if rec["fields"].get(f.key) not in (None, "", [])]})
     movable = writable(p, t, gf)
+    for col in columns:
+        moves = allowed_moves(p, t, gf.key, col["value"] or None)
+        for card in col["cards"]:
+            card["moves"] = moves
     return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None}
+
+
+def allowed_moves(p: Page, t: TableDef, field_key: str, current: str | None) -> set[str] | None:
+    """The columns a card in ``current`` may move to under the field's state flow (None: any column)."""
+    fl = flow_of(t, field_key)
+    if fl is None:
+        return None
+    roles = [str(r.get("key")) for r in p.access.roles]
+    return set(fl.targets(current, roles, p.access.is_admin)) | {current or ""}
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>/move")

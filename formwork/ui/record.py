@@ -8,8 +8,11 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 
-from formwork.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
+from formwork.automation import approvals
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from formwork.metadata import defaults
 from formwork.metadata.catalog import AppDef, TableDef
+from formwork.runtime import pool
 from formwork.ui.approvals import panel as approval_panel
 from formwork.ui.context import (
     Page,
@@ -92,15 +95,22 @@ def record_save(app_key: str, table_key: str, rid: int) -> Response:
         data = parse_form(p, t, fields, request.form)
         try:
             with conn.begin_nested():
-                p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
+                version = parse_version(request.form.get("version"))
+                if _claims(p, t, rid, data):
+                    # choosing yourself as the owner of a pool record is claiming it (limits and cooldown apply)
+                    pool.claim(conn, cat, access, t, rid)
+                    version = None
+                    data = {k: v for k, v in data.items() if k != pool.owner_key(t, cat)}
+                if data:
+                    p.service().update(t, rid, data, if_match=version)
         except PreconditionFailed:
             rec = p.reader().get(t, rid)
             return render(p, "record.html", 412, **record_context(p, app, t, rec), errors={}, stale=True)
-        except (ValidationFailed, Conflict) as e:
+        except (ValidationFailed, Conflict, Forbidden) as e:
             rec = p.reader().get(t, rid)
-            rec["fields"].update(data)
-            return render(p, "record.html", 422, **record_context(p, app, t, rec),
-                          errors=e.details or {"": [e.message]}, submitted=True)
+            rec["fields"].update(_shown_links(p, t, data))
+            return render(p, "record.html", 403 if isinstance(e, Forbidden) else 422,
+                          **record_context(p, app, t, rec), errors=e.details or {"": [e.message]}, submitted=True)
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
                             saved=1))
 
@@ -142,13 +152,77 @@ def record_new(app_key: str, table_key: str) -> Response:
             try:
                 with conn.begin_nested():
                     rec = p.service().create(t, values)
-                return redirect(url_for("ui.record_page", app_key=app_key,  # type: ignore[return-value]
-                                        table_key=table_key, rid=rec["id"]))
+                if _readable(p, t, rec["id"]):
+                    return redirect(url_for("ui.record_page", app_key=app_key,  # type: ignore[return-value]
+                                            table_key=table_key, rid=rec["id"]))
+                # the new record went out of the creator's sight (another owner): no 404, say so
+                return render(p, "record_new.html", app=app, t=t, fields=fields,
+                              values=new_record_values(p, t, fields, {}), errors={}, created_elsewhere=True,
+                              options=input_options(p, t, fields), tables=visible_tables(p, app),
+                              dashboards=visible_dashboards(p, app))
             except (ValidationFailed, Conflict) as e:
                 errors = e.details or {"": [e.message]}
+                values = _shown_links(p, t, values)
+        else:
+            values = new_record_values(p, t, fields, request.args)
         return render(p, "record_new.html", 422 if errors else 200, app=app, t=t, fields=fields, values=values,
                       errors=errors, options=input_options(p, t, fields), tables=visible_tables(p, app),
                       dashboards=visible_dashboards(p, app))
+
+
+def _claims(p: Page, t: TableDef, rid: int, data: dict[str, Any]) -> bool:
+    """Does this save set the caller as the owner of a record that sits in the table's pool?"""
+    key = pool.owner_key(t, p.cat)
+    if key is None or p.access.user_id is None or data.get(key) != p.access.user_id:
+        return False
+    col = t.sa.c[t.fields_by_key[key].column_name]
+    row = p.conn.execute(select(col).where(t.sa.c.id == rid, t.sa.c.deleted_at.is_(None))).first()
+    return row is not None and row[0] is None and not _allowed(p, t, rid, "update")
+
+
+def _readable(p: Page, t: TableDef, rid: int) -> bool:
+    return _allowed(p, t, rid, "read")
+
+
+def new_record_values(p: Page, t: TableDef, fields: list[Any], args: Any) -> dict[str, Any]:
+    """What a new-record form starts with: the fields' defaults (the creator, today, …), then values
+    given in the address (``?customer=17`` from a related list's "add"), links shown by their display."""
+    values: dict[str, Any] = {}
+    for f in fields:
+        d = defaults.field_default(f, p.access.user_id, p.access.timezone)
+        if d is not None:
+            values[f.key] = d
+    given = [f for f in fields if f.key in args]
+    if given:
+        try:
+            values.update({k: v for k, v in parse_form(p, t, given, args).items() if v not in (None, [], "")})
+        except BadRequest:
+            pass  # a hand-made address with a bad id prefills nothing
+    return _shown_links(p, t, values)
+
+
+def _shown_links(p: Page, t: TableDef, values: dict[str, Any]) -> dict[str, Any]:
+    """Link ids as ``{"id", "display"}`` (a picker shows names, never ids); ids the user can't read drop."""
+    out = dict(values)
+    for key, v in values.items():
+        f = t.fields_by_key.get(key)
+        if f is None or not f.ftype.is_link or v in (None, []):
+            continue
+        target = p.cat.table_by_id(f.options["target"])
+        ids = [i for i in (v if isinstance(v, list) else [v]) if isinstance(i, int)]
+        shown = []
+        disp = target.display_field
+        r = p.renderer(p.cat.app_by_id(t.app_id).key)
+        for rec in p.reader().by_ids(target, ids) if access_reads(p, target) else []:
+            if _readable(p, target, rec["id"]):
+                text = r.text(disp, rec["fields"].get(disp.key)) if disp else ""
+                shown.append({"id": rec["id"], "display": text or "—"})
+        out[key] = shown if isinstance(v, list) else (shown[0] if shown else None)
+    return out
+
+
+def access_reads(p: Page, t: TableDef) -> bool:
+    return p.access.can_see_table(p.cat, t)
 
 
 @routes.get("/apps/<app_key>/<table_key>/link-search/<field_key>")

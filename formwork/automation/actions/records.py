@@ -34,9 +34,12 @@ class UpdateRecord(Action):
 
 
 class CreateRecord(Action):
+    """Create a record; with ``once_per_record`` at most once per triggering record (winning an
+    opportunity twice makes one order): a later run answers with the record the first one made."""
+
     type = "create_record"
     label = "Create a record"
-    properties = {"table": KEY, "fields": FIELD_VALUES}
+    properties = {"table": KEY, "fields": FIELD_VALUES, "once_per_record": {"type": "boolean"}}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
         target = chk.app.tables_by_key.get(a.get("table", ""))
@@ -47,11 +50,28 @@ class CreateRecord(Action):
 
     def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
         target = ex.app.table(a["table"])
+        if a.get("once_per_record") and ex.rid is not None:
+            earlier = self._earlier(a, path, ex)
+            if earlier is not None:
+                return {**earlier, "already_created": True}
         fields = ex.render(a["fields"])
         if ex.dry:
             return {"table": target.key, "would_create": fields}
         rec = ex.service().create(target, fields)
         return {"id": rec["id"], "table": target.key, "fields": rec["fields"]}
+
+    @staticmethod
+    def _earlier(a: dict[str, Any], path: list[Any], ex: RunContext) -> dict[str, Any] | None:
+        """What an earlier run of this automation created at this step for the same record, if anything."""
+        r, s = db.automation_runs, db.automation_steps
+        rows = ex.conn.execute(select(s.c.output).join(r, r.c.id == s.c.run_id).where(
+            r.c.automation_id == ex.rule["id"], r.c.record_id == ex.rid, r.c.table_id == (ex.t.id if ex.t else None),
+            r.c.id != ex.run_id, s.c.path == path_text(path), s.c.action == "create_record", s.c.status == "ok")
+            .order_by(s.c.id)).all()
+        for (out,) in rows:
+            if isinstance(out, dict) and isinstance(out.get("id"), int) and not out.get("already_created"):
+                return {"id": out["id"], "table": out.get("table", a["table"]), "fields": out.get("fields") or {}}
+        return None
 
 
 class UpdateRelated(Action):

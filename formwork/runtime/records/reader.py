@@ -182,17 +182,49 @@ class RecordReader:
         ``#<id>`` when the target's display field is hidden, NULL for a trashed or unreadable target."""
         ctx = ctx or self.ctx
         target = self.cat.table_by_id(f.options["target"])
-        disp = target.display_field
         ta = target.sa.alias()
-        if disp is not None and self.display_hidden(target):
-            value: Any = literal("#") + cast(ta.c.id, String)  # the display field is hidden from this reader
-        else:
-            value = disp.ftype.expression(disp, ta, replace(ctx, depth=1)) if disp else ta.c.id
+        value = self.display_value(target, ta, ctx)
         conds = [ta.c.id == id_expr, ta.c.deleted_at.is_(None)]
         scope = ctx.row_scope(target, ta) if ctx.row_scope else None
         if scope is not None:
             conds.append(scope)
         return select(value).where(*conds).scalar_subquery()
+
+    def display_value(self, target: TableDef, ta: Any, ctx: QueryContext, depth: int = 0) -> Any:
+        """A record's display as SQL: its display field's value, an autonumber as shown ("SO-000004"),
+        a link's own display (never the linked id), and with ``display_parent`` the parent's display
+        first ("SO-000004 · 云端CRM企业版"); ``#<id>`` when the display field is hidden from this reader."""
+        disp = target.display_field
+        if disp is not None and self.display_hidden(target):
+            return literal("#") + cast(ta.c.id, String)
+        own = self._field_display(disp, ta, ctx, depth) if disp is not None else cast(ta.c.id, String)
+        parent = target.fields_by_key.get(target.doc.get("display_parent") or "")
+        if parent is None or depth > 2 or not _shows_record(parent, self.cat) or parent is disp:
+            return own
+        before = self._field_display(parent, ta, ctx, depth)
+        return func.coalesce(cast(before, String) + literal(" · "), literal("")) + \
+            func.coalesce(cast(own, String), literal(""))
+
+    def _field_display(self, f: FieldDef, ta: Any, ctx: QueryContext, depth: int) -> Any:
+        if _shows_record(f, self.cat) and f.stored and depth < 3:
+            nested = self.cat.table_by_id(f.options["target"])
+            na = nested.sa.alias()
+            conds = [na.c.id == ta.c[f.column_name], na.c.deleted_at.is_(None)]
+            scope = ctx.row_scope(nested, na) if ctx.row_scope else None
+            if scope is not None:
+                conds.append(scope)
+            return select(self.display_value(nested, na, ctx, depth + 1)).where(*conds).scalar_subquery()
+        expr = f.ftype.expression(f, ta, replace(ctx, depth=1))
+        if f.type == "autonumber":
+            return numbered_text(expr, f.options.get("prefix") or "", int(f.options.get("digits") or 0),
+                                 self.conn.dialect.name)
+        return expr
+
+    def display_is_text(self, target: TableDef) -> bool:
+        """Is the display built as text here (no serializer needed)?"""
+        disp = target.display_field
+        return disp is None or disp.type == "autonumber" or _shows_record(disp, self.cat) \
+            or bool(target.doc.get("display_parent"))
 
     def display_hidden(self, target: TableDef) -> bool:
         """Is the target's display field not shown to this reader on every row? Then a link to one of
@@ -367,7 +399,11 @@ class RecordReader:
         rel = relation(link, self.cat)
         ra = rel.table.alias()
         ta = target.sa.alias()
-        value = value_f.ftype.expression(value_f, ta, replace(self.ctx, depth=1)) if value_f else ta.c.id
+        as_text = records and self.display_is_text(target)
+        if as_text:
+            value = self.display_value(target, ta, self.ctx)
+        else:
+            value = value_f.ftype.expression(value_f, ta, replace(self.ctx, depth=1)) if value_f else ta.c.id
         conds: builtins.list[ColumnElement[bool]] = [ra.c[rel.this].in_(ids), ta.c.deleted_at.is_(None)]
         src: Any
         if rel.trash and rel.table is not target.sa:
@@ -385,7 +421,8 @@ class RecordReader:
         hidden = records and self.display_hidden(target)
         for r in self.conn.execute(q.order_by(this_col, ta.c.id)):
             if records:
-                disp = f"#{r.tid}" if hidden else serializer(value_f, self.cat)(r.v) if value_f else r.tid
+                disp = f"#{r.tid}" if hidden else r.v if as_text or value_f is None \
+                    else serializer(value_f, self.cat)(r.v)
                 out.setdefault(r.this, []).append({"id": r.tid, "display": _display_text(disp)})
             else:
                 out.setdefault(r.this, []).append(r.v)
@@ -402,6 +439,19 @@ class RecordReader:
             for rec in self.to_records(t, rows, [f], vis):
                 yield rec["id"], rec["fields"].get(f.key)
             last = rows[-1].id
+
+
+def numbered_text(expr: Any, prefix: str, digits: int, dialect: str) -> Any:
+    """An autonumber as text the way it is shown: the prefix, then the number padded to ``digits``."""
+    if digits > 0:
+        if dialect == "sqlite":
+            num: Any = func.printf(f"%0{int(digits)}d", expr)
+        else:  # lpad cuts a longer text down to the width: leave those as they are
+            s = cast(expr, String)
+            num = case((func.length(s) >= digits, s), else_=func.lpad(s, digits, "0"))
+    else:
+        num = cast(expr, String)
+    return literal(prefix) + num if prefix else num
 
 
 def _shows_record(f: FieldDef, catalog: Catalog) -> bool:

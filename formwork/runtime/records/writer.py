@@ -7,6 +7,7 @@ and records history and outbox events, all in the caller's transaction.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, not_, select, update
@@ -23,18 +24,31 @@ from formwork.errors import (
     TooLarge,
     ValidationFailed,
 )
+from formwork.metadata import defaults
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import USERS, WriteContext
 from formwork.metadata.fieldtypes.link import existing_ids, known_links_key, relation, set_writer_scope
 from formwork.metadata.fieldtypes.temporal import iso_utc
+from formwork.metadata.flows import flows_of
 from formwork.metadata.query import FilterCompiler
 from formwork.runtime import guards
 from formwork.runtime.permissions import Access
+from formwork.runtime.records.messages import msg
 from formwork.runtime.records.params import MAX_BATCH, parse_id
 from formwork.runtime.records.reader import RecordReader
 from formwork.runtime.records.schemas import load_input
 
 _HISTORY_INSERT = insert(db.history)
+
+
+def _choice_label(f: FieldDef, locale: str, value: Any) -> str:
+    """An option's label in the reader's language (the value itself when it is no option)."""
+    if value is None:
+        return "—"
+    for c in f.options.get("choices") or []:
+        if c.get("value") == value:
+            return label_text(c.get("label") or value, locale)
+    return str(value)
 _OUTBOX_INSERT = insert(db.outbox)
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
 
@@ -80,7 +94,7 @@ class RecordService:
         if creating:
             for f in t.fields:
                 if f.key not in values and f.doc.get("default") is not None and f.ftype.supports_default:
-                    values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
+                    self._default(f, values, ctx)
         for f in t.fields:
             if f.required and f.key not in details and (f.key in values or creating) \
                     and f.ftype.is_empty(values.get(f.key)):
@@ -108,13 +122,19 @@ class RecordService:
             [f for f in t.fields if f.required]))
         for f in rules[0]:
             if f.key not in values:
-                values[f.key] = f.ftype.coerce(f.doc["default"], f, ctx)
+                self._default(f, values, ctx)
         for f in rules[1]:
             if f.key not in details and f.ftype.is_empty(values.get(f.key)):
                 details.setdefault(f.key, []).append("is required")
         if details:
             raise ValidationFailed.from_details(details)
         return values
+
+    def _default(self, f: FieldDef, values: dict[str, Any], ctx: WriteContext) -> None:
+        """A new record's default: a plain value, or the creator / their today (``metadata.defaults``)."""
+        value = defaults.resolve(f, f.doc["default"], self.access.user_id, self.access.timezone)
+        if value is not None:
+            values[f.key] = f.ftype.coerce(value, f, ctx)
 
     def _check_unique(self, t: TableDef, values: dict[str, Any], exclude_id: int | None,
                       prefix: str | None = None) -> None:
@@ -135,6 +155,69 @@ class RecordService:
                         where = ""
                     raise Conflict(f"{key}: the value is already used{where}",
                                    {f"{prefix or ''}{key}": [f"is already used{where}"]})
+
+    def _flow_errors(self, t: TableDef, values: dict[str, Any], rid: int | None) -> dict[str, list[str]]:
+        """The table's state flows (``metadata.flows``) against a new record's values (``rid`` None) or a
+        change of record ``rid``: allowed start and moves for this user, fields required on entering."""
+        table_flows = self.cat.cached(("flows", t), lambda: flows_of(t))
+        if not table_flows:
+            return {}
+        if rid is not None and not any(fl.field.key in values for fl in table_flows):
+            return {}
+        roles = [str(r.get("key")) for r in self.access.roles]
+        admin, loc = self.access.is_admin, self.access.locale
+        current = self._stored_values(t, rid, table_flows) if rid is not None else {}
+        errors: dict[str, list[str]] = {}
+        for fl in table_flows:
+            key = fl.field.key
+            if rid is not None and (key not in values or values[key] == current.get(key)):
+                continue
+            new = values.get(key)
+            name = functools.partial(_choice_label, fl.field, loc)
+            if rid is None and not fl.may_start(new, roles, admin):
+                errors[key] = [msg(loc, "flow_start", to=name(new),
+                                   allowed=", ".join(name(v) for v in fl.initial or ()) or msg(loc, "nothing"))]
+            elif rid is not None:
+                why = fl.may_move(current.get(key), new, roles, admin)
+                if why == "who":
+                    errors[key] = [msg(loc, "flow_who", frm=name(current.get(key)), to=name(new))]
+                elif why:
+                    allowed = fl.targets(current.get(key), roles, admin)
+                    errors[key] = [msg(loc, "flow_move", frm=name(current.get(key)), to=name(new),
+                                       allowed=", ".join(name(v) for v in allowed) or msg(loc, "nothing"))
+                                   if allowed else msg(loc, "flow_move_none", frm=name(current.get(key)))]
+            for k in fl.require.get(new, ()) if new is not None else ():
+                g = t.fields_by_key.get(k)
+                if g is not None and g.ftype.is_empty(values[k] if k in values else current.get(k)):
+                    errors.setdefault(k, []).append(msg(loc, "flow_required", state=label_text(fl.field.label, loc),
+                                                        to=name(new)))
+        return errors
+
+    def _stored_values(self, t: TableDef, rid: int, table_flows: list[Any]) -> dict[str, Any]:
+        """The current stored values of a record's flow fields and the fields they require."""
+        keys = {fl.field.key for fl in table_flows} | {k for fl in table_flows for ks in fl.require.values()
+                                                         for k in ks}
+        stored = [t.fields_by_key[k] for k in sorted(keys) if k in t.fields_by_key and t.fields_by_key[k].stored]
+        row = self.conn.execute(select(*(t.sa.c[f.column_name] for f in stored)).where(t.sa.c.id == rid)).first()
+        out = {f.key: row[i] for i, f in enumerate(stored)} if row is not None else {}
+        others = [k for k in keys if k in t.fields_by_key and k not in out]
+        if others:
+            rec = self.reader.by_ids(t, [rid])
+            out.update({k: rec[0]["fields"].get(k) for k in others} if rec else {})
+        return out
+
+    def _check_parent(self, t: TableDef, ids: list[int]) -> None:
+        """Rows of a table scoped through its parent may only be put under a parent the writer may edit
+        (adding an order line changes the order): 403 naming the parent otherwise, nothing changes."""
+        scope = self.access.parent_scope(self.cat, t, t.sa, "update")
+        if scope is None or not ids:
+            return
+        bad = self.conn.execute(select(t.sa.c.id).where(t.sa.c.id.in_(ids), not_(scope)).limit(1)).first()
+        if bad is not None:
+            link = t.fields_by_key[t.doc["scope_parent"]]
+            raise Forbidden(f"{link.key}: you may not change records under this {link.key}",
+                            {link.key: [msg(self.access.locale, "parent_locked", field=label_text(
+                                link.label, self.access.locale))]})
 
     def _may_read_row(self, t: TableDef, record_id: int) -> bool:
         scope = self.reader.read_scope(t, t.sa)
@@ -325,6 +408,12 @@ class RecordService:
                     raise
                 for k, v in (e.details or {}).items():
                     details[f"records/{i}/{k}" if k else f"records/{i}"] = v
+        for i, values in enumerate(loaded):
+            for k, v in self._flow_errors(t, values, None).items():
+                if single:
+                    details[k] = v
+                else:
+                    details[f"records/{i}/{k}"] = v
         if details:
             raise ValidationFailed.from_details(details)
         guards.check(self, t, "create", [guards.PlannedWrite(None, v) for v in loaded], single)
@@ -351,6 +440,7 @@ class RecordService:
         except IntegrityError:
             raise Conflict("a unique value is already used by another record") from None
         self._write_links_many(t, ids, link_sets)
+        self._check_parent(t, ids)
         self._check_rules(t, ids, None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)})
         records = self.reader.by_ids(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
@@ -534,6 +624,9 @@ class RecordService:
                                          current=self.reader.get(t, rid))
             try:
                 values = self._load(t, item.get("fields", {}), creating=False, ctx=ctx)
+                flow_errors = self._flow_errors(t, values, rid)
+                if flow_errors:
+                    raise ValidationFailed.from_details(flow_errors)
             except ValidationFailed as e:
                 if single:
                     raise
@@ -560,6 +653,7 @@ class RecordService:
                                          current=self.reader.get(t, rid))
             self._write_links(t, rid, links)
         ids = [p[0] for p in plan]
+        self._check_parent(t, ids)
         self._check_rules(t, ids, where or (None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)}))
         after = self.reader.by_ids(t, ids)
         hist, events = [], []

@@ -88,9 +88,13 @@
     document.querySelectorAll(".column.over").forEach(function (c) { c.classList.remove("over"); });
     dragged = null;
   });
+  function mayDrop(col) {  // a state flow may allow only some columns: the card's select lists them
+    var sel = dragged.querySelector('form.move select[name="value"]');
+    return sel && Array.prototype.some.call(sel.options, function (o) { return o.value === col.dataset.value; });
+  }
   document.addEventListener("dragover", function (e) {
     var col = e.target.closest && e.target.closest(".column");
-    if (!col || !dragged) return;
+    if (!col || !dragged || !mayDrop(col)) return;
     e.preventDefault();
     document.querySelectorAll(".column.over").forEach(function (c) { if (c !== col) c.classList.remove("over"); });
     col.classList.add("over");
@@ -100,7 +104,7 @@
     if (!col || !dragged) return;
     e.preventDefault();
     var sel = dragged.querySelector('form.move select[name="value"]');
-    if (sel && sel.value !== col.dataset.value) {
+    if (sel && mayDrop(col) && sel.value !== col.dataset.value) {
       sel.value = col.dataset.value;
       sel.dispatchEvent(new Event("change", { bubbles: true }));
     }
