@@ -131,9 +131,21 @@ def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
     return opts
 
 
+def keyed(doc: dict[str, Any], form: Any) -> dict[str, Any]:
+    """The key typed under "advanced", if any: without one the service derives it from the label."""
+    key = (form.get("key") or "").strip()
+    return {"key": key, **doc} if key else doc
+
+
+def require_label(p: Page, form: Any) -> None:
+    """A name is the one thing a builder form needs; say so in the reader's language."""
+    if not label_from_form(form):
+        raise ValidationFailed.from_details({"/label": [p.t("builder_label_needed")]})
+
+
 def field_doc_from_form(form: Any) -> dict[str, Any]:
     typ = form.get("type") or "text"
-    doc: dict[str, Any] = {"key": (form.get("key") or "").strip(), "label": label_from_form(form), "type": typ}
+    doc: dict[str, Any] = keyed({"label": label_from_form(form), "type": typ}, form)
     if form.get("required"):
         doc["required"] = True
     if form.get("unique"):
@@ -222,6 +234,7 @@ def field_new(app_key: str, table_key: str) -> Response:
         if request.method == "POST":
             values = dict(request.form.items())
             try:
+                require_label(p, request.form)
                 with conn.begin_nested():
                     svc.create_field(app_key, table_key, field_doc_from_form(request.form))
                 return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
@@ -247,7 +260,9 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
         status = 200
         if request.method == "POST":
             values = dict(request.form.items())
-            doc = field_doc_from_form(request.form)
+            doc = {"key": f.key, **field_doc_from_form(request.form)}
+            if not doc.get("label"):
+                doc["label"] = current.get("label")
             if f.ftype.is_link:  # a link's table and cardinality are fixed once it exists
                 doc["options"] = current.get("options", {})
             if "options" not in doc:
@@ -294,16 +309,20 @@ def field_delete(app_key: str, table_key: str, field_key: str) -> Response:
 
 @routes.post("/apps/new")
 def app_new() -> Response:
+    """A new app from its name alone (the key is derived unless typed under "advanced"); a problem is shown
+    on the home page next to the input, with what was typed kept."""
+    from formwork.ui.grid import home_response
+
     access = current_access()
     with unit() as (conn, cat):
         p, svc = builder_page(conn, cat, access)
-        key = (request.form.get("key") or "").strip()
         try:
+            require_label(p, request.form)
             with conn.begin_nested():
-                svc.create_app({"key": key, "label": label_from_form(request.form) or key})
-        except (ValidationFailed, Conflict) as e:
-            raise BadRequest("; ".join(m for v in pointer_errors(e).values() for m in v)) from None
-    return redirect(url_for("ui.app_page", app_key=key))  # type: ignore[return-value]
+                app = svc.create_app(keyed({"label": label_from_form(request.form)}, request.form))
+        except (ValidationFailed, Conflict, BadRequest) as e:
+            return home_response(p, app_values=dict(request.form.items()), app_errors=pointer_errors(e))
+    return redirect(url_for("ui.app_page", app_key=app.key))  # type: ignore[return-value]
 
 
 @routes.route("/apps/<app_key>/tables/new", methods=["GET", "POST"])
@@ -312,18 +331,19 @@ def table_new(app_key: str) -> Response:
     with unit() as (conn, cat):
         p, svc = builder_page(conn, cat, access)
         app = visible_app(p, app_key)
-        values: dict[str, Any] = {"first_field": "Name"}
+        values: dict[str, Any] = {"first_field": p.t("builder_first_field_default")}
         errors: dict[str, list[str]] = {}
         if request.method == "POST":
             values = dict(request.form.items())
-            key = (request.form.get("key") or "").strip()
-            first = (request.form.get("first_field") or "").strip() or "Name"
-            doc = {"key": key, "label": label_from_form(request.form) or key,
-                   "fields": [{"key": "name", "label": first, "type": "text"}]}
+            first = (request.form.get("first_field") or "").strip() or p.t("builder_first_field_default")
+            doc = keyed({"label": label_from_form(request.form), "fields": [{"label": first, "type": "text"}]},
+                        request.form)
             try:
+                require_label(p, request.form)
                 with conn.begin_nested():
-                    svc.create_table(app_key, doc)
-                return redirect(url_for("ui.table_page", app_key=app_key, table_key=key))  # type: ignore[return-value]
+                    made = svc.create_table(app_key, doc)
+                return redirect(url_for("ui.table_page", app_key=app_key,  # type: ignore[return-value]
+                                        table_key=made.key))
             except (ValidationFailed, Conflict, BadRequest) as e:
                 errors = pointer_errors(e)
         return render(p, "builder_table.html", 422 if errors else 200, app=app, values=values, errors=errors,
@@ -331,8 +351,7 @@ def table_new(app_key: str) -> Response:
 
 
 def view_doc_from_form(form: Any, t: TableDef) -> dict[str, Any]:
-    doc: dict[str, Any] = {"key": (form.get("key") or "").strip(), "label": label_from_form(form) or form.get("key"),
-                           "type": form.get("type") or "grid"}
+    doc: dict[str, Any] = keyed({"label": label_from_form(form), "type": form.get("type") or "grid"}, form)
     fields = [k for k in form.getlist("fields") if k]
     if fields and len(fields) < len(t.fields):
         doc["fields"] = fields
@@ -393,6 +412,7 @@ def view_new(app_key: str, table_key: str) -> Response:
         if request.method == "POST":
             values = {**dict(request.form.items()), "fields": request.form.getlist("fields")}
             try:
+                require_label(p, request.form)
                 with conn.begin_nested():
                     doc = svc.create_doc("view", app_key, view_doc_from_form(request.form, t), table_key)
                 return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key,  # type: ignore[return-value]
@@ -423,7 +443,8 @@ def view_edit(app_key: str, table_key: str, view_key: str) -> Response:
         if request.method == "POST":
             values = {**dict(request.form.items()), "fields": request.form.getlist("fields")}
             try:
-                doc = view_doc_from_form(request.form, t)
+                require_label(p, request.form)
+                doc = {"key": view_key, **view_doc_from_form(request.form, t)}
                 for name in ("fields", "sort", "filter", "options"):
                     doc.setdefault(name, None)  # cleared in the form → removed from the view
                 with conn.begin_nested():

@@ -40,12 +40,15 @@ COUNT_CAP = 1000
 def home() -> Response:
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        apps = []
-        for app in visible_apps(p):
-            tables = visible_tables(p, app)
-            apps.append({"app": app, "tables": tables})
-        return render(p, "home.html", apps=apps)
+        return home_response(make_page(conn, cat, access))
+
+
+def home_response(p: Page, app_values: dict[str, Any] | None = None,
+                  app_errors: dict[str, list[str]] | None = None) -> Response:
+    """The apps; with the new-app form's values and errors when creating an app failed."""
+    apps = [{"app": app, "tables": visible_tables(p, app)} for app in visible_apps(p)]
+    return render(p, "home.html", 422 if app_errors else 200, apps=apps, app_values=app_values or {},
+                  app_errors=app_errors or {})
 
 
 @routes.get("/apps/<app_key>")

@@ -138,3 +138,23 @@
     }
   });
 })();
+
+/* Behaviours that replace inline handlers (a Content-Security-Policy forbids them): confirmations,
+   forms that only htmx submits, remove buttons, forms reset after a successful htmx post. */
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (e) {
+    var f = e.target;
+    if (f.hasAttribute("data-no-submit")) { e.preventDefault(); return; }
+    var msg = f.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("[data-remove]");
+    if (b) { var box = b.closest(b.getAttribute("data-remove")); if (box) box.remove(); }
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var f = e.detail.elt;
+    if (f && f.hasAttribute && f.hasAttribute("data-reset-after") && e.detail.successful) f.reset();
+  });
+})();
