@@ -31,7 +31,8 @@ def test_an_app_table_field_and_view_from_chinese_names_alone(app: Any, admin: A
     assert t["label"] == "客户" and t["fields"][0]["label"] == "公司"
     base = f"/apps/{app_key}/{table_key}"
     for typ in ("phone", "text"):
-        assert c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "电话", "type": typ}).status_code == 302
+        resp = c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "电话", "type": typ})
+        assert resp.status_code == 302
     fields = admin.ok("GET", f"/meta/apps/{app_key}/tables/{table_key}/fields")["fields"]
     assert [f["label"] for f in fields] == ["公司", "电话", "电话"] and len({f["key"] for f in fields}) == 3
     resp = c.post(f"{base}/views/new", data={"csrf_token": csrf, "label_zh": "全部客户", "type": "grid"})
