@@ -63,3 +63,72 @@ def test_english_names_give_readable_keys(app: Any, admin: Api) -> None:
     assert resp.headers["Location"].endswith("/apps/field_service/work_orders")
     t = admin.ok("GET", "/meta/apps/field_service/tables/work_orders")
     assert [f["key"] for f in t["fields"]] == ["name"]
+
+
+def rows_of(field: dict[str, Any]) -> dict[str, str]:
+    """Form data that posts a select field's choices back unchanged, row i for choice i."""
+    out: dict[str, str] = {}
+    for i, c in enumerate(field["options"]["choices"]):
+        label = c.get("label", c["value"])
+        out |= {f"choice-{i}-value": c["value"], f"choice-{i}-color": c.get("color", ""),
+                f"choice-{i}-label": label["en"] if isinstance(label, dict) else label,
+                f"choice-{i}-other": label.get("zh-CN", "") if isinstance(label, dict) else ""}
+    return out
+
+
+def test_select_options_rename_recolour_reorder_merge_and_delete(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    stage = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")
+    page = html(c.get(f"{base}/fields/stage/edit"))
+    # counts beside each option: one lead besides the xss one, one won, no lost
+    assert page.count(">2 records<") == 1 and page.count(">1 records<") == 1 and ">0 records<" in page
+    assert 'value="lead"' in page and "choice-template" in page
+    # rename lead, recolour it, move lost first
+    data = rows_of(stage)
+    data |= {"choice-0-label": "Prospect", "choice-0-color": "purple"}
+    order = ["choice-2", "choice-0", "choice-1"]
+    form = {"csrf_token": csrf, "label_en": "Stage", "key": "stage", "type": "single_select"}
+    for prefix in order:
+        form |= {k: v for k, v in data.items() if k.startswith(prefix + "-")}
+    assert c.post(f"{base}/fields/stage/edit", data=form).status_code == 302
+    choices = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")["options"]["choices"]
+    assert [x["value"] for x in choices] == ["lost", "lead", "won"]
+    assert choices[1] == {"value": "lead", "label": {"en": "Prospect", "zh-CN": "线索"}, "color": "purple"}
+    assert admin.ok("GET", f"/data/sales/deals/{world['mine']['id']}")["fields"]["stage"] == "lead"
+    # merge lead into won: its records follow (with history); lead is gone
+    stage = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")
+    form = {"csrf_token": csrf, "label_en": "Stage", "type": "single_select", **rows_of(stage), "choice-1-merge": "won"}
+    assert c.post(f"{base}/fields/stage/edit", data=form).status_code == 302
+    assert [x["value"] for x in admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")["options"]["choices"]] \
+        == ["lost", "won"]
+    assert {r["fields"]["stage"] for r in admin.records("sales", "deals")} == {"won"}
+    hist = admin.ok("GET", f"/data/sales/deals/{world['mine']['id']}/history")
+    assert any("stage" in (h.get("changes") or {}) for h in hist["entries"])
+    # delete a used option: the count is asked about, the records are emptied
+    stage = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")
+    assert "3 records" in html(c.get(f"{base}/fields/stage/edit"))
+    form = {"csrf_token": csrf, "label_en": "Stage", "type": "single_select", **rows_of(stage), "choice-1-delete": "1"}
+    assert c.post(f"{base}/fields/stage/edit", data=form).status_code == 302
+    assert {r["fields"]["stage"] for r in admin.records("sales", "deals")} == {None}
+    # a merge into nothing, or an option without a name: said beside the row, nothing changes
+    stage = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage")
+    bad = html(c.post(f"{base}/fields/stage/edit", data={"csrf_token": csrf, "label_en": "Stage",
+                                                         "type": "single_select", **rows_of(stage),
+                                                         "choice-0-label": "", "choice-9-label": "Fresh"}), 422)
+    assert "Give the option a name" in bad and 'value="Fresh"' in bad
+    assert admin.ok("GET", "/meta/apps/sales/tables/deals/fields/stage") == stage
+
+
+def test_multi_select_merge_keeps_other_values(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    admin.ok("PATCH", f"/data/sales/deals/{world['other']['id']}", {"fields": {"tags": ["vip", "new"]}})
+    tags = admin.ok("GET", "/meta/apps/sales/tables/deals/fields/tags")
+    page = html(c.get("/apps/sales/deals/fields/tags/edit"))
+    assert "2 records" in page
+    form = {"csrf_token": csrf, "label_en": "Tags", "type": "multi_select", **rows_of(tags), "choice-1-merge": "vip"}
+    assert c.post("/apps/sales/deals/fields/tags/edit", data=form).status_code == 302
+    got = {r["id"]: r["fields"]["tags"] for r in admin.records("sales", "deals")}
+    assert got[world["other"]["id"]] == ["vip"] and got[world["mine"]["id"]] == ["vip"]

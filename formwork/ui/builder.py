@@ -7,6 +7,7 @@ validation); its errors are shown next to the form inputs they concern.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Response, redirect, request, url_for
@@ -18,6 +19,7 @@ from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USE
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
+from formwork.ui import i18n
 from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
@@ -77,7 +79,7 @@ def options_form(typ: Any) -> str | None:
     return field_types.get(typ).options_form if isinstance(typ, str) and typ in field_types else None
 
 
-def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
+def field_options_from_form(typ: str, form: Any, locale: str = "en") -> dict[str, Any]:
     opts: dict[str, Any] = {}
     editor = options_form(typ)
 
@@ -90,18 +92,7 @@ def field_options_from_form(typ: str, form: Any) -> dict[str, Any]:
                 raise ValidationFailed.from_details({f"/options/{name}": ["must be a number"]}) from None
 
     if editor == "choices":
-        choices = []
-        for line in (form.get("choices") or "").splitlines():
-            parts = [x.strip() for x in line.split("|")]
-            if not parts[0]:
-                continue
-            c: dict[str, Any] = {"value": parts[0]}
-            if len(parts) > 1 and parts[1]:
-                c["label"] = choice_label(parts[1])
-            if len(parts) > 2 and parts[2]:
-                c["color"] = parts[2]
-            choices.append(c)
-        opts["choices"] = choices
+        opts["choices"] = choices_from_rows(choice_rows(form), locale)[0]
     elif editor == "link":
         opts["table"] = form.get("table") or ""
         if form.get("multiple"):
@@ -143,7 +134,7 @@ def require_label(p: Page, form: Any) -> None:
         raise ValidationFailed.from_details({"/label": [p.t("builder_label_needed")]})
 
 
-def field_doc_from_form(form: Any) -> dict[str, Any]:
+def field_doc_from_form(form: Any, locale: str = "en") -> dict[str, Any]:
     typ = form.get("type") or "text"
     doc: dict[str, Any] = keyed({"label": label_from_form(form), "type": typ}, form)
     if form.get("required"):
@@ -152,46 +143,145 @@ def field_doc_from_form(form: Any) -> dict[str, Any]:
         doc["unique"] = True
     if (form.get("description") or "").strip():
         doc["description"] = form.get("description", "").strip()
-    opts = field_options_from_form(typ, form)
+    opts = field_options_from_form(typ, form, locale)
     if opts:
         doc["options"] = opts
     return doc
 
 
-def field_form_values(doc: dict[str, Any]) -> dict[str, Any]:
+def field_form_values(doc: dict[str, Any], locale: str = "en") -> dict[str, Any]:
     """A field document (API form) as the values of the field form's inputs."""
     en, zh = label_parts(doc.get("label"))
     opts = doc.get("options") or {}
-    choices = "\n".join(choice_line(c) for c in opts.get("choices", []))
     return {"key": doc.get("key", ""), "label_en": en, "label_zh": zh, "type": doc.get("type", "text"),
             "required": doc.get("required"), "unique": doc.get("unique"), "description": doc.get("description", ""),
-            "choices": choices, "table": opts.get("table", ""), "multiple": opts.get("multiple"),
+            "choice_rows": [choice_row(i, c, locale) for i, c in enumerate(opts.get("choices", []))],
+            "table": opts.get("table", ""), "multiple": opts.get("multiple"),
             "link": opts.get("link", ""), "lookup_field": opts.get("field", ""), "function": opts.get("function", ""),
             "formula": opts.get("formula", ""), "precision": opts.get("precision", ""),
             "min": opts.get("min", ""), "max": opts.get("max", ""), "currency": opts.get("currency", ""),
             "prefix": opts.get("prefix", ""), "digits": opts.get("digits", "")}
 
 
-def choice_line(c: dict[str, Any]) -> str:
-    """A choice as one line of the choices box: ``value | label | colour`` (label ``English / 中文``)."""
+def posted_values(form: Any) -> dict[str, Any]:
+    """What was typed, to show again after an error (nothing typed is lost)."""
+    return {**dict(form.items()), "choice_rows": choice_rows(form)}
+
+
+# --- the select options editor ------------------------------------------------------------------------
+COLORS = ("blue", "green", "orange", "red", "purple", "teal", "pink", "yellow", "cyan", "gray")
+ROW_NAME = re.compile(r"choice-([A-Za-z0-9]{1,20})-label")
+
+
+def other_locale(locale: str) -> str:
+    return "en" if locale == "zh-CN" else "zh-CN"
+
+
+def choice_row(i: int, c: dict[str, Any], locale: str) -> dict[str, Any]:
+    """A stored choice as one row of the options editor: its name in the reader's language (and the other
+    language's, kept as is), its colour; the stored value stays hidden."""
     label = c.get("label")
     if isinstance(label, dict):
-        label = " / ".join(x for x in (label.get("en"), label.get("zh-CN")) if x)
-    parts = [c["value"], str(label or ""), str(c.get("color") or "")]
-    while parts and not parts[-1]:
-        parts.pop()
-    return " | ".join(parts)
+        mine = label.get(locale) or label.get("en") or next(iter(label.values()), "") or c["value"]
+        other = label.get(other_locale(locale)) or ""
+        if other == mine:
+            other = ""
+    else:
+        mine, other = (label or c["value"]), ""
+    color = c.get("color") if c.get("color") in COLORS else COLORS[i % len(COLORS)]
+    return {"i": str(i), "value": c["value"], "label": mine, "other": other, "color": color, "merge": "",
+            "delete": False}
 
 
-def choice_label(text: str) -> Any:
-    if " / " in text:
-        en, zh = text.split(" / ", 1)
-        return {"en": en.strip(), "zh-CN": zh.strip()}
-    return text
+def choice_rows(form: Any) -> list[dict[str, Any]]:
+    """The rows of the options editor as posted, in their (dragged) order."""
+    rows = []
+    for name in form.keys():
+        m = ROW_NAME.fullmatch(name)
+        if not m:
+            continue
+        i = m.group(1)
+        rows.append({"i": i, "value": (form.get(f"choice-{i}-value") or "").strip()[:200],
+                     "label": (form.get(name) or "").strip()[:200],
+                     "other": (form.get(f"choice-{i}-other") or "").strip()[:200],
+                     "color": form.get(f"choice-{i}-color") or "", "merge": form.get(f"choice-{i}-merge") or "",
+                     "delete": bool(form.get(f"choice-{i}-delete"))})
+    return rows
 
 
-def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any]) -> dict[str, Any]:
-    return {"app": app, "t": t, "values": values, "types": type_choices(p),
+def choices_from_rows(rows: list[dict[str, Any]], locale: str) -> tuple[list[dict[str, Any]], dict[str, str],
+                                                                       list[str]]:
+    """Choices from the editor's rows, plus the merges (old value → surviving value) and deleted values.
+    A new option's stored value is its name (unique among the options); renaming keeps the value."""
+    kept = [r for r in rows if r["value"] and not r["delete"] and not r["merge"]]
+    taken = {r["value"] for r in kept}
+    merges = {r["value"]: r["merge"] for r in rows if r["value"] and r["merge"] and not r["delete"]}
+    deleted = [r["value"] for r in rows if r["value"] and r["delete"]]
+    details: dict[str, list[str]] = {}
+    for old, into in merges.items():
+        if into not in taken or into == old:
+            details[f"/options/choice-{next(r['i'] for r in rows if r['value'] == old)}"] = [
+                i18n.translate(locale, "builder_merge_target")]
+    choices: list[dict[str, Any]] = []
+    for r in rows:
+        if r["delete"] or (r["value"] and r["merge"]):
+            continue
+        if not r["label"]:
+            if r["value"]:
+                details[f"/options/choice-{r['i']}"] = [i18n.translate(locale, "builder_choice_name_needed")]
+            continue  # an empty new row is ignored
+        value = r["value"]
+        if not value:
+            value, n = r["label"], 2
+            while value in taken:
+                value, n = f"{r['label'][:190]} {n}", n + 1
+            taken.add(value)
+        label: Any = {locale: r["label"], other_locale(locale): r["other"]} if r["other"] else r["label"]
+        c: dict[str, Any] = {"value": value}
+        if label != value:
+            c["label"] = label
+        if r["color"] in COLORS:
+            c["color"] = r["color"]
+        choices.append(c)
+    if details:
+        raise ValidationFailed.from_details(details)
+    return choices, merges, deleted
+
+
+def choice_counts(p: Page, t: TableDef, f: Any) -> dict[str, int]:
+    """How many records use each option (what deleting or merging it touches)."""
+    from formwork.runtime.aggregate import aggregate
+
+    if f.ftype.value_kind(f, p.cat) == SELECT:
+        groups = aggregate(p.conn, p.cat, p.access, t, group_by=[f.key], metrics=["count"])
+        return {str(g["key"].get(f.key)): int(g["count"]) for g in groups if g["key"].get(f.key) is not None}
+    reader = p.reader()
+    return {v: reader.count(t, reader.where(t, {"field": f.key, "op": "has_any", "value": [v]}))
+            for v in [c["value"] for c in f.options.get("choices", [])][:200]}
+
+
+def merge_choice_values(p: Page, t: TableDef, f: Any, merges: dict[str, str]) -> None:
+    """Records follow a merge: every record holding the merged option gets the surviving one, through
+    RecordService (history, rules, automations) before the option is removed."""
+    svc = p.service()
+    for old, into in merges.items():
+        if f.ftype.value_kind(f, p.cat) == SELECT:
+            svc.bulk_update(t, {"field": f.key, "op": "eq", "value": old}, {f.key: into})
+            continue
+        ids = svc.matching_ids(t, {"field": f.key, "op": "has_any", "value": [old]}, "update")
+        for i in range(0, len(ids), 500):
+            items = []
+            for rec in p.reader().by_ids(t, ids[i:i + 500]):
+                vals = [into if v == old else v for v in rec["fields"].get(f.key) or []]
+                items.append({"id": rec["id"], "fields": {f.key: list(dict.fromkeys(vals))}})
+            if items:
+                svc.update_many(t, items)
+
+
+def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any], editing: Any = None) -> dict[str, Any]:
+    counts = choice_counts(p, t, editing) if editing is not None and editing.ftype.has_choices \
+        and editing.ftype.options_form == "choices" else {}
+    return {"app": app, "t": t, "values": values, "types": type_choices(p), "colors": COLORS, "choice_counts": counts,
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
             "link_fields": [f for f in t.fields if f.ftype.is_link], "functions": ROLLUP_FUNCTIONS,
@@ -218,7 +308,7 @@ def field_options_fragment(app_key: str, table_key: str) -> Response:
         p, _svc = builder_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = app.table(table_key)
-        values = field_form_values({"type": request.args.get("type", "text")})
+        values = field_form_values({"type": request.args.get("type", "text")}, p.locale)
         return render(p, "_field_options.html", errors={}, **field_form_context(p, app, t, values))
 
 
@@ -229,14 +319,14 @@ def field_new(app_key: str, table_key: str) -> Response:
         p, svc = builder_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = app.table(table_key)
-        values = field_form_values({"type": request.args.get("type", "text")})
+        values = field_form_values({"type": request.args.get("type", "text")}, p.locale)
         errors: dict[str, list[str]] = {}
         if request.method == "POST":
-            values = dict(request.form.items())
+            values = posted_values(request.form)
             try:
                 require_label(p, request.form)
                 with conn.begin_nested():
-                    svc.create_field(app_key, table_key, field_doc_from_form(request.form))
+                    svc.create_field(app_key, table_key, field_doc_from_form(request.form, p.locale))
                 return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
             except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
                 errors = pointer_errors(e)
@@ -254,13 +344,22 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
         t = app.table(table_key)
         f = t.field(field_key)
         current = svc.field_json(f)
-        values = field_form_values(current)
+        values = field_form_values(current, p.locale)
         errors: dict[str, list[str]] = {}
         preview = None
         status = 200
         if request.method == "POST":
-            values = dict(request.form.items())
-            doc = {"key": f.key, **field_doc_from_form(request.form)}
+            values = posted_values(request.form)
+            merges: dict[str, str] = {}
+            try:
+                doc = {"key": f.key, **field_doc_from_form(request.form, p.locale)}
+                if options_form(doc["type"]) == "choices" and doc["type"] == f.type:
+                    _c, merges, deleted = choices_from_rows(choice_rows(request.form), p.locale)
+                    if deleted:  # the editor showed how many records use each option deleted
+                        doc["confirm_data_loss"] = True
+            except ValidationFailed as e:
+                return render(p, "builder_field.html", 422, errors=pointer_errors(e), editing=f, preview=None,
+                              **field_form_context(p, app, t, values, f))
             if not doc.get("label"):
                 doc["label"] = current.get("label")
             if f.ftype.is_link:  # a link's table and cardinality are fixed once it exists
@@ -279,10 +378,11 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
                     if request.form.get("confirm_data_loss"):
                         doc["confirm_data_loss"] = True
                     with conn.begin_nested():
+                        merge_choice_values(p, t, f, merges)
                         svc.update_field(app_key, table_key, field_key, doc)
                     return redirect(url_for("ui.fields_page", app_key=app_key,  # type: ignore[return-value]
                                             table_key=table_key))
-            except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
+            except (ValidationFailed, Conflict, BadRequest, NotFound, Forbidden) as e:
                 errors, status = pointer_errors(e), 422
                 if type_change and request.form.get("step") == "confirm":
                     sp = conn.begin_nested()
@@ -295,7 +395,7 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
                     finally:
                         sp.rollback()
         return render(p, "builder_field.html", status, errors=errors, editing=f, preview=preview,
-                      **field_form_context(p, app, t, values))
+                      **field_form_context(p, app, t, values, f))
 
 
 @routes.post("/apps/<app_key>/<table_key>/fields/<field_key>/delete")

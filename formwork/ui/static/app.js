@@ -158,3 +158,75 @@
     if (f && f.hasAttribute && f.hasAttribute("data-reset-after") && e.detail.successful) f.reset();
   });
 })();
+
+/* Builder: the select options editor (add, reorder by drag or arrows, recolour, confirm deleting an
+   option in use). Rows are posted in their order; the server reads that order. */
+(function () {
+  "use strict";
+  var COLORS = ["blue", "green", "orange", "red", "purple", "teal", "pink", "yellow", "cyan", "gray"];
+  var seq = 0;
+  function swatch(row) {
+    var sel = row.querySelector(".choice-color"), sw = row.querySelector(".swatch");
+    if (sel && sw) sw.className = "swatch c-" + sel.value;
+  }
+  document.addEventListener("click", function (e) {
+    var add = e.target.closest && e.target.closest("[data-add-choice]");
+    if (add) {
+      var box = add.closest(".choices-editor"), list = box.querySelector(".choice-list");
+      var tpl = box.querySelector("#choice-template");
+      var id = "n" + Date.now().toString(36) + (seq++);
+      var holder = document.createElement("div");
+      holder.innerHTML = tpl.innerHTML.replace(/NEW/g, id);
+      var row = holder.firstElementChild;
+      var sel = row.querySelector(".choice-color");
+      if (sel) sel.value = COLORS[list.children.length % COLORS.length];
+      swatch(row);
+      list.appendChild(row);
+      row.querySelector(".choice-name").focus();
+      return;
+    }
+    var mv = e.target.closest && e.target.closest(".choice-row [data-move]");
+    if (mv) {
+      var r = mv.closest(".choice-row");
+      if (mv.dataset.move === "up" && r.previousElementSibling) r.parentNode.insertBefore(r, r.previousElementSibling);
+      if (mv.dataset.move === "down" && r.nextElementSibling) r.parentNode.insertBefore(r.nextElementSibling, r);
+      mv.focus();
+    }
+  });
+  // Enter in an option's name adds the next option instead of submitting the whole form
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Enter" || !e.target.classList || !e.target.classList.contains("choice-name")) return;
+    e.preventDefault();
+    var add = e.target.closest(".choices-editor").querySelector("[data-add-choice]");
+    if (add) add.click();
+  });
+  document.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t.classList && t.classList.contains("choice-color")) swatch(t.closest(".choice-row"));
+    if (t.dataset && t.dataset.confirmCheck && t.checked && !window.confirm(t.dataset.confirmCheck)) t.checked = false;
+  });
+  // drag to reorder (native drag and drop; the arrows do the same from the keyboard)
+  var dragging = null;
+  document.addEventListener("dragstart", function (e) {
+    var row = e.target.closest && e.target.closest(".choice-row");
+    if (!row || e.target.closest("input,select,button")) return;
+    dragging = row;
+    row.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", row.dataset.choice || "");
+  });
+  document.addEventListener("dragover", function (e) {
+    if (!dragging) return;
+    var over = e.target.closest && e.target.closest(".choice-row");
+    if (!over || over === dragging || over.parentNode !== dragging.parentNode) return;
+    e.preventDefault();
+    var rect = over.getBoundingClientRect();
+    var after = e.clientY > rect.top + rect.height / 2;
+    over.parentNode.insertBefore(dragging, after ? over.nextSibling : over);
+  });
+  document.addEventListener("drop", function (e) { if (dragging) e.preventDefault(); });
+  document.addEventListener("dragend", function () {
+    if (dragging) dragging.classList.remove("dragging");
+    dragging = null;
+  });
+})();
