@@ -132,3 +132,34 @@ def test_multi_select_merge_keeps_other_values(app: Any, admin: Api) -> None:
     assert c.post("/apps/sales/deals/fields/tags/edit", data=form).status_code == 302
     got = {r["id"]: r["fields"]["tags"] for r in admin.records("sales", "deals")}
     assert got[world["other"]["id"]] == ["vip"] and got[world["mine"]["id"]] == ["vip"]
+
+
+def test_view_editor_takes_a_nested_condition_and_sort_pickers(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    page = html(c.get(f"{base}/views/new"))
+    assert 'name="filter.conj"' in page and 'name="sort_field"' in page and "filter_json" not in page
+    assert "<textarea" not in page
+    form = {"csrf_token": csrf, "label_en": "Hot or big leads", "type": "grid",
+            "sort_field": ["amount", "name", ""], "sort_dir": ["desc", "asc", "asc"],
+            "filter.conj": "and", "filter.a.field": "stage", "filter.a.op": "eq", "filter.a.value": "lead",
+            "filter.g.conj": "or", "filter.g.b.field": "hot", "filter.g.b.op": "eq", "filter.g.b.value": "true",
+            "filter.g.c.field": "amount", "filter.g.c.op": "gt", "filter.g.c.value": "1000"}
+    resp = c.post(f"{base}/views/new", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    view = admin.ok("GET", "/meta/apps/sales/tables/deals/views/hot_or_big_leads")
+    assert view["sort"] == ["-amount", "name"]
+    assert view["filter"] == {"and": [{"field": "stage", "op": "eq", "value": "lead"}, {"or": [
+        {"field": "hot", "op": "eq", "value": True}, {"field": "amount", "op": "gt", "value": 1000}]}]}
+    ids = [r["id"] for r in admin.records("sales", "deals", view="hot_or_big_leads")]
+    assert ids == [world["mine"]["id"]]
+    # the editor shows the same tree again, and saving it unchanged keeps it
+    edit = html(c.get(f"{base}/views/hot_or_big_leads/edit"))
+    assert edit.count('name="filter.') > 8 and 'value="1000"' in edit
+    from tests.test_ui_conditions import posted
+
+    again = posted(edit.split('class="builder-form"', 1)[1].split("</form>", 1)[0])
+    again["csrf_token"] = csrf
+    assert c.post(f"{base}/views/hot_or_big_leads/edit", data=again).status_code == 302
+    assert admin.ok("GET", "/meta/apps/sales/tables/deals/views/hot_or_big_leads")["filter"] == view["filter"]

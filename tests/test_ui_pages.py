@@ -394,15 +394,17 @@ def test_builder_creates_fields_tables_views_with_type_change_preview(app: Any, 
                                                        "label_en": "x"}), 422)
     assert "Title" in html(c.get("/apps/sales/tasks"))
     resp = c.post(f"{base}/views/new", data={"csrf_token": csrf, "key": "hot_board", "label_en": "Hot",
-                                             "type": "kanban", "group_field": "stage", "sort": "-amount",
-                                             "filter": '{"field": "hot", "op": "eq", "value": true}',
+                                             "type": "kanban", "group_field": "stage", "sort_field": "amount",
+                                             "sort_dir": "desc", "filter.conj": "and", "filter.a1.field": "hot",
+                                             "filter.a1.op": "eq", "filter.a1.value": "true",
                                              "fields": ["name", "amount", "stage"]})
     assert resp.status_code == 302
     view = admin.ok("GET", "/meta/apps/sales/tables/deals/views/hot_board")
     assert view["options"] == {"group_field": "stage"} and view["sort"] == ["-amount"]
     bad = html(c.post(f"{base}/views/new", data={"csrf_token": csrf, "key": "cal2", "label_en": "C",
-                                                 "type": "calendar", "filter": "{oops"}), 422)
-    assert "not valid JSON" in bad
+                                                 "type": "calendar", "filter.conj": "and", "filter.b1.field": "amount",
+                                                 "filter.b1.op": "gt", "filter.b1.value": "lots"}), 422)
+    assert 'value="lots"' in bad and 'role="alert"' in bad
     missing = html(c.post(f"{base}/views/new", data={"csrf_token": csrf, "key": "cal2", "label_en": "C",
                                                      "type": "calendar"}), 422)
     assert "date_field" in missing

@@ -6,7 +6,6 @@ validation); its errors are shown next to the form inputs they concern.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -19,7 +18,7 @@ from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USE
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
-from formwork.ui import i18n
+from formwork.ui import conditions, i18n
 from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
@@ -450,22 +449,31 @@ def table_new(app_key: str) -> Response:
                       tables=visible_tables(p, app), dashboards=visible_dashboards(p, app))
 
 
-def view_doc_from_form(form: Any, t: TableDef) -> dict[str, Any]:
+SORT_ROWS = 3
+
+
+def sort_from_form(form: Any, t: TableDef) -> list[str]:
+    """Sort pickers: "sort_field" and "sort_dir" in pairs, first to last."""
+    out: list[str] = []
+    for key, direction in zip(form.getlist("sort_field"), form.getlist("sort_dir"), strict=False):
+        if key and key in t.fields_by_key and key not in [s.lstrip("-") for s in out]:
+            out.append(("-" if direction == "desc" else "") + key)
+    return out
+
+
+def view_doc_from_form(p: Page, form: Any, t: TableDef) -> dict[str, Any]:
+    """A view document from the view editor; the filter comes from the condition builder (ConditionError
+    when it does not make sense)."""
     doc: dict[str, Any] = keyed({"label": label_from_form(form), "type": form.get("type") or "grid"}, form)
     fields = [k for k in form.getlist("fields") if k]
-    if fields and len(fields) < len(t.fields):
+    if fields:
         doc["fields"] = fields
-    elif fields:
-        doc["fields"] = fields
-    sort = [s.strip() for s in (form.get("sort") or "").split(",") if s.strip()]
+    sort = sort_from_form(form, t)
     if sort:
         doc["sort"] = sort
-    raw = (form.get("filter") or "").strip()
-    if raw:
-        try:
-            doc["filter"] = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ValidationFailed.from_details({"/filter": [f"not valid JSON: {e.msg}"]}) from None
+    tree = conditions.parse(p, t, form, name="filter")
+    if tree:
+        doc["filter"] = tree
     opts: dict[str, Any] = {}
     for name in ("group_field", "date_field", "end_field", "title_field", "cover_field"):
         if form.get(name):
@@ -486,39 +494,65 @@ def view_form_values(doc: dict[str, Any]) -> dict[str, Any]:
     opts = doc.get("options") or {}
     sen, szh = label_parts(opts.get("success_message"))
     return {"key": doc.get("key", ""), "label_en": en, "label_zh": zh, "type": doc.get("type", "grid"),
-            "fields": doc.get("fields") or [], "sort": ",".join(doc.get("sort") or []),
-            "filter": json.dumps(doc["filter"], ensure_ascii=False, indent=1) if doc.get("filter") else "",
-            "public": opts.get("public"), "success_en": sen, "success_zh": szh,
+            "fields": doc.get("fields") or [], "public": opts.get("public"), "success_en": sen, "success_zh": szh,
+            "sort_rows": [(s.lstrip("-"), "desc" if s.startswith("-") else "asc") for s in doc.get("sort") or []],
             **{k: opts.get(k, "") for k in ("group_field", "date_field", "end_field", "title_field", "cover_field")}}
 
 
+def posted_view_values(form: Any, t: TableDef) -> dict[str, Any]:
+    return {**dict(form.items()), "fields": form.getlist("fields"),
+            "sort_rows": [(s.lstrip("-"), "desc" if s.startswith("-") else "asc") for s in sort_from_form(form, t)]}
+
+
 def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: dict[str, list[str]],
-              editing: dict[str, Any] | None, status: int = 200) -> Response:
+              editing: dict[str, Any] | None, status: int = 200, cb: Any = None) -> Response:
+    rows = list(values.get("sort_rows") or [])
+    rows += [("", "asc")] * max(0, SORT_ROWS - len(rows))
     return render(p, "builder_view.html", status, app=app, t=t, values=values, errors=errors, editing=editing,
                   view_types=VIEW_TYPES, tables=visible_tables(p, app), dashboards=visible_dashboards(p, app),
+                  cb=cb if cb is not None else conditions.builder(p, t, values.get("filter"), name="filter"),
+                  sort_rows=rows, sort_fields=[f for f in t.fields if f.ftype.sortable(f, p.cat)],
                   group_fields=[f for f in t.fields if not f.ftype.read_only  # a card moves by writing it
                                 and f.ftype.value_kind(f, p.cat) in (SELECT, USER)],
                   date_fields=[f for f in t.fields if f.ftype.kind in (DATE, DATETIME)],
                   cover_fields=[f for f in t.fields if f.ftype.kind == FILES])
 
 
+def save_view(p: Page, svc: MetadataService, app: Any, t: TableDef, current: dict[str, Any] | None) -> Response:
+    """Create (``current`` None) or update a view from the posted editor; errors go next to their inputs."""
+    values = posted_view_values(request.form, t)
+    try:
+        require_label(p, request.form)
+        doc = view_doc_from_form(p, request.form, t)
+        if current is None:
+            with p.conn.begin_nested():
+                saved = svc.create_doc("view", app.key, doc, t.key)
+        else:
+            doc = {"key": current["key"], **doc}
+            for name in ("fields", "sort", "filter", "options"):
+                doc.setdefault(name, None)  # cleared in the form → removed from the view
+            with p.conn.begin_nested():
+                saved = svc.update_doc("view", app.key, current["key"], doc, t.key)
+    except conditions.ConditionError as e:
+        cb = conditions.builder(p, t, name="filter", form=request.form, errors=e.errors)
+        return view_form(p, app, t, values, {}, current, 422, cb=cb)
+    except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
+        cb = conditions.builder(p, t, name="filter", form=request.form)
+        return view_form(p, app, t, values, pointer_errors(e), current, 422, cb=cb)
+    return redirect(url_for("ui.table_page", app_key=app.key, table_key=t.key,  # type: ignore[return-value]
+                            view=saved["key"]))
+
+
 @routes.route("/apps/<app_key>/<table_key>/views/new", methods=["GET", "POST"])
 def view_new(app_key: str, table_key: str) -> Response:
+    """A new view; from "Save as view" it starts with the grid's current filter, sort and columns."""
     access = current_access()
     with unit() as (conn, cat):
         p, svc = builder_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = app.table(table_key)
         if request.method == "POST":
-            values = {**dict(request.form.items()), "fields": request.form.getlist("fields")}
-            try:
-                require_label(p, request.form)
-                with conn.begin_nested():
-                    doc = svc.create_doc("view", app_key, view_doc_from_form(request.form, t), table_key)
-                return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key,  # type: ignore[return-value]
-                                        view=doc["key"]))
-            except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
-                return view_form(p, app, t, values, pointer_errors(e), None, 422)
+            return save_view(p, svc, app, t, None)
         state = GridState.from_request()
         prefill: dict[str, Any] = {"type": request.args.get("type", "grid")}
         try:
@@ -529,7 +563,9 @@ def view_new(app_key: str, table_key: str) -> Response:
             prefill["filter"] = tree
         if state.sort:
             prefill["sort"] = state.sort.split(",")
-        return view_form(p, app, t, view_form_values(prefill), {}, None)
+        if request.args.getlist("fields"):
+            prefill["fields"] = [k for k in request.args.getlist("fields") if k in t.fields_by_key]
+        return view_form(p, app, t, {**view_form_values(prefill), "filter": tree}, {}, None)
 
 
 @routes.route("/apps/<app_key>/<table_key>/views/<view_key>/edit", methods=["GET", "POST"])
@@ -541,19 +577,8 @@ def view_edit(app_key: str, table_key: str, view_key: str) -> Response:
         t = app.table(table_key)
         current = t.view(view_key)
         if request.method == "POST":
-            values = {**dict(request.form.items()), "fields": request.form.getlist("fields")}
-            try:
-                require_label(p, request.form)
-                doc = {"key": view_key, **view_doc_from_form(request.form, t)}
-                for name in ("fields", "sort", "filter", "options"):
-                    doc.setdefault(name, None)  # cleared in the form → removed from the view
-                with conn.begin_nested():
-                    saved = svc.update_doc("view", app_key, view_key, doc, table_key)
-                return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key,  # type: ignore[return-value]
-                                        view=saved["key"]))
-            except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
-                return view_form(p, app, t, values, pointer_errors(e), current, 422)
-        return view_form(p, app, t, view_form_values(current), {}, current)
+            return save_view(p, svc, app, t, current)
+        return view_form(p, app, t, {**view_form_values(current), "filter": current.get("filter")}, {}, current)
 
 
 @routes.post("/apps/<app_key>/<table_key>/views/<view_key>/delete")

@@ -19,6 +19,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_color_red": "Red", "builder_color_purple": "Purple", "builder_color_teal": "Teal",
         "builder_color_pink": "Pink", "builder_color_yellow": "Yellow", "builder_color_cyan": "Cyan",
         "builder_color_gray": "Grey",
+        "builder_sort_by": "Sort by", "builder_then_by": "then by", "builder_no_sort": "(none)",
+        "builder_sort_direction": "Direction", "builder_ascending": "A → Z, 1 → 9",
+        "builder_descending": "Z → A, 9 → 1",
     },
     "zh-CN": {
         "builder_name": "名称", "builder_advanced": "高级设置",
@@ -37,5 +40,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_color_red": "红色", "builder_color_purple": "紫色", "builder_color_teal": "青绿色",
         "builder_color_pink": "粉色", "builder_color_yellow": "黄色", "builder_color_cyan": "青色",
         "builder_color_gray": "灰色",
+        "builder_sort_by": "排序依据", "builder_then_by": "其次按", "builder_no_sort": "（不排序）",
+        "builder_sort_direction": "排序方向", "builder_ascending": "升序（A → Z，1 → 9）",
+        "builder_descending": "降序（Z → A，9 → 1）",
     },
 }
