@@ -163,3 +163,44 @@ def test_view_editor_takes_a_nested_condition_and_sort_pickers(app: Any, admin: 
     again["csrf_token"] = csrf
     assert c.post(f"{base}/views/hot_or_big_leads/edit", data=again).status_code == 302
     assert admin.ok("GET", "/meta/apps/sales/tables/deals/views/hot_or_big_leads")["filter"] == view["filter"]
+
+
+def test_link_lookup_and_rollup_from_pickers(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    set_locale(c, csrf, "zh-CN")
+    # a link to deals from accounts, named on the deals side in Chinese
+    admin.ok("POST", "/meta/apps/sales/tables", {"key": "visits", "label": "Visits", "fields": [
+        {"key": "title", "label": "Title", "type": "text"}]})
+    resp = c.post("/apps/sales/visits/fields/new", data={"csrf_token": csrf, "label_zh": "客户", "type": "link",
+                                                         "table": "accounts", "reverse_label": "拜访记录"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:1500]
+    accounts = admin.ok("GET", "/meta/apps/sales/tables/accounts")
+    reverse = next(f for f in accounts["fields"] if f["label"] == "拜访记录")
+    assert re.fullmatch(r"f_[a-z2-9]{6}", reverse["key"])
+    # the rollup's pickers: the link, then the linked table's fields, then the functions that fit
+    base = "/apps/sales/accounts"
+    frag = html(c.get(f"{base}/fields/options?type=rollup"))
+    assert 'name="link"' in frag and 'hx-get' in frag and "关联记录本身" in frag and "求和" not in frag
+    frag = html(c.get(f"{base}/fields/options", query_string={"type": "rollup", "link": "deals",
+                                                               "lookup_field": "amount"}))
+    assert "求和" in frag and "平均值" in frag and ">金额<" in frag
+    frag = html(c.get(f"{base}/fields/options", query_string={"type": "rollup", "link": "deals",
+                                                               "lookup_field": "close"}))
+    assert "求和" not in frag and "最大值" in frag
+    assert c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "商机总额", "type": "rollup",
+                                              "link": "deals", "lookup_field": "amount",
+                                              "function": "sum"}).status_code == 302
+    assert c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "最近成交", "type": "lookup",
+                                              "link": "deals", "lookup_field": "stage"}).status_code == 302
+    acme = admin.ok("GET", f"/data/sales/accounts/{world['acme']}")["fields"]
+    totals = [v for k, v in acme.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    assert 1234.5 in totals
+    # a sum of a text field is refused next to the field picker, nothing typed is lost
+    bad = html(c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "错误", "type": "rollup",
+                                                  "link": "deals", "lookup_field": "name", "function": "sum"}), 422)
+    assert 'value="错误"' in bad and 'role="alert"' in bad
+    # no link yet: the page says to add one instead of offering empty pickers
+    admin.ok("POST", "/meta/apps/sales/tables", {"key": "notes", "label": "Notes", "fields": [
+        {"key": "title", "label": "Title", "type": "text"}]})
+    assert "请先在本表添加一个关联字段" in html(c.get("/apps/sales/notes/fields/options?type=lookup"))

@@ -14,7 +14,9 @@ from flask import Response, redirect, request, url_for
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import TableDef
 from formwork.metadata.fieldtypes import field_types
-from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USER
+from formwork.metadata import validation
+from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, NUMBER, SELECT, USER
+from formwork.metadata.keys import derive_key
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
@@ -96,11 +98,14 @@ def field_options_from_form(typ: str, form: Any, locale: str = "en") -> dict[str
         opts["table"] = form.get("table") or ""
         if form.get("multiple"):
             opts["multiple"] = True
+        if (form.get("reverse_label") or "").strip():
+            opts["reverse_label"] = form.get("reverse_label", "").strip()[:200]
     elif editor in ("lookup", "rollup"):
         opts["link"] = form.get("link") or ""
-        opts["field"] = (form.get("lookup_field") or "").strip()
+        if (form.get("lookup_field") or "").strip():
+            opts["field"] = form.get("lookup_field", "").strip()
         if editor == "rollup":
-            opts["function"] = form.get("function") or "sum"
+            opts["function"] = form.get("function") or "count"
     elif editor == "formula":
         opts["formula"] = form.get("formula") or ""
     elif editor in ("number", "currency"):
@@ -283,8 +288,44 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any], e
     return {"app": app, "t": t, "values": values, "types": type_choices(p), "colors": COLORS, "choice_counts": counts,
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
-            "link_fields": [f for f in t.fields if f.ftype.is_link], "functions": ROLLUP_FUNCTIONS,
+            **lookup_pickers(p, t, values),
             "dashboards": visible_dashboards(p, app)}
+
+
+def lookup_pickers(p: Page, t: TableDef, values: dict[str, Any]) -> dict[str, Any]:
+    """The dependent pickers of a lookup or rollup: the link, then a field of the linked table, then (for a
+    rollup) the functions that fit that field's type."""
+    links = [f for f in t.fields if f.ftype.is_link]
+    link = t.fields_by_key.get(values.get("link") or "") or (links[0] if links else None)
+    if link is not None and not link.ftype.is_link:
+        link = links[0] if links else None
+    target = p.cat.table_by_id(link.options["target"]) if link is not None else None
+    targets = list(target.fields) if target is not None else []
+    chosen = target.fields_by_key.get(values.get("lookup_field") or "") if target is not None else None
+    kind = chosen.ftype.value_kind(chosen, p.cat) if chosen is not None else None
+    if chosen is None:
+        fns = ["count"]
+    elif kind == NUMBER:
+        fns = list(ROLLUP_FUNCTIONS)
+    elif kind in (DATE, DATETIME):
+        fns = ["count", "count_distinct", "min", "max"]
+    else:
+        fns = ["count", "count_distinct"]
+    return {"link_fields": links, "chosen_link": link, "link_target": target, "lookup_targets": targets,
+            "functions": [(fn, p.t(f"builder_fn_{fn}")) for fn in fns]}
+
+
+def with_reverse_key(p: Page, t: TableDef, doc: dict[str, Any]) -> dict[str, Any]:
+    """A new link named on the other side ("reverse_label") gets that field's key from the name."""
+    opts = doc.get("options") or {}
+    if doc.get("type") != "link" or not opts.get("reverse_label") or opts.get("reverse_key"):
+        return doc
+    app = p.cat.app_by_id(t.app_id)
+    target = next((x for x in app.tables if x.key == opts.get("table")), None)
+    if target is None:
+        return doc
+    taken = set(target.fields_by_key) | set(validation.RESERVED_FIELD_KEYS)
+    return {**doc, "options": {**opts, "reverse_key": derive_key(opts["reverse_label"], taken, "field")}}
 
 
 @routes.get("/apps/<app_key>/<table_key>/fields")
@@ -307,7 +348,9 @@ def field_options_fragment(app_key: str, table_key: str) -> Response:
         p, _svc = builder_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = app.table(table_key)
-        values = field_form_values({"type": request.args.get("type", "text")}, p.locale)
+        values = {**field_form_values({"type": request.args.get("type", "text")}, p.locale),
+                  **{k: request.args[k] for k in ("link", "lookup_field", "function", "table", "reverse_label",
+                                                  "formula") if request.args.get(k)}}
         return render(p, "_field_options.html", errors={}, **field_form_context(p, app, t, values))
 
 
@@ -325,7 +368,8 @@ def field_new(app_key: str, table_key: str) -> Response:
             try:
                 require_label(p, request.form)
                 with conn.begin_nested():
-                    svc.create_field(app_key, table_key, field_doc_from_form(request.form, p.locale))
+                    svc.create_field(app_key, table_key,
+                                     with_reverse_key(p, t, field_doc_from_form(request.form, p.locale)))
                 return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
             except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
                 errors = pointer_errors(e)
