@@ -12,9 +12,9 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
+from formwork.metadata import validation
 from formwork.metadata.catalog import TableDef
 from formwork.metadata.fieldtypes import field_types
-from formwork.metadata import validation
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, NUMBER, SELECT, USER
 from formwork.metadata.keys import derive_key
 from formwork.metadata.service import MetadataService

@@ -27,7 +27,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_need_link": "Add a link field to this table first: lookups and rollups read through a link.",
         "builder_rollup_records": "(the linked records themselves)",
         "builder_fn_sum": "Sum", "builder_fn_count": "Count", "builder_fn_avg": "Average",
-        "builder_fn_min": "Smallest", "builder_fn_max": "Largest", "builder_fn_count_distinct": "Count of different values",
+        "builder_fn_min": "Smallest", "builder_fn_max": "Largest",
+        "builder_fn_count_distinct": "Count of different values",
     },
     "zh-CN": {
         "builder_name": "名称", "builder_advanced": "高级设置",
