@@ -204,3 +204,35 @@ def test_link_lookup_and_rollup_from_pickers(app: Any, admin: Api) -> None:
     admin.ok("POST", "/meta/apps/sales/tables", {"key": "notes", "label": "Notes", "fields": [
         {"key": "title", "label": "Title", "type": "text"}]})
     assert "请先在本表添加一个关联字段" in html(c.get("/apps/sales/notes/fields/options?type=lookup"))
+
+
+def test_formula_editor_names_live_check_and_preview(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    set_locale(c, csrf, "zh-CN")
+    base = "/apps/sales/deals"
+    page = html(c.get(f"{base}/fields/new?type=formula"))
+    assert 'data-insert="{金额}"' in page and "DATEDIF(start, end, unit)" in page and "两个日期相差" in page
+    check = f"{base}/fields/formula-check"
+    ok = html(c.get(check, query_string={"formula": "{金额} * 2"}))
+    assert "公式正确" in ok and "数字" in ok and "2469" in ok  # 1234.5 * 2 on Rita's deal
+    bad = html(c.get(check, query_string={"formula": "{金额} * * 2"}))
+    assert "公式有误" in bad and "<mark>*</mark>" in bad and "{金额} * " in bad
+    unknown = html(c.get(check, query_string={"formula": "{金额} + {不存在}"}))
+    assert "没有名为“不存在”的字段" in unknown and "<mark>{</mark>不存在}" in unknown
+    text = html(c.get(check, query_string={"formula": '"No. " & {名称}'}))
+    assert "公式正确" in text and "文本" in text and "No. Rita&#39;s deal" in text
+    # saved with keys; shown again with names
+    resp = c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "双倍", "type": "formula",
+                                              "formula": "{金额} * 2"})
+    assert resp.status_code == 302
+    f = next(x for x in admin.ok("GET", "/meta/apps/sales/tables/deals/fields")["fields"] if x["label"] == "双倍")
+    assert f["options"]["formula"] == "{amount} * 2"
+    assert admin.ok("GET", f"/data/sales/deals/{world['mine']['id']}")["fields"][f["key"]] == 2469
+    edit = html(c.get(f"{base}/fields/{f['key']}/edit"))
+    assert "{金额} * 2</textarea>" in edit
+    self_ref = html(c.get(check, query_string={"formula": "{双倍} + 1", "formula_self": f["key"]}))
+    assert "不能引用字段本身" in self_ref
+    refused = html(c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "错", "type": "formula",
+                                                      "formula": "{没有} + 1"}), 422)
+    assert "没有名为“没有”的字段" in refused and "{没有} + 1" in refused

@@ -20,7 +20,7 @@ from formwork.metadata.keys import derive_key
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.previews import record_values
-from formwork.ui import conditions, i18n
+from formwork.ui import conditions, formula_editor, i18n
 from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
@@ -288,7 +288,7 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any], e
     return {"app": app, "t": t, "values": values, "types": type_choices(p), "colors": COLORS, "choice_counts": counts,
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
-            **lookup_pickers(p, t, values),
+            **lookup_pickers(p, t, values), **formula_pickers(p, t, editing),
             "dashboards": visible_dashboards(p, app)}
 
 
@@ -313,6 +313,46 @@ def lookup_pickers(p: Page, t: TableDef, values: dict[str, Any]) -> dict[str, An
         fns = ["count", "count_distinct"]
     return {"link_fields": links, "chosen_link": link, "link_target": target, "lookup_targets": targets,
             "functions": [(fn, p.t(f"builder_fn_{fn}")) for fn in fns]}
+
+
+def formula_pickers(p: Page, t: TableDef, editing: Any = None) -> dict[str, Any]:
+    """The formula editor's field list (each inserted by its name when that name is unambiguous) and
+    its function reference."""
+    fields = []
+    for f in t.fields:
+        if editing is not None and f.id == editing.id:
+            continue
+        name = p.label(f.label)
+        shown = formula_editor.to_names(p.cat, t, "{" + f.key + "}", p.locale)
+        fields.append({"name": name, "insert": shown, "type": p.label(f.ftype.label)})
+    return {"formula_fields": fields, "formula_functions": formula_editor.reference(p.locale),
+            "formula_self": editing.key if editing is not None else ""}
+
+
+def formula_to_keys(p: Page, t: TableDef, doc: dict[str, Any]) -> dict[str, Any]:
+    """A formula typed with field names, stored with keys (which survive renames)."""
+    opts = doc.get("options") or {}
+    if options_form(doc.get("type")) != "formula" or not isinstance(opts.get("formula"), str):
+        return doc
+    keyed, _anchors, unknown = formula_editor.to_keys(p.cat, t, opts["formula"])
+    if unknown:
+        raise ValidationFailed.from_details({"/options/formula": [p.t("builder_formula_unknown",
+                                                                      name=unknown[0][1])]})
+    return {**doc, "options": {**opts, "formula": keyed}}
+
+
+@routes.get("/apps/<app_key>/<table_key>/fields/formula-check")
+def formula_check(app_key: str, table_key: str) -> Response:
+    """Live check of the formula being typed: the problem and where it is, or the result type and its
+    values on a few records."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p, _svc = builder_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = app.table(table_key)
+        text = (request.args.get("formula") or "")[:10000]
+        chk = formula_editor.check(p, t, text, (request.args.get("formula_self") or "").strip() or None)
+        return render(p, "_formula_check.html", chk=chk)
 
 
 def with_reverse_key(p: Page, t: TableDef, doc: dict[str, Any]) -> dict[str, Any]:
@@ -368,8 +408,8 @@ def field_new(app_key: str, table_key: str) -> Response:
             try:
                 require_label(p, request.form)
                 with conn.begin_nested():
-                    svc.create_field(app_key, table_key,
-                                     with_reverse_key(p, t, field_doc_from_form(request.form, p.locale)))
+                    doc = formula_to_keys(p, t, with_reverse_key(p, t, field_doc_from_form(request.form, p.locale)))
+                    svc.create_field(app_key, table_key, doc)
                 return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
             except (ValidationFailed, Conflict, BadRequest, NotFound) as e:
                 errors = pointer_errors(e)
@@ -388,6 +428,8 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
         f = t.field(field_key)
         current = svc.field_json(f)
         values = field_form_values(current, p.locale)
+        if values.get("formula"):
+            values["formula"] = formula_editor.to_names(p.cat, t, values["formula"], p.locale)
         errors: dict[str, list[str]] = {}
         preview = None
         status = 200
@@ -395,7 +437,7 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
             values = posted_values(request.form)
             merges: dict[str, str] = {}
             try:
-                doc = {"key": f.key, **field_doc_from_form(request.form, p.locale)}
+                doc = formula_to_keys(p, t, {"key": f.key, **field_doc_from_form(request.form, p.locale)})
                 if options_form(doc["type"]) == "choices" and doc["type"] == f.type:
                     _c, merges, deleted = choices_from_rows(choice_rows(request.form), p.locale)
                     if deleted:  # the editor showed how many records use each option deleted

@@ -230,3 +230,18 @@
     dragging = null;
   });
 })();
+
+/* Builder: the formula editor's pickers insert a field or a function at the cursor. */
+(function () {
+  "use strict";
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest(".formula-editor [data-insert]");
+    if (!b) return;
+    var ta = b.closest(".formula-editor").querySelector("textarea");
+    var text = b.dataset.insert, start = ta.selectionStart || 0, end = ta.selectionEnd || 0;
+    ta.value = ta.value.slice(0, start) + text + ta.value.slice(end);
+    ta.focus();
+    ta.selectionStart = ta.selectionEnd = start + text.length;
+    ta.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+})();
