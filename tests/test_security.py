@@ -303,11 +303,31 @@ def test_login_never_redirects_off_site(app: Any, admin: Api, target: str) -> No
 def test_pages_carry_security_headers(app: Any, admin: Api) -> None:
     resp = app.test_client().get("/login")
     assert resp.headers["X-Frame-Options"] == "DENY"
-    assert resp.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    csp = dict(part.strip().split(" ", 1) for part in resp.headers["Content-Security-Policy"].split(";"))
+    assert csp["frame-ancestors"] == "'none'" and csp["object-src"] == "'none'" and csp["base-uri"] == "'none'"
+    script = csp["script-src"].split()
+    assert script[0] == "'self'" and script[1].startswith("'nonce-") and len(script) == 2  # no unsafe-*
+    again = app.test_client().get("/login").headers["Content-Security-Policy"]
+    assert again != resp.headers["Content-Security-Policy"]  # a fresh nonce per response
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Referrer-Policy"] == "same-origin"
     admin.ok("GET", "/me")
     assert admin.last.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_no_template_holds_inline_script_or_handlers() -> None:
+    """The policy forbids inline handlers and scripts without the nonce; a template with one would break in
+    the browser, so none may have one (behaviour lives in static/*.js, declared by data- attributes)."""
+    from pathlib import Path
+
+    import formwork.ui
+
+    folder = Path(formwork.ui.__file__).parent / "templates"
+    handler = re.compile(r"\son[a-z]+\s*=|hx-on[:-]|javascript:", re.I)
+    script = re.compile(r"<script(?![^>]*\ssrc=)(?![^>]*type=\"application/json\")(?![^>]*nonce=)", re.I)
+    found = [f"{p.name}: {m.group(0)}" for p in sorted(folder.glob("*.html"))
+             for rx in (handler, script) for m in rx.finditer(p.read_text())]
+    assert not found, found
 
 
 # --- 10. bad input is a 4xx that changes nothing --------------------------------------------------------

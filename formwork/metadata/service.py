@@ -19,7 +19,13 @@ from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata import validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
-from formwork.metadata.conversion import ReadValues, TypeConversion, needs_conversion, type_changed
+from formwork.metadata.conversion import (
+    PreviewScope,
+    ReadValues,
+    TypeConversion,
+    needs_conversion,
+    type_changed,
+)
 from formwork.metadata.documents import (
     BUILD,
     FORBIDDEN,
@@ -50,6 +56,7 @@ class Actor:
     can_manage_automations: bool = False
     can_view_dashboards: bool = False
     read_values: ReadValues | None = field(default=None, compare=False, repr=False)
+    preview_scope: PreviewScope | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def system(cls) -> Actor:
@@ -591,7 +598,8 @@ class MetadataService:
             self.editor.drop_index(Index(name, t.sa.c[f.column_name], unique=True))
 
     def _conversion(self) -> TypeConversion:
-        return TypeConversion(self.conn, self.catalog, self.editor, self.actor.user_id, self.actor.read_values)
+        return TypeConversion(self.conn, self.catalog, self.editor, self.actor.user_id, self.actor.read_values,
+                              self.actor.preview_scope)
 
     def _rekey(self, t: TableDef, old: str, new: str) -> None:
         """Keep references by key (formulas, views, table settings) pointing at a renamed field."""

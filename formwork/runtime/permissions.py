@@ -21,7 +21,7 @@ from formwork.metadata.fieldtypes.base import QueryContext
 from formwork.metadata.service import Actor
 
 if TYPE_CHECKING:
-    from formwork.metadata.conversion import ReadValues
+    from formwork.metadata.conversion import PreviewScope, ReadValues
 
 SCOPED = ("read", "update", "delete")
 FLAGS = ("create", "import", "export")
@@ -112,12 +112,14 @@ class Access:
         """The role flag ``view_dashboards`` (builders see what they build)."""
         return self.flag("view_dashboards") or self.flag("build")
 
-    def actor(self, ip: str | None = None, read_values: ReadValues | None = None) -> Actor:
-        """This user as MetadataService's caller: its rights (the service checks them itself) and how a
-        type-change preview reads values (``formwork.runtime.previews.record_values``)."""
+    def actor(self, ip: str | None = None, read_values: ReadValues | None = None,
+              preview_scope: PreviewScope | None = None) -> Actor:
+        """This user as MetadataService's caller: its rights (the service checks them itself), how a
+        type-change preview reads values and what of them it may show (``formwork.runtime.previews``)."""
         return Actor(self.user_id, self.is_admin, ip, can_build=self.can_build(),
                      can_manage_automations=self.can_manage_automations(),
-                     can_view_dashboards=self.can_view_dashboards(), read_values=read_values)
+                     can_view_dashboards=self.can_view_dashboards(), read_values=read_values,
+                     preview_scope=preview_scope)
 
     # --- scopes ------------------------------------------------------------------------------------
     def scope_expr(self, scope: Any, t: TableDef, alias: Any, catalog: Catalog) -> ColumnElement[bool] | None:

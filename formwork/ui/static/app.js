@@ -139,26 +139,6 @@
   });
 })();
 
-/* Behaviours that replace inline handlers (a Content-Security-Policy forbids them): confirmations,
-   forms that only htmx submits, remove buttons, forms reset after a successful htmx post. */
-(function () {
-  "use strict";
-  document.addEventListener("submit", function (e) {
-    var f = e.target;
-    if (f.hasAttribute("data-no-submit")) { e.preventDefault(); return; }
-    var msg = f.getAttribute("data-confirm");
-    if (msg && !window.confirm(msg)) e.preventDefault();
-  });
-  document.addEventListener("click", function (e) {
-    var b = e.target.closest && e.target.closest("[data-remove]");
-    if (b) { var box = b.closest(b.getAttribute("data-remove")); if (box) box.remove(); }
-  });
-  document.addEventListener("htmx:afterRequest", function (e) {
-    var f = e.detail.elt;
-    if (f && f.hasAttribute && f.hasAttribute("data-reset-after") && e.detail.successful) f.reset();
-  });
-})();
-
 /* Builder: the select options editor (add, reorder by drag or arrows, recolour, confirm deleting an
    option in use). Rows are posted in their order; the server reads that order. */
 (function () {

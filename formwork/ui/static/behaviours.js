@@ -1,0 +1,28 @@
+/* Behaviours declared in markup, so no page needs an inline handler (the Content-Security-Policy forbids
+   them): data-confirm on a form asks before it submits, data-autosubmit on an input submits its form when it
+   changes, data-dismiss="<selector>" on a button removes the closest such element, data-reset-on-success on
+   an htmx form empties it after a successful request. */
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (e) {
+    var form = e.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+    }
+  }, true);
+  document.addEventListener("change", function (e) {
+    var el = e.target.closest("[data-autosubmit]");
+    if (el && el.form) el.form.requestSubmit ? el.form.requestSubmit() : el.form.submit();
+  });
+  document.addEventListener("click", function (e) {
+    var btn = e.target.closest("[data-dismiss]");
+    if (!btn) return;
+    var target = btn.closest(btn.dataset.dismiss);
+    if (target) target.remove();
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-reset-on-success]");
+    if (form && e.detail.successful && e.target === form) form.reset();
+  });
+})();
