@@ -236,3 +236,39 @@ def test_formula_editor_names_live_check_and_preview(app: Any, admin: Api) -> No
     refused = html(c.post(f"{base}/fields/new", data={"csrf_token": csrf, "label_zh": "错", "type": "formula",
                                                       "formula": "{没有} + 1"}), 422)
     assert "没有名为“没有”的字段" in refused and "{没有} + 1" in refused
+
+
+def test_grid_filter_panel_all_records_and_save_as_view(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    page = html(c.get(f"{base}?view=all"))
+    assert 'name="filter.conj"' in page and "?view=_all" in page and "All records" in page
+    q = {"view": "all", "filter.conj": "or", "filter.a.field": "stage", "filter.a.op": "eq", "filter.a.value": "won",
+         "filter.b.field": "amount", "filter.b.op": "gt", "filter.b.value": "1000"}
+    grid = html(c.get(base, query_string=q, headers={"HX-Request": "true", "HX-Target": "grid"}))
+    assert "Someone else" in grid and "Rita" in grid and "alert(1)" not in grid
+    assert "filter.a.field=stage" in grid  # paging and counting keep the filter
+    # the builder posts back what it shows; a bad value is said, not a 500
+    bad = html(c.get(base, query_string={**q, "filter.b.value": "lots"}))
+    assert 'value="lots"' in bad and 'role="alert"' in bad
+    # the "All records" tab shows every record whatever the first view is
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/all", {"filter": {"field": "stage", "op": "eq",
+                                                                              "value": "won"}})
+    assert "Rita" not in html(c.get(base)) and "Rita" in html(c.get(f"{base}?view=_all"))
+    # "Save as view" from a view keeps its filter, narrowed by the page's, and its columns
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/all", {"fields": ["name", "amount"]})
+    new = html(c.get(f"{base}/views/new", query_string={"from_view": "all", "filter.conj": "and",
+                                                         "filter.x.field": "amount", "filter.x.op": "gt",
+                                                         "filter.x.value": "10", "sort": "-amount"}))
+    from tests.test_ui_conditions import posted
+
+    form = posted(new.split('class="builder-form"', 1)[1].split("</form>", 1)[0])
+    form["csrf_token"] = csrf
+    form["label_en"] = "Won and big"
+    assert c.post(f"{base}/views/new", data=form).status_code == 302
+    view = admin.ok("GET", "/meta/apps/sales/tables/deals/views/won_and_big")
+    assert view["filter"] == {"and": [{"field": "stage", "op": "eq", "value": "won"},
+                                      {"field": "amount", "op": "gt", "value": 10}]}
+    assert view["sort"] == ["-amount"] and view["fields"] == ["name", "amount"]
+    assert [r["id"] for r in admin.records("sales", "deals", view="won_and_big")] == [world["other"]["id"]]

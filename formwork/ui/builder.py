@@ -641,17 +641,19 @@ def view_new(app_key: str, table_key: str) -> Response:
             return save_view(p, svc, app, t, None)
         state = GridState.from_request()
         prefill: dict[str, Any] = {"type": request.args.get("type", "grid")}
+        source = next((v for v in t.views if v["key"] == request.args.get("from_view")), None)
+        if source is not None:  # "Save as view" on a view: a copy of it, narrowed by the page's filter
+            prefill.update({k: v for k, v in source.items() if k in ("type", "fields", "sort", "options", "filter")})
         try:
             tree = state.tree(p, t)
         except BadRequest:
             tree = None
         if tree:
-            prefill["filter"] = tree
+            parts = [x for x in (prefill.get("filter"), tree) if x]
+            prefill["filter"] = {"and": [y for x in parts for y in (x["and"] if list(x) == ["and"] else [x])]}
         if state.sort:
             prefill["sort"] = state.sort.split(",")
-        if request.args.getlist("fields"):
-            prefill["fields"] = [k for k in request.args.getlist("fields") if k in t.fields_by_key]
-        return view_form(p, app, t, {**view_form_values(prefill), "filter": tree}, {}, None)
+        return view_form(p, app, t, {**view_form_values(prefill), "filter": prefill.get("filter")}, {}, None)
 
 
 @routes.route("/apps/<app_key>/<table_key>/views/<view_key>/edit", methods=["GET", "POST"])
