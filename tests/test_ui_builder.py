@@ -272,3 +272,27 @@ def test_grid_filter_panel_all_records_and_save_as_view(app: Any, admin: Api) ->
                                       {"field": "amount", "op": "gt", "value": 10}]}
     assert view["sort"] == ["-amount"] and view["fields"] == ["name", "amount"]
     assert [r["id"] for r in admin.records("sales", "deals", view="won_and_big")] == [world["other"]["id"]]
+
+
+def test_kanban_column_totals_and_add_a_card(app: Any, admin: Api) -> None:
+    build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/board", {"options": {
+        "group_field": "stage", "sum_field": "amount", "hide_empty": False}})
+    board = html(c.get(f"{base}?view=board"))
+    assert "Σ" in board and "1,234.50" in board and "99.00" in board
+    assert 'hx-post="/apps/sales/deals/kanban/add"' in board
+    resp = c.post(f"{base}/kanban/add", data={"csrf_token": csrf, "view": "board", "value": "won", "title": "Big one"},
+                  headers={"HX-Request": "true"})
+    board = html(resp)
+    created = [r for r in admin.records("sales", "deals") if r["fields"]["name"] == "Big one"]
+    assert len(created) == 1 and created[0]["fields"]["stage"] == "won" and "Big one" in board
+    # a view editor sets the total and hides empty columns
+    form = {"csrf_token": csrf, "label_en": "Pipeline", "type": "kanban", "group_field": "stage",
+            "sum_field": "amount", "hide_empty": "1"}
+    assert c.post(f"{base}/views/board/edit", data=form).status_code == 302
+    board = html(c.get(f"{base}?view=board"))
+    assert ">Lost<" not in board and ">Won<" in board
+    bad = html(c.post(f"{base}/views/board/edit", data={**form, "sum_field": "nope"}), 422)
+    assert "nope" in bad and 'role="alert"' in bad

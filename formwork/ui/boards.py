@@ -10,7 +10,7 @@ from flask import Response, request
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.metadata.fieldtypes.base import FILES, SELECT
+from formwork.metadata.fieldtypes.base import FILES, NUMBER, SELECT
 from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
@@ -28,6 +28,7 @@ from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
 KANBAN_CARDS = 50
+CARD_FIELDS = 6
 
 
 def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
@@ -38,13 +39,18 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     if gf is None or gf not in shown_fields(p, t):
         return {"columns": [], "board_error": p.t("forbidden")}
     title_key = (view.get("options") or {}).get("title_field") or (t.display_field.key if t.display_field else None)
-    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:3]
-    tree = state.tree(p, t)
+    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:CARD_FIELDS]
+    sf = t.fields_by_key.get((view.get("options") or {}).get("sum_field") or "")
+    if sf is not None and (sf not in shown_fields(p, t) or sf.ftype.value_kind(sf, p.cat) != NUMBER):
+        sf = None
+    metrics = ["count", f"sum:{sf.key}"] if sf is not None else ["count"]
     try:
-        counts = aggregate(p.conn, p.cat, p.access, t, group_by=[gkey], metrics=["count"], filter_tree=tree,
+        tree = state.tree(p, t)
+        counts = aggregate(p.conn, p.cat, p.access, t, group_by=[gkey], metrics=metrics, filter_tree=tree,
                            view=view, search=state.search or None)
     except BadRequest as e:
         return {"columns": [], "board_error": e.message}
+    sums = {_group_value(g["key"].get(gkey)): g.get(f"sum:{sf.key}") for g in counts} if sf is not None else {}
     r = p.renderer(app.key)
     columns: list[dict[str, Any]] = []
     if gf.ftype.has_choices and gf.ftype.value_kind(gf, p.cat) == SELECT:  # a column per choice, in order
@@ -59,6 +65,12 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
                                 "count": g["count"]})
     empty = next((g["count"] for g in counts if g["key"].get(gkey) is None), 0)
     columns.append({"value": "", "label": p.t("empty_group"), "color": "gray", "count": empty})
+    r0 = p.renderer(app.key)
+    for col in columns:
+        total = sums.get(col["value"]) if sf is not None else None
+        col["sum"] = r0.cell(sf, total if total is not None else 0) if sf is not None else None
+    if (view.get("options") or {}).get("hide_empty"):
+        columns = [c for c in columns if c["count"]]
     keys = [k for k in [title_key, *[f.key for f in extra], gkey] if k]
     reader = p.reader()
     for col in columns:
@@ -77,7 +89,50 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
                                  "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
                                            if rec["fields"].get(f.key) not in (None, "", [])]})
     movable = writable(p, t, gf)
-    return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None}
+    tf = t.fields_by_key.get(title_key or "")
+    can_add = p.access.can(p.cat, t, "create") and movable and tf is not None and writable(p, t, tf) \
+        and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
+    return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None, "sum_field": sf,
+            "can_add_card": can_add, "title_field": tf}
+
+
+def _group_value(k: Any) -> str:
+    """A kanban column's value as the aggregate reports it (a choice, or a user as ``{"id": ...}``)."""
+    if isinstance(k, dict):
+        return str(k.get("id"))
+    return "" if k is None else str(k)
+
+
+@routes.post("/apps/<app_key>/<table_key>/kanban/add")
+def kanban_add(app_key: str, table_key: str) -> Response:
+    """Add a card in a column: a record with that column's value and the typed title."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "kanban":
+            raise BadRequest("not a kanban view")
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        data_ = kanban_data(p, app, t, view, state)
+        gf, tf = data_.get("group_field"), data_.get("title_field")
+        title = (request.form.get("title") or "").strip()
+        if not data_.get("can_add_card") or gf is None or tf is None:
+            raise BadRequest(p.t("forbidden"))
+        if not title:
+            message = p.t("fix_errors")
+        else:
+            value = request.form.get("value", "")
+            data = {tf.key: title, gf.key: (int(value) if gf.ftype.holds_users and value.isdigit() else value) or None}
+            try:
+                with conn.begin_nested():
+                    p.service().create(t, data)
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
+                      **kanban_data(p, app, t, view, state))
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>/move")

@@ -561,9 +561,11 @@ def view_doc_from_form(p: Page, form: Any, t: TableDef) -> dict[str, Any]:
     if tree:
         doc["filter"] = tree
     opts: dict[str, Any] = {}
-    for name in ("group_field", "date_field", "end_field", "title_field", "cover_field"):
+    for name in ("group_field", "date_field", "end_field", "title_field", "cover_field", "sum_field"):
         if form.get(name):
             opts[name] = form.get(name)
+    if doc["type"] == "kanban" and form.get("hide_empty"):
+        opts["hide_empty"] = True
     if doc["type"] == "form":
         if form.get("public"):
             opts["public"] = True
@@ -582,7 +584,9 @@ def view_form_values(doc: dict[str, Any]) -> dict[str, Any]:
     return {"key": doc.get("key", ""), "label_en": en, "label_zh": zh, "type": doc.get("type", "grid"),
             "fields": doc.get("fields") or [], "public": opts.get("public"), "success_en": sen, "success_zh": szh,
             "sort_rows": [(s.lstrip("-"), "desc" if s.startswith("-") else "asc") for s in doc.get("sort") or []],
-            **{k: opts.get(k, "") for k in ("group_field", "date_field", "end_field", "title_field", "cover_field")}}
+            "hide_empty": opts.get("hide_empty"),
+            **{k: opts.get(k, "") for k in ("group_field", "date_field", "end_field", "title_field", "cover_field",
+                                            "sum_field")}}
 
 
 def posted_view_values(form: Any, t: TableDef) -> dict[str, Any]:
@@ -601,6 +605,7 @@ def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: di
                   group_fields=[f for f in t.fields if not f.ftype.read_only  # a card moves by writing it
                                 and f.ftype.value_kind(f, p.cat) in (SELECT, USER)],
                   date_fields=[f for f in t.fields if f.ftype.kind in (DATE, DATETIME)],
+                  number_fields=[f for f in t.fields if f.ftype.value_kind(f, p.cat) == NUMBER],
                   cover_fields=[f for f in t.fields if f.ftype.kind == FILES])
 
 
