@@ -296,3 +296,32 @@ def test_kanban_column_totals_and_add_a_card(app: Any, admin: Api) -> None:
     assert ">Lost<" not in board and ">Won<" in board
     bad = html(c.post(f"{base}/views/board/edit", data={**form, "sum_field": "nope"}), 422)
     assert "nope" in bad and 'role="alert"' in bad
+
+
+def test_calendar_modes_reschedule_and_add_on_a_day(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    rid = world["mine"]["id"]
+    month = html(c.get(f"{base}?view=cal&day=2026-05-04"))
+    assert 'data-date="2026-05-04"' in month and 'draggable="true"' in month and "Rita" in month
+    week = html(c.get(f"{base}?view=cal&mode=week&day=2026-05-06", headers={"HX-Request": "true",
+                                                                              "HX-Target": "calendar"}))
+    assert "2026-05-04 – 2026-05-10" in week and "Rita" in week and 'data-date="2026-05-11"' not in week
+    day = html(c.get(f"{base}?view=cal&mode=day&day=2026-05-04"))
+    assert 'data-date="2026-05-04"' in day and 'data-date="2026-05-05"' not in day
+    version = admin.ok("GET", f"/data/sales/deals/{rid}")["version"]
+    moved = html(c.post(f"{base}/{rid}/reschedule", data={"csrf_token": csrf, "view": "cal", "date": "2026-05-20",
+                                                          "version": version, "day": "2026-05-01"}))
+    assert 'data-date="2026-05-20"' in moved
+    assert admin.ok("GET", f"/data/sales/deals/{rid}")["fields"]["close"] == "2026-05-20"
+    stale = html(c.post(f"{base}/{rid}/reschedule", data={"csrf_token": csrf, "view": "cal", "date": "2026-05-21",
+                                                          "version": version}))
+    assert "Changed by someone else" in stale
+    assert admin.ok("GET", f"/data/sales/deals/{rid}")["fields"]["close"] == "2026-05-20"
+    added = html(c.post(f"{base}/calendar/add", data={"csrf_token": csrf, "view": "cal", "date": "2026-05-13",
+                                                      "title": "Demo day", "day": "2026-05-01"}))
+    assert "Demo day" in added
+    assert [r["fields"]["close"] for r in admin.records("sales", "deals") if r["fields"]["name"] == "Demo day"] \
+        == ["2026-05-13"]
+    assert html(c.post(f"{base}/{rid}/reschedule", data={"csrf_token": csrf, "view": "cal", "date": "May"}), 400)

@@ -10,7 +10,7 @@ from flask import Response, request
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.metadata.fieldtypes.base import FILES, NUMBER, SELECT
+from formwork.metadata.fieldtypes.base import DATETIME, FILES, NUMBER, SELECT
 from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
@@ -162,42 +162,73 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
                       **kanban_data(p, app, t, view or {}, state))
 
 
-def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
-    opts = view.get("options") or {}
-    df = t.fields_by_key.get(opts.get("date_field", ""))
-    ef = t.fields_by_key.get(opts.get("end_field", "") or "")
+CAL_MODES = ("month", "week", "day")
+
+
+def calendar_range(p: Page, mode: str) -> tuple[dt.date, list[dt.date], dt.date, dt.date, dt.date]:
+    """The days a calendar shows: (anchor, days, previous anchor, next anchor, today). A month shows whole
+    weeks around it; the anchor comes from ``day`` (any mode) or ``month`` (2026-05)."""
     try:
         today = dt.datetime.now(ZoneInfo(p.tz)).date()
     except (ZoneInfoNotFoundError, ValueError):
         today = dt.datetime.now(dt.UTC).date()
-    month_arg = request.args.get("month", "")
+    day_arg, month_arg = request.values.get("day", ""), request.values.get("month", "")
     try:
-        first = dt.date.fromisoformat(month_arg + "-01") if month_arg else today.replace(day=1)
+        if day_arg:
+            anchor = dt.date.fromisoformat(day_arg)
+        elif month_arg:
+            anchor = dt.date.fromisoformat(month_arg + "-01")
+        else:
+            anchor = today
     except ValueError:
-        raise BadRequest("month must look like 2026-05") from None
-    if not dt.date(1, 2, 1) <= first <= dt.date(9998, 12, 1):  # the weeks around it must be dates too
-        raise BadRequest("month must be from 0001-02 to 9998-12")
+        raise BadRequest(p.t("builder_bad_day")) from None
+    if not dt.date(1, 2, 1) <= anchor <= dt.date(9998, 11, 30):  # the weeks around it must be dates too
+        raise BadRequest(p.t("builder_bad_day"))
+    if mode == "day":
+        return anchor, [anchor], anchor - dt.timedelta(days=1), anchor + dt.timedelta(days=1), today
+    if mode == "week":
+        start = anchor - dt.timedelta(days=anchor.weekday())
+        return anchor, [start + dt.timedelta(days=i) for i in range(7)], anchor - dt.timedelta(days=7), \
+            anchor + dt.timedelta(days=7), today
+    first = anchor.replace(day=1)
     nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     prev = (first - dt.timedelta(days=1)).replace(day=1)
     start = first - dt.timedelta(days=first.weekday())
     days = [start + dt.timedelta(days=i) for i in range(42)]
     if days[35] >= nxt:
         days = days[:35]
+    return first, days, prev, nxt, today
+
+
+def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+    """A month, week or day of records on their date (ranges span their days); events carry their version so
+    dragging one to another day reschedules it without overwriting someone else's change."""
+    opts = view.get("options") or {}
+    df = t.fields_by_key.get(opts.get("date_field", ""))
+    ef = t.fields_by_key.get(opts.get("end_field", "") or "")
+    mode = request.values.get("mode", "month")
+    mode = mode if mode in CAL_MODES else "month"
+    first, days, prev, nxt, today = calendar_range(p, mode)
     events: dict[dt.date, list[dict[str, Any]]] = {d: [] for d in days}
     error = None
+    movable = False
+    tf = None
     if df is None or df not in shown_fields(p, t):
         error = p.t("forbidden")
     else:
         tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
+        movable = writable(p, t, df) and (ef is None or writable(p, t, ef))
         last = days[-1]
         within: dict[str, Any] = {"field": df.key, "op": "between", "value": [days[0].isoformat(), last.isoformat()]}
         if ef is not None and ef in shown_fields(p, t):
             within = {"or": [within, {"and": [
                 {"field": df.key, "op": "lte", "value": last.isoformat()},
                 {"field": ef.key, "op": "gte", "value": days[0].isoformat()}]}]}
-        tree = state.tree(p, t)
-        keys = [k.key for k in (tf, df, ef) if k is not None]
+        cf = t.fields_by_key.get(opts.get("color_field") or "")
+        colors = choice_map(cf, p.locale) if cf is not None and cf.ftype.has_choices else {}
+        keys = [k.key for k in (tf, df, ef, cf if colors else None) if k is not None]
         try:
+            tree = state.tree(p, t)
             res = p.reader().list(t, filter_tree={"and": [within, tree]} if tree else within, sort=df.key,
                                   fields=keys, limit=1000, view=view, search=state.search or None)
         except BadRequest as err:
@@ -210,13 +241,122 @@ def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state
             end = _day(rec["fields"].get(ef.key), p.tz) if ef is not None else None
             end = end if end is not None and end >= s else s
             title = (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}"
+            color = colors.get(rec["fields"].get(cf.key) or "", ("", ""))[1] if colors and cf else ""
             d = max(s, days[0])
             while d <= min(end, days[-1]):
-                events[d].append({"id": rec["id"], "title": title})
+                events[d].append({"id": rec["id"], "title": title, "version": rec["version"], "color": color,
+                                  "start": d == s})
                 d += dt.timedelta(days=1)
-    return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.strftime("%Y-%m"),
-            "cal_next": nxt.strftime("%Y-%m"), "cal_today": today, "cal_error": error,
+    can_add = df is not None and tf is not None and movable and p.access.can(p.cat, t, "create") \
+        and writable(p, t, tf) and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
+    if mode == "month":
+        title = p.t("month_title", month=p.t("month_names").split(",")[first.month - 1], year=first.year,
+                    n=first.month)
+    elif mode == "week":
+        title = f"{days[0].isoformat()} – {days[-1].isoformat()}"
+    else:
+        title = f"{first.isoformat()} {p.t('weekdays').split(',')[first.weekday()]}"
+    return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.isoformat(),
+            "cal_next": nxt.isoformat(), "cal_today": today, "cal_error": error, "cal_mode": mode,
+            "cal_title": title, "cal_movable": movable, "cal_can_add": can_add, "cal_title_field": tf,
             "month_names": p.t("month_names").split(","), "weekdays": p.t("weekdays").split(",")}
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/reschedule")
+def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
+    """Drop an event on another day: its date moves there (an end date moves by as many days, a time of day
+    stays), If-Match on the version it was shown with."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "calendar":
+            raise BadRequest("not a calendar view")
+        opts = view.get("options") or {}
+        df = t.field(opts["date_field"])
+        ef = t.fields_by_key.get(opts.get("end_field") or "")
+        try:
+            target = dt.date.fromisoformat(request.form.get("date", ""))
+        except ValueError:
+            raise BadRequest(p.t("builder_bad_day")) from None
+        rec = p.reader().get(t, rid, fields=[k.key for k in (df, ef) if k is not None])
+        start = _day(rec["fields"].get(df.key), p.tz)
+        if start is None:
+            message = p.t("builder_no_date")
+        else:
+            delta = target - start
+            data = {df.key: _shift(rec["fields"].get(df.key), delta, p.tz)}
+            if ef is not None and rec["fields"].get(ef.key):
+                data[ef.key] = _shift(rec["fields"][ef.key], delta, p.tz)
+            try:
+                with conn.begin_nested():
+                    p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
+            except PreconditionFailed:
+                message = p.t("stale")
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
+                      **calendar_data(p, app, t, view, state))
+
+
+@routes.post("/apps/<app_key>/<table_key>/calendar/add")
+def calendar_add(app_key: str, table_key: str) -> Response:
+    """Click a day, type a title: a record on that day."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "calendar":
+            raise BadRequest("not a calendar view")
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        cal = calendar_data(p, app, t, view, state)
+        df, tf = t.field(view["options"]["date_field"]), cal["cal_title_field"]
+        if not cal["cal_can_add"] or tf is None:
+            raise BadRequest(p.t("forbidden"))
+        title = (request.form.get("title") or "").strip()
+        try:
+            day = dt.date.fromisoformat(request.form.get("date", ""))
+        except ValueError:
+            raise BadRequest(p.t("builder_bad_day")) from None
+        if not title:
+            message = p.t("fix_errors")
+        else:
+            value: Any = day.isoformat()
+            if df.ftype.kind == DATETIME:
+                value = dt.datetime.combine(day, dt.time(9, 0), _zone(p.tz)).isoformat()
+            try:
+                with conn.begin_nested():
+                    p.service().create(t, {tf.key: title, df.key: value})
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
+                      **calendar_data(p, app, t, view, state))
+
+
+def _zone(tz: str) -> dt.tzinfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
+
+
+def _shift(value: Any, delta: dt.timedelta, tz: str) -> Any:
+    """A date or datetime value moved by whole days (a datetime keeps its local time of day)."""
+    if not isinstance(value, str) or not value:
+        return value
+    if len(value) == 10:
+        return (dt.date.fromisoformat(value) + delta).isoformat()
+    local = local_datetime(value, tz)
+    if local is None:
+        return value
+    return (local.replace(tzinfo=None) + delta).replace(tzinfo=_zone(tz)).isoformat()
 
 
 def _day(value: Any, tz: str) -> dt.date | None:

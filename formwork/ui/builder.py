@@ -561,7 +561,7 @@ def view_doc_from_form(p: Page, form: Any, t: TableDef) -> dict[str, Any]:
     if tree:
         doc["filter"] = tree
     opts: dict[str, Any] = {}
-    for name in ("group_field", "date_field", "end_field", "title_field", "cover_field", "sum_field"):
+    for name in ("group_field", "date_field", "end_field", "title_field", "cover_field", "sum_field", "color_field"):
         if form.get(name):
             opts[name] = form.get(name)
     if doc["type"] == "kanban" and form.get("hide_empty"):
@@ -586,7 +586,7 @@ def view_form_values(doc: dict[str, Any]) -> dict[str, Any]:
             "sort_rows": [(s.lstrip("-"), "desc" if s.startswith("-") else "asc") for s in doc.get("sort") or []],
             "hide_empty": opts.get("hide_empty"),
             **{k: opts.get(k, "") for k in ("group_field", "date_field", "end_field", "title_field", "cover_field",
-                                            "sum_field")}}
+                                            "sum_field", "color_field")}}
 
 
 def posted_view_values(form: Any, t: TableDef) -> dict[str, Any]:
@@ -606,6 +606,7 @@ def view_form(p: Page, app: Any, t: TableDef, values: dict[str, Any], errors: di
                                 and f.ftype.value_kind(f, p.cat) in (SELECT, USER)],
                   date_fields=[f for f in t.fields if f.ftype.kind in (DATE, DATETIME)],
                   number_fields=[f for f in t.fields if f.ftype.value_kind(f, p.cat) == NUMBER],
+                  color_fields=[f for f in t.fields if f.ftype.has_choices and f.ftype.value_kind(f, p.cat) == SELECT],
                   cover_fields=[f for f in t.fields if f.ftype.kind == FILES])
 
 

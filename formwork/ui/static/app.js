@@ -225,3 +225,45 @@
     ta.dispatchEvent(new Event("input", { bubbles: true }));
   });
 })();
+
+/* Calendar: drag an event onto another day to reschedule it (If-Match on its version); the page's
+   filters go along so the calendar comes back as it was. */
+(function () {
+  "use strict";
+  var ev = null;
+  document.addEventListener("dragstart", function (e) {
+    var a = e.target.closest && e.target.closest(".calendar .cal-ev[draggable]");
+    if (!a) return;
+    ev = a;
+    a.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", a.dataset.id);
+  });
+  document.addEventListener("dragover", function (e) {
+    var day = ev && e.target.closest && e.target.closest(".calendar .cal-day");
+    if (!day) return;
+    e.preventDefault();
+    document.querySelectorAll(".cal-day.over").forEach(function (d) { if (d !== day) d.classList.remove("over"); });
+    day.classList.add("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var day = ev && e.target.closest && e.target.closest(".calendar .cal-day");
+    if (!day) return;
+    e.preventDefault();
+    var cal = day.closest(".calendar"), values = {};
+    var filters = document.getElementById("filters");
+    if (filters) new FormData(filters).forEach(function (v, k) { values[k] = v; });
+    values.date = day.dataset.date;
+    values.version = ev.dataset.v;
+    values.mode = cal.dataset.mode;
+    values.day = cal.dataset.day;
+    var url = cal.dataset.base + "/" + ev.dataset.id + "/reschedule";
+    ev = null;
+    htmx.ajax("POST", url, { target: "#calendar", swap: "outerHTML", values: values });
+  });
+  document.addEventListener("dragend", function () {
+    if (ev) ev.classList.remove("dragging");
+    ev = null;
+    document.querySelectorAll(".cal-day.over").forEach(function (d) { d.classList.remove("over"); });
+  });
+})();
