@@ -38,6 +38,7 @@ from formwork.metadata.documents import (
 )
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import FieldValueError, OptionsError, QueryContext, WriteContext
+from formwork.metadata.keys import derive_key
 from formwork.metadata.schema_editor import SchemaEditor
 
 
@@ -168,6 +169,22 @@ class MetadataService:
         if self.conn.execute(q).first() is not None:
             raise Conflict(f"{what} key '{key}' is already used", {"/key": [f"'{key}' is already used"]})
 
+    def _live_keys(self, tbl: Table, parent_col: Any, parent_id: int | None) -> set[str]:
+        q = select(tbl.c.key).where(tbl.c.deleted_at.is_(None))
+        if parent_col is not None:
+            q = q.where(parent_col == parent_id)
+        return {r[0] for r in self.conn.execute(q)}
+
+    @staticmethod
+    def _with_key(doc: Any, kind: str, taken: set[str]) -> Any:
+        """A document posted without a key gets one derived from its label (see metadata.keys); a document
+        with neither is left for validation to refuse."""
+        if isinstance(doc, dict) and not doc.get("key") and doc.get("label"):
+            doc = {**doc, "key": derive_key(doc["label"], taken, kind)}
+        if isinstance(doc, dict) and isinstance(doc.get("key"), str):
+            taken.add(doc["key"])
+        return doc
+
     # --- apps -----------------------------------------------------------------------------------
     def app_json(self, app: AppDef, full: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"id": app.id, **public_doc(app.doc)}
@@ -185,6 +202,7 @@ class MetadataService:
         self.actor.require(BUILD)
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
+        doc = self._with_key(doc, "app", self._live_keys(db.apps, None, None))
         tables_in = doc.pop("tables", None) if isinstance(doc, dict) else None
         validation.validate("app", doc)
         self._check_key_free(db.apps, None, None, doc["key"], "app")
@@ -246,7 +264,11 @@ class MetadataService:
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         app = self.catalog.app(app_key)
-        doc = dict(doc)
+        doc = self._with_key(dict(doc), "table", self._live_keys(db.tables, db.tables.c.app_id, app.id))
+        if isinstance(doc.get("fields"), list):
+            given = {fd["key"] for fd in doc["fields"] if isinstance(fd, dict) and isinstance(fd.get("key"), str)}
+            taken = set(validation.RESERVED_FIELD_KEYS) | given
+            doc["fields"] = [self._with_key(fd, "field", taken) for fd in doc["fields"]]
         views_in = doc.pop("views", None)
         if views_in is not None and not isinstance(views_in, list):
             raise ValidationFailed.from_details({"/views": ["must be a list of view documents"]})
@@ -396,6 +418,8 @@ class MetadataService:
             raise BadRequest("the body must be a JSON object")
         t = self.catalog.table(app_key, table_key)
         doc = {k: v for k, v in doc.items() if k not in ("id", "read_only")}
+        doc = self._with_key(doc, "field", set(validation.RESERVED_FIELD_KEYS)
+                             | self._live_keys(db.fields, db.fields.c.table_id, t.id))
         validation.validate("field", doc)
         self._check_key_free(db.fields, db.fields.c.table_id, t.id, doc["key"], "field")
         stored = self._field_doc(t, doc, None)
@@ -715,10 +739,11 @@ class MetadataService:
         if not isinstance(doc, dict):
             raise BadRequest("the body must be a JSON object")
         doc = {k: v for k, v in doc.items() if k != "id"}
-        validation.validate(dk.schema, doc)
         tbl = dk.storage
         parent_id = self._doc_parent(kind, app_key, table_key)
         parent_col = tbl.c[f"{dk.parent}_id"]
+        doc = self._with_key(doc, kind, self._live_keys(tbl, parent_col, parent_id))
+        validation.validate(dk.schema, doc)
         self._check_key_free(tbl, parent_col, parent_id, doc["key"], kind)
         self._check_doc_refs(kind, app_key, table_key, doc)
         pos = self.conn.execute(select(func.count()).select_from(tbl).where(parent_col == parent_id)).scalar()

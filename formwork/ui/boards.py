@@ -10,7 +10,7 @@ from flask import Response, request
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.metadata.fieldtypes.base import FILES, SELECT
+from formwork.metadata.fieldtypes.base import DATETIME, FILES, NUMBER, SELECT
 from formwork.metadata.flows import flow_of
 from formwork.ui.context import (
     PAGE_SIZE,
@@ -29,6 +29,7 @@ from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
 KANBAN_CARDS = 50
+CARD_FIELDS = 6
 
 
 def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
@@ -39,13 +40,18 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     if gf is None or gf not in shown_fields(p, t):
         return {"columns": [], "board_error": p.t("forbidden")}
     title_key = (view.get("options") or {}).get("title_field") or (t.display_field.key if t.display_field else None)
-    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:3]
-    tree = state.tree(p, t)
+    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:CARD_FIELDS]
+    sf = t.fields_by_key.get((view.get("options") or {}).get("sum_field") or "")
+    if sf is not None and (sf not in shown_fields(p, t) or sf.ftype.value_kind(sf, p.cat) != NUMBER):
+        sf = None
+    metrics = ["count", f"sum:{sf.key}"] if sf is not None else ["count"]
     try:
-        counts = aggregate(p.conn, p.cat, p.access, t, group_by=[gkey], metrics=["count"], filter_tree=tree,
+        tree = state.tree(p, t)
+        counts = aggregate(p.conn, p.cat, p.access, t, group_by=[gkey], metrics=metrics, filter_tree=tree,
                            view=view, search=state.search or None)
     except BadRequest as e:
         return {"columns": [], "board_error": e.message}
+    sums = {_group_value(g["key"].get(gkey)): g.get(f"sum:{sf.key}") for g in counts} if sf is not None else {}
     r = p.renderer(app.key)
     columns: list[dict[str, Any]] = []
     if gf.ftype.has_choices and gf.ftype.value_kind(gf, p.cat) == SELECT:  # a column per choice, in order
@@ -60,6 +66,12 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
                                 "count": g["count"]})
     empty = next((g["count"] for g in counts if g["key"].get(gkey) is None), 0)
     columns.append({"value": "", "label": p.t("empty_group"), "color": "gray", "count": empty})
+    r0 = p.renderer(app.key)
+    for col in columns:
+        total = sums.get(col["value"]) if sf is not None else None
+        col["sum"] = r0.cell(sf, total if total is not None else 0) if sf is not None else None
+    if (view.get("options") or {}).get("hide_empty"):
+        columns = [c for c in columns if c["count"]]
     keys = [k for k in [title_key, *[f.key for f in extra], gkey] if k]
     reader = p.reader()
     for col in columns:
@@ -82,7 +94,50 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
         moves = allowed_moves(p, t, gf.key, col["value"] or None)
         for card in col["cards"]:
             card["moves"] = moves
-    return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None}
+    tf = t.fields_by_key.get(title_key or "")
+    can_add = p.access.can(p.cat, t, "create") and movable and tf is not None and writable(p, t, tf) \
+        and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
+    return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None, "sum_field": sf,
+            "can_add_card": can_add, "title_field": tf}
+
+
+def _group_value(k: Any) -> str:
+    """A kanban column's value as the aggregate reports it (a choice, or a user as ``{"id": ...}``)."""
+    if isinstance(k, dict):
+        return str(k.get("id"))
+    return "" if k is None else str(k)
+
+
+@routes.post("/apps/<app_key>/<table_key>/kanban/add")
+def kanban_add(app_key: str, table_key: str) -> Response:
+    """Add a card in a column: a record with that column's value and the typed title."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "kanban":
+            raise BadRequest("not a kanban view")
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        data_ = kanban_data(p, app, t, view, state)
+        gf, tf = data_.get("group_field"), data_.get("title_field")
+        title = (request.form.get("title") or "").strip()
+        if not data_.get("can_add_card") or gf is None or tf is None:
+            raise BadRequest(p.t("forbidden"))
+        if not title:
+            message = p.t("fix_errors")
+        else:
+            value = request.form.get("value", "")
+            data = {tf.key: title, gf.key: (int(value) if gf.ftype.holds_users and value.isdigit() else value) or None}
+            try:
+                with conn.begin_nested():
+                    p.service().create(t, data)
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
+                      **kanban_data(p, app, t, view, state))
 
 
 def allowed_moves(p: Page, t: TableDef, field_key: str, current: str | None) -> set[str] | None:
@@ -121,42 +176,73 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
                       **kanban_data(p, app, t, view or {}, state))
 
 
-def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
-    opts = view.get("options") or {}
-    df = t.fields_by_key.get(opts.get("date_field", ""))
-    ef = t.fields_by_key.get(opts.get("end_field", "") or "")
+CAL_MODES = ("month", "week", "day")
+
+
+def calendar_range(p: Page, mode: str) -> tuple[dt.date, list[dt.date], dt.date, dt.date, dt.date]:
+    """The days a calendar shows: (anchor, days, previous anchor, next anchor, today). A month shows whole
+    weeks around it; the anchor comes from ``day`` (any mode) or ``month`` (2026-05)."""
     try:
         today = dt.datetime.now(ZoneInfo(p.tz)).date()
     except (ZoneInfoNotFoundError, ValueError):
         today = dt.datetime.now(dt.UTC).date()
-    month_arg = request.args.get("month", "")
+    day_arg, month_arg = request.values.get("day", ""), request.values.get("month", "")
     try:
-        first = dt.date.fromisoformat(month_arg + "-01") if month_arg else today.replace(day=1)
+        if day_arg:
+            anchor = dt.date.fromisoformat(day_arg)
+        elif month_arg:
+            anchor = dt.date.fromisoformat(month_arg + "-01")
+        else:
+            anchor = today
     except ValueError:
-        raise BadRequest("month must look like 2026-05") from None
-    if not dt.date(1, 2, 1) <= first <= dt.date(9998, 12, 1):  # the weeks around it must be dates too
-        raise BadRequest("month must be from 0001-02 to 9998-12")
+        raise BadRequest(p.t("builder_bad_day")) from None
+    if not dt.date(1, 2, 1) <= anchor <= dt.date(9998, 11, 30):  # the weeks around it must be dates too
+        raise BadRequest(p.t("builder_bad_day"))
+    if mode == "day":
+        return anchor, [anchor], anchor - dt.timedelta(days=1), anchor + dt.timedelta(days=1), today
+    if mode == "week":
+        start = anchor - dt.timedelta(days=anchor.weekday())
+        return anchor, [start + dt.timedelta(days=i) for i in range(7)], anchor - dt.timedelta(days=7), \
+            anchor + dt.timedelta(days=7), today
+    first = anchor.replace(day=1)
     nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     prev = (first - dt.timedelta(days=1)).replace(day=1)
     start = first - dt.timedelta(days=first.weekday())
     days = [start + dt.timedelta(days=i) for i in range(42)]
     if days[35] >= nxt:
         days = days[:35]
+    return first, days, prev, nxt, today
+
+
+def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+    """A month, week or day of records on their date (ranges span their days); events carry their version so
+    dragging one to another day reschedules it without overwriting someone else's change."""
+    opts = view.get("options") or {}
+    df = t.fields_by_key.get(opts.get("date_field", ""))
+    ef = t.fields_by_key.get(opts.get("end_field", "") or "")
+    mode = request.values.get("mode", "month")
+    mode = mode if mode in CAL_MODES else "month"
+    first, days, prev, nxt, today = calendar_range(p, mode)
     events: dict[dt.date, list[dict[str, Any]]] = {d: [] for d in days}
     error = None
+    movable = False
+    tf = None
     if df is None or df not in shown_fields(p, t):
         error = p.t("forbidden")
     else:
         tf = t.fields_by_key.get(opts.get("title_field") or "") or t.display_field
+        movable = writable(p, t, df) and (ef is None or writable(p, t, ef))
         last = days[-1]
         within: dict[str, Any] = {"field": df.key, "op": "between", "value": [days[0].isoformat(), last.isoformat()]}
         if ef is not None and ef in shown_fields(p, t):
             within = {"or": [within, {"and": [
                 {"field": df.key, "op": "lte", "value": last.isoformat()},
                 {"field": ef.key, "op": "gte", "value": days[0].isoformat()}]}]}
-        tree = state.tree(p, t)
-        keys = [k.key for k in (tf, df, ef) if k is not None]
+        cf = t.fields_by_key.get(opts.get("color_field") or "")
+        colors = choice_map(cf, p.locale) if cf is not None and cf.ftype.has_choices else {}
+        keys = [k.key for k in (tf, df, ef, cf if colors else None) if k is not None]
         try:
+            tree = state.tree(p, t)
             res = p.reader().list(t, filter_tree={"and": [within, tree]} if tree else within, sort=df.key,
                                   fields=keys, limit=1000, view=view, search=state.search or None)
         except BadRequest as err:
@@ -169,13 +255,122 @@ def calendar_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state
             end = _day(rec["fields"].get(ef.key), p.tz) if ef is not None else None
             end = end if end is not None and end >= s else s
             title = (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}"
+            color = colors.get(rec["fields"].get(cf.key) or "", ("", ""))[1] if colors and cf else ""
             d = max(s, days[0])
             while d <= min(end, days[-1]):
-                events[d].append({"id": rec["id"], "title": title})
+                events[d].append({"id": rec["id"], "title": title, "version": rec["version"], "color": color,
+                                  "start": d == s})
                 d += dt.timedelta(days=1)
-    return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.strftime("%Y-%m"),
-            "cal_next": nxt.strftime("%Y-%m"), "cal_today": today, "cal_error": error,
+    can_add = df is not None and tf is not None and movable and p.access.can(p.cat, t, "create") \
+        and writable(p, t, tf) and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
+    if mode == "month":
+        title = p.t("month_title", month=p.t("month_names").split(",")[first.month - 1], year=first.year,
+                    n=first.month)
+    elif mode == "week":
+        title = f"{days[0].isoformat()} – {days[-1].isoformat()}"
+    else:
+        title = f"{first.isoformat()} {p.t('weekdays').split(',')[first.weekday()]}"
+    return {"cal_days": days, "cal_events": events, "cal_month": first, "cal_prev": prev.isoformat(),
+            "cal_next": nxt.isoformat(), "cal_today": today, "cal_error": error, "cal_mode": mode,
+            "cal_title": title, "cal_movable": movable, "cal_can_add": can_add, "cal_title_field": tf,
             "month_names": p.t("month_names").split(","), "weekdays": p.t("weekdays").split(",")}
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/reschedule")
+def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
+    """Drop an event on another day: its date moves there (an end date moves by as many days, a time of day
+    stays), If-Match on the version it was shown with."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "calendar":
+            raise BadRequest("not a calendar view")
+        opts = view.get("options") or {}
+        df = t.field(opts["date_field"])
+        ef = t.fields_by_key.get(opts.get("end_field") or "")
+        try:
+            target = dt.date.fromisoformat(request.form.get("date", ""))
+        except ValueError:
+            raise BadRequest(p.t("builder_bad_day")) from None
+        rec = p.reader().get(t, rid, fields=[k.key for k in (df, ef) if k is not None])
+        start = _day(rec["fields"].get(df.key), p.tz)
+        if start is None:
+            message = p.t("builder_no_date")
+        else:
+            delta = target - start
+            data = {df.key: _shift(rec["fields"].get(df.key), delta, p.tz)}
+            if ef is not None and rec["fields"].get(ef.key):
+                data[ef.key] = _shift(rec["fields"][ef.key], delta, p.tz)
+            try:
+                with conn.begin_nested():
+                    p.service().update(t, rid, data, if_match=parse_version(request.form.get("version")))
+            except PreconditionFailed:
+                message = p.t("stale")
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
+                      **calendar_data(p, app, t, view, state))
+
+
+@routes.post("/apps/<app_key>/<table_key>/calendar/add")
+def calendar_add(app_key: str, table_key: str) -> Response:
+    """Click a day, type a title: a record on that day."""
+    access = current_access()
+    message = None
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = current_view(t, request.form.get("view"))
+        if view is None or view.get("type") != "calendar":
+            raise BadRequest("not a calendar view")
+        app = p.cat.app(app_key)
+        state = GridState.from_request()
+        cal = calendar_data(p, app, t, view, state)
+        df, tf = t.field(view["options"]["date_field"]), cal["cal_title_field"]
+        if not cal["cal_can_add"] or tf is None:
+            raise BadRequest(p.t("forbidden"))
+        title = (request.form.get("title") or "").strip()
+        try:
+            day = dt.date.fromisoformat(request.form.get("date", ""))
+        except ValueError:
+            raise BadRequest(p.t("builder_bad_day")) from None
+        if not title:
+            message = p.t("fix_errors")
+        else:
+            value: Any = day.isoformat()
+            if df.ftype.kind == DATETIME:
+                value = dt.datetime.combine(day, dt.time(9, 0), _zone(p.tz)).isoformat()
+            try:
+                with conn.begin_nested():
+                    p.service().create(t, {tf.key: title, df.key: value})
+            except (ValidationFailed, Conflict) as e:
+                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+        return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
+                      **calendar_data(p, app, t, view, state))
+
+
+def _zone(tz: str) -> dt.tzinfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
+
+
+def _shift(value: Any, delta: dt.timedelta, tz: str) -> Any:
+    """A date or datetime value moved by whole days (a datetime keeps its local time of day)."""
+    if not isinstance(value, str) or not value:
+        return value
+    if len(value) == 10:
+        return (dt.date.fromisoformat(value) + delta).isoformat()
+    local = local_datetime(value, tz)
+    if local is None:
+        return value
+    return (local.replace(tzinfo=None) + delta).replace(tzinfo=_zone(tz)).isoformat()
 
 
 def _day(value: Any, tz: str) -> dt.date | None:

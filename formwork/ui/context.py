@@ -204,15 +204,22 @@ def parse_version(value: Any) -> int | None:
         raise BadRequest("version must be a whole number") from None
 
 
+ALL_RECORDS = "_all"  # the "All records" tab: no saved view, every column
+FILTER_NAME = "filter"  # the grid's condition builder posts filter.* parameters
+MAX_FILTER_PARAMS = 400
+
+
 @dataclass
 class GridState:
-    """A grid's query as URL parameters: view, search, sort and quick-filter conditions, plus ``filter``:
-    a filter tree (API.md's JSON) for what the condition rows can't say (a dashboard's drill-down)."""
+    """A grid's query as URL parameters: view, search, sort, the condition builder's ``filter.*`` inputs,
+    (older links) quick-filter conditions ``ff/fo/fv``, and ``filter``: a filter tree (API.md's JSON) for
+    what a link carries in (a dashboard's drill-down)."""
 
     view: str | None = None
     search: str = ""
     sort: str = ""
     conds: list[tuple[str, str, str]] = field(default_factory=list)
+    filter_items: list[tuple[str, str]] = field(default_factory=list)
     filter: str = ""
 
     @classmethod
@@ -220,18 +227,20 @@ class GridState:
         a = request.values
         conds = [(f, o, v) for f, o, v in zip(a.getlist("ff"), a.getlist("fo"), a.getlist("fv"), strict=False)
                  if f and o]
+        items = [(k, str(v)[:1000]) for k, v in a.items(multi=True) if k.startswith(FILTER_NAME + ".")]
         return cls(view=a.get("view") or None, search=(a.get("search") or "").strip()[:200],
                    sort=(a.get("sort") or "").strip()[:300], conds=conds[:20],
-                   filter=(a.get("filter") or "").strip()[:4000])
+                   filter_items=items[:MAX_FILTER_PARAMS], filter=(a.get("filter") or "").strip()[:4000])
 
     def params(self, **over: Any) -> list[tuple[str, str]]:
         items: list[tuple[str, str]] = []
         values = {"view": self.view, "search": self.search, "sort": self.sort, **over}
-        for k in ("view", "search", "sort", "cursor", "month"):
+        for k in ("view", "search", "sort", "cursor", "month", "mode", "day", "from_view"):
             if values.get(k):
                 items.append((k, str(values[k])))
         for f, o, v in self.conds:
             items += [("ff", f), ("fo", o), ("fv", v)]
+        items += self.filter_items
         if self.filter:
             items.append(("filter", self.filter))
         return items
@@ -239,9 +248,11 @@ class GridState:
     def qs(self, **over: Any) -> str:
         return urlencode(self.params(**over))
 
+    @property
+    def filter_count(self) -> int:
+        return len(self.conds) + sum(1 for k, _v in self.filter_items if k.endswith(".field"))
+
     def tree(self, p: Page, t: TableDef) -> dict[str, Any] | None:
-        if not self.conds and not self.filter:
-            return None
         out: list[Any] = []
         if self.filter:
             try:
@@ -256,7 +267,20 @@ class GridState:
             if op not in ("is_empty", "is_not_empty"):
                 node["value"] = filter_value(f.ftype.value_kind(f, p.cat), op, raw)
             out.append(node)
-        return {"and": out}
+        if self.filter_items:
+            from werkzeug.datastructures import MultiDict
+
+            from formwork.ui import conditions
+
+            try:
+                built = conditions.parse(p, t, MultiDict(self.filter_items), name=FILTER_NAME)
+            except conditions.ConditionError as e:
+                raise BadRequest(e.message) from None
+            if built is not None:
+                out.append(built)
+        if not out:
+            return None
+        return out[0] if len(out) == 1 and "and" in out[0] else {"and": out}
 
 
 def filter_value(kind: str, op: str, raw: str) -> Any:
@@ -272,6 +296,8 @@ def filter_value(kind: str, op: str, raw: str) -> Any:
 
 
 def current_view(t: TableDef, key: str | None) -> dict[str, Any] | None:
+    if key == ALL_RECORDS:
+        return None
     if key:
         return t.view(key)
     for v in t.views:

@@ -9,9 +9,10 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
-from formwork.ui import i18n
+from formwork.ui import conditions, i18n
 from formwork.ui.boards import calendar_data, gallery_data, kanban_data
 from formwork.ui.context import (
+    FILTER_NAME,
     PAGE_SIZE,
     GridState,
     Page,
@@ -40,12 +41,15 @@ COUNT_CAP = 1000
 def home() -> Response:
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        apps = []
-        for app in visible_apps(p):
-            tables = visible_tables(p, app)
-            apps.append({"app": app, "tables": tables})
-        return render(p, "home.html", apps=apps)
+        return home_response(make_page(conn, cat, access))
+
+
+def home_response(p: Page, app_values: dict[str, Any] | None = None,
+                  app_errors: dict[str, list[str]] | None = None) -> Response:
+    """The apps; with the new-app form's values and errors when creating an app failed."""
+    apps = [{"app": app, "tables": visible_tables(p, app)} for app in visible_apps(p)]
+    return render(p, "home.html", 422 if app_errors else 200, apps=apps, app_values=app_values or {},
+                  app_errors=app_errors or {})
 
 
 @routes.get("/apps/<app_key>")
@@ -81,7 +85,8 @@ def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
                                 view_key=view["key"]))  # type: ignore[index]
     ctx: dict[str, Any] = {"app": app, "t": t, "view": view, "vtype": vtype, "state": state,
                            "tables": visible_tables(p, app), "can_create": p.access.can(p.cat, t, "create"),
-                           "dashboards": visible_dashboards(p, app), "filter_fields": filter_fields(p, t)}
+                           "dashboards": visible_dashboards(p, app), "filter_fields": filter_fields(p, t),
+                           **filter_builder(p, t, state)}
     if vtype == "kanban":
         ctx.update(kanban_data(p, app, t, view or {}, state))
         template = "_kanban.html" if htmx.target == "board" else "table.html"
@@ -98,6 +103,23 @@ def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
     if htmx and htmx.target in ("grid", "board", "calendar", "gallery"):
         resp.headers["HX-Push-Url"] = f"{request.path}?{state.qs()}"
     return resp
+
+
+def filter_builder(p: Page, t: TableDef, state: GridState) -> dict[str, Any]:
+    """The grid's filter panel: the shared condition builder holding the URL's ``filter.*`` conditions,
+    their mistakes shown next to the inputs."""
+    from werkzeug.datastructures import MultiDict
+
+    form = MultiDict(state.filter_items) if state.filter_items else None
+    try:
+        if form is not None:
+            conditions.parse(p, t, form, name=FILTER_NAME)
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME, form=form), "filter_error": None}
+    except conditions.ConditionError as e:
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME, form=form, errors=e.errors),
+                "filter_error": e.message}
+    except BadRequest as e:
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME), "filter_error": e.message}
 
 
 def filter_fields(p: Page, t: TableDef) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 
-from formwork.automation import approvals
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata import defaults
 from formwork.metadata.catalog import AppDef, TableDef

@@ -142,3 +142,132 @@
     }
   });
 })();
+
+/* Builder: the select options editor (add, reorder by drag or arrows, recolour, confirm deleting an
+   option in use). Rows are posted in their order; the server reads that order. */
+(function () {
+  "use strict";
+  var COLORS = ["blue", "green", "orange", "red", "purple", "teal", "pink", "yellow", "cyan", "gray"];
+  var seq = 0;
+  function swatch(row) {
+    var sel = row.querySelector(".choice-color"), sw = row.querySelector(".swatch");
+    if (sel && sw) sw.className = "swatch c-" + sel.value;
+  }
+  document.addEventListener("click", function (e) {
+    var add = e.target.closest && e.target.closest("[data-add-choice]");
+    if (add) {
+      var box = add.closest(".choices-editor"), list = box.querySelector(".choice-list");
+      var tpl = box.querySelector("#choice-template");
+      var id = "n" + Date.now().toString(36) + (seq++);
+      var holder = document.createElement("div");
+      holder.innerHTML = tpl.innerHTML.replace(/NEW/g, id);
+      var row = holder.firstElementChild;
+      var sel = row.querySelector(".choice-color");
+      if (sel) sel.value = COLORS[list.children.length % COLORS.length];
+      swatch(row);
+      list.appendChild(row);
+      row.querySelector(".choice-name").focus();
+      return;
+    }
+    var mv = e.target.closest && e.target.closest(".choice-row [data-move]");
+    if (mv) {
+      var r = mv.closest(".choice-row");
+      if (mv.dataset.move === "up" && r.previousElementSibling) r.parentNode.insertBefore(r, r.previousElementSibling);
+      if (mv.dataset.move === "down" && r.nextElementSibling) r.parentNode.insertBefore(r.nextElementSibling, r);
+      mv.focus();
+    }
+  });
+  // Enter in an option's name adds the next option instead of submitting the whole form
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Enter" || !e.target.classList || !e.target.classList.contains("choice-name")) return;
+    e.preventDefault();
+    var add = e.target.closest(".choices-editor").querySelector("[data-add-choice]");
+    if (add) add.click();
+  });
+  document.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t.classList && t.classList.contains("choice-color")) swatch(t.closest(".choice-row"));
+    if (t.dataset && t.dataset.confirmCheck && t.checked && !window.confirm(t.dataset.confirmCheck)) t.checked = false;
+  });
+  // drag to reorder (native drag and drop; the arrows do the same from the keyboard)
+  var dragging = null;
+  document.addEventListener("dragstart", function (e) {
+    var row = e.target.closest && e.target.closest(".choice-row");
+    if (!row || e.target.closest("input,select,button")) return;
+    dragging = row;
+    row.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", row.dataset.choice || "");
+  });
+  document.addEventListener("dragover", function (e) {
+    if (!dragging) return;
+    var over = e.target.closest && e.target.closest(".choice-row");
+    if (!over || over === dragging || over.parentNode !== dragging.parentNode) return;
+    e.preventDefault();
+    var rect = over.getBoundingClientRect();
+    var after = e.clientY > rect.top + rect.height / 2;
+    over.parentNode.insertBefore(dragging, after ? over.nextSibling : over);
+  });
+  document.addEventListener("drop", function (e) { if (dragging) e.preventDefault(); });
+  document.addEventListener("dragend", function () {
+    if (dragging) dragging.classList.remove("dragging");
+    dragging = null;
+  });
+})();
+
+/* Builder: the formula editor's pickers insert a field or a function at the cursor. */
+(function () {
+  "use strict";
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest(".formula-editor [data-insert]");
+    if (!b) return;
+    var ta = b.closest(".formula-editor").querySelector("textarea");
+    var text = b.dataset.insert, start = ta.selectionStart || 0, end = ta.selectionEnd || 0;
+    ta.value = ta.value.slice(0, start) + text + ta.value.slice(end);
+    ta.focus();
+    ta.selectionStart = ta.selectionEnd = start + text.length;
+    ta.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+})();
+
+/* Calendar: drag an event onto another day to reschedule it (If-Match on its version); the page's
+   filters go along so the calendar comes back as it was. */
+(function () {
+  "use strict";
+  var ev = null;
+  document.addEventListener("dragstart", function (e) {
+    var a = e.target.closest && e.target.closest(".calendar .cal-ev[draggable]");
+    if (!a) return;
+    ev = a;
+    a.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", a.dataset.id);
+  });
+  document.addEventListener("dragover", function (e) {
+    var day = ev && e.target.closest && e.target.closest(".calendar .cal-day");
+    if (!day) return;
+    e.preventDefault();
+    document.querySelectorAll(".cal-day.over").forEach(function (d) { if (d !== day) d.classList.remove("over"); });
+    day.classList.add("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var day = ev && e.target.closest && e.target.closest(".calendar .cal-day");
+    if (!day) return;
+    e.preventDefault();
+    var cal = day.closest(".calendar"), values = {};
+    var filters = document.getElementById("filters");
+    if (filters) new FormData(filters).forEach(function (v, k) { values[k] = v; });
+    values.date = day.dataset.date;
+    values.version = ev.dataset.v;
+    values.mode = cal.dataset.mode;
+    values.day = cal.dataset.day;
+    var url = cal.dataset.base + "/" + ev.dataset.id + "/reschedule";
+    ev = null;
+    htmx.ajax("POST", url, { target: "#calendar", swap: "outerHTML", values: values });
+  });
+  document.addEventListener("dragend", function () {
+    if (ev) ev.classList.remove("dragging");
+    ev = null;
+    document.querySelectorAll(".cal-day.over").forEach(function (d) { d.classList.remove("over"); });
+  });
+})();
