@@ -100,17 +100,17 @@ def test_approval_by_owners_manager_reject_and_return(app: Any, sales: Api, work
 def test_wait_parks_the_run_and_the_worker_resumes_it(sales: Api, worker: Worker) -> None:
     add_rule(sales, {"key": "later", "trigger": {"type": "record_created", "table": "tasks"},
                      "actions": [{"type": "update_record", "fields": {"note": "step 1"}},
-                                 {"type": "wait", "seconds": 0.3},
+                                 {"type": "wait", "seconds": 3},
                                  {"type": "update_record", "fields": {"note": "{{ record.note }} + step 2"}}]})
     t = sales.ok("POST", "/data/sales/tasks", {"fields": {"title": "x"}})
     worker.drain()
     run = runs(sales, "later")[0]
     assert run["status"] == "waiting" and run["resume_at"]
     assert sales.ok("GET", f"/data/sales/tasks/{t['id']}")["fields"]["note"] == "step 1"  # committed before the wait
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # the wait is long enough that a slow drain can't pass it
     while runs(sales, "later")[0]["status"] == "waiting":
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.2)
         worker.drain()
     assert runs(sales, "later")[0]["status"] == "succeeded"
     assert sales.ok("GET", f"/data/sales/tasks/{t['id']}")["fields"]["note"] == "step 1 + step 2"
