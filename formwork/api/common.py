@@ -17,7 +17,7 @@ from formwork.metadata.catalog import AppDef, Catalog, TableDef
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
 from formwork.runtime.permissions import Access
-from formwork.runtime.previews import record_values
+from formwork.runtime.previews import builder_actor
 from formwork.runtime.records import RecordReader, RecordService
 from formwork.web import check_input, client_ip
 
@@ -91,7 +91,7 @@ def meta_service(conn: Connection, cat: Catalog, access: Access) -> MetadataServ
     """The metadata service acting as the caller; a changing request leaves an audit row."""
     if request.method not in ("GET", "HEAD"):
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
-    return MetadataService(conn, access.actor(client_ip(), record_values(access)), cat)
+    return MetadataService(conn, builder_actor(access, client_ip()), cat)
 
 
 def visible_app(cat: Catalog, access: Access, app_key: str) -> AppDef:
@@ -123,4 +123,13 @@ def table_for(cat: Catalog, access: Access, t: TableDef, data: dict[str, Any]) -
     shown = shown_field_ids(cat, access, t)
     if shown is None:
         return data
-    return {**data, "fields": [f for f in data.get("fields", []) if f.get("id") in shown]}
+    hidden = {f.key for f in t.fields if f.id not in shown} | access.unreadable_fields(cat, t)
+    out = {**data, "fields": [f for f in data.get("fields", []) if f.get("id") in shown]}
+    out["views"] = [access.visible_view(cat, t, v) for v in data.get("views", [])]
+    for name in ("display_field", "owner_field"):
+        if out.get(name) in hidden:
+            out[name] = None
+    if "validations" in out:
+        out["validations"] = [v for v in out["validations"] if isinstance(v, dict) and all(
+            access.visible_filter(cat, t, v.get(k)) == v.get(k) for k in ("condition", "when"))]
+    return out

@@ -41,6 +41,7 @@ from formwork.automation.runs import (
 from formwork.automation.scheduler import Scheduler
 from formwork.automation.settings import Settings
 from formwork.automation.steps import Executor
+from formwork.errors import BadRequest
 from formwork.metadata.catalog import AppDef, Catalog, CatalogCache, TableDef
 from formwork.metadata.fieldtypes.base import QueryContext
 from formwork.metadata.query import FilterCompiler
@@ -228,7 +229,9 @@ class AutomationEngine:
         """Which records match and what each action would do; the caller rolls the transaction back.
 
         ``viewer`` (the person asking) limits the records to those they may read themselves: a record
-        outside their scope is reported exactly like one that does not exist.
+        outside their scope is reported exactly like one that does not exist. The actions' templates read
+        the record as the viewer reads it (a field hidden from them is absent), and a condition on a field
+        hidden from them is not evaluated, so the output never shows what they may not see.
         """
         trig = rule["trigger"]
         t = app.tables_by_key.get(trig.get("table", ""))
@@ -236,6 +239,7 @@ class AutomationEngine:
         results: list[dict[str, Any]] = []
         ctx = {"type": trig["type"], "rule": rule["key"], "user": None, "changes": {}, "dry_run": True}
         seen: list[ColumnElement[bool]] = []
+        restricted = viewer if viewer is not None and not viewer.is_admin else None
         if t is not None:
             seen = RecordReader(cat, conn, viewer).base_conditions(t) if viewer is not None \
                 else [t.sa.c.deleted_at.is_(None)]
@@ -254,13 +258,21 @@ class AutomationEngine:
                     entry.update(matched=False, error="no such record")
                     results.append(entry)
                     continue
+                if rule.get("condition") and restricted is not None:
+                    try:
+                        restricted.check_query_fields(cat, t, rule["condition"])
+                    except BadRequest:
+                        entry.update(matched=None, error="the condition uses fields you may not see, so the "
+                                                         "dry run can't tell whether this record matches")
+                        results.append(entry)
+                        continue
                 if rule.get("condition") and not self.matches(conn, cat, access, t, rid, rule["condition"], None):
                     entry["matched"] = False
                     results.append(entry)
                     continue
             entry["matched"] = True
             req = RunRequest(app=app, rule=rule, trigger=trig["type"], table=t, record_id=rid, trigger_ctx=ctx)
-            ex = Executor(self, conn, cat, req, access, run_id=0, outputs={}, dry=True)
+            ex = Executor(self, conn, cat, req, access, run_id=0, outputs={}, dry=True, reader=restricted)
             try:
                 with conn.begin_nested() as sp:
                     park = ex.run_list(rule.get("actions") or [], [], None)

@@ -29,7 +29,7 @@ class Executor:
     """Runs one rule's actions for one record, collecting step log entries."""
 
     def __init__(self, eng: RuleRunner, conn: Connection, cat: Catalog, req: RunRequest, access: Access, *,
-                 run_id: int, outputs: dict[str, Any], dry: bool = False) -> None:
+                 run_id: int, outputs: dict[str, Any], dry: bool = False, reader: Access | None = None) -> None:
         self.eng = eng
         self.conn = conn
         self.cat = cat
@@ -42,6 +42,7 @@ class Executor:
         self.run_id = run_id
         self.outputs = outputs
         self.dry = dry
+        self.reader_access = reader  # whose eyes templates read the record with (a dry run's viewer)
         self.steps: list[dict[str, Any]] = []
         self._record: dict[str, Any] | None = None
         self._delivery_id: int | None = None
@@ -64,7 +65,7 @@ class Executor:
     def _load_record(self) -> dict[str, Any]:
         if self.t is None or self.rid is None:
             return {}
-        reader = RecordReader(self.cat, self.conn, self.access)
+        reader = RecordReader(self.cat, self.conn, self.reader_access or self.access)
         try:
             rec = reader.get(self.t, self.rid, trashed=self.req.trigger == "record_deleted")
         except NotFound:

@@ -41,6 +41,9 @@ _WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 #: every record's value of one field as JSON, in id order: ``(catalog, conn, table, field) -> (id, value)``
 ReadValues = Callable[[Catalog, Connection, TableDef, FieldDef], Iterable[tuple[int, Any]]]
+#: what a preview may show its reader: (a condition on the table's rows they may read, or None for every
+#: row; whether the field's values are shown to them). The conversion itself still converts every row.
+PreviewScope = Callable[[Catalog, Connection, TableDef, FieldDef], tuple[Any, bool]]
 
 
 def stored_values(catalog: Catalog, conn: Connection, t: TableDef, f: FieldDef) -> Iterator[tuple[int, Any]]:
@@ -137,8 +140,9 @@ class TypeConversion:
     """Converts every value of a field into its new type, inside the caller's transaction."""
 
     def __init__(self, conn: Connection, catalog: Catalog, editor: SchemaEditor, user_id: int | None,
-                 read_values: ReadValues | None = None) -> None:
+                 read_values: ReadValues | None = None, preview_scope: PreviewScope | None = None) -> None:
         self.conn = conn
+        self.preview_scope = preview_scope
         self.catalog = catalog
         self.editor = editor
         self.user_id = user_id
@@ -154,16 +158,19 @@ class TypeConversion:
         A change that would empty values raises unless ``confirm`` (the counts are exact either way).
         """
         fast = fast_conversion(old, new, self.conn.dialect.name)
+        scope, shown = self.preview_scope(self.catalog, self.conn, t, old) if self.preview_scope else (None, True)
         if fast is not None:
-            report, new_values = self._plan_fast(t, old, new, fast)
+            report, new_values = self._plan_fast(t, old, new, fast, scope, shown)
         else:
-            report, new_values = self._plan_python(t, old, new)
+            report, new_values = self._plan_python(t, old, new, scope, shown)
+        lost = report.pop("_emptied_everywhere")
         if dry_run:
             return report
-        if report["emptied"] and not confirm:
+        if lost and not confirm:
+            more = " (some in records you may not see)" if lost > report["emptied"] else ""
             raise ValidationFailed(
-                f"{report['emptied']} values would be emptied; send confirm_data_loss: true to go ahead",
-                {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted"]})
+                f"{report['emptied']} values would be emptied{more}; send confirm_data_loss: true to go ahead",
+                {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted{more}"]})
         gen = int(old.doc.get("_gen", 0)) + 1
         new.doc["_gen"] = gen
         if old.stored:
@@ -209,53 +216,68 @@ class TypeConversion:
         except FieldValueError:
             return None, False
 
-    def _plan_python(self, t: TableDef, old: FieldDef,
-                     new: FieldDef) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _plan_python(self, t: TableDef, old: FieldDef, new: FieldDef, scope: Any,
+                     shown: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Every row's new value; counts and samples only from the rows (and the field) the reader sees."""
         ctx = self._write_ctx()
-        rows = converted = emptied = 0
+        readable = None if scope is None else set(self.conn.scalars(select(t.sa.c.id).where(scope)))
+        rows = converted = emptied = everywhere = outside = 0
         samples: list[dict[str, Any]] = []
         new_values: list[dict[str, Any]] = []
         for rid, value in self.read_values(self.catalog, self.conn, t, old):
-            rows += 1
             after, ok = self._convert_one(value, old, new, ctx)
-            if not old.ftype.is_empty(value):
-                if ok:
-                    converted += 1
-                else:
-                    emptied += 1
-            if new.ftype.computed:
-                if ok and not old.ftype.computed:
-                    emptied += 1  # a stored value replaced by a computed one is gone
-            else:
+            lost = (not old.ftype.is_empty(value) and not ok) or (new.ftype.computed and ok and not old.ftype.computed)
+            everywhere += lost
+            if not new.ftype.computed:
                 new_values.append({"rid": rid, "v": after})
-            if len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
+            if readable is not None and rid not in readable:
+                outside += 1
+                continue
+            rows += 1
+            emptied += lost
+            converted += ok and not old.ftype.is_empty(value)
+            if shown and len(samples) < MAX_SAMPLES and not old.ftype.is_empty(value):
                 samples.append({"id": rid, "before": value,
                                 "after": new.ftype.to_json(after, new) if not new.ftype.computed else None})
-        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
+        report = {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples,
+                  "_emptied_everywhere": everywhere}
+        if readable is not None:
+            report["outside_scope"] = outside
+        return report, new_values
 
-    def _plan_fast(self, t: TableDef, old: FieldDef, new: FieldDef,
-                   fast: FastConversion) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Counts for a set-based conversion; values SQL can't convert exactly are converted in Python."""
+    def _plan_fast(self, t: TableDef, old: FieldDef, new: FieldDef, fast: FastConversion, scope: Any,
+                   shown: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Counts for a set-based conversion; values SQL can't convert exactly are converted in Python.
+        Counts and samples come only from the rows (and the field) the reader sees."""
         src = t.sa.c[old.column_name]
         ctx = self._write_ctx()
         present, exact = fast.present(src), fast.exact(src, new)
-        rows, simple = self.conn.execute(select(
-            func.count(), func.count(case((and_(present, exact), 1))))).one()
+        seen = scope if scope is not None else true()
+        rows, simple, outside = self.conn.execute(select(
+            func.count(case((seen, 1))), func.count(case((and_(seen, present, exact), 1))),
+            func.count(case((~seen, 1))) if scope is not None else literal(0))).one()
         rows, simple = int(rows or 0), int(simple or 0)
-        converted, emptied = simple, 0
+        converted, emptied, everywhere = simple, 0, 0
         new_values: list[dict[str, Any]] = []
-        odd = select(t.sa.c.id, src).where(present, ~exact).order_by(t.sa.c.id)
-        for rid, raw in self.conn.execute(odd):
+        odd = select(t.sa.c.id, src, seen.label("seen")).where(present, ~exact).order_by(t.sa.c.id)
+        for rid, raw, visible in self.conn.execute(odd):
             after, ok = self._convert_one(old.ftype.to_json(raw, old), old, new, ctx)
-            converted, emptied = converted + ok, emptied + (not ok)
+            everywhere += not ok
+            if visible:
+                converted, emptied = converted + ok, emptied + (not ok)
             new_values.append({"rid": rid, "v": after})
         samples = []
-        for rid, raw in self.conn.execute(select(t.sa.c.id, src).where(present).order_by(t.sa.c.id)
-                                          .limit(MAX_SAMPLES)):
-            before = old.ftype.to_json(raw, old)
-            after, _ok = self._convert_one(before, old, new, ctx)
-            samples.append({"id": rid, "before": before, "after": new.ftype.to_json(after, new)})
-        return {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples}, new_values
+        if shown:
+            for rid, raw in self.conn.execute(select(t.sa.c.id, src).where(present, seen).order_by(t.sa.c.id)
+                                              .limit(MAX_SAMPLES)):
+                before = old.ftype.to_json(raw, old)
+                after, _ok = self._convert_one(before, old, new, ctx)
+                samples.append({"id": rid, "before": before, "after": new.ftype.to_json(after, new)})
+        report = {"rows": rows, "converted": converted, "emptied": emptied, "samples": samples,
+                  "_emptied_everywhere": everywhere}
+        if scope is not None:
+            report["outside_scope"] = int(outside or 0)
+        return report, new_values
 
     def _drop_field_indexes(self, t: TableDef, f: FieldDef) -> None:
         for ix in list(t.sa.indexes):

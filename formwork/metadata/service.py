@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,13 @@ from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata import validation
 from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
-from formwork.metadata.conversion import ReadValues, TypeConversion, needs_conversion, type_changed
+from formwork.metadata.conversion import (
+    PreviewScope,
+    ReadValues,
+    TypeConversion,
+    needs_conversion,
+    type_changed,
+)
 from formwork.metadata.documents import (
     BUILD,
     FORBIDDEN,
@@ -49,6 +56,7 @@ class Actor:
     can_manage_automations: bool = False
     can_view_dashboards: bool = False
     read_values: ReadValues | None = field(default=None, compare=False, repr=False)
+    preview_scope: PreviewScope | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def system(cls) -> Actor:
@@ -86,6 +94,20 @@ def rename_in_filter(tree: Any, old: str, new: str) -> Any:
         return out
     if isinstance(tree, list):
         return [rename_in_filter(x, old, new) for x in tree]
+    return tree
+
+
+def rename_through_links(tree: Any, links: set[str], old: str, new: str) -> Any:
+    """``link.old`` → ``link.new`` for the given link fields (a field renamed on the link's target)."""
+    if isinstance(tree, dict):
+        out = {k: rename_through_links(v, links, old, new) for k, v in tree.items()}
+        if isinstance(tree.get("field"), str):
+            parts = tree["field"].split(".")
+            if len(parts) == 2 and parts[0] in links and parts[1] == old:
+                out["field"] = f"{parts[0]}.{new}"
+        return out
+    if isinstance(tree, list):
+        return [rename_through_links(x, links, old, new) for x in tree]
     return tree
 
 
@@ -182,6 +204,8 @@ class MetadataService:
         if doc["key"] != app.key:
             self._check_key_free(db.apps, None, None, doc["key"], "app", app.id)
         self.conn.execute(update(db.apps).where(db.apps.c.id == app.id).values(key=doc["key"], doc=doc))
+        if doc["key"] != app.key:
+            self._roles_follow_app(app.key, doc["key"])
         self._bump("app", app.id, "update", app.doc, doc)
         return self.catalog.apps_by_id[app.id]
 
@@ -295,6 +319,8 @@ class MetadataService:
         if doc["key"] != t.key:
             self._check_key_free(db.tables, db.tables.c.app_id, t.app_id, doc["key"], "table", t.id)
         self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(key=doc["key"], doc=doc))
+        if doc["key"] != t.key:
+            self._roles_follow_table(self.catalog.app_by_id(t.app_id), t.key, doc["key"])
         if position is not None:
             if isinstance(position, bool) or not isinstance(position, int) or position < 0:
                 raise ValidationFailed.from_details({"/position": ["must be a whole number, 0 or more"]})
@@ -567,7 +593,8 @@ class MetadataService:
             self.editor.drop_index(Index(name, t.sa.c[f.column_name], unique=True))
 
     def _conversion(self) -> TypeConversion:
-        return TypeConversion(self.conn, self.catalog, self.editor, self.actor.user_id, self.actor.read_values)
+        return TypeConversion(self.conn, self.catalog, self.editor, self.actor.user_id, self.actor.read_values,
+                              self.actor.preview_scope)
 
     def _rekey(self, t: TableDef, old: str, new: str) -> None:
         """Keep references by key (formulas, views, table settings) pointing at a renamed field."""
@@ -585,6 +612,7 @@ class MetadataService:
         if not tdoc["validations"]:
             tdoc.pop("validations")
         self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(doc=tdoc))
+        self._roles_follow_field(t, old, new)
         for v in t.views:
             doc = rename_in_filter({k: val for k, val in v.items() if k != "id"}, old, new)
             for name in ("fields", "group_by"):
@@ -597,6 +625,60 @@ class MetadataService:
                 if val == old:
                     doc["options"][name] = new
             self.conn.execute(update(db.views).where(db.views.c.id == v["id"]).values(doc=doc))
+
+    # --- roles follow renames: a permission keyed by a name must never fail open ------------------------
+    def _rewrite_roles(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Apply ``change`` to every role's permissions; store (and log) the roles it changed."""
+        for row in self.conn.execute(select(db.roles.c.id, db.roles.c.doc)).all():
+            perms = (row.doc or {}).get("permissions")
+            if not isinstance(perms, dict):
+                continue
+            new_perms = change(copy.deepcopy(perms))
+            if new_perms != perms:
+                doc = {**row.doc, "permissions": new_perms}
+                self.conn.execute(update(db.roles).where(db.roles.c.id == row.id).values(doc=doc))
+                self._log_change("role", row.id, "update", row.doc, doc)
+
+    def _roles_follow_app(self, old: str, new: str) -> None:
+        def change(perms: dict[str, Any]) -> dict[str, Any]:
+            return {(f"{new}.{k.split('.', 1)[1]}" if k.split(".", 1)[0] == old else k): g for k, g in perms.items()}
+
+        self._rewrite_roles(change)
+
+    def _roles_follow_table(self, app: AppDef, old: str, new: str) -> None:
+        def change(perms: dict[str, Any]) -> dict[str, Any]:
+            return {(f"{app.key}.{new}" if k == f"{app.key}.{old}" else k): g for k, g in perms.items()}
+
+        self._rewrite_roles(change)
+
+    def _roles_follow_field(self, t: TableDef, old: str, new: str) -> None:
+        """A renamed field keeps its per-field modes (hidden, read-only) and the row scopes that name it,
+        on its own table and through links to it from other tables of the app."""
+        app = self.catalog.app_by_id(t.app_id)
+        own = f"{app.key}.{t.key}"
+        links: dict[str, set[str]] = {}  # "app.table" -> its link fields pointing at t
+        for other in app.tables:
+            keys = {f.key for f in other.fields if f.ftype.is_link and f.options.get("target") == t.id}
+            if keys:
+                links[f"{app.key}.{other.key}"] = keys
+
+        def change(perms: dict[str, Any]) -> dict[str, Any]:
+            for k, g in perms.items():
+                if not isinstance(g, dict):
+                    continue
+                if k == own:
+                    modes = g.get("fields")
+                    if isinstance(modes, dict) and old in modes:
+                        g["fields"] = {(new if fk == old else fk): m for fk, m in modes.items()}
+                    for op in ("read", "update", "delete"):
+                        if isinstance(g.get(op), dict):
+                            g[op] = rename_in_filter(g[op], old, new)
+                for op in ("read", "update", "delete"):
+                    if k in links and isinstance(g.get(op), dict):
+                        g[op] = rename_through_links(g[op], links[k], old, new)
+            return perms
+
+        self._rewrite_roles(change)
 
     def delete_field(self, app_key: str, table_key: str, field_key: str) -> None:
         self.actor.require(BUILD)

@@ -17,7 +17,7 @@ from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, SELECT, USER
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth
-from formwork.runtime.previews import record_values
+from formwork.runtime.previews import builder_actor
 from formwork.ui.context import GridState, Page, make_page, render, visible_app, visible_dashboards, visible_tables
 from formwork.web import RouteSet, client_ip, current_access, unit
 
@@ -33,7 +33,7 @@ def builder_page(conn: Any, cat: Any, access: Any) -> tuple[Page, MetadataServic
     p = make_page(conn, cat, access)
     if request.method not in ("GET", "HEAD"):
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
-    return p, MetadataService(conn, access.actor(client_ip(), record_values(access)), cat)
+    return p, MetadataService(conn, builder_actor(access, client_ip()), cat)
 
 
 def pointer_errors(err: FormworkError) -> dict[str, list[str]]:

@@ -62,6 +62,7 @@ class RunContext(Protocol):
     outputs: dict[str, Any]
     steps: list[dict[str, Any]]
     dry: bool
+    reader_access: Access | None  # a dry run's viewer: what they may not see stays out of the output
 
     def service(self) -> RecordService: ...
 

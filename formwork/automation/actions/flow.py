@@ -19,6 +19,7 @@ from formwork.automation.actions.base import (
 )
 from formwork.automation.actions.people import addresses, owner_id, resolve_users, users_by_role
 from formwork.automation.runs import Park, StepFailed, path_text, plain
+from formwork.errors import BadRequest
 from formwork.runtime import notifications
 
 WAIT_UNITS = (("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400))
@@ -126,6 +127,12 @@ class Branch(Action):
 
     def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
         assert ex.t is not None and ex.rid is not None
+        viewer = ex.reader_access
+        if viewer is not None:  # a dry run shown to someone: a branch on fields hidden from them stays shut
+            try:
+                viewer.check_query_fields(ex.cat, ex.t, a["condition"])
+            except BadRequest:
+                raise StepFailed("the branch's condition uses fields you may not see") from None
         taken = "then" if ex.eng.matches(ex.conn, ex.cat, ex.access, ex.t, ex.rid, a["condition"],
                                          ex.req.changes) else "else"
         ex.steps[-1]["output"] = {"branch": taken}
