@@ -426,3 +426,37 @@ def test_schedule_rules_saved_from_the_page(app: Any, admin: Api) -> None:
     assert "Every Monday at 09:00 (Asia/Shanghai)" in c.get(BASE).get_data(as_text=True)
     bad = c.post(f"{BASE}/new", data={**form, "label_en": "Bad", "sched_mode": "cron", "sched_cron": "61 * * *"})
     assert bad.status_code == 422 and "61 * * *" in bad.get_data(as_text=True)
+
+
+def test_bad_input_is_a_clear_answer_never_a_500(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    before = db_snapshot(app)
+    bad_forms = [
+        {"trigger_type": "no_such_trigger"},
+        {"trigger_table": "no_such_table"},
+        {"trigger_type": "date_reached", "trigger_date_field": "close_date", "offset_n": "abc",
+         "offset_dir": "before"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_every": "hour", "sched_minute": "99"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_every": "month", "sched_day": "zz"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_tz": "Mars/Base"},
+        {"a.0.type": "no_such_action", "a.0._keep": "not json"},
+        {"a.0.type": "wait", "a.0.amount": "abc", "a.0.unit": "hours"},
+        {"a.0.type": "call_webhook", "a.0.url": "ftp://example.com", "a.0.timeout": "soon"},
+        {"a.0.type": "update_record", "a.0.ff": "no_such_field", "a.0.fv": "x"},
+        {"a.0.type": "create_record", "a.0.table": "nowhere"},
+        {"a.0.type": "assign_owner", "a.0.who": ""},
+        {"a.0.type": "branch", "a.0.condition_keep": "[1, 2]"},
+        {"key": "Not A Key!"},
+        {"_op": "remove:a.99"}, {"_op": "add:a.5.then:wait"}, {"_op": "garbage"},
+    ]
+    for extra in bad_forms:
+        resp = c.post(f"{BASE}/new", data={**base_form(csrf), **extra})
+        assert resp.status_code in (200, 422), (extra, resp.status_code)
+        h = {"HX-Request": "true"}
+        assert c.post(f"{BASE}/form", data={**base_form(csrf), **extra}, headers=h).status_code == 200, extra
+        assert c.post(f"{BASE}/test", data={**base_form(csrf), **extra, "test_record": "x"},
+                      headers=h).status_code == 200, extra
+    assert db_snapshot(app) == before
+    assert c.get(f"{BASE}/nope/edit").status_code == 404
+    assert c.get(f"{BASE}/runs?status=bogus&before=x&automation=nope").status_code == 200
+    assert c.post(f"{BASE}/nope/runs/1/retry", data={"csrf_token": csrf}).status_code == 404
