@@ -460,3 +460,15 @@ def test_bad_input_is_a_clear_answer_never_a_500(app: Any, admin: Api) -> None:
     assert c.get(f"{BASE}/nope/edit").status_code == 404
     assert c.get(f"{BASE}/runs?status=bogus&before=x&automation=nope").status_code == 200
     assert c.post(f"{BASE}/nope/runs/1/retry", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_a_taken_key_is_refused_at_the_key_input(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    form = base_form(csrf, **{"a.0.type": "notify", "a.0._keep": "{}", "a.0.owner": "1", "a.0.title": "x"})
+    assert c.post(f"{BASE}/new", data=form).status_code == 302  # key made from the label: big_deals
+    again = c.post(f"{BASE}/new", data={**form, "key": "big_deals"})
+    page = again.get_data(as_text=True)
+    assert again.status_code == 422 and "Another automation already uses this name." in page
+    assert re.search(r'<details class="advanced" open>', page)
+    second = c.post(f"{BASE}/new", data=form)  # no key typed: the next free one
+    assert second.status_code == 302 and second.headers["Location"].endswith("saved=big_deals_2")

@@ -199,7 +199,7 @@ KNOWN_ERRORS = (
     ("needs a triggering record", "auto_err_needs_record"),
     ("this trigger has none", "auto_err_needs_record"),
     ("must map field keys to values", "auto_err_fields"),
-    ("already", "auto_err_key_taken"),
+    ("is already used", "auto_err_key_taken"),
     ("only an administrator may make a rule run as", "auto_err_run_as"),
 )
 TEMPLATE_WORDS = ("template", "unsafe", "not allowed", "unknown name", "undefined", "syntax", "sandbox", "'__")
