@@ -472,3 +472,33 @@ def test_a_taken_key_is_refused_at_the_key_input(app: Any, admin: Api) -> None:
     assert re.search(r'<details class="advanced" open>', page)
     second = c.post(f"{BASE}/new", data=form)  # no key typed: the next free one
     assert second.status_code == 302 and second.headers["Location"].endswith("saved=big_deals_2")
+
+
+def test_an_if_else_step_has_its_own_condition_builder(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    h = {"HX-Request": "true"}
+    page = c.post(f"{BASE}/form", data={**base_form(csrf), "_op": "add:a:branch"}, headers=h).get_data(as_text=True)
+    assert 'name="br_a_0.conj"' in page
+    values = multi(form_of(page))
+    values.setlist("br_a_0.k1.field", ["amount"])
+    values.setlist("br_a_0.k1.op", ["gte"])
+    values.setlist("br_a_0.k1.value", ["500"])
+    page = c.post(f"{BASE}/form", data={**values.to_dict(flat=False), "_op": "add:a.0.then:update_record"},
+                  headers=h).get_data(as_text=True)
+    values = multi(form_of(page))
+    assert values["a.0.then.0.type"] == "update_record" and "500" in values.getlist(
+        next(k for k in values if k.startswith("br_a_0.") and k.endswith(".value")))
+    values.setlist("a.0.then.0.ff", ["status"])
+    values.setlist("a.0.then.0.fv", ["big"])
+    assert c.post(f"{BASE}/new", data=values.to_dict(flat=False)).status_code == 302
+    doc = admin.ok("GET", "/meta/apps/sales/automations/big_deals")
+    assert doc["actions"] == [{"type": "branch", "condition": {"and": [{"field": "amount", "op": "gte", "value": 500}]},
+                               "then": [{"type": "update_record", "fields": {"status": "big"}}]}]
+    # a wrong value in the branch's condition: shown there, nothing saved
+    values.setlist("key", ["other"])
+    bad = {k: v for k, v in values.to_dict(flat=False).items()}
+    key = next(k for k in bad if k.startswith("br_a_0.") and k.endswith(".value"))
+    bad[key] = ["lots"]
+    resp = c.post(f"{BASE}/new", data=bad)
+    assert resp.status_code == 422 and "Enter a number" in resp.get_data(as_text=True)
+    assert admin.get("/meta/apps/sales/automations/other")[0] == 404
