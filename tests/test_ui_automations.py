@@ -426,3 +426,79 @@ def test_schedule_rules_saved_from_the_page(app: Any, admin: Api) -> None:
     assert "Every Monday at 09:00 (Asia/Shanghai)" in c.get(BASE).get_data(as_text=True)
     bad = c.post(f"{BASE}/new", data={**form, "label_en": "Bad", "sched_mode": "cron", "sched_cron": "61 * * *"})
     assert bad.status_code == 422 and "61 * * *" in bad.get_data(as_text=True)
+
+
+def test_bad_input_is_a_clear_answer_never_a_500(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    before = db_snapshot(app)
+    bad_forms = [
+        {"trigger_type": "no_such_trigger"},
+        {"trigger_table": "no_such_table"},
+        {"trigger_type": "date_reached", "trigger_date_field": "close_date", "offset_n": "abc",
+         "offset_dir": "before"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_every": "hour", "sched_minute": "99"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_every": "month", "sched_day": "zz"},
+        {"trigger_type": "schedule", "trigger_table": "", "sched_tz": "Mars/Base"},
+        {"a.0.type": "no_such_action", "a.0._keep": "not json"},
+        {"a.0.type": "wait", "a.0.amount": "abc", "a.0.unit": "hours"},
+        {"a.0.type": "call_webhook", "a.0.url": "ftp://example.com", "a.0.timeout": "soon"},
+        {"a.0.type": "update_record", "a.0.ff": "no_such_field", "a.0.fv": "x"},
+        {"a.0.type": "create_record", "a.0.table": "nowhere"},
+        {"a.0.type": "assign_owner", "a.0.who": ""},
+        {"a.0.type": "branch", "a.0.condition_keep": "[1, 2]"},
+        {"key": "Not A Key!"},
+        {"_op": "remove:a.99"}, {"_op": "add:a.5.then:wait"}, {"_op": "garbage"},
+    ]
+    for extra in bad_forms:
+        resp = c.post(f"{BASE}/new", data={**base_form(csrf), **extra})
+        assert resp.status_code in (200, 422), (extra, resp.status_code)
+        h = {"HX-Request": "true"}
+        assert c.post(f"{BASE}/form", data={**base_form(csrf), **extra}, headers=h).status_code == 200, extra
+        assert c.post(f"{BASE}/test", data={**base_form(csrf), **extra, "test_record": "x"},
+                      headers=h).status_code == 200, extra
+    assert db_snapshot(app) == before
+    assert c.get(f"{BASE}/nope/edit").status_code == 404
+    assert c.get(f"{BASE}/runs?status=bogus&before=x&automation=nope").status_code == 200
+    assert c.post(f"{BASE}/nope/runs/1/retry", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_a_taken_key_is_refused_at_the_key_input(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    form = base_form(csrf, **{"a.0.type": "notify", "a.0._keep": "{}", "a.0.owner": "1", "a.0.title": "x"})
+    assert c.post(f"{BASE}/new", data=form).status_code == 302  # key made from the label: big_deals
+    again = c.post(f"{BASE}/new", data={**form, "key": "big_deals"})
+    page = again.get_data(as_text=True)
+    assert again.status_code == 422 and "Another automation already uses this name." in page
+    assert re.search(r'<details class="advanced" open>', page)
+    second = c.post(f"{BASE}/new", data=form)  # no key typed: the next free one
+    assert second.status_code == 302 and second.headers["Location"].endswith("saved=big_deals_2")
+
+
+def test_an_if_else_step_has_its_own_condition_builder(app: Any, admin: Api) -> None:
+    c, csrf = setup(app, admin)
+    h = {"HX-Request": "true"}
+    page = c.post(f"{BASE}/form", data={**base_form(csrf), "_op": "add:a:branch"}, headers=h).get_data(as_text=True)
+    assert 'name="br_a_0.conj"' in page
+    values = multi(form_of(page))
+    values.setlist("br_a_0.k1.field", ["amount"])
+    values.setlist("br_a_0.k1.op", ["gte"])
+    values.setlist("br_a_0.k1.value", ["500"])
+    page = c.post(f"{BASE}/form", data={**values.to_dict(flat=False), "_op": "add:a.0.then:update_record"},
+                  headers=h).get_data(as_text=True)
+    values = multi(form_of(page))
+    assert values["a.0.then.0.type"] == "update_record" and "500" in values.getlist(
+        next(k for k in values if k.startswith("br_a_0.") and k.endswith(".value")))
+    values.setlist("a.0.then.0.ff", ["status"])
+    values.setlist("a.0.then.0.fv", ["big"])
+    assert c.post(f"{BASE}/new", data=values.to_dict(flat=False)).status_code == 302
+    doc = admin.ok("GET", "/meta/apps/sales/automations/big_deals")
+    assert doc["actions"] == [{"type": "branch", "condition": {"and": [{"field": "amount", "op": "gte", "value": 500}]},
+                               "then": [{"type": "update_record", "fields": {"status": "big"}}]}]
+    # a wrong value in the branch's condition: shown there, nothing saved
+    values.setlist("key", ["other"])
+    bad = {k: v for k, v in values.to_dict(flat=False).items()}
+    key = next(k for k in bad if k.startswith("br_a_0.") and k.endswith(".value"))
+    bad[key] = ["lots"]
+    resp = c.post(f"{BASE}/new", data=bad)
+    assert resp.status_code == 422 and "Enter a number" in resp.get_data(as_text=True)
+    assert admin.get("/meta/apps/sales/automations/other")[0] == 404

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flask import Response, current_app, make_response, redirect, request, url_for
+from flask import Response, current_app, g, make_response, redirect, request, url_for
 from sqlalchemy import select
 
 from formwork import db
@@ -199,7 +199,7 @@ KNOWN_ERRORS = (
     ("needs a triggering record", "auto_err_needs_record"),
     ("this trigger has none", "auto_err_needs_record"),
     ("must map field keys to values", "auto_err_fields"),
-    ("already", "auto_err_key_taken"),
+    ("is already used", "auto_err_key_taken"),
     ("only an administrator may make a rule run as", "auto_err_run_as"),
 )
 TEMPLATE_WORDS = ("template", "unsafe", "not allowed", "unknown name", "undefined", "syntax", "sandbox", "'__")
@@ -324,13 +324,14 @@ def editor(p: Page, app: AppDef, doc: dict[str, Any], errors: Errors, editing: d
     trig = doc.get("trigger") or {"type": "record_created"}
     t = app.tables_by_key.get(trig.get("table") or "")
     cond_part, only_changed = forms.split_condition(doc.get("condition"))
+    cond_errors = extra.pop("cond_errors", None)
     cb = None
     conditions = _conditions()
     if conditions is not None and t is not None and not forms.has_changed_tests(cond_part):
         posted = request.method == "POST" and (request.form.get("_cond_table") or "") == t.key \
             and not request.form.get("_cond_json")
         cb = conditions.builder(p, t, None if posted else cond_part, name="cond",
-                                form=request.form if posted else None, errors=extra.pop("cond_errors", None))
+                                form=request.form if posted else None, errors=cond_errors)
     action_types_shown = [k for k in ACTION_ORDER if k in action_types] + \
         [a.type for a in action_types.all() if a.type not in ACTION_ORDER]
     tables = {tb.key: tb for tb in app.tables}
@@ -352,9 +353,21 @@ def editor(p: Page, app: AppDef, doc: dict[str, Any], errors: Errors, editing: d
         "kept_trigger": forms.kept_trigger(trig), "link_target": lambda f: _link_target(p, f, app),
         "has_hook": _has_hook(p, editing), "schedule": _schedule_form(trig.get("schedule")),
         "offset": _offset_form(trig), "trigger_words": trigger_words(p, app, trig),
+        "branch_builder": lambda prefix, a: _branch_builder(p, t, prefix, a, cond_errors),
         **users_roles_teams(p), **extra,
     }
     return render(p, "automation_edit.html", status, **ctx)
+
+
+def _branch_builder(p: Page, t: TableDef | None, prefix: str, a: dict[str, Any],
+                    errors: dict[str, str] | None) -> Any:
+    """The condition builder of an if/else step (None without a table, or for a condition it can't show)."""
+    conditions = _conditions()
+    if conditions is None or t is None or forms.has_changed_tests(a.get("condition")):
+        return None
+    failed = prefix in g.get("auto_failed_branches", set())
+    return conditions.builder(p, t, None if failed else a.get("condition"), name=branch_name(prefix),
+                              form=request.form if failed else None, errors=errors if failed else None)
 
 
 def _zones(p: Page, trig: dict[str, Any]) -> list[str]:
@@ -395,12 +408,12 @@ def _offset_form(trig: dict[str, Any]) -> dict[str, Any]:
     return {"n": abs(n) if n else "", "dir": "on" if n == 0 else ("before" if n < 0 else "after")}
 
 
-def doc_from_request(p: Page, app: AppDef) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def doc_from_request(p: Page, app: AppDef) -> tuple[dict[str, Any], dict[str, str]]:
     """The document the posted builder form describes, and the condition builder's own errors."""
     form = request.form
     t = app.tables_by_key.get((form.get("trigger_table") or "").strip())
     condition: Any = None
-    errs: dict[str, list[str]] = {}
+    errs: dict[str, str] = {}
     conditions = _conditions()
     if conditions is not None and t is not None and (form.get("_cond_table") or "") == t.key \
             and not form.get("_cond_json"):
@@ -410,7 +423,36 @@ def doc_from_request(p: Page, app: AppDef) -> tuple[dict[str, Any], dict[str, li
             errs = dict(e.errors)
     elif form.get("_cond_json") and (form.get("_cond_table") or "") == (t.key if t else ""):
         condition = forms._keep(form, "_cond_json") or None
-    return forms.doc_from_form(form, condition), errs
+    doc = forms.doc_from_form(form, condition)
+    if conditions is not None and t is not None and (form.get("_cond_table") or "") == t.key:
+        _branch_conditions(p, t, form, doc.get("actions") or [], "a", errs)
+    return doc, errs
+
+
+def branch_name(prefix: str) -> str:
+    """The condition builder's name of the branch at an action prefix (``a.0.then.1`` → ``br_a_0_then_1``)."""
+    return "br_" + prefix.replace(".", "_")
+
+
+def _branch_conditions(p: Page, t: TableDef, form: Any, actions: list[dict[str, Any]], prefix: str,
+                       errs: dict[str, str]) -> None:
+    """Each if/else step's condition from its own condition builder in the posted form."""
+    conditions = _conditions()
+    for pfx, a in zip(forms.action_prefixes(form, prefix), actions, strict=False):
+        if a.get("type") == "branch" and f"{branch_name(pfx)}.conj" in form:
+            try:
+                tree = conditions.parse(p, t, form, name=branch_name(pfx))
+            except conditions.ConditionError as e:
+                errs.update(e.errors)
+                g.setdefault("auto_failed_branches", set()).add(pfx)
+            else:
+                if tree:
+                    a["condition"] = tree
+                else:
+                    a.pop("condition", None)
+        for nested in action_types.nested_keys():
+            if isinstance(a.get(nested), list):
+                _branch_conditions(p, t, form, a[nested], f"{pfx}.{nested}", errs)
 
 
 def check_doc(p: Page, app: AppDef, doc: dict[str, Any]) -> None:
@@ -467,7 +509,8 @@ def _save(p: Page, svc: MetadataService, app: AppDef, rule: dict[str, Any] | Non
     if request.form.get("_op"):
         return _refresh(p, app, doc, rule)
     if cond_errors:
-        return editor(p, app, doc, Errors(p, extra={"condition": [p.t("auto_err_condition")]}), rule, 422,
+        where = "condition" if any(k.startswith("cond") for k in cond_errors) else ""
+        return editor(p, app, doc, Errors(p, extra={where: [p.t("auto_err_condition")]}), rule, 422,
                       cond_errors=cond_errors)
     try:
         with p.conn.begin_nested():
@@ -524,7 +567,7 @@ def automation_test(app_key: str) -> Response:
             rid = None
         t = app.tables_by_key.get(doc["trigger"].get("table") or "")
         if cond_errors:
-            return render(p, "_automation_test.html", problems=[m for v in cond_errors.values() for m in v])
+            return render(p, "_automation_test.html", problems=list(cond_errors.values()))
         if t is not None and rid is None:
             return render(p, "_automation_test.html", problems=[p.t("auto_test_pick_record")])
         try:

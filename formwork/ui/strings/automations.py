@@ -168,7 +168,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "auto_err_fields": "Choose at least one field to set.",
         "auto_err_run_as": "Only an administrator may make an automation act as someone else.",
         "auto_err_condition": "Please correct the condition.",
-        "auto_rule": "Automation", "auto_has_condition": "a condition",
+        "auto_rule": "Automation", "auto_branch_if": "If the record matches", "auto_has_condition": "a condition",
         "auto_words_changed": "only when {fields} changed",
         "auto_err_template": "This message cannot be used: {detail}", "auto_err_other": "Not valid: {detail}",
     },
@@ -275,7 +275,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "auto_err_fields": "请至少选择一个要设置的字段。",
         "auto_err_run_as": "只有管理员可以让自动化以他人身份运行。",
         "auto_err_condition": "请修正条件。",
-        "auto_rule": "自动化", "auto_has_condition": "有条件", "auto_words_changed": "仅当{fields}变化时",
+        "auto_rule": "自动化",
+        "auto_branch_if": "如果记录符合", "auto_has_condition": "有条件", "auto_words_changed": "仅当{fields}变化时",
         "auto_err_template": "此消息无法使用：{detail}", "auto_err_other": "无效：{detail}",
     },
 }
