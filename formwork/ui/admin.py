@@ -907,9 +907,18 @@ def _target_link(p: Page, target: str | None, users: dict[str, int]) -> tuple[st
         return ref, url_for("ui.admin_team", key=ref)
     if kind == "role":
         return ref, url_for("ui.admin_role", key=ref)
-    m = re.match(r"^/api/v1/meta/apps/([a-z][a-z0-9_]*)", target)
-    if m and any(app.key == m.group(1) for app in p.cat.apps):
-        return target, url_for("ui.app_page", app_key=m.group(1))
+    apps = {app.key: app for app in p.cat.apps}
+    if kind == "app" and ref in apps:
+        return p.label(apps[ref].doc.get("label", ref)), url_for("ui.app_page", app_key=ref)
+    m = re.match(r"^(?:table:|/api/v1/meta/apps/)([a-z][a-z0-9_]*)(?:\.|/tables/)?([a-z][a-z0-9_]*)?", target)
+    if m and m.group(1) in apps:
+        app = apps[m.group(1)]
+        t = next((x for x in app.tables if x.key == m.group(2)), None)
+        name = p.label(app.doc.get("label", app.key))
+        if t is not None:
+            return f"{name} · {p.label(t.doc.get('label', t.key))}", url_for("ui.table_page", app_key=app.key,
+                                                                          table_key=t.key)
+        return name, url_for("ui.app_page", app_key=app.key)
     return target, None
 
 
