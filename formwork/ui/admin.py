@@ -642,7 +642,7 @@ def _role_page(p: Page, key: str, status: int = 200, doc: dict[str, Any] | None 
     return _tab(p, "admin_role.html", "roles", status, role=role, doc=shown, rows=rows, errors=errors or {},
                 editable=p.access.is_admin, tables=tables, members=members, flags=admin.POWER_FLAGS, ops=OPS,
                 table_flags=TABLE_FLAGS, scopes=SCOPES, modes=FIELD_MODES, builders=builders, described=described,
-                scope_name=scope_name)
+                scope_name=scope_name, can_preview=not admin.role_beyond(p.access, role))
 
 
 @routes.get("/admin/roles/<key>")
@@ -717,6 +717,9 @@ def admin_role_preview(key: str) -> Response:
         if t is None:
             raise BadRequest("choose a table")
         doc = {k: v for k, v in role.items() if k not in ("id", "app", "user_count")}
+        if admin.role_beyond(actor, doc):
+            # previewing a role that reaches further than oneself would show records one can't read
+            raise Forbidden("you may only preview roles that carry no more power than yours")
         member = request.args.get("as", "")
         who = Access(user_id=0, username="preview", timezone=p.tz, locale=p.locale, roles=[doc])
         if member.isdigit():
@@ -812,9 +815,11 @@ def admin_explain_page() -> Response:
         p = make_page(conn, cat, actor)
         args = request.args
         t = _table_arg(p, args.get("table"))
+        if t is not None and not actor.can_see_table(cat, t):
+            t = None
         tables = [(f"{app.key}.{tb.key}",
                    f"{p.label(app.doc.get('label', app.key))} · {p.label(tb.doc.get('label', tb.key))}")
-                  for app in cat.apps for tb in app.tables]
+                  for app in cat.apps for tb in app.tables if actor.can_see_table(cat, tb)]
         records: list[tuple[int, str]] = []
         fields: list[tuple[str, str]] = []
         words: list[str] = []
@@ -822,7 +827,8 @@ def admin_explain_page() -> Response:
             df = t.display_field
             from formwork.runtime.records import RecordReader
 
-            listed = RecordReader(cat, conn, Access.system(), secret=secret()).list(
+            # the records to ask about are those the asker may read themselves (no titles leak to a user manager)
+            listed = RecordReader(cat, conn, actor, secret=secret()).list(
                 t, limit=200, fields=[df.key] if df is not None else [t.fields[0].key] if t.fields else None)
             r = p.renderer(cat.app_by_id(t.app_id).key)
             for rec in listed["records"]:
@@ -901,9 +907,18 @@ def _target_link(p: Page, target: str | None, users: dict[str, int]) -> tuple[st
         return ref, url_for("ui.admin_team", key=ref)
     if kind == "role":
         return ref, url_for("ui.admin_role", key=ref)
-    m = re.match(r"^/api/v1/meta/apps/([a-z][a-z0-9_]*)", target)
-    if m and any(app.key == m.group(1) for app in p.cat.apps):
-        return target, url_for("ui.app_page", app_key=m.group(1))
+    apps = {app.key: app for app in p.cat.apps}
+    if kind == "app" and ref in apps:
+        return p.label(apps[ref].doc.get("label", ref)), url_for("ui.app_page", app_key=ref)
+    m = re.match(r"^(?:table:|/api/v1/meta/apps/)([a-z][a-z0-9_]*)(?:\.|/tables/)?([a-z][a-z0-9_]*)?", target)
+    if m and m.group(1) in apps:
+        app = apps[m.group(1)]
+        t = next((x for x in app.tables if x.key == m.group(2)), None)
+        name = p.label(app.doc.get("label", app.key))
+        if t is not None:
+            return f"{name} · {p.label(t.doc.get('label', t.key))}", url_for("ui.table_page", app_key=app.key,
+                                                                          table_key=t.key)
+        return name, url_for("ui.app_page", app_key=app.key)
     return target, None
 
 
