@@ -1,4 +1,4 @@
-/* Dashboards: draws each widget's chart with Apache ECharts from its JSON block (no inline script), formats
+/* Dashboards: draws each widget's chart with Apache ECharts from its data-chart JSON (no inline script), formats
    numbers for the page's language (¥1.2万 / ¥12K), opens the records behind a bar, slice or point, saves a
    chart or the whole dashboard as an image, and redraws after htmx swaps new widgets in. */
 (function () {
@@ -139,10 +139,8 @@
   function draw(root) {
     if (typeof echarts === "undefined") return;
     (root || document).querySelectorAll(".widget .chart").forEach(function (el) {
-      if (el.dataset.drawn) return;
-      var block = el.parentElement.querySelector("script.chart-data");
-      if (!block) return;
-      var spec = JSON.parse(block.textContent);
+      if (el.dataset.drawn || !el.dataset.chart) return;
+      var spec = JSON.parse(el.dataset.chart);
       el.dataset.drawn = "1";
       var chart = echarts.init(el, null, { renderer: "canvas" });
       chart.setOption(option(spec));
