@@ -45,7 +45,7 @@
   }
 
   function valueAxis(format, extra) {
-    return Object.assign({ type: "value", axisLabel: { formatter: function (v) { return fmt(v, format, true); } },
+    return Object.assign({ type: "value", minInterval: format === "number" ? 1 : 0, axisLabel: { formatter: function (v) { return fmt(v, format, true); } },
       splitLine: { lineStyle: { color: "#eef0f3" } } }, extra || {});
   }
 
@@ -88,8 +88,9 @@
       var series = t === "funnel"
         ? { type: "funnel", left: 8, right: 8, top: 36, bottom: 8, sort: "none", minSize: "8%", data: data,
             label: { position: "inside", formatter: function (p) { return short(p.name, 12) + " " + fmt(p.value, itemFormat, true); } } }
-        : { type: "pie", radius: t === "donut" ? ["45%", "72%"] : [0, "72%"], center: ["50%", "58%"], data: data,
-            avoidLabelOverlap: true, label: { formatter: function (p) { return short(p.name, 12) + "\n" + p.percent + "%"; } } };
+        : { type: "pie", radius: t === "donut" ? ["40%", "64%"] : [0, "64%"], center: ["50%", "58%"], data: data,
+            avoidLabelOverlap: true, labelLine: { length: 8, length2: 6 },
+            label: { overflow: "break", width: 90, formatter: function (p) { return short(p.name, 12) + "\n" + p.percent + "%"; } } };
       return Object.assign(base, { legend: { type: "scroll", top: 0, formatter: function (n) { return short(n, 16); } },
         series: [Object.assign(series, { name: s0.name })] });
     }
