@@ -266,14 +266,16 @@ def test_builder_creates_and_edits_a_dashboard(admin: Api, app: Any, sales: dict
     resp = client.post("/apps/sales/dashboards/sales_review/settings", data={
         "csrf_token": csrf, "label": "Sales review", "label_zh": "销售复盘", "date_deals": "close_date",
         "owner_deals": "owner", "default_period": "this_year", "every": "weekly", "hour": "7",
-        "send_roles": ["rep_alice"]})
+        "send_roles": ["rep_alice"], "field_filters": ["deals.stage"]})
     assert resp.status_code == 302
     doc = admin.ok("GET", "/meta/apps/sales/dashboards/sales_review")
     assert doc["filters"][0] == {"key": "period", "type": "period", "fields": {"deals": "close_date"},
                                  "default": "this_year"}
+    assert doc["filters"][2] == {"key": "stage", "type": "field", "fields": {"deals": "stage"}, "label": "Stage"}
     assert doc["schedules"] == [{"every": "weekly", "users": [], "roles": ["rep_alice"], "hour": 7, "weekday": 0}]
     page = client.get("/apps/sales/dashboards/sales_review").get_data(as_text=True)
     assert 'name="period"' in page and 'name="owner"' in page and "Order amount by month and owner" in page
+    assert 'name="f_stage"' in page and 'aria-label="Stage"' in page
     # a widget's filter from the visual condition builder; a bad value is said next to its input
     kpi = {"csrf_token": csrf, "label": "Won", "table": "deals", "type": "kpi", "fn": "count",
            "filter.conj": "and", "filter.c1.field": "qty", "filter.c1.op": "gt", "filter.c1.value": "many"}
