@@ -227,8 +227,8 @@ class Bench(MoreWorkloads):
 
 
 # W10, W8 and W1 write (rows, columns), so they run after the read workloads
-WORKLOADS = {"W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W9": "w9", "W5": "w5", "W10": "w10", "W8": "w8",
-             "W1": "w1"}
+WORKLOADS = {"W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W11": "w11", "W9": "w9", "W5": "w5", "W10": "w10",
+             "W8": "w8", "W1": "w1"}
 
 
 def run(backend: str, rows: int, workloads: list[str], iterations: int, pg_url: str,

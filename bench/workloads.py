@@ -1,4 +1,4 @@
-"""Workloads W1 (CSV import), W6 (dashboard aggregations), W8 (schema changes) and W10 (soak).
+"""Workloads W1 (CSV import), W6 (dashboard aggregations), W8 (schema changes), W10 (soak) and W11 (a dashboard).
 
 They extend :class:`bench.run.Bench`; each times the platform beside a raw baseline in the same process run.
 W1 and W8 change the dataset (100k rows more, extra columns), so bench.run runs them last.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Text, cast, column, func, insert, select, table, update
+from sqlalchemy import Integer, Text, cast, column, func, insert, select, table, update
 
 from bench import dataset
 from bench.harness import Result, alternate
@@ -325,4 +325,75 @@ class MoreWorkloads:
                                 f"errors {len(errors)}{' (' + errors[0][:80] + ')' if errors else ''}; "
                                 f"RSS {rss0:.0f} → {rss1:.0f} MB; columns: platform = reads, baseline = writes"))
         res.platform, res.baseline = reads, writes
+        return [res]
+
+    # --- W11: a dashboard of eight widgets with a date filter vs the same eight raw GROUP BYs ----------
+    W11_FROM, W11_TO = "2025-04-01", "2025-12-31"
+
+    def w11(self) -> list[Result]:
+        """The whole dashboard (one API request, eight widgets, each one GROUP BY under the period filter)
+        beside the eight hand-written GROUP BYs with the same WHERE, run one after another, plus one empty
+        Flask request (the HTTP plumbing is not counted against the platform, as in W6)."""
+        widgets = [
+            {"key": "n", "type": "kpi", "table": "deals"},
+            {"key": "total", "type": "kpi", "table": "deals", "metrics": ["sum:amount"], "format": "currency"},
+            {"key": "by_stage", "type": "bar", "table": "deals", "group_by": ["stage"]},
+            {"key": "by_owner", "type": "bar", "table": "deals", "group_by": ["owner"], "metrics": ["sum:amount"]},
+            {"key": "by_month", "type": "line", "table": "deals", "group_by": ["close_date:month"]},
+            {"key": "closed", "type": "pie", "table": "deals", "group_by": ["closed"]},
+            {"key": "quarter_stage", "type": "stacked_bar", "table": "deals",
+             "group_by": ["close_date:quarter", "stage"], "metrics": ["sum:amount"]},
+            {"key": "stage_table", "type": "table", "table": "deals", "group_by": ["stage"],
+             "metrics": ["count", "avg:quantity"], "sort": "-count"},
+        ]
+        r = self.client.post("/api/v1/meta/apps/bench/dashboards", headers=self.headers, json={
+            "key": "w11", "label": "W11", "widgets": widgets,
+            "filters": [{"key": "period", "type": "period", "field": "close_date"}]})
+        assert r.status_code in (201, 409), r.data[:300]
+        url = f"/api/v1/meta/apps/bench/dashboards/w11/data?period=custom&from={self.W11_FROM}&to={self.W11_TO}"
+
+        t = self.deals.sa
+        c = self.c
+        lo, hi = dt.date.fromisoformat(self.W11_FROM), dt.date.fromisoformat(self.W11_TO)
+        where = (t.c.deleted_at.is_(None), c["close_date"] >= lo, c["close_date"] <= hi)
+        if self.backend == "postgresql":
+            month = func.to_char(c["close_date"], "YYYY-MM")
+            quarter = func.to_char(c["close_date"], 'YYYY-"Q"Q')
+        else:
+            month = func.strftime("%Y-%m", c["close_date"])
+            quarter = func.strftime("%Y", c["close_date"]) + "-Q" + cast(
+                (cast(func.strftime("%m", c["close_date"]), Integer) + 2) / 3, Text())
+        stmts = [
+            select(func.count()).where(*where),
+            select(func.coalesce(func.sum(c["amount"]), 0)).where(*where),
+            select(c["stage"], func.count()).where(*where).group_by(c["stage"]),
+            select(c["owner"], db.users.c.name, func.sum(c["amount"]))
+            .outerjoin(db.users, db.users.c.id == c["owner"]).where(*where).group_by(c["owner"], db.users.c.name),
+            select(month, func.count()).where(*where).group_by(month),
+            select(func.coalesce(c["closed"], False), func.count()).where(*where)
+            .group_by(func.coalesce(c["closed"], False)),
+            select(quarter, c["stage"], func.sum(c["amount"])).where(*where).group_by(quarter, c["stage"]),
+            select(c["stage"], func.count(), func.avg(c["quantity"])).where(*where).group_by(c["stage"])
+            .order_by(func.count().desc()),
+        ]
+        sqls = [str(s.compile(self.engine, compile_kwargs={"literal_binds": True})) for s in stmts]
+        with self.engine.connect() as conn:  # the same numbers, or the comparison means nothing
+            expected = conn.exec_driver_sql(str(stmts[0].compile(
+                self.engine, compile_kwargs={"literal_binds": True}))).scalar()
+        got = {w["key"]: w for w in self.get(url)["widgets"]}
+        assert got["n"]["value"] == expected, (got["n"], expected)
+        assert all("error" not in w for w in got.values()), got
+
+        def baseline() -> None:  # one connection for the eight, as the platform's request has
+            with self.engine.connect() as conn:
+                for sql in sqls:
+                    conn.exec_driver_sql(sql).fetchall()
+            self.empty()
+
+        def platform() -> None:
+            assert len(self.get(url)["widgets"]) == 8
+
+        res = alternate(self.result("W11 dashboard, 8 widgets, date filter", "≤ 1.3×",
+                                    note=f"{expected:,} rows in the period; baseline = 8 raw GROUP BYs + empty "
+                                         "Flask request"), platform, baseline, iterations=self.iterations)
         return [res]

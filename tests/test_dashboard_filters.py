@@ -177,8 +177,8 @@ def test_export_a_widget_to_xlsx_in_both_languages(admin: Api, app: Any, sales: 
 def test_pages_in_both_languages_words_not_keys(admin: Api, app: Any, sales: dict[str, Any]) -> None:
     client, csrf = login(app, "admin", "admin-pass-1")
     page = client.get("/apps/sales/dashboards/board?period=this_year&compare=previous_year").get_data(as_text=True)
-    assert "Amount by month and owner" in page and 'type="application/json" class="chart-data"' in page
-    assert "Owner \\ Stage" in page and "owner, stage" not in page and "sum:amount" not in page.split("chart-data")[0]
+    assert "Amount by month and owner" in page and 'data-chart=\'{' in page
+    assert "Owner \\ Stage" in page and "owner, stage" not in page and "sum:amount" not in page.split("data-chart=")[0]
     assert "Same period last year" in page and "<script>" not in page
     client.post("/locale", data={"locale": "zh-CN", "csrf_token": csrf})
     page = client.get("/apps/sales/dashboards/board?period=last_quarter").get_data(as_text=True)
@@ -187,7 +187,7 @@ def test_pages_in_both_languages_words_not_keys(admin: Api, app: Any, sales: dic
     frag = client.get("/apps/sales/dashboards/board?period=all", headers={"HX-Request": "true",
                                                                           "HX-Target": "dash-body"})
     text = frag.get_data(as_text=True)
-    assert frag.status_code == 200 and "chart-data" in text and "<html" not in text
+    assert frag.status_code == 200 and "data-chart=" in text and "<html" not in text
     # a bad filter is said on the page, never an error page
     bad = client.get("/apps/sales/dashboards/board?period=someday")
     assert bad.status_code == 200 and "无法识别该筛选条件" in bad.get_data(as_text=True)
@@ -266,17 +266,70 @@ def test_builder_creates_and_edits_a_dashboard(admin: Api, app: Any, sales: dict
     resp = client.post("/apps/sales/dashboards/sales_review/settings", data={
         "csrf_token": csrf, "label": "Sales review", "label_zh": "销售复盘", "date_deals": "close_date",
         "owner_deals": "owner", "default_period": "this_year", "every": "weekly", "hour": "7",
-        "send_roles": ["rep_alice"]})
+        "send_roles": ["rep_alice"], "field_filters": ["deals.stage"]})
     assert resp.status_code == 302
     doc = admin.ok("GET", "/meta/apps/sales/dashboards/sales_review")
     assert doc["filters"][0] == {"key": "period", "type": "period", "fields": {"deals": "close_date"},
                                  "default": "this_year"}
+    assert doc["filters"][2] == {"key": "stage", "type": "field", "fields": {"deals": "stage"}, "label": "Stage"}
     assert doc["schedules"] == [{"every": "weekly", "users": [], "roles": ["rep_alice"], "hour": 7, "weekday": 0}]
     page = client.get("/apps/sales/dashboards/sales_review").get_data(as_text=True)
     assert 'name="period"' in page and 'name="owner"' in page and "Order amount by month and owner" in page
+    assert 'name="f_stage"' in page and 'aria-label="Stage"' in page
+    # a widget's filter from the visual condition builder; a bad value is said next to its input
+    kpi = {"csrf_token": csrf, "label": "Won", "table": "deals", "type": "kpi", "fn": "count",
+           "filter.conj": "and", "filter.c1.field": "qty", "filter.c1.op": "gt", "filter.c1.value": "many"}
+    resp = client.post("/apps/sales/dashboards/sales_review/widgets/new", data=kpi)
+    assert resp.status_code == 422 and 'value="Won"' in resp.get_data(as_text=True)
+    resp = client.post("/apps/sales/dashboards/sales_review/widgets/new", data={
+        **kpi, "filter.c1.field": "stage", "filter.c1.op": "eq", "filter.c1.value": "won"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-3000:]
+    won = admin.ok("GET", "/meta/apps/sales/dashboards/sales_review")["widgets"][-1]
+    assert won["filter"] in ({"field": "stage", "op": "eq", "value": "won"},
+                             {"and": [{"field": "stage", "op": "eq", "value": "won"}]})
+    review = "/meta/apps/sales/dashboards/sales_review/data"
+    assert admin.ok("GET", review + "?period=all")["widgets"][-1]["value"] == 3
+    this_year = sum(1 for y in (2026, 2026, 2025) if y == dt.datetime.now(dt.UTC).year)  # won: d1, d2, d6
+    assert admin.ok("GET", review)["widgets"][-1]["value"] == this_year  # its default period: this year
     # only builders build: alice views dashboards but may not change them
     alice, alice_csrf = login(app, "alice", "pass-word-12")
     assert alice.get("/apps/sales/dashboards/new").status_code == 403
     assert alice.post(f"/apps/sales/dashboards/sales_review/widgets/{keys[0]}/remove",
                       data={"csrf_token": alice_csrf}).status_code == 403
     assert "Edit dashboard" not in alice.get("/apps/sales/dashboards/sales_review").get_data(as_text=True)
+
+
+def test_targets_against_actuals(admin: Api, app: Any, backend: str, sales: dict[str, Any]) -> None:
+    """A targets table (month, owner, amount): a gauge's goal is the targets in the period, a bar by owner
+    draws each owner's target beside the actual sum."""
+    sql = Sql(app, backend)
+    ids = dict(sql.rows("SELECT username, id FROM fw_user"))
+    admin.ok("POST", "/meta/apps/sales/tables", {"key": "targets", "label": "Targets", "fields": [
+        {"key": "month", "label": "Month", "type": "date"}, {"key": "owner", "label": "Owner", "type": "user"},
+        {"key": "amount", "label": "Amount", "type": "number"}]})
+    for month, owner, amount in (("2026-01-01", "alice", 1000), ("2026-02-01", "alice", 500),
+                                 ("2026-01-01", "bob", 4000), ("2025-12-01", "bob", 99)):
+        admin.ok("POST", "/data/sales/targets", {"fields": {"month": month, "owner": ids[owner], "amount": amount}})
+    target = {"table": "targets", "amount": "amount", "date": "month", "owner": "owner"}
+    admin.ok("PATCH", "/meta/apps/sales/dashboards/board", {"widgets": [
+        {"key": "quota", "type": "gauge", "table": "deals", "metrics": ["sum:amount"], "target": target},
+        {"key": "vs", "type": "bar", "table": "deals", "group_by": ["owner"], "metrics": ["sum:amount"],
+         "target": target}]})
+    got = data(admin, period="custom", **{"from": "2026-01-01", "to": "2026-03-31"})
+    (actual,) = sql.rows("SELECT COALESCE(SUM(d.{amount}), 0) FROM {D} d WHERE d.deleted_at IS NULL "
+                         "AND d.{close_date} BETWEEN :lo AND :hi", lo=dt.date(2026, 1, 1), hi=dt.date(2026, 3, 31))
+    assert got["quota"]["value"] == pytest.approx(float(actual[0])) and got["quota"]["goal"] == 5500
+    assert got["vs"]["targets"] == {"by_owner": {str(ids["alice"]): 1500, str(ids["bob"]): 4000}}
+    got = data(admin, period="custom", owner=ids["bob"], **{"from": "2026-01-01", "to": "2026-03-31"})
+    assert got["quota"]["goal"] == 4000
+    status, err = admin.patch("/meta/apps/sales/dashboards/board", {"widgets": [
+        {"key": "g", "type": "gauge", "table": "deals"},
+        {"key": "t", "type": "bar", "table": "deals", "group_by": ["owner"],
+         "target": {"table": "targets", "amount": "owner"}}]})
+    assert status == 422 and {"/widgets/0/goal", "/widgets/1/target/amount"} <= set(err["error"]["details"])
+    # the page draws the gauge and the target series
+    client, _ = login(app, "admin", "admin-pass-1")
+    page = client.get("/apps/sales/dashboards/board?period=custom&from=2026-01-01&to=2026-03-31").get_data(
+        as_text=True)
+    assert '&#34;goal&#34;: 5500' in page or '"goal": 5500' in page
+    assert "&#34;target&#34;: true" in page or '"target": true' in page

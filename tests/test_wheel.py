@@ -55,6 +55,8 @@ def test_the_wheel_ships_templates_pages_schemas_and_migrations(wheel: zipfile.Z
     assert "crm" in bundled
     expected = {"formwork_templates/__init__.py", "formwork_templates/crm/demo.py",
                 "formwork/ui/static/vendor/htmx.min.js", "formwork/ui/static/app.js", "formwork/ui/static/app.css",
+                "formwork/ui/static/vendor/echarts.min.js", "formwork/ui/static/vendor/Sortable.min.js",
+                "formwork/ui/static/dashboards.js", "formwork/ui/static/dashboards.css",
                 "formwork/migrations/env.py", "formwork/migrations/script.py.mako"}
     expected |= {f"formwork_templates/{name}/app.json" for name in bundled}
     expected |= _files(ROOT / "formwork/ui/templates", "**/*.html")

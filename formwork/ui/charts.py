@@ -1,8 +1,9 @@
 """Chart data for dashboard widgets, drawn in the browser by Apache ECharts (static/dashboards.js).
 
 The server computes the numbers and every word (labels in the reader's language, from field labels and
-choice labels); the page carries each chart as JSON in a ``<script type="application/json">`` block, never
-as executable script. Numbers are formatted on the client for the UI language (¥1.2万 / ¥12K).
+choice labels); the page carries each chart as JSON in a ``data-chart`` attribute (htmx drops ``<script>``
+blocks from what it swaps in), never as executable script. Numbers are formatted on the client for the UI
+language (¥1.2万 / ¥12K).
 """
 
 from __future__ import annotations

@@ -145,8 +145,13 @@ def visible_app(p: Page, app_key: str) -> AppDef:
 
 
 def visible_dashboards(p: Page, app: AppDef) -> list[dict[str, Any]]:
-    """The app's dashboards for the navigation: none without the right to view dashboards."""
-    return list(app.dashboards) if p.access.can_view_dashboards() else []
+    """The app's dashboards for the navigation: none without the right to view dashboards, and only those
+    shared with one of the viewer's roles (a dashboard naming no roles is shared with all)."""
+    from formwork.runtime.dashboards import shared_with
+
+    if not p.access.can_view_dashboards():
+        return []
+    return [d for d in app.dashboards if shared_with(p.access, d)]
 
 
 def visible_tables(p: Page, app: AppDef) -> list[TableDef]:

@@ -180,7 +180,7 @@ def form_context(p: Page, app: AppDef, values: dict[str, Any]) -> dict[str, Any]
     sorts: list[tuple[str, str]] = [("", p.t("dashb_sort_natural"))]
     m1 = "count" if (values.get("fn") or "count") == "count" else f"{values.get('fn')}:{values.get('field')}"
     sorts += [(f"-{m1}", p.t("dashb_sort_desc")), (m1, p.t("dashb_sort_asc"))]
-    return {"t": t, "fields": fields, "date_fields": kinds(DATE, DATETIME), "number_fields": kinds(NUMBER),
+    return {"table_def": t, "fields": fields, "date_fields": kinds(DATE, DATETIME), "number_fields": kinds(NUMBER),
             "user_fields": kinds(USER), "types": [(x, p.t(f"dashb_type_{x}")) for x in TYPES],
             "functions": [(x, p.t(f"dashb_fn_{x}")) for x in FUNCTIONS],
             "buckets": [("", p.t("dashb_no_bucket"))] + [(b, p.t(f"dash_bucket_{b}")) for b in BUCKETS],
@@ -246,11 +246,21 @@ def settings_context(p: Page, app: AppDef, doc: dict[str, Any]) -> dict[str, Any
         rows.append({"t": t, "dates": dates, "people": people,
                      "date": ((period or {}).get("fields") or {}).get(t.key, ""),
                      "owner": ((owner or {}).get("fields") or {}).get(t.key, "")})
-    roles = [r for (r,) in p.conn.execute(select(db.roles.c.key).order_by(db.roles.c.key))]
+    candidates = []  # fields a dashboard may offer as a filter: selects, checkboxes, people, links
+    chosen = {(t, k) for f in filters if f.get("type") == "field" for t, k in (f.get("fields") or {}).items()}
+    for r in rows:
+        for f in r["t"].fields:
+            if f.ftype.has_choices or f.ftype.value_kind(f, p.cat) in ("bool", "user", "link_one"):
+                candidates.append({"value": f"{r['t'].key}.{f.key}",
+                                   "text": f"{p.label(r['t'].label)}: {p.label(f.label)}",
+                                   "selected": (r["t"].key, f.key) in chosen})
+    roles = [(key, p.label((doc or {}).get("label") or key)) for key, doc in p.conn.execute(
+        select(db.roles.c.key, db.roles.c.doc).order_by(db.roles.c.key))]
     sched = (doc.get("schedules") or [{}])[0]
     users = [(r.id, r.name) for r in p.conn.execute(
         select(db.users.c.id, db.users.c.name).where(db.users.c.active.is_(True)).order_by(db.users.c.name))]
     return {"period": period, "owner": owner, "table_rows": rows, "presets": PERIODS, "roles": roles,
+            "field_filters": candidates,
             "sched": sched, "users": users}
 
 
@@ -294,7 +304,15 @@ def dashboard_settings(app_key: str, key: str) -> Response:
         en, zh = (f.get("label") or "").strip(), (f.get("label_zh") or "").strip()
         if en or zh:
             patch["label"] = {"en": en or zh, "zh-CN": zh or en}
-        filters = [x for x in doc.get("filters") or [] if x.get("type") == "field"]
+        filters: list[dict[str, Any]] = []
+        for choice in f.getlist("field_filters")[:8]:
+            tkey, _, fkey = choice.partition(".")
+            t = app.tables_by_key.get(tkey)
+            if t is None or fkey not in t.fields_by_key:
+                continue
+            taken = {x["key"] for x in filters} | {"period", "owner"}
+            filters.append({"key": new_key(fkey, taken, "field"), "type": "field", "fields": {tkey: fkey},
+                            "label": t.fields_by_key[fkey].label})
         dates = {k[5:]: v for k, v in f.items() if k.startswith("date_") and v}
         owners = {k[6:]: v for k, v in f.items() if k.startswith("owner_") and v}
         if dates:
@@ -359,7 +377,7 @@ def widget_form(app_key: str, key: str, wkey: str | None) -> Response:
             src = request.form if request.method == "POST" else request.args
             values = {k: v for k, v in src.items() if k != "csrf_token"}
         ctx = form_context(p, app, values)
-        t = ctx["t"]
+        t = ctx["table_def"]
         same_table = t is not None and t.key == current.get("table")
         filter_ui = conditions.builder(p, t, current.get("filter") if same_table else None) if t else None
         if request.method == "POST":

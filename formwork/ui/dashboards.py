@@ -204,9 +204,12 @@ def dashboard_page(app_key: str, key: str) -> Response:
                    (c, p.t(f"dash_cmp_{c}")) for c in ("previous_period", "previous_year")]],
                "period_text": period_text(p, view.run), "can_edit": access.can_build(),
                "has_period": any(f.get("type") == "period" for f in doc.get("filters") or [])}
-        if htmx and htmx.target == "dash-body":
-            return render(p, "_dashboard_body.html", **ctx)
-        return render(p, "dashboard.html", **ctx)
+        resp = render(p, "_dashboard_body.html" if htmx and htmx.target == "dash-body" else "dashboard.html", **ctx)
+        # the same URL answers a whole page or (to htmx) the widgets only: caches must keep them apart, or
+        # the back button shows a bare fragment
+        resp.headers["Vary"] = "HX-Request, HX-Target"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
 
 def period_text(p: Page, run: DashboardRun) -> str:

@@ -1,4 +1,4 @@
-/* Dashboards: draws each widget's chart with Apache ECharts from its JSON block (no inline script), formats
+/* Dashboards: draws each widget's chart with Apache ECharts from its data-chart JSON (no inline script), formats
    numbers for the page's language (¥1.2万 / ¥12K), opens the records behind a bar, slice or point, saves a
    chart or the whole dashboard as an image, and redraws after htmx swaps new widgets in. */
 (function () {
@@ -45,7 +45,7 @@
   }
 
   function valueAxis(format, extra) {
-    return Object.assign({ type: "value", axisLabel: { formatter: function (v) { return fmt(v, format, true); } },
+    return Object.assign({ type: "value", minInterval: format === "number" ? 1 : 0, axisLabel: { formatter: function (v) { return fmt(v, format, true); } },
       splitLine: { lineStyle: { color: "#eef0f3" } } }, extra || {});
   }
 
@@ -88,8 +88,9 @@
       var series = t === "funnel"
         ? { type: "funnel", left: 8, right: 8, top: 36, bottom: 8, sort: "none", minSize: "8%", data: data,
             label: { position: "inside", formatter: function (p) { return short(p.name, 12) + " " + fmt(p.value, itemFormat, true); } } }
-        : { type: "pie", radius: t === "donut" ? ["45%", "72%"] : [0, "72%"], center: ["50%", "58%"], data: data,
-            avoidLabelOverlap: true, label: { formatter: function (p) { return short(p.name, 12) + "\n" + p.percent + "%"; } } };
+        : { type: "pie", radius: t === "donut" ? ["40%", "64%"] : [0, "64%"], center: ["50%", "58%"], data: data,
+            avoidLabelOverlap: true, labelLine: { length: 8, length2: 6 },
+            label: { overflow: "break", width: 90, formatter: function (p) { return short(p.name, 12) + "\n" + p.percent + "%"; } } };
       return Object.assign(base, { legend: { type: "scroll", top: 0, formatter: function (n) { return short(n, 16); } },
         series: [Object.assign(series, { name: s0.name })] });
     }
@@ -139,10 +140,8 @@
   function draw(root) {
     if (typeof echarts === "undefined") return;
     (root || document).querySelectorAll(".widget .chart").forEach(function (el) {
-      if (el.dataset.drawn) return;
-      var block = el.parentElement.querySelector("script.chart-data");
-      if (!block) return;
-      var spec = JSON.parse(block.textContent);
+      if (el.dataset.drawn || !el.dataset.chart) return;
+      var spec = JSON.parse(el.dataset.chart);
       el.dataset.drawn = "1";
       var chart = echarts.init(el, null, { renderer: "canvas" });
       chart.setOption(option(spec));
