@@ -355,3 +355,51 @@ def test_link_displays_show_numbers_and_names_never_ids(crm: Crm) -> None:
     if listed:
         assert listed[member["id"]] == cust["display"]
     assert not str(cust["display"]).isdigit()
+
+
+# --- 6. record buttons: the pool's claim, release and assign ----------------------------------------------
+def test_pool_buttons_through_the_api(crm: Crm) -> None:
+    rid = pool_customer(crm, "按钮客户 Button Co")
+    am3, m1 = crm.api("am3"), crm.api("manager1")
+    keys = [b["key"] for b in am3.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]]
+    assert keys == ["claim"]
+    # a manager sees the pool and may claim or assign within their team
+    assert [b["key"] for b in m1.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]] == ["claim", "assign"]
+    status, body = m1.post(f"/data/crm/customers/{rid}/assign", {"user": crm.users["am3"]})  # another team
+    assert status == 422 and "user" in body["error"]["details"]
+    status, _ = am3.post(f"/data/crm/customers/{rid}/buttons/assign", {"user": crm.users["am3"]})
+    assert status == 403  # not for reps
+    rec = m1.ok("POST", f"/data/crm/customers/{rid}/buttons/assign", {"user": crm.users["am2"]})
+    assert rec["fields"]["owner"]["id"] == crm.users["am2"]
+    notes = crm.api("am2").ok("GET", "/notifications")["notifications"]
+    assert any(n["link"] and n["link"].get("record_id") == rid for n in notes)
+    am2 = crm.api("am2")
+    assert [b["key"] for b in am2.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]] == ["release"]
+    am2.ok("POST", f"/data/crm/customers/{rid}/buttons/release")
+    assert am2.ok("GET", f"/data/crm/customers/{rid}")["fields"]["owner"] is None
+    # cooldown: the one who released it can't take it back at once; someone else can
+    status, body = am2.post(f"/data/crm/customers/{rid}/buttons/claim")
+    assert status == 409
+    assert am3.ok("POST", f"/data/crm/customers/{rid}/buttons/claim")["fields"]["owner"]["id"] == crm.users["am3"]
+    assert am3.post(f"/data/crm/customers/{rid}/buttons/nope")[0] == 404
+
+
+def test_pool_buttons_on_the_record_page(crm: Crm) -> None:
+    rid = pool_customer(crm, "页面按钮客户 Page Button Co")
+    c, csrf = login(crm, "am1")
+    page = c.get(f"/apps/crm/customers/{rid}").get_data(as_text=True)
+    assert f'action="/apps/crm/customers/{rid}/buttons/claim"' in page and "/buttons/assign" not in page
+    resp = c.post(f"/apps/crm/customers/{rid}/buttons/claim", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    page = c.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "/buttons/release" in page and 'role="status"' in page
+    m, mcsrf = login(crm, "manager1")
+    other = pool_customer(crm, "主管分配客户 Manager assigns")
+    page = m.get(f"/apps/crm/customers/{other}").get_data(as_text=True)
+    assert '<label class="small" for="btn-assign-user">' in page
+    resp = m.post(f"/apps/crm/customers/{other}/buttons/assign", data={"csrf_token": mcsrf, "user": ""})
+    assert resp.status_code == 422 and 'class="flash error" role="alert"' in resp.get_data(as_text=True)
+    resp = m.post(f"/apps/crm/customers/{other}/buttons/assign",
+                  data={"csrf_token": mcsrf, "user": str(crm.users["am2"])})
+    assert resp.status_code == 302
+    assert crm.admin.ok("GET", f"/data/crm/customers/{other}")["fields"]["owner"]["id"] == crm.users["am2"]

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
-from formwork.errors import BadRequest, Conflict, Forbidden, NotFound
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, QueryContext
 from formwork.runtime import notifications
@@ -244,6 +244,56 @@ def release(conn: Connection, catalog: Catalog, access: Access, t: TableDef, rec
         return reader.get(t, rid)
     except NotFound:
         return {"id": rid, "released": True}
+
+
+def assignable_users(conn: Connection, access: Access) -> list[dict[str, Any]]:
+    """Who the caller may hand pool records to: any active user for an administrator, else the members
+    of the teams the caller manages (a manager assigns within their team)."""
+    u = db.users
+    q = select(u.c.id, u.c.name).where(u.c.active.is_(True)).order_by(u.c.name, u.c.id)
+    if not access.is_admin:
+        if access.user_id is None:
+            return []
+        managed = select(db.teams.c.id).where(db.teams.c.manager_id == access.user_id)
+        q = q.where(u.c.team_id.in_(managed))
+    return [{"id": r.id, "name": r.name} for r in conn.execute(q.limit(1000))]
+
+
+def assign(conn: Connection, catalog: Catalog, access: Access, t: TableDef, record_id: Any, user: Any,
+           now: dt.datetime | None = None) -> dict[str, Any]:
+    """Hand a record in the pool (or one the caller may edit) to a member of a team the caller manages."""
+    cfg = pool_config(t, catalog)
+    rid = parse_id(record_id)
+    reader = RecordReader(catalog, conn, access)
+    reader.get(t, rid, fields=[cfg.owner.key])
+    if isinstance(user, dict):
+        user = user.get("id")
+    if isinstance(user, bool) or not isinstance(user, int):
+        raise ValidationFailed.from_details({"user": ["choose a user"]})
+    allowed = {u["id"] for u in assignable_users(conn, access)}
+    if user not in allowed:
+        if not allowed:
+            raise Forbidden("only a team's manager may assign records from the pool")
+        raise ValidationFailed.from_details({"user": ["is not a member of a team you manage"]})
+    row = _locked_row(conn, t, rid, [t.sa.c.id, t.sa.c[cfg.owner.column_name]])
+    if row is None:
+        raise NotFound(f"no record {rid} in '{t.key}'")
+    if row[1] is not None:
+        scope = access.scope(catalog, t, t.sa, "update")
+        if scope is not None and conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, scope)).first() is None:
+            raise Conflict(f"this record belongs to {_user_name(conn, row[1])}; only records in the pool "
+                           "or that you may edit can be assigned")
+    values: dict[str, Any] = {cfg.owner.key: user}
+    if cfg.claimed_at is not None:
+        values[cfg.claimed_at.key] = now or db.utcnow()
+    RecordService(catalog, conn, _elevated(access), origin="pool").update(t, rid, values)
+    notifications.send(conn, [Note(user, "pool_assigned",
+                                   f"{_user_name(conn, access.user_id)} 把一条记录分配给了你 / assigned you a record",
+                                   "", _link(catalog, t, rid), now or db.utcnow())])
+    try:
+        return reader.get(t, rid)
+    except NotFound:
+        return {"id": rid, "assigned": True}
 
 
 def _release_values(cfg: PoolConfig, owner: int, now: dt.datetime) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 
-from formwork.automation import approvals
+from formwork.automation import approvals, intake
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata import defaults
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.runtime import pool
+from formwork.runtime import buttons, pool
 from formwork.ui.context import (
     Page,
     make_page,
@@ -54,7 +54,19 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
             "history": history, "approvals": approvals.record_approvals(p.conn, p.cat, t, rec["id"]),
             "options": input_options(p, t, edit), "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
-            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app)}
+            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app),
+            "buttons": record_buttons(p, t, rec["id"])}
+
+
+def record_buttons(p: Page, t: TableDef, rid: int) -> list[dict[str, Any]]:
+    """The record's buttons for ``_record_buttons.html`` (assign carries the people it may go to)."""
+    out = []
+    for b in buttons.visible(p.conn, p.cat, p.access, t, rid):
+        item: dict[str, Any] = {"key": b.key, "label": b.label, "action": b.action}
+        if b.action == "assign":
+            item["users"] = pool.assignable_users(p.conn, p.access)
+        out.append(item)
+    return out
 
 
 def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
@@ -78,8 +90,10 @@ def record_page(app_key: str, table_key: str, rid: int) -> Response:
             deleted = p.reader().get(t, rid, trashed=True)  # 404 unless it is in the trash and readable
             return render(p, "record_trashed.html", app=app, t=t, rec=deleted, tables=visible_tables(p, app),
                           dashboards=visible_dashboards(p, app))
+        done = buttons.find(t, request.args.get("done") or "")
         return render(p, "record.html", **record_context(p, app, t, rec), errors={},
-                      saved=request.args.get("saved") == "1")
+                      saved=request.args.get("saved") == "1",
+                      button_done=p.label(done.get("label") or done["key"]) if done else None)
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>")
@@ -112,6 +126,36 @@ def record_save(app_key: str, table_key: str, rid: int) -> Response:
                           **record_context(p, app, t, rec), errors=e.details or {"": [e.message]}, submitted=True)
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
                             saved=1))
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/buttons/<key>")
+def record_button(app_key: str, table_key: str, rid: int, key: str) -> Response:
+    """Press a record button (claim, release, assign, or a manual automation); back to the record, or to
+    its table when the record left the user's sight (released by a rep who sees only their own)."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        user = request.form.get("user", "")
+        b = buttons.find(t, key)
+        try:
+            with conn.begin_nested():
+                buttons.press(conn, cat, access, t, rid, key, int(user) if user.isdigit() else None)
+                if b is not None and b.get("automation"):
+                    rule = next((r for r in app.automations if r.get("key") == b["automation"]), None)
+                    if rule is None:
+                        raise NotFound(f"no automation '{b['automation']}'")
+                    intake.queue_manual_run(conn, cat, access, app, rule, [rid])
+        except (ValidationFailed, Conflict, Forbidden) as e:
+            rec = p.reader().get(t, rid)
+            msgs = [m for v in (e.details or {}).values() for m in v] or [e.message]
+            return render(p, "record.html", 422 if isinstance(e, ValidationFailed) else e.status,
+                          **record_context(p, app, t, rec), errors={}, button_error="; ".join(msgs))
+        if not _readable(p, t, rid):
+            return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
+                            done=key))
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>/delete")
