@@ -17,10 +17,10 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
 
     The one place where a URL is found: a module not listed here serves nothing.
     """
-    from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
+    from formwork.api import admin, auth, automations, comments, health, meta, openapi, pool, records, reports, transfer
     from formwork.ui import boards, builder, conditions, dashboards, forms, grid, login, notifications, record
 
-    api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
+    api_routes = (auth, meta, records, transfer, reports, pool, comments, admin, automations, health, openapi)
     ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions)
     return {"api": api_routes, "ui": ui_routes}
 

@@ -403,3 +403,49 @@ def test_pool_buttons_on_the_record_page(crm: Crm) -> None:
                   data={"csrf_token": mcsrf, "user": str(crm.users["am2"])})
     assert resp.status_code == 302
     assert crm.admin.ok("GET", f"/data/crm/customers/{other}")["fields"]["owner"]["id"] == crm.users["am2"]
+
+
+# --- 7. comments, mentions, the timeline, related lists -------------------------------------------------
+def test_comments_with_mentions_notify_only_people_who_can_see_the_record(crm: Crm) -> None:
+    am1, am2, m1 = crm.api("am1"), crm.api("am2"), crm.api("manager1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "评论客户 Comment Co"}})["id"]
+    before = {u: len(crm.api(u).ok("GET", "/notifications")["notifications"]) for u in ("am2", "manager1", "am3")}
+    c = am1.ok("POST", f"/data/crm/customers/{cust}/comments",
+               {"body": "请 @manager1 看一下，@am3 也来 @nobody"})
+    assert c["mentions"] == [crm.users["manager1"]] and c["mine"]
+    after = {u: len(crm.api(u).ok("GET", "/notifications")["notifications"]) for u in ("am2", "manager1", "am3")}
+    assert after["manager1"] == before["manager1"] + 1          # the team's manager sees the customer
+    assert after["am3"] == before["am3"] and after["am2"] == before["am2"]  # am3 can't see it: no note
+    note = crm.api("manager1").ok("GET", "/notifications")["notifications"][0]
+    assert note["link"]["record_id"] == cust and "评论客户" in note["title"]
+    # only the author edits; the manager may not, nor may a rep who can't read the record comment on it
+    assert m1.patch(f"/data/crm/customers/{cust}/comments/{c['id']}", {"body": "x"})[0] == 403
+    assert am2.post(f"/data/crm/customers/{cust}/comments", {"body": "hi"})[0] == 404
+    status, body = am1.post(f"/data/crm/customers/{cust}/comments", {"body": "   "})
+    assert status == 422 and "body" in body["error"]["details"]
+    edited = am1.ok("PATCH", f"/data/crm/customers/{cust}/comments/{c['id']}", {"body": "改好了 @manager1"})
+    assert edited["edited_at"] and edited["body"] == "改好了 @manager1"
+    # the timeline merges the comment, the record's creation and a logged activity
+    am1.ok("POST", "/data/crm/activities", {"fields": {"subject": "电话回访", "customer": cust}})
+    kinds = [e["kind"] for e in am1.ok("GET", f"/data/crm/customers/{cust}/timeline")["entries"]]
+    assert {"comment", "change", "related"} <= set(kinds)
+    assert am1.call("DELETE", f"/data/crm/customers/{cust}/comments/{c['id']}")[0] == 204
+    assert am1.ok("GET", f"/data/crm/customers/{cust}/comments")["comments"] == []
+
+
+def test_comments_and_related_adds_on_the_customer_page(crm: Crm) -> None:
+    cust = crm.api("am1").ok("POST", "/data/crm/customers", {"fields": {"name": "页面评论 Page comments"}})["id"]
+    c, csrf = login(crm, "am1")
+    page = c.get(f"/apps/crm/customers/{cust}").get_data(as_text=True)
+    assert f'href="/apps/crm/activities/new?customer={cust}"' in page
+    assert f'href="/apps/crm/contacts/new?customer={cust}"' in page
+    resp = c.post(f"/apps/crm/customers/{cust}/comments", data={"csrf_token": csrf, "body": ""})
+    assert resp.status_code == 422 and 'role="alert"' in resp.get_data(as_text=True)
+    resp = c.post(f"/apps/crm/customers/{cust}/comments", data={"csrf_token": csrf, "body": "<b>@manager1</b> 跟进"})
+    assert resp.status_code == 302
+    page = c.get(f"/apps/crm/customers/{cust}").get_data(as_text=True)
+    assert "&lt;b&gt;@manager1&lt;/b&gt; 跟进" in page  # escaped
+    cid = crm.api("am1").ok("GET", f"/data/crm/customers/{cust}/comments")["comments"][0]["id"]
+    resp = c.post(f"/apps/crm/customers/{cust}/comments/{cid}/delete", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    assert crm.api("am1").ok("GET", f"/data/crm/customers/{cust}/comments")["comments"] == []

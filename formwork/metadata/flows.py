@@ -92,6 +92,10 @@ def problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
             if f is None or not f.ftype.is_link or not f.stored:
                 out[f"/{name}"] = [f"must name a link to one record of table '{t.key}'"]
     out.update(_button_problems(t, catalog))
+    for i, key in enumerate(t.doc.get("timeline") or []):
+        f = t.fields_by_key.get(key)
+        if f is None or not f.ftype.is_link:
+            out[f"/timeline/{i}"] = [f"must name a link field of table '{t.key}'"]
     for key, spec in (t.doc.get("flows") or {}).items():
         base = f"/flows/{key}"
         f = t.fields_by_key.get(key)
