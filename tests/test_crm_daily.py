@@ -449,3 +449,21 @@ def test_comments_and_related_adds_on_the_customer_page(crm: Crm) -> None:
     resp = c.post(f"/apps/crm/customers/{cust}/comments/{cid}/delete", data={"csrf_token": csrf})
     assert resp.status_code == 302
     assert crm.api("am1").ok("GET", f"/data/crm/customers/{cust}/comments")["comments"] == []
+
+
+# --- 8. order line prices from the product ----------------------------------------------------------------
+def test_a_new_order_line_takes_the_products_price(crm: Crm) -> None:
+    from formwork.automation.worker import Worker
+
+    worker = Worker(crm.app, worker_id="crm-daily")
+    am1 = crm.api("am1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "价格客户 Price Co"}})["id"]
+    order = am1.ok("POST", "/data/crm/orders", {"fields": {"customer": cust}})["id"]
+    product = crm.admin.records("crm", "products", limit=1)[0]
+    line = am1.ok("POST", "/data/crm/order_lines", {"fields": {"order": order, "product": product["id"],
+                                                               "quantity": 2}})
+    worker.drain()
+    got = am1.ok("GET", f"/data/crm/order_lines/{line['id']}")["fields"]
+    assert float(got["unit_price"]) == float(product["fields"]["price"])
+    assert float(got["line_total"]) == 2 * float(product["fields"]["price"])
+    assert got["order"]["display"].startswith("SO-") and " · " not in got["order"]["display"]
