@@ -123,4 +123,13 @@ def table_for(cat: Catalog, access: Access, t: TableDef, data: dict[str, Any]) -
     shown = shown_field_ids(cat, access, t)
     if shown is None:
         return data
-    return {**data, "fields": [f for f in data.get("fields", []) if f.get("id") in shown]}
+    hidden = {f.key for f in t.fields if f.id not in shown} | access.unreadable_fields(cat, t)
+    out = {**data, "fields": [f for f in data.get("fields", []) if f.get("id") in shown]}
+    out["views"] = [access.visible_view(cat, t, v) for v in data.get("views", [])]
+    for name in ("display_field", "owner_field"):
+        if out.get(name) in hidden:
+            out[name] = None
+    if "validations" in out:
+        out["validations"] = [v for v in out["validations"] if isinstance(v, dict) and all(
+            access.visible_filter(cat, t, v.get(k)) == v.get(k) for k in ("condition", "when"))]
+    return out

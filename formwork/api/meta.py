@@ -21,6 +21,7 @@ from formwork.api.common import (
 )
 from formwork.errors import BadRequest, Forbidden, NotFound
 from formwork.metadata import portable, validation
+from formwork.metadata.catalog import Catalog
 from formwork.metadata.documents import FORBIDDEN, DocumentKind, document_kinds
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
@@ -222,6 +223,14 @@ def delete_field(app_key: str, table_key: str, field_key: str) -> Response:
 
 
 # --- documents: views (per table), automations and dashboards (per app) ------------------------------
+def _reader_doc(cat: Catalog, access: Access, app_key: str, table_key: str | None) -> Any:
+    """How a view document is shown to this caller: whole to builders, trimmed of hidden fields to readers."""
+    if access.can_build():
+        return lambda d: d
+    t = visible_table(cat, access, app_key, table_key or "")
+    return lambda d: access.visible_view(cat, t, d)
+
+
 def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
     """List, create, get, change and delete one kind of document; endpoints ``list_<kind>s``,
     ``create_<kind>`` and ``<kind>_one``."""
@@ -231,13 +240,14 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
         access = current_access()
         dk = document_kinds.get(kind)
         with unit() as (_conn, cat):
+            shown = _reader_doc(cat, access, app_key, table_key) if parent_table else (lambda d: d)
             if parent_table:
                 docs = visible_table(cat, access, app_key, table_key or "").views
             else:
                 docs = getattr(visible_app(cat, access, app_key), plural)
             if not may_read(access, dk):
                 docs = []
-            return ok({plural: [dk.public(MetadataService._doc_json(d)) for d in docs]})
+            return ok({plural: [shown(dk.public(MetadataService._doc_json(d))) for d in docs]})
 
     def create(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
@@ -261,7 +271,8 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
                 raise Forbidden(FORBIDDEN[dk.right])
             svc = meta_service(conn, cat, access)
             if request.method == "GET":
-                return ok(dk.public(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key))))
+                shown = _reader_doc(cat, access, app_key, table_key) if parent_table else (lambda d: d)
+                return ok(shown(dk.public(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key)))))
             if request.method == "PATCH":
                 patch = dk.incoming(json_body(MAX_JSON), lambda: svc.get_doc(kind, app_key, key, table_key))
                 return ok(dk.public(svc.update_doc(kind, app_key, key, patch, table_key)))

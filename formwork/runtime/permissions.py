@@ -320,6 +320,70 @@ class Access:
             if key in hidden_in(t):
                 raise BadRequest(f"cannot sort by '{key[:100]}': no such field in '{t.key}'")
 
+    def _hidden_path(self, catalog: Catalog, t: TableDef, path: Any, memo: dict[int, set[str]]) -> bool:
+        """Whether a filter path (``field`` or ``link.field``) names a field this user may not read."""
+        def hidden_in(table: TableDef) -> set[str]:
+            if table.id not in memo:
+                memo[table.id] = self.unreadable_fields(catalog, table) if self.can_see_table(catalog, table) \
+                    else {f.key for f in table.fields}
+            return memo[table.id]
+
+        if not isinstance(path, str):
+            return False
+        parts = path.split(".")
+        if parts[0] in hidden_in(t):
+            return True
+        f = t.fields_by_key.get(parts[0])
+        if len(parts) == 2 and f is not None and f.ftype.is_link:
+            target = catalog.tables_by_id.get(f.options.get("target", -1))
+            return target is not None and parts[1] in hidden_in(target)
+        return False
+
+    def visible_filter(self, catalog: Catalog, t: TableDef, tree: Any,
+                       memo: dict[int, set[str]] | None = None) -> Any:
+        """``tree`` without the conditions on fields this user may not read (None when nothing is left).
+
+        A saved view, a table's validation or a definition shown to a reader passes through here: a filter
+        on a hidden field would list rows by a value the reader may not see, or name it and its threshold.
+        """
+        if self.is_admin or not tree:
+            return tree
+        memo = {} if memo is None else memo
+        if not isinstance(tree, dict):
+            return tree
+        for group in ("and", "or"):
+            if group in tree and isinstance(tree[group], list):
+                kept = [x for x in (self.visible_filter(catalog, t, c, memo) for c in tree[group]) if x]
+                return {group: kept} if kept else None
+        if "not" in tree:
+            inner = self.visible_filter(catalog, t, tree["not"], memo)
+            return {"not": inner} if inner else None
+        return None if self._hidden_path(catalog, t, tree.get("field"), memo) else tree
+
+    def visible_view(self, catalog: Catalog, t: TableDef, view: dict[str, Any]) -> dict[str, Any]:
+        """A view document as this user may read it: hidden fields gone from its columns, sort, grouping,
+        options and filter (the filter they get is the one applied to them, see RecordReader.where)."""
+        if self.is_admin:
+            return view
+        memo: dict[int, set[str]] = {}
+        hidden = self.unreadable_fields(catalog, t)
+        out = dict(view)
+        if isinstance(out.get("fields"), list):
+            out["fields"] = [k for k in out["fields"] if k not in hidden]
+        if isinstance(out.get("group_by"), list):
+            out["group_by"] = [k for k in out["group_by"] if k not in hidden]
+        if isinstance(out.get("sort"), list):
+            out["sort"] = [s for s in out["sort"] if not (isinstance(s, str) and s.lstrip("-") in hidden)]
+        if isinstance(out.get("options"), dict):
+            out["options"] = {k: v for k, v in out["options"].items() if not (isinstance(v, str) and v in hidden)}
+        if "filter" in out:
+            trimmed = self.visible_filter(catalog, t, out["filter"], memo)
+            if trimmed:
+                out["filter"] = trimmed
+            else:
+                out.pop("filter")
+        return out
+
     def field_writable(self, catalog: Catalog, t: TableDef, f: FieldDef) -> bool:
         if self.is_admin:
             return True

@@ -106,7 +106,10 @@ class RecordReader:
         self.access.check_query_fields(self.cat, t, filter_tree)
         conds = self.base_conditions(t)
         if view and view.get("filter"):
-            conds.append(FilterCompiler(t, self.ctx).compile(view["filter"]))
+            # a saved view's conditions on fields this reader may not see are left out for them
+            tree = self.access.visible_filter(self.cat, t, view["filter"])
+            if tree:
+                conds.append(FilterCompiler(t, self.ctx).compile(tree))
         if filter_tree:
             conds.append(FilterCompiler(t, self.ctx).compile(filter_tree))
         if search:
