@@ -467,3 +467,14 @@ def test_a_new_order_line_takes_the_products_price(crm: Crm) -> None:
     assert float(got["unit_price"]) == float(product["fields"]["price"])
     assert float(got["line_total"]) == 2 * float(product["fields"]["price"])
     assert got["order"]["display"].startswith("SO-") and " · " not in got["order"]["display"]
+
+
+def test_reps_see_tickets_of_their_customers_or_assigned_to_them(crm: Crm) -> None:
+    am1 = crm.api("am1")
+    seen = {r["id"] for r in am1.records("crm", "tickets", limit=1000)}
+    every = crm.admin.records("crm", "tickets", limit=1000)
+    mine = {r["id"] for r in every if (r["fields"]["assignee"] or {}).get("id") == crm.users["am1"]}
+    custs = {r["id"] for r in crm.admin.records("crm", "customers", limit=1000)
+             if (r["fields"]["owner"] or {}).get("id") == crm.users["am1"]}
+    theirs = {r["id"] for r in every if (r["fields"]["customer"] or {}).get("id") in custs}
+    assert seen == mine | theirs and len(seen) < len(every)
