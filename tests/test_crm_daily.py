@@ -478,3 +478,18 @@ def test_reps_see_tickets_of_their_customers_or_assigned_to_them(crm: Crm) -> No
              if (r["fields"]["owner"] or {}).get("id") == crm.users["am1"]}
     theirs = {r["id"] for r in every if (r["fields"]["customer"] or {}).get("id") in custs}
     assert seen == mine | theirs and len(seen) < len(every)
+
+
+def test_pool_refusals_speak_the_readers_language(crm: Crm) -> None:
+    rid = pool_customer(crm, "冷却期客户 Cooldown Co")
+    am3 = crm.api("am3")
+    old = _set_locale(crm, "am3", "zh-CN")
+    try:
+        am3.ok("POST", f"/data/crm/customers/{rid}/claim")
+        am3.ok("POST", f"/data/crm/customers/{rid}/release")
+        status, body = am3.post(f"/data/crm/customers/{rid}/claim")
+        assert status == 409 and "冷却期" in body["error"]["message"]
+        status, body = am3.post(f"/data/crm/customers/{rid}/assign", {"user": crm.users["am4"]})
+        assert status == 403 and "团队主管" in body["error"]["message"]
+    finally:
+        _set_locale(crm, "am3", old)
