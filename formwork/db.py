@@ -199,6 +199,19 @@ history = Table(
     Index("ix_fw_history_record", "table_id", "record_id", "id"),
 )
 
+comments = Table(
+    "fw_comment", platform_md, _id(),
+    Column("table_id", Integer, nullable=False),
+    Column("record_id", Integer, nullable=False),
+    Column("user_id", Integer),
+    Column("body", Text, nullable=False),
+    Column("mentions", JsonType),
+    Column("created_at", DateTime, nullable=False, default=utcnow),
+    Column("edited_at", DateTime),
+    Column("deleted_at", DateTime),
+    Index("ix_fw_comment_record", "table_id", "record_id", "id"),
+)
+
 outbox = Table(
     "fw_outbox", platform_md,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),

@@ -355,3 +355,141 @@ def test_link_displays_show_numbers_and_names_never_ids(crm: Crm) -> None:
     if listed:
         assert listed[member["id"]] == cust["display"]
     assert not str(cust["display"]).isdigit()
+
+
+# --- 6. record buttons: the pool's claim, release and assign ----------------------------------------------
+def test_pool_buttons_through_the_api(crm: Crm) -> None:
+    rid = pool_customer(crm, "按钮客户 Button Co")
+    am3, m1 = crm.api("am3"), crm.api("manager1")
+    keys = [b["key"] for b in am3.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]]
+    assert keys == ["claim"]
+    # a manager sees the pool and may claim or assign within their team
+    assert [b["key"] for b in m1.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]] == ["claim", "assign"]
+    status, body = m1.post(f"/data/crm/customers/{rid}/assign", {"user": crm.users["am3"]})  # another team
+    assert status == 422 and "user" in body["error"]["details"]
+    status, _ = am3.post(f"/data/crm/customers/{rid}/buttons/assign", {"user": crm.users["am3"]})
+    assert status == 403  # not for reps
+    rec = m1.ok("POST", f"/data/crm/customers/{rid}/buttons/assign", {"user": crm.users["am2"]})
+    assert rec["fields"]["owner"]["id"] == crm.users["am2"]
+    notes = crm.api("am2").ok("GET", "/notifications")["notifications"]
+    assert any(n["link"] and n["link"].get("record_id") == rid for n in notes)
+    am2 = crm.api("am2")
+    assert [b["key"] for b in am2.ok("GET", f"/data/crm/customers/{rid}/buttons")["buttons"]] == ["release"]
+    am2.ok("POST", f"/data/crm/customers/{rid}/buttons/release")
+    assert am2.ok("GET", f"/data/crm/customers/{rid}")["fields"]["owner"] is None
+    # cooldown: the one who released it can't take it back at once; someone else can
+    status, body = am2.post(f"/data/crm/customers/{rid}/buttons/claim")
+    assert status == 409
+    assert am3.ok("POST", f"/data/crm/customers/{rid}/buttons/claim")["fields"]["owner"]["id"] == crm.users["am3"]
+    assert am3.post(f"/data/crm/customers/{rid}/buttons/nope")[0] == 404
+
+
+def test_pool_buttons_on_the_record_page(crm: Crm) -> None:
+    rid = pool_customer(crm, "页面按钮客户 Page Button Co")
+    c, csrf = login(crm, "am1")
+    page = c.get(f"/apps/crm/customers/{rid}").get_data(as_text=True)
+    assert f'action="/apps/crm/customers/{rid}/buttons/claim"' in page and "/buttons/assign" not in page
+    resp = c.post(f"/apps/crm/customers/{rid}/buttons/claim", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    page = c.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "/buttons/release" in page and 'role="status"' in page
+    m, mcsrf = login(crm, "manager1")
+    other = pool_customer(crm, "主管分配客户 Manager assigns")
+    page = m.get(f"/apps/crm/customers/{other}").get_data(as_text=True)
+    assert '<label class="small" for="btn-assign-user">' in page
+    resp = m.post(f"/apps/crm/customers/{other}/buttons/assign", data={"csrf_token": mcsrf, "user": ""})
+    assert resp.status_code == 422 and 'class="flash error" role="alert"' in resp.get_data(as_text=True)
+    resp = m.post(f"/apps/crm/customers/{other}/buttons/assign",
+                  data={"csrf_token": mcsrf, "user": str(crm.users["am2"])})
+    assert resp.status_code == 302
+    assert crm.admin.ok("GET", f"/data/crm/customers/{other}")["fields"]["owner"]["id"] == crm.users["am2"]
+
+
+# --- 7. comments, mentions, the timeline, related lists -------------------------------------------------
+def test_comments_with_mentions_notify_only_people_who_can_see_the_record(crm: Crm) -> None:
+    am1, am2, m1 = crm.api("am1"), crm.api("am2"), crm.api("manager1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "评论客户 Comment Co"}})["id"]
+    before = {u: len(crm.api(u).ok("GET", "/notifications")["notifications"]) for u in ("am2", "manager1", "am3")}
+    c = am1.ok("POST", f"/data/crm/customers/{cust}/comments",
+               {"body": "请 @manager1 看一下，@am3 也来 @nobody"})
+    assert c["mentions"] == [crm.users["manager1"]] and c["mine"]
+    after = {u: len(crm.api(u).ok("GET", "/notifications")["notifications"]) for u in ("am2", "manager1", "am3")}
+    assert after["manager1"] == before["manager1"] + 1          # the team's manager sees the customer
+    assert after["am3"] == before["am3"] and after["am2"] == before["am2"]  # am3 can't see it: no note
+    note = crm.api("manager1").ok("GET", "/notifications")["notifications"][0]
+    assert note["link"]["record_id"] == cust and "评论客户" in note["title"]
+    # only the author edits; the manager may not, nor may a rep who can't read the record comment on it
+    assert m1.patch(f"/data/crm/customers/{cust}/comments/{c['id']}", {"body": "x"})[0] == 403
+    assert am2.post(f"/data/crm/customers/{cust}/comments", {"body": "hi"})[0] == 404
+    status, body = am1.post(f"/data/crm/customers/{cust}/comments", {"body": "   "})
+    assert status == 422 and "body" in body["error"]["details"]
+    edited = am1.ok("PATCH", f"/data/crm/customers/{cust}/comments/{c['id']}", {"body": "改好了 @manager1"})
+    assert edited["edited_at"] and edited["body"] == "改好了 @manager1"
+    # the timeline merges the comment, the record's creation and a logged activity
+    am1.ok("POST", "/data/crm/activities", {"fields": {"subject": "电话回访", "customer": cust}})
+    kinds = [e["kind"] for e in am1.ok("GET", f"/data/crm/customers/{cust}/timeline")["entries"]]
+    assert {"comment", "change", "related"} <= set(kinds)
+    assert am1.call("DELETE", f"/data/crm/customers/{cust}/comments/{c['id']}")[0] == 204
+    assert am1.ok("GET", f"/data/crm/customers/{cust}/comments")["comments"] == []
+
+
+def test_comments_and_related_adds_on_the_customer_page(crm: Crm) -> None:
+    cust = crm.api("am1").ok("POST", "/data/crm/customers", {"fields": {"name": "页面评论 Page comments"}})["id"]
+    c, csrf = login(crm, "am1")
+    page = c.get(f"/apps/crm/customers/{cust}").get_data(as_text=True)
+    assert f'href="/apps/crm/activities/new?customer={cust}"' in page
+    assert f'href="/apps/crm/contacts/new?customer={cust}"' in page
+    resp = c.post(f"/apps/crm/customers/{cust}/comments", data={"csrf_token": csrf, "body": ""})
+    assert resp.status_code == 422 and 'role="alert"' in resp.get_data(as_text=True)
+    resp = c.post(f"/apps/crm/customers/{cust}/comments", data={"csrf_token": csrf, "body": "<b>@manager1</b> 跟进"})
+    assert resp.status_code == 302
+    page = c.get(f"/apps/crm/customers/{cust}").get_data(as_text=True)
+    assert "&lt;b&gt;@manager1&lt;/b&gt; 跟进" in page  # escaped
+    cid = crm.api("am1").ok("GET", f"/data/crm/customers/{cust}/comments")["comments"][0]["id"]
+    resp = c.post(f"/apps/crm/customers/{cust}/comments/{cid}/delete", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    assert crm.api("am1").ok("GET", f"/data/crm/customers/{cust}/comments")["comments"] == []
+
+
+# --- 8. order line prices from the product ----------------------------------------------------------------
+def test_a_new_order_line_takes_the_products_price(crm: Crm) -> None:
+    from formwork.automation.worker import Worker
+
+    worker = Worker(crm.app, worker_id="crm-daily")
+    am1 = crm.api("am1")
+    cust = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "价格客户 Price Co"}})["id"]
+    order = am1.ok("POST", "/data/crm/orders", {"fields": {"customer": cust}})["id"]
+    product = crm.admin.records("crm", "products", limit=1)[0]
+    line = am1.ok("POST", "/data/crm/order_lines", {"fields": {"order": order, "product": product["id"],
+                                                               "quantity": 2}})
+    worker.drain()
+    got = am1.ok("GET", f"/data/crm/order_lines/{line['id']}")["fields"]
+    assert float(got["unit_price"]) == float(product["fields"]["price"])
+    assert float(got["line_total"]) == 2 * float(product["fields"]["price"])
+    assert got["order"]["display"].startswith("SO-") and " · " not in got["order"]["display"]
+
+
+def test_reps_see_tickets_of_their_customers_or_assigned_to_them(crm: Crm) -> None:
+    am1 = crm.api("am1")
+    seen = {r["id"] for r in am1.records("crm", "tickets", limit=1000)}
+    every = crm.admin.records("crm", "tickets", limit=1000)
+    mine = {r["id"] for r in every if (r["fields"]["assignee"] or {}).get("id") == crm.users["am1"]}
+    custs = {r["id"] for r in crm.admin.records("crm", "customers", limit=1000)
+             if (r["fields"]["owner"] or {}).get("id") == crm.users["am1"]}
+    theirs = {r["id"] for r in every if (r["fields"]["customer"] or {}).get("id") in custs}
+    assert seen == mine | theirs and len(seen) < len(every)
+
+
+def test_pool_refusals_speak_the_readers_language(crm: Crm) -> None:
+    rid = pool_customer(crm, "冷却期客户 Cooldown Co")
+    am3 = crm.api("am3")
+    old = _set_locale(crm, "am3", "zh-CN")
+    try:
+        am3.ok("POST", f"/data/crm/customers/{rid}/claim")
+        am3.ok("POST", f"/data/crm/customers/{rid}/release")
+        status, body = am3.post(f"/data/crm/customers/{rid}/claim")
+        assert status == 409 and "冷却期" in body["error"]["message"]
+        status, body = am3.post(f"/data/crm/customers/{rid}/assign", {"user": crm.users["am4"]})
+        assert status == 403 and "团队主管" in body["error"]["message"]
+    finally:
+        _set_locale(crm, "am3", old)

@@ -149,7 +149,7 @@ def test_every_page_renders_for_an_admin(app: Any, world: dict[str, Any]) -> Non
     assert "gcard" in gallery and "Someone else" in gallery
     rid = world["mine"]["id"]
     rec = html(c.get(f"/apps/sales/deals/{rid}"))
-    assert 'name="amount"' in rec and "TOPSECRET-1" in rec and "History" in rec and "Rita Rep" in rec
+    assert 'name="amount"' in rec and "TOPSECRET-1" in rec and "Timeline" in rec and "Rita Rep" in rec
     acc = html(c.get(f"/apps/sales/accounts/{world['acme']}"))
     assert "Linked records" in acc and f'/apps/sales/deals/{rid}"' in acc
     assert 'name="stage"' in html(c.get("/apps/sales/deals/new"))

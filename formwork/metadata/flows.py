@@ -91,6 +91,11 @@ def problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
             f = t.fields_by_key.get(parent)
             if f is None or not f.ftype.is_link or not f.stored:
                 out[f"/{name}"] = [f"must name a link to one record of table '{t.key}'"]
+    out.update(_button_problems(t, catalog))
+    for i, key in enumerate(t.doc.get("timeline") or []):
+        f = t.fields_by_key.get(key)
+        if f is None or not f.ftype.is_link:
+            out[f"/timeline/{i}"] = [f"must name a link field of table '{t.key}'"]
     for key, spec in (t.doc.get("flows") or {}).items():
         base = f"/flows/{key}"
         f = t.fields_by_key.get(key)
@@ -113,4 +118,25 @@ def problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
                 g = t.fields_by_key.get(k)
                 if g is None or g.ftype.read_only:
                     out.setdefault(f"{base}/require/{state}", []).append(f"no writable field '{k[:100]}'")
+    return out
+
+
+def _button_problems(t: TableDef, catalog: Catalog) -> dict[str, list[str]]:
+    """Record buttons (``runtime.buttons``): unique keys, one thing to run, a valid ``when`` filter."""
+    from formwork.errors import ValidationFailed
+    from formwork.metadata.query import FilterCompiler
+
+    out: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for i, b in enumerate(t.doc.get("buttons") or []):
+        if b.get("key") in seen:
+            out[f"/buttons/{i}/key"] = [f"'{b.get('key')}' is used by another button"]
+        seen.add(str(b.get("key")))
+        if bool(b.get("action")) == bool(b.get("automation")):
+            out[f"/buttons/{i}"] = ["give exactly one of 'action' or 'automation'"]
+        if b.get("when"):
+            try:
+                FilterCompiler.check(t, catalog, b["when"], f"/buttons/{i}/when")
+            except ValidationFailed as e:
+                out.update({k: list(v) for k, v in (e.details or {}).items()})
     return out

@@ -26,7 +26,8 @@ TEMPLATES_PACKAGE = "formwork_templates"  # beside formwork in the wheel: one fo
 COMPUTED = ("lookup", "rollup", "formula")
 # table settings that name fields created after the table (links, computed fields): set once all exist
 LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows",
-                   "display_parent")
+                   "display_parent", "buttons",
+                   "timeline")
 
 
 def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:

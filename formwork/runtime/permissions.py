@@ -123,7 +123,16 @@ class Access:
 
     # --- scopes ------------------------------------------------------------------------------------
     def scope_expr(self, scope: Any, t: TableDef, alias: Any, catalog: Catalog) -> ColumnElement[bool] | None:
-        """None means every row; ``false()`` means none."""
+        """None means every row; ``false()`` means none. A list is the union of its scopes
+        (``["team", {"field": "owner", "op": "is_empty"}]``: the team's records and the pool)."""
+        if isinstance(scope, list):
+            parts: list[ColumnElement[bool]] = []
+            for one in scope[:10]:
+                expr = self.scope_expr(one, t, alias, catalog)
+                if expr is None:
+                    return None
+                parts.append(expr)
+            return or_(*parts) if parts else false()
         if scope in (None, "none", False):
             return false()
         if scope in ("all", True):

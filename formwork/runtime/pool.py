@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from formwork import db
-from formwork.errors import BadRequest, Conflict, Forbidden, NotFound
+from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, QueryContext
 from formwork.runtime import notifications
@@ -44,6 +44,45 @@ from formwork.runtime.records import MAX_BATCH, RecordReader, RecordService, par
 
 REMINDER_KIND = "pool_reminder"
 RELEASED_KIND = "pool_released"
+
+
+_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "signed_in": "only a signed-in user can claim records",
+        "no_claim": "your roles may not claim records from the pool of '{table}' (none of them sets '{flag}')",
+        "own_already": "you already own this record",
+        "owned": "this record belongs to {who}; only records in the pool (without an owner) can be claimed",
+        "cooldown": "you released this record on {released}; you may claim it again from {until} UTC "
+                    "(cooldown of {days} days)",
+        "limit": "you already own {owned} records in '{table}', the claim limit of your roles is {limit}: "
+                 "release some before claiming more",
+        "in_pool": "this record is already in the pool",
+        "no_release": "only the owner, or someone who may edit this record, can release it",
+        "choose": "choose a user",
+        "no_assign": "only a team's manager may assign records from the pool",
+        "not_member": "is not a member of a team you manage",
+        "owned_assign": "this record belongs to {who}; only records in the pool or that you may edit can be assigned",
+    },
+    "zh-CN": {
+        "signed_in": "只有登录用户才能领取",
+        "no_claim": "你的角色不能从“{table}”的公海领取（没有设置 {flag}）",
+        "own_already": "这条记录已经是你的了",
+        "owned": "这条记录属于 {who}；只能领取公海中（没有负责人）的记录",
+        "cooldown": "你在 {released} 退回了这条记录；{until}（UTC）之后才能再次领取（冷却期 {days} 天）",
+        "limit": "你已拥有 {owned} 条“{table}”记录，达到角色的领取上限 {limit}：请先退回一些再领取",
+        "in_pool": "这条记录已经在公海中",
+        "no_release": "只有负责人或有权编辑该记录的人才能退回公海",
+        "choose": "请选择一位成员",
+        "no_assign": "只有团队主管可以从公海分配记录",
+        "not_member": "不是你所管理团队的成员",
+        "owned_assign": "这条记录属于 {who}；只能分配公海中或你有权编辑的记录",
+    },
+}
+
+
+def _say(access: Access, key: str, **kw: Any) -> str:
+    """A pool message in the caller's language."""
+    return (_WORDS.get(access.locale) or _WORDS["en"])[key].format(**kw)
 
 
 @dataclass
@@ -177,11 +216,10 @@ def claim(conn: Connection, catalog: Catalog, access: Access, t: TableDef, recor
     reader = RecordReader(catalog, conn, access)
     reader.get(t, rid, fields=[cfg.owner.key])  # 404 unless the caller can see it
     if access.user_id is None:
-        raise Forbidden("only a signed-in user can claim records")
+        raise Forbidden(_say(access, "signed_in"))
     limit = claim_limit(access, cfg.flag)
     if limit == 0:
-        raise Forbidden(f"your roles may not claim records from the pool of '{t.key}' "
-                        f"(none of them sets '{cfg.flag}')")
+        raise Forbidden(_say(access, "no_claim", table=t.key, flag=cfg.flag))
     if conn.dialect.name == "postgresql":  # one claim at a time per user keeps the limit exact
         conn.execute(select(db.users.c.id).where(db.users.c.id == access.user_id).with_for_update())
     owner_col = t.sa.c[cfg.owner.column_name]
@@ -195,24 +233,22 @@ def claim(conn: Connection, catalog: Catalog, access: Access, t: TableDef, recor
         raise NotFound(f"no record {rid} in '{t.key}'")
     owner = row[1]
     if owner == access.user_id:
-        raise Conflict("you already own this record")
+        raise Conflict(_say(access, "own_already"))
     if owner is not None:
-        raise Conflict(f"this record belongs to {_user_name(conn, owner)}; only records in the pool "
-                       "(without an owner) can be claimed")
+        raise Conflict(_say(access, "owned", who=_user_name(conn, owner)))
     now = now or db.utcnow()
     previous = row._mapping.get("previous")
     released = row._mapping.get("released")
     if cfg.cooldown_days and previous == access.user_id and released is not None:
         until = released + dt.timedelta(days=cfg.cooldown_days)
         if now < until:
-            raise Conflict(f"you released this record on {released:%Y-%m-%d}; you may claim it again from "
-                           f"{until:%Y-%m-%d %H:%M} UTC (cooldown of {cfg.cooldown_days} days)")
+            raise Conflict(_say(access, "cooldown", released=f"{released:%Y-%m-%d}", until=f"{until:%Y-%m-%d %H:%M}",
+                                days=cfg.cooldown_days))
     if limit is not None:
         owned = conn.execute(select(func.count()).select_from(t.sa).where(
             owner_col == access.user_id, t.sa.c.deleted_at.is_(None))).scalar() or 0
         if owned >= limit:
-            raise Forbidden(f"you already own {owned} records in '{t.key}', the claim limit of your roles is "
-                            f"{limit}: release some before claiming more")
+            raise Forbidden(_say(access, "limit", owned=owned, table=t.key, limit=limit))
     values: dict[str, Any] = {cfg.owner.key: access.user_id}
     if cfg.claimed_at is not None:
         values[cfg.claimed_at.key] = now
@@ -232,18 +268,67 @@ def release(conn: Connection, catalog: Catalog, access: Access, t: TableDef, rec
         raise NotFound(f"no record {rid} in '{t.key}'")
     owner = row[1]
     if owner is None:
-        raise Conflict("this record is already in the pool")
+        raise Conflict(_say(access, "in_pool"))
     if owner != access.user_id:
         scope = access.scope(catalog, t, t.sa, "update")
         allowed = scope is None or conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, scope)).first()
         if not allowed:
-            raise Forbidden("only the owner, or someone who may edit this record, can release it")
+            raise Forbidden(_say(access, "no_release"))
     RecordService(catalog, conn, _elevated(access), origin="pool").update(t, rid, _release_values(cfg, owner,
                                                                                                   now or db.utcnow()))
     try:
         return reader.get(t, rid)
     except NotFound:
         return {"id": rid, "released": True}
+
+
+def assignable_users(conn: Connection, access: Access) -> list[dict[str, Any]]:
+    """Who the caller may hand pool records to: any active user for an administrator, else the members
+    of the teams the caller manages (a manager assigns within their team)."""
+    u = db.users
+    q = select(u.c.id, u.c.name).where(u.c.active.is_(True)).order_by(u.c.name, u.c.id)
+    if not access.is_admin:
+        if access.user_id is None:
+            return []
+        managed = select(db.teams.c.id).where(db.teams.c.manager_id == access.user_id)
+        q = q.where(u.c.team_id.in_(managed))
+    return [{"id": r.id, "name": r.name} for r in conn.execute(q.limit(1000))]
+
+
+def assign(conn: Connection, catalog: Catalog, access: Access, t: TableDef, record_id: Any, user: Any,
+           now: dt.datetime | None = None) -> dict[str, Any]:
+    """Hand a record in the pool (or one the caller may edit) to a member of a team the caller manages."""
+    cfg = pool_config(t, catalog)
+    rid = parse_id(record_id)
+    reader = RecordReader(catalog, conn, access)
+    reader.get(t, rid, fields=[cfg.owner.key])
+    if isinstance(user, dict):
+        user = user.get("id")
+    if isinstance(user, bool) or not isinstance(user, int):
+        raise ValidationFailed.from_details({"user": [_say(access, "choose")]})
+    allowed = {u["id"] for u in assignable_users(conn, access)}
+    if user not in allowed:
+        if not allowed:
+            raise Forbidden(_say(access, "no_assign"))
+        raise ValidationFailed.from_details({"user": [_say(access, "not_member")]})
+    row = _locked_row(conn, t, rid, [t.sa.c.id, t.sa.c[cfg.owner.column_name]])
+    if row is None:
+        raise NotFound(f"no record {rid} in '{t.key}'")
+    if row[1] is not None:
+        scope = access.scope(catalog, t, t.sa, "update")
+        if scope is not None and conn.execute(select(t.sa.c.id).where(t.sa.c.id == rid, scope)).first() is None:
+            raise Conflict(_say(access, "owned_assign", who=_user_name(conn, row[1])))
+    values: dict[str, Any] = {cfg.owner.key: user}
+    if cfg.claimed_at is not None:
+        values[cfg.claimed_at.key] = now or db.utcnow()
+    RecordService(catalog, conn, _elevated(access), origin="pool").update(t, rid, values)
+    notifications.send(conn, [Note(user, "pool_assigned",
+                                   f"{_user_name(conn, access.user_id)} 把一条记录分配给了你 / assigned you a record",
+                                   "", _link(catalog, t, rid), now or db.utcnow())])
+    try:
+        return reader.get(t, rid)
+    except NotFound:
+        return {"id": rid, "assigned": True}
 
 
 def _release_values(cfg: PoolConfig, owner: int, now: dt.datetime) -> dict[str, Any]:

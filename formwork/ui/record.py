@@ -8,10 +8,12 @@ from typing import Any
 from flask import Response, redirect, request, url_for
 from sqlalchemy import select
 
+from formwork import db
+from formwork.automation import intake
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata import defaults
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.runtime import pool
+from formwork.runtime import buttons, comments, pool
 from formwork.ui.approvals import panel as approval_panel
 from formwork.ui.context import (
     Page,
@@ -38,15 +40,7 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
     r = p.renderer(app.key)
     reverse = [f for f in shown if f.ftype.lists_related(f)]
     edit = [f for f in shown if writable(p, t, f) and f not in reverse]
-    history = p.service().history(t, rec["id"], limit=100)["entries"]
-    labels = {f.key: p.label(f.label) for f in t.fields}
-    for e in history:
-        e["rows"] = [{"label": labels.get(k, k), "old": r.cell(t.fields_by_key[k], v.get("old"))
-                      if k in t.fields_by_key else v.get("old"),
-                      "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key else v.get("new")}
-                     for k, v in (e.get("changes") or {}).items() if isinstance(v, dict)]
-        d = local_datetime(e["at"], p.tz)
-        e["when"] = d.strftime("%Y-%m-%d %H:%M") if d else e["at"]
+    history: list[dict[str, Any]] = []  # the timeline shows the changes
     return {"app": app, "t": t, "rec": rec, "fields": [f for f in shown if f not in reverse],
             "cells": {f.key: r.cell(f, rec["fields"].get(f.key)) for f in shown}, "edit_fields": edit,
             "reverse": [(f, rec["fields"].get(f.key) or [], p.cat.tables_by_id[f.options["target"]])
@@ -54,7 +48,61 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
             "history": history, "approval_panel": approval_panel(p, t, rec["id"]),
             "options": input_options(p, t, edit), "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
-            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app)}
+            "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app),
+            "buttons": record_buttons(p, t, rec["id"]), "adds": related_adds(p, app, t, rec["id"], reverse),
+            "timeline": timeline_entries(p, t, rec["id"], history),
+            "mention_users": _mention_users(p)}
+
+
+def related_adds(p: Page, app: AppDef, t: TableDef, rid: int, reverse: list[Any]) -> dict[str, str]:
+    """Per related list (reverse link key): the address of a new record of that table already linked
+    to this one ("add contact", "log activity"), where the user may create such records."""
+    out: dict[str, str] = {}
+    for f in reverse:
+        target = p.cat.tables_by_id.get(f.options.get("target"))
+        pair = p.cat.fields_by_id.get(f.options.get("pair") or -1)
+        if target is None or pair is None or not p.access.can(p.cat, target, "create"):
+            continue
+        args: dict[str, Any] = {pair.key: rid}
+        out[f.key] = url_for("ui.record_new", app_key=app.key, table_key=target.key, **args)
+    return out
+
+
+def timeline_entries(p: Page, t: TableDef, rid: int, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The record's timeline for the page: its comments, the changes (rendered as in the history) and the
+    related records the table names in ``timeline``, newest first."""
+    items = comments.timeline(p.conn, p.cat, p.access, t, rid, limit=150)
+    r = p.renderer(p.cat.app_by_id(t.app_id).key)
+    labels = {f.key: p.label(f.label) for f in t.fields}
+    out = []
+    for it in items:
+        d = local_datetime(str(it["at"]), p.tz) if it["at"] and len(str(it["at"])) > 10 else None
+        it = {**it, "when": d.strftime("%Y-%m-%d %H:%M") if d else str(it["at"] or "")[:10]}
+        if it["kind"] == "change":
+            e = it["change"]
+            e["rows"] = [{"label": labels.get(k, k), "old": r.cell(t.fields_by_key[k], v.get("old"))
+                          if k in t.fields_by_key else v.get("old"),
+                          "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key else v.get("new")}
+                         for k, v in (e.get("changes") or {}).items() if isinstance(v, dict)]
+        out.append(it)
+    return out
+
+
+def _mention_users(p: Page) -> list[dict[str, Any]]:
+    rows = p.conn.execute(select(db.users.c.username, db.users.c.name).where(
+        db.users.c.active.is_(True), db.users.c.id != (p.access.user_id or 0)).order_by(db.users.c.name).limit(500))
+    return [{"username": r.username, "name": r.name} for r in rows]
+
+
+def record_buttons(p: Page, t: TableDef, rid: int) -> list[dict[str, Any]]:
+    """The record's buttons for ``_record_buttons.html`` (assign carries the people it may go to)."""
+    out = []
+    for b in buttons.visible(p.conn, p.cat, p.access, t, rid):
+        item: dict[str, Any] = {"key": b.key, "label": b.label, "action": b.action}
+        if b.action == "assign":
+            item["users"] = pool.assignable_users(p.conn, p.access)
+        out.append(item)
+    return out
 
 
 def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
@@ -78,8 +126,10 @@ def record_page(app_key: str, table_key: str, rid: int) -> Response:
             deleted = p.reader().get(t, rid, trashed=True)  # 404 unless it is in the trash and readable
             return render(p, "record_trashed.html", app=app, t=t, rec=deleted, tables=visible_tables(p, app),
                           dashboards=visible_dashboards(p, app))
+        done = buttons.find(t, request.args.get("done") or "")
         return render(p, "record.html", **record_context(p, app, t, rec), errors={},
-                      saved=request.args.get("saved") == "1")
+                      saved=request.args.get("saved") == "1",
+                      button_done=p.label(done.get("label") or done["key"]) if done else None)
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>")
@@ -112,6 +162,77 @@ def record_save(app_key: str, table_key: str, rid: int) -> Response:
                           **record_context(p, app, t, rec), errors=e.details or {"": [e.message]}, submitted=True)
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
                             saved=1))
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/buttons/<key>")
+def record_button(app_key: str, table_key: str, rid: int, key: str) -> Response:
+    """Press a record button (claim, release, assign, or a manual automation); back to the record, or to
+    its table when the record left the user's sight (released by a rep who sees only their own)."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        user = request.form.get("user", "")
+        b = buttons.find(t, key)
+        try:
+            with conn.begin_nested():
+                buttons.press(conn, cat, access, t, rid, key, int(user) if user.isdigit() else None)
+                if b is not None and b.get("automation"):
+                    rule = next((r for r in app.automations if r.get("key") == b["automation"]), None)
+                    if rule is None:
+                        raise NotFound(f"no automation '{b['automation']}'")
+                    intake.queue_manual_run(conn, cat, access, app, rule, [rid])
+        except (ValidationFailed, Conflict, Forbidden) as e:
+            rec = p.reader().get(t, rid)
+            msgs = [m for v in (e.details or {}).values() for m in v] or [e.message]
+            return render(p, "record.html", 422 if isinstance(e, ValidationFailed) else e.status,
+                          **record_context(p, app, t, rec), errors={}, button_error="; ".join(msgs))
+        if not _readable(p, t, rid):
+            return redirect(url_for("ui.table_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
+                            done=key))
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/comments")
+def comment_add(app_key: str, table_key: str, rid: int) -> Response:
+    return _comment_change(app_key, table_key, rid, None, "add")
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/comments/<int:cid>")
+def comment_edit(app_key: str, table_key: str, rid: int, cid: int) -> Response:
+    return _comment_change(app_key, table_key, rid, cid, "edit")
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/comments/<int:cid>/delete")
+def comment_delete(app_key: str, table_key: str, rid: int, cid: int) -> Response:
+    return _comment_change(app_key, table_key, rid, cid, "delete")
+
+
+def _comment_change(app_key: str, table_key: str, rid: int, cid: int | None, what: str) -> Response:
+    """Add, edit or delete a comment from the record page; a bad comment comes back with its text."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        body = request.form.get("body", "")
+        try:
+            with conn.begin_nested():
+                if what == "add":
+                    comments.add(conn, cat, access, t, rid, body)
+                elif what == "edit":
+                    comments.edit(conn, cat, access, t, rid, cid, body)
+                else:
+                    comments.delete(conn, cat, access, t, rid, cid)
+        except (ValidationFailed, Forbidden) as e:
+            rec = p.reader().get(t, rid)
+            msgs = [m for v in (e.details or {}).values() for m in v] or [e.message]
+            return render(p, "record.html", 422 if isinstance(e, ValidationFailed) else 403,
+                          **record_context(p, app, t, rec), errors={}, comment_error="; ".join(msgs),
+                          comment_text=body if what == "add" else "", comment_edit=cid)
+    return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
+                            _anchor="comments"))
 
 
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>/delete")
