@@ -37,8 +37,8 @@ def shot(pg: Any, name: str) -> None:
 def use_locale(pg: Any, url: str, locale: str) -> None:
     log_in(pg, url)
     if pg.locator("html").get_attribute("lang") != locale:  # the language is kept on the account
-        pg.select_option("select[name=locale]", locale)
-        pg.wait_for_load_state()
+        with pg.expect_navigation():
+            pg.select_option("select[name=locale]", locale)
     assert pg.locator("html").get_attribute("lang") == locale
 
 
