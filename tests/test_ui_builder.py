@@ -325,3 +325,24 @@ def test_calendar_modes_reschedule_and_add_on_a_day(app: Any, admin: Api) -> Non
     assert [r["fields"]["close"] for r in admin.records("sales", "deals") if r["fields"]["name"] == "Demo day"] \
         == ["2026-05-13"]
     assert html(c.post(f"{base}/{rid}/reschedule", data={"csrf_token": csrf, "view": "cal", "date": "May"}), 400)
+
+
+def test_switches_say_what_they_would_break_help_text_and_honeypot(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    admin.ok("PATCH", f"/data/sales/deals/{world['other']['id']}", {"fields": {"secret": "TOPSECRET-1"}})
+    page = html(c.get(f"{base}/fields/secret/edit"))
+    assert "1 records have no value yet" in page and "2 records share a value" in page
+    assert c.post(f"{base}/fields/name/edit", data={"csrf_token": csrf, "label_en": "Name", "type": "text",
+                                                    "required": "1", "description": "Who is buying"}).status_code == 302
+    form = html(c.get(f"{base}/forms/lead_form"))
+    assert "Who is buying" in form
+    # the public form: a robot filling the hidden field is thanked and nothing is stored
+    anon = app.test_client()
+    page = html(anon.get("/f/sales/deals/lead_form"))
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    before = len(admin.records("sales", "deals"))
+    done = html(anon.post("/f/sales/deals/lead_form", data={"form_token": token, "name": "Spam", "amount": "1",
+                                                            "website": "http://spam.example"}))
+    assert "Thanks, we will call you." in done and len(admin.records("sales", "deals")) == before

@@ -109,6 +109,8 @@ def public_form(app_key: str, table_key: str, view_key: str) -> Response:
                 payload = None
             if payload != view["id"]:
                 errors, status = {"": [p.t("form_expired")]}, 400
+            elif request.form.get("website"):  # the honeypot: only a robot fills a field nobody sees
+                done, values = True, {}
             else:
                 values = parse_form(p, t, fields, request.form)
                 try:
