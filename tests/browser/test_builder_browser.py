@@ -114,7 +114,8 @@ def test_a_view_with_a_nested_condition(page: Any, server: dict[str, Any], local
     t = TEXT[locale]
     use_locale(page, url, locale)
     page.goto(f"{url}/apps/{key}/deals/views/new")
-    page.get_by_role("textbox", name=t["name"], exact=True).fill("Hot or big leads" if locale == "en" else "重点或大额线索")
+    view_name = "Hot or big leads" if locale == "en" else "重点或大额线索"
+    page.get_by_role("textbox", name=t["name"], exact=True).fill(view_name)
     builder = page.locator(".view-filter")
     with settled(page):
         builder.get_by_role("button", name="+ " + t["add_condition"], exact=True).first.click()
