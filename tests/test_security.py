@@ -315,6 +315,21 @@ def test_pages_carry_security_headers(app: Any, admin: Api) -> None:
     assert admin.last.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_the_login_form_token_is_bound_to_its_browser(app: Any, admin: Api) -> None:
+    """Login CSRF: a token taken from the attacker's own login page doesn't work in the victim's browser
+    (it is bound to a cookie only that page set), so nobody can be signed into someone else's account."""
+    attacker, victim = app.test_client(), app.test_client()
+    page = attacker.get("/login").data.decode()
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    form = {"username": "admin", "password": "admin-pass-1", "form_token": token, "next": "/"}
+    refused = victim.post("/login", data=form)
+    assert refused.status_code == 400 and "fw_session" not in refused.headers.get("Set-Cookie", "")
+    victim.get("/login")  # the victim's own cookie doesn't match the attacker's token either
+    assert victim.post("/login", data=form).status_code == 400
+    ok = attacker.post("/login", data=form)
+    assert ok.status_code == 302 and ok.headers["Location"] == "/"
+
+
 def test_no_template_holds_inline_script_or_handlers() -> None:
     """The policy forbids inline handlers and scripts without the nonce; a template with one would break in
     the browser, so none may have one (behaviour lives in static/*.js, declared by data- attributes)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
+
 from flask import Response, redirect, request, url_for
 from itsdangerous import BadSignature
 from sqlalchemy import update
@@ -16,10 +19,35 @@ from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, en
 routes = RouteSet()
 
 
+LOGIN_COOKIE = "fw_login"
+LOGIN_TOKEN_AGE = 2 * 3600
+
+
+def _login_form(status: int = 200, **ctx: object) -> Response:
+    """The login page, its form token bound to this browser: a random cookie the page sets once, signed into
+    the token. A token lifted from another browser (login CSRF: signing the victim into the attacker's
+    account) doesn't match the victim's cookie, and a token expires after two hours."""
+    binding = request.cookies.get(LOGIN_COOKIE) or ""
+    if not (16 <= len(binding) <= 64 and binding.isalnum()):
+        binding = secrets.token_hex(16)
+    resp = render(None, "login.html", status, form_token=signer("login").dumps({"b": binding}), **ctx)
+    resp.set_cookie(LOGIN_COOKIE, binding, max_age=LOGIN_TOKEN_AGE, httponly=True, samesite="Lax", path="/login",
+                    secure=request.is_secure)
+    return resp
+
+
+def _form_token_ok() -> bool:
+    try:
+        data = signer("login").loads(request.form.get("form_token", ""), max_age=LOGIN_TOKEN_AGE)
+    except BadSignature:
+        return False
+    binding = request.cookies.get(LOGIN_COOKIE) or ""
+    return isinstance(data, dict) and bool(binding) and hmac.compare_digest(str(data.get("b", "")), binding)
+
+
 @routes.get("/login")
 def login() -> Response:
-    return render(None, "login.html", next=safe_next(request.args.get("next")),
-                  form_token=signer("login").dumps("login"))
+    return _login_form(next=safe_next(request.args.get("next")))
 
 
 @routes.post("/login")
@@ -31,12 +59,9 @@ def login_post() -> Response:
     nxt = safe_next(request.form.get("next"))
 
     def again(key: str, status: int) -> Response:
-        return render(None, "login.html", status, error=i18n.translate(locale, key), username=username, next=nxt,
-                      form_token=signer("login").dumps("login"))
+        return _login_form(status, error=i18n.translate(locale, key), username=username, next=nxt)
 
-    try:
-        signer("login").loads(request.form.get("form_token", ""), max_age=24 * 3600)
-    except BadSignature:
+    if not _form_token_ok():
         return again("form_expired", 400)
     if not username or not request.form.get("password"):
         return again("login_required", 400)
