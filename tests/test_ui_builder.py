@@ -346,3 +346,37 @@ def test_switches_say_what_they_would_break_help_text_and_honeypot(app: Any, adm
     done = html(anon.post("/f/sales/deals/lead_form", data={"form_token": token, "name": "Spam", "amount": "1",
                                                             "website": "http://spam.example"}))
     assert "Thanks, we will call you." in done and len(admin.records("sales", "deals")) == before
+
+
+def test_forms_take_attachments_within_their_limits(app: Any, admin: Api) -> None:
+    import io
+
+    build(app, admin)
+    admin.ok("POST", "/meta/apps/sales/tables/deals/fields", {"key": "docs", "label": "Documents",
+                                                              "type": "attachment",
+                                                              "options": {"max_files": 2, "max_size": 1000,
+                                                                          "mime_types": ["image/*",
+                                                                                         "application/pdf"]}})
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/lead_form", {"fields": ["name", "amount", "docs"]})
+    anon = app.test_client()
+    page = html(anon.get("/f/sales/deals/lead_form"))
+    assert 'type="file"' in page and 'enctype="multipart/form-data"' in page and "Up to 2 files" in page
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+    def post(files: list[tuple[bytes, str]], name: str = "With files") -> Any:
+        data: dict[str, Any] = {"form_token": token, "name": name, "amount": "5",
+                                "docs": [(io.BytesIO(b), n) for b, n in files]}
+        return anon.post("/f/sales/deals/lead_form", data=data, content_type="multipart/form-data")
+
+    before = len(admin.records("sales", "deals"))
+    too_big = html(post([(b"x" * 2000, "big.png")]), 422)
+    assert "“big.png” is larger than" in too_big and 'value="With files"' in too_big
+    wrong = html(post([(b"hello", "notes.txt")]), 422)
+    assert "“notes.txt” is not an allowed type" in wrong
+    many = html(post([(b"a", "a.png"), (b"b", "b.png"), (b"c", "c.png")]), 422)
+    assert "At most 2 files" in many
+    assert len(admin.records("sales", "deals")) == before
+    ok = html(post([(b"\x89PNG small", "photo.png"), (b"%PDF-1.4", "quote.pdf")]))
+    assert "Thanks, we will call you." in ok
+    rec = [r for r in admin.records("sales", "deals") if r["fields"]["name"] == "With files"][0]
+    assert [d["name"] for d in rec["fields"]["docs"]] == ["photo.png", "quote.pdf"]

@@ -248,7 +248,7 @@ def test_a_calendar_drag_reschedules(page: Any, server: dict[str, Any], locale: 
     with settled(page):
         day.locator("button").click()
     expect(page.locator(".cal-day[data-date='2026-05-14']")).to_contain_text("Kickoff")
+    shot(page, f"calendar-{locale}")
     with settled(page):
         page.get_by_role("button", name="Week" if locale == "en" else "周").click()
     expect(page.locator(".cal-day")).to_have_count(7)
-    shot(page, f"calendar-{locale}")

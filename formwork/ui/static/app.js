@@ -267,3 +267,58 @@
     document.querySelectorAll(".cal-day.over").forEach(function (d) { d.classList.remove("over"); });
   });
 })();
+
+/* Forms: a file field takes files by its button, by drag-and-drop onto its box, and by paste; the chosen
+   names are listed. The server checks the limits (count, size, type) and names the file that breaks one. */
+(function () {
+  "use strict";
+  function show(zone) {
+    var input = zone.querySelector("input[type=file]"), list = zone.querySelector(".picked-files");
+    if (!list) return;
+    list.innerHTML = "";
+    Array.prototype.forEach.call(input.files, function (f) {
+      var li = document.createElement("li");
+      li.textContent = f.name + " (" + Math.max(1, Math.round(f.size / 1024)) + " KB)";
+      list.appendChild(li);
+    });
+  }
+  function put(zone, fileList) {
+    var input = zone.querySelector("input[type=file]");
+    if (!input || !fileList || !fileList.length) return;
+    var dt = new DataTransfer();
+    if (input.multiple) Array.prototype.forEach.call(input.files, function (f) { dt.items.add(f); });
+    Array.prototype.forEach.call(fileList, function (f) { if (input.multiple || !dt.items.length) dt.items.add(f); });
+    input.files = dt.files;
+    show(zone);
+  }
+  document.addEventListener("change", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (zone && e.target.type === "file") show(zone);
+  });
+  document.addEventListener("dragover", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (!zone || !e.dataTransfer || Array.prototype.indexOf.call(e.dataTransfer.types, "Files") < 0) return;
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  document.addEventListener("dragleave", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (zone) zone.classList.remove("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (!zone || !e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    zone.classList.remove("over");
+    put(zone, e.dataTransfer.files);
+  });
+  document.addEventListener("paste", function (e) {
+    var files = e.clipboardData && e.clipboardData.files;
+    if (!files || !files.length) return;
+    var form = (e.target.closest && e.target.closest("form")) || document;
+    var zone = form.querySelector("[data-dropzone]");
+    if (!zone) return;
+    e.preventDefault();
+    put(zone, files);
+  });
+})();
