@@ -380,3 +380,17 @@ def test_forms_take_attachments_within_their_limits(app: Any, admin: Api) -> Non
     assert "Thanks, we will call you." in ok
     rec = [r for r in admin.records("sales", "deals") if r["fields"]["name"] == "With files"][0]
     assert [d["name"] for d in rec["fields"]["docs"]] == ["photo.png", "quote.pdf"]
+
+
+def test_grid_summary_row_over_every_matching_record(app: Any, admin: Api) -> None:
+    build(app, admin)
+    c, _csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    assert 'hx-get="/apps/sales/deals/summary?' in html(c.get(f"{base}?view=all"))
+    row = html(c.get(f"{base}/summary?view=all"))
+    assert ">3<" in row and "1,333.50" in row and 'name="fn_amount"' in row
+    avg = html(c.get(f"{base}/summary", query_string={"view": "all", "fn_amount": "max"}))
+    assert "1,234.50" in avg and '<option value="max" selected>' in avg
+    won = html(c.get(f"{base}/summary", query_string={"view": "all", "filter.conj": "and", "filter.a.field": "stage",
+                                                       "filter.a.op": "eq", "filter.a.value": "won"}))
+    assert ">1<" in won and "99.00" in won

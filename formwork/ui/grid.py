@@ -9,6 +9,7 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
+from formwork.metadata.fieldtypes.base import NUMBER
 from formwork.ui import conditions, i18n
 from formwork.ui.boards import calendar_data, gallery_data, kanban_data
 from formwork.ui.context import (
@@ -197,6 +198,47 @@ def count_fragment(app_key: str, table_key: str) -> Response:
         n = reader.count(t, conds, cap=COUNT_CAP + 1)
         text = p.t("count_more", n=f"{COUNT_CAP:,}") if n > COUNT_CAP else f"{n:,}"
         return Response(f"{text} {p.t('records')}", mimetype="text/html")
+
+
+SUMMARY_FUNCTIONS = ("sum", "avg", "min", "max")
+
+
+@routes.get("/apps/<app_key>/<table_key>/summary")
+def grid_summary(app_key: str, table_key: str) -> Response:
+    """The grid's summary row over every record the filter matches (not only the page shown): per number
+    column the chosen function (sum by default; ``fn_<key>`` picks avg, min or max), in one query."""
+    from formwork.runtime.aggregate import aggregate
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = current_view(t, state.view)
+        cols = grid_columns(p, t, view)
+        chosen: dict[str, str] = {}
+        for f in cols:
+            if f.ftype.value_kind(f, p.cat) == NUMBER and not f.ftype.is_many_lookup(f, p.cat):
+                fn = request.args.get(f"fn_{f.key}", "sum")
+                chosen[f.key] = fn if fn in SUMMARY_FUNCTIONS else "sum"
+        try:
+            rows = aggregate(p.conn, p.cat, p.access, t, metrics=["count", *[f"{fn}:{k}" for k, fn in chosen.items()]],
+                             filter_tree=state.tree(p, t), view=view, search=state.search or None)
+        except BadRequest:
+            return Response("", mimetype="text/html")
+        totals = rows[0] if rows else {}
+        r = p.renderer(app.key)
+        cells = []
+        for f in cols:
+            if f.key in chosen:
+                value = totals.get(f"{chosen[f.key]}:{f.key}")
+                cells.append({"key": f.key, "fn": chosen[f.key], "label": p.label(f.label),
+                              "html": r.cell(f, value) if value is not None else ""})
+            else:
+                cells.append(None)
+        return render(p, "_summary.html", app=app, t=t, state=state, cells=cells, count=totals.get("count", 0),
+                      functions=[(fn, p.t(f"builder_fn_{fn}")) for fn in SUMMARY_FUNCTIONS])
 
 
 @routes.get("/apps/<app_key>/<table_key>/filter-row")
