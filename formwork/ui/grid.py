@@ -229,7 +229,7 @@ def grid_summary(app_key: str, table_key: str) -> Response:
             return Response("", mimetype="text/html")
         totals = rows[0] if rows else {}
         r = p.renderer(app.key)
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for f in cols:
             if f.key in chosen:
                 value = totals.get(f"{chosen[f.key]}:{f.key}")
