@@ -394,3 +394,25 @@ def test_grid_summary_row_over_every_matching_record(app: Any, admin: Api) -> No
     won = html(c.get(f"{base}/summary", query_string={"view": "all", "filter.conj": "and", "filter.a.field": "stage",
                                                        "filter.a.op": "eq", "filter.a.value": "won"}))
     assert ">1<" in won and "99.00" in won
+
+
+def test_bulk_edit_sets_a_field_on_selected_rows(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    grid = html(c.get(f"{base}?view=all"))
+    assert 'id="bulk-field"' in grid and ">Stage<" in grid
+    frag = html(c.get(f"{base}/bulk-edit/input", query_string={"bulk_field": "stage"}))
+    assert 'name="stage"' in frag and 'for="bulk-stage"' in frag
+    ids = [world["mine"]["id"], world["xss"]["id"]]
+    resp = c.post(f"{base}/bulk-edit", data={"csrf_token": csrf, "ids": [str(i) for i in ids], "bulk_field": "stage",
+                                             "stage": "won"}, headers={"HX-Request": "true"})
+    assert resp.status_code == 204 and resp.headers["HX-Refresh"] == "true"
+    got = {r["id"]: r["fields"]["stage"] for r in admin.records("sales", "deals")}
+    assert got[ids[0]] == got[ids[1]] == "won"
+    hist = admin.ok("GET", f"/data/sales/deals/{ids[0]}/history")
+    assert any("stage" in (h.get("changes") or {}) for h in hist["entries"])
+    bad = c.post(f"{base}/bulk-edit", data={"csrf_token": csrf, "ids": [str(i) for i in ids], "bulk_field": "amount",
+                                            "amount": "lots"}, headers={"HX-Request": "true"})
+    assert bad.status_code == 422 and 'role="alert"' in bad.get_data(as_text=True)
+    assert {r["fields"]["amount"] for r in admin.records("sales", "deals") if r["id"] in ids} != {None}

@@ -343,6 +343,55 @@ def quick_add(app_key: str, table_key: str) -> Response:
         return grid_row_response(p, app, t, rec["id"], current_view(t, request.form.get("view")))
 
 
+def selected_ids() -> list[int]:
+    ids = []
+    for raw in request.form.getlist("ids"):
+        if not raw.isdigit():
+            raise BadRequest("ids must be record ids")
+        ids.append(int(raw))
+    return sorted(set(ids))
+
+
+@routes.get("/apps/<app_key>/<table_key>/bulk-edit/input")
+def bulk_edit_input(app_key: str, table_key: str) -> Response:
+    """The value input of the bulk-edit bar, fitting the chosen field."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        f = t.fields_by_key.get(request.args.get("bulk_field") or "")
+        if f is None or not writable(p, t, f):
+            return Response("", mimetype="text/html")
+        return render(p, "_bulk_input.html", app=app, t=t, f=f, options=input_options(p, t, [f]))
+
+
+@routes.post("/apps/<app_key>/<table_key>/bulk-edit")
+def bulk_edit(app_key: str, table_key: str) -> Response:
+    """Set one field to one value on the selected records (each through RecordService: rules, history)."""
+    access = current_access()
+    ids = selected_ids()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        if not ids:
+            raise BadRequest(p.t("builder_select_rows"))
+        f = t.fields_by_key.get(request.form.get("bulk_field") or "")
+        if f is None or not writable(p, t, f):
+            raise BadRequest(p.t("builder_bulk_pick_field"))
+        data = parse_form(p, t, [f], request.form)
+        data.setdefault(f.key, None)
+        try:
+            with conn.begin_nested():
+                p.service().update_many(t, [{"id": rid, "fields": data} for rid in ids])
+        except (ValidationFailed, Conflict) as e:
+            msgs = sorted({m for v in (e.details or {}).values() for m in v}) or [e.message]
+            return render(p, "_toast.html", 422, kind="error", message="; ".join(msgs))
+    resp = Response(status=204)
+    resp.headers["HX-Refresh"] = "true"
+    return resp
+
+
 @routes.post("/apps/<app_key>/<table_key>/bulk-delete")
 def bulk_delete(app_key: str, table_key: str) -> Response:
     access = current_access()

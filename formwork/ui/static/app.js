@@ -61,11 +61,13 @@
       var any = document.querySelector('table.grid tbody input[name="ids"]:checked');
       var b = document.getElementById("bulk-delete");
       if (b) b.disabled = !any;
+      var a = document.getElementById("bulk-apply");
+      if (a) a.disabled = !any;
     }
   });
   document.addEventListener("htmx:configRequest", function (e) {
     // the bulk form sends the checked ids (the checkboxes live in the table, linked by form="bulk")
-    if (e.detail.elt && e.detail.elt.id === "bulk") {
+    if (e.detail.elt && (e.detail.elt.id === "bulk" || e.detail.elt.id === "bulk-edit")) {
       var ids = [];
       document.querySelectorAll('input[name="ids"][form="bulk"]:checked').forEach(function (c) { ids.push(c.value); });
       e.detail.parameters["ids"] = ids;
