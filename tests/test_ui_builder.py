@@ -325,3 +325,94 @@ def test_calendar_modes_reschedule_and_add_on_a_day(app: Any, admin: Api) -> Non
     assert [r["fields"]["close"] for r in admin.records("sales", "deals") if r["fields"]["name"] == "Demo day"] \
         == ["2026-05-13"]
     assert html(c.post(f"{base}/{rid}/reschedule", data={"csrf_token": csrf, "view": "cal", "date": "May"}), 400)
+
+
+def test_switches_say_what_they_would_break_help_text_and_honeypot(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    admin.ok("PATCH", f"/data/sales/deals/{world['other']['id']}", {"fields": {"secret": "TOPSECRET-1"}})
+    page = html(c.get(f"{base}/fields/secret/edit"))
+    assert "1 records have no value yet" in page and "2 records share a value" in page
+    assert c.post(f"{base}/fields/name/edit", data={"csrf_token": csrf, "label_en": "Name", "type": "text",
+                                                    "required": "1", "description": "Who is buying"}).status_code == 302
+    form = html(c.get(f"{base}/forms/lead_form"))
+    assert "Who is buying" in form
+    # the public form: a robot filling the hidden field is thanked and nothing is stored
+    anon = app.test_client()
+    page = html(anon.get("/f/sales/deals/lead_form"))
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    before = len(admin.records("sales", "deals"))
+    done = html(anon.post("/f/sales/deals/lead_form", data={"form_token": token, "name": "Spam", "amount": "1",
+                                                            "website": "http://spam.example"}))
+    assert "Thanks, we will call you." in done and len(admin.records("sales", "deals")) == before
+
+
+def test_forms_take_attachments_within_their_limits(app: Any, admin: Api) -> None:
+    import io
+
+    build(app, admin)
+    admin.ok("POST", "/meta/apps/sales/tables/deals/fields", {"key": "docs", "label": "Documents",
+                                                              "type": "attachment",
+                                                              "options": {"max_files": 2, "max_size": 1000,
+                                                                          "mime_types": ["image/*",
+                                                                                         "application/pdf"]}})
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/lead_form", {"fields": ["name", "amount", "docs"]})
+    anon = app.test_client()
+    page = html(anon.get("/f/sales/deals/lead_form"))
+    assert 'type="file"' in page and 'enctype="multipart/form-data"' in page and "Up to 2 files" in page
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+    def post(files: list[tuple[bytes, str]], name: str = "With files") -> Any:
+        data: dict[str, Any] = {"form_token": token, "name": name, "amount": "5",
+                                "docs": [(io.BytesIO(b), n) for b, n in files]}
+        return anon.post("/f/sales/deals/lead_form", data=data, content_type="multipart/form-data")
+
+    before = len(admin.records("sales", "deals"))
+    too_big = html(post([(b"x" * 2000, "big.png")]), 422)
+    assert "“big.png” is larger than" in too_big and 'value="With files"' in too_big
+    wrong = html(post([(b"hello", "notes.txt")]), 422)
+    assert "“notes.txt” is not an allowed type" in wrong
+    many = html(post([(b"a", "a.png"), (b"b", "b.png"), (b"c", "c.png")]), 422)
+    assert "At most 2 files" in many
+    assert len(admin.records("sales", "deals")) == before
+    ok = html(post([(b"\x89PNG small", "photo.png"), (b"%PDF-1.4", "quote.pdf")]))
+    assert "Thanks, we will call you." in ok
+    rec = [r for r in admin.records("sales", "deals") if r["fields"]["name"] == "With files"][0]
+    assert [d["name"] for d in rec["fields"]["docs"]] == ["photo.png", "quote.pdf"]
+
+
+def test_grid_summary_row_over_every_matching_record(app: Any, admin: Api) -> None:
+    build(app, admin)
+    c, _csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    assert 'hx-get="/apps/sales/deals/summary?' in html(c.get(f"{base}?view=all"))
+    row = html(c.get(f"{base}/summary?view=all"))
+    assert ">3<" in row and "1,333.50" in row and 'name="fn_amount"' in row
+    avg = html(c.get(f"{base}/summary", query_string={"view": "all", "fn_amount": "max"}))
+    assert "1,234.50" in avg and '<option value="max" selected>' in avg
+    won = html(c.get(f"{base}/summary", query_string={"view": "all", "filter.conj": "and", "filter.a.field": "stage",
+                                                       "filter.a.op": "eq", "filter.a.value": "won"}))
+    assert ">1<" in won and "99.00" in won
+
+
+def test_bulk_edit_sets_a_field_on_selected_rows(app: Any, admin: Api) -> None:
+    world = build(app, admin)
+    c, csrf = login(app, "boss")
+    base = "/apps/sales/deals"
+    grid = html(c.get(f"{base}?view=all"))
+    assert 'id="bulk-field"' in grid and ">Stage<" in grid
+    frag = html(c.get(f"{base}/bulk-edit/input", query_string={"bulk_field": "stage"}))
+    assert 'name="stage"' in frag and 'for="bulk-stage"' in frag
+    ids = [world["mine"]["id"], world["xss"]["id"]]
+    resp = c.post(f"{base}/bulk-edit", data={"csrf_token": csrf, "ids": [str(i) for i in ids], "bulk_field": "stage",
+                                             "stage": "won"}, headers={"HX-Request": "true"})
+    assert resp.status_code == 204 and resp.headers["HX-Refresh"] == "true"
+    got = {r["id"]: r["fields"]["stage"] for r in admin.records("sales", "deals")}
+    assert got[ids[0]] == got[ids[1]] == "won"
+    hist = admin.ok("GET", f"/data/sales/deals/{ids[0]}/history")
+    assert any("stage" in (h.get("changes") or {}) for h in hist["entries"])
+    bad = c.post(f"{base}/bulk-edit", data={"csrf_token": csrf, "ids": [str(i) for i in ids], "bulk_field": "amount",
+                                            "amount": "lots"}, headers={"HX-Request": "true"})
+    assert bad.status_code == 422 and 'role="alert"' in bad.get_data(as_text=True)
+    assert {r["fields"]["amount"] for r in admin.records("sales", "deals") if r["id"] in ids} != {None}

@@ -178,8 +178,8 @@ class MetadataService:
     @staticmethod
     def _with_key(doc: Any, kind: str, taken: set[str]) -> Any:
         """A document posted without a key gets one derived from its label (see metadata.keys); a document
-        with neither is left for validation to refuse."""
-        if isinstance(doc, dict) and not doc.get("key") and doc.get("label"):
+        with neither, or with a key that is not one (``""``), is left for validation to refuse."""
+        if isinstance(doc, dict) and doc.get("key") is None and doc.get("label"):  # "" stays a bad key
             doc = {**doc, "key": derive_key(doc["label"], taken, kind)}
         if isinstance(doc, dict) and isinstance(doc.get("key"), str):
             taken.add(doc["key"])

@@ -264,6 +264,28 @@ def choice_counts(p: Page, t: TableDef, f: Any) -> dict[str, int]:
             for v in [c["value"] for c in f.options.get("choices", [])][:200]}
 
 
+def switch_counts(p: Page, t: TableDef, f: Any) -> dict[str, int | None]:
+    """What turning on "required" or "unique" would meet: records without a value, records sharing one."""
+    from formwork.runtime.aggregate import aggregate
+
+    out: dict[str, int | None] = {"empty": None, "duplicates": None}
+    if f is None or f.ftype.read_only:
+        return out
+    reader = p.reader()
+    try:
+        out["empty"] = reader.count(t, reader.where(t, {"field": f.key, "op": "is_empty"}))
+    except BadRequest:
+        pass
+    if f.ftype.supports_unique and f.stored:
+        try:
+            groups = aggregate(p.conn, p.cat, p.access, t, group_by=[f.key], metrics=["count"], limit=10000)
+            out["duplicates"] = sum(int(g["count"]) for g in groups
+                                    if g["key"].get(f.key) is not None and int(g["count"]) > 1)
+        except BadRequest:
+            pass
+    return out
+
+
 def merge_choice_values(p: Page, t: TableDef, f: Any, merges: dict[str, str]) -> None:
     """Records follow a merge: every record holding the merged option gets the surviving one, through
     RecordService (history, rules, automations) before the option is removed."""
@@ -286,6 +308,7 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any], e
     counts = choice_counts(p, t, editing) if editing is not None and editing.ftype.has_choices \
         and editing.ftype.options_form == "choices" else {}
     return {"app": app, "t": t, "values": values, "types": type_choices(p), "colors": COLORS, "choice_counts": counts,
+            "switch_counts": switch_counts(p, t, editing) if editing is not None else {},
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
             **lookup_pickers(p, t, values), **formula_pickers(p, t, editing),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 from itsdangerous import BadSignature
 
 from formwork.errors import Conflict, NotFound, ValidationFailed
 from formwork.metadata.catalog import FieldDef, TableDef
+from formwork.metadata.fieldtypes.base import FILES
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordService
 from formwork.ui.context import (
@@ -35,6 +36,10 @@ def form_fields(p: Page, t: TableDef, view: dict[str, Any], public: bool) -> lis
     out = []
     for k in keys:
         f = t.fields_by_key.get(k)
+        if f is not None and f.ftype.kind == FILES and not f.ftype.read_only:
+            if public or p.access.field_writable(p.cat, t, f):
+                out.append(f)  # an upload input (see form_files)
+            continue
         if f is None or f.ftype.read_only or f.ftype.input_kind is None or f.ftype.lists_related(f):
             continue
         if public and f.ftype.input_kind in ("records", "users"):
@@ -43,6 +48,54 @@ def form_fields(p: Page, t: TableDef, view: dict[str, Any], public: bool) -> lis
             continue
         out.append(f)
     return out
+
+
+PUBLIC_MAX_SIZE = 10 * 1024 * 1024  # a public form's file limit when its field sets none
+PUBLIC_MAX_FILES = 5
+
+
+def file_limits(f: FieldDef, public: bool) -> dict[str, Any]:
+    """What a form says and checks about a file field: at most how many files, how big, of which types."""
+    opts = f.options
+    max_size = opts.get("max_size") or (PUBLIC_MAX_SIZE if public else None)
+    return {"max_files": opts.get("max_files") or (PUBLIC_MAX_FILES if public else 20), "max_size": max_size,
+            "max_mb": round(max_size / (1024 * 1024), 1) if max_size else None,
+            "types": list(opts.get("mime_types") or [])}
+
+
+def form_files(p: Page, t: TableDef, fields: list[FieldDef], public: bool, user_id: int | None,
+               values: dict[str, Any], errors: dict[str, list[str]]) -> None:
+    """Store the files posted for the form's file fields (in the request's transaction: a refused form
+    keeps no file rows) and put their tokens into ``values``; a file over a limit is named in ``errors``."""
+    from formwork.errors import TooLarge
+    from formwork.runtime import files
+
+    folder = current_app.config["FILES_DIR"]
+    for f in fields:
+        if f.ftype.kind != FILES:
+            continue
+        parts = [x for x in request.files.getlist(f.key) if x and x.filename]
+        if not parts:
+            continue
+        lim = file_limits(f, public)
+        if len(parts) > lim["max_files"]:
+            errors[f.key] = [p.t("builder_file_count", n=lim["max_files"])]
+            continue
+        tokens = []
+        for part in parts:
+            mime = files.guess_mime(files.safe_name(part.filename), part.mimetype)
+            if lim["types"] and not any(mime == m or (m.endswith("/*") and mime.startswith(m[:-1]))
+                                        for m in lim["types"]):
+                errors.setdefault(f.key, []).append(p.t("builder_file_type", name=part.filename,
+                                                        types=", ".join(lim["types"])))
+                continue
+            try:
+                tokens.append(files.store_upload(p.conn, part.stream, part.filename, part.mimetype, user_id,
+                                                 folder, lim["max_size"])["token"])
+            except TooLarge:
+                errors.setdefault(f.key, []).append(p.t("builder_file_size", name=part.filename, mb=lim["max_mb"]))
+        if tokens and f.key not in errors:
+            values[f.key] = tokens
 
 
 def form_view(t: TableDef, view_key: str) -> dict[str, Any]:
@@ -69,6 +122,9 @@ def form_page(app_key: str, table_key: str, view_key: str) -> Response:
             values = parse_form(p, t, fields, request.form)
             try:
                 with conn.begin_nested():
+                    form_files(p, t, fields, False, access.user_id, values, errors)
+                    if errors:
+                        raise ValidationFailed.from_details(errors)
                     p.service().create(t, values)
                 done, values = True, {}
             except (ValidationFailed, Conflict) as e:
@@ -76,6 +132,7 @@ def form_page(app_key: str, table_key: str, view_key: str) -> Response:
         return render(p, "form.html", 422 if errors else 200, app=app, t=t, view=view, fields=fields,
                       values=values, errors=errors, done=done, public=False,
                       options=input_options(p, t, fields), tables=visible_tables(p, app),
+                      limits={f.key: file_limits(f, False) for f in fields if f.ftype.kind == FILES},
                       dashboards=visible_dashboards(p, app), form_token="", action=request.path)
 
 
@@ -109,10 +166,15 @@ def public_form(app_key: str, table_key: str, view_key: str) -> Response:
                 payload = None
             if payload != view["id"]:
                 errors, status = {"": [p.t("form_expired")]}, 400
+            elif request.form.get("website"):  # the honeypot: only a robot fills a field nobody sees
+                done, values = True, {}
             else:
                 values = parse_form(p, t, fields, request.form)
                 try:
                     with conn.begin_nested():
+                        form_files(p, t, fields, True, None, values, errors)
+                        if errors:
+                            raise ValidationFailed.from_details(errors)
                         rec = RecordService(cat, conn, system, secret=secret()).create(t, values)
                         emit_form_submitted(conn, t, rec["id"], form=view["key"])
                     done, values = True, {}
@@ -120,4 +182,5 @@ def public_form(app_key: str, table_key: str, view_key: str) -> Response:
                     errors, status = e.details or {"": [e.message]}, 422
         return render(p, "form.html", status, app=cat.app(app_key), t=t, view=view, fields=fields, values=values,
                       errors=errors, done=done, public=True, options=input_options(p, t, fields),
+                      limits={f.key: file_limits(f, True) for f in fields if f.ftype.kind == FILES},
                       form_token=signer("public-form").dumps(view["id"]), action=request.path)

@@ -9,6 +9,7 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
+from formwork.metadata.fieldtypes.base import NUMBER
 from formwork.ui import conditions, i18n
 from formwork.ui.boards import calendar_data, gallery_data, kanban_data
 from formwork.ui.context import (
@@ -199,6 +200,47 @@ def count_fragment(app_key: str, table_key: str) -> Response:
         return Response(f"{text} {p.t('records')}", mimetype="text/html")
 
 
+SUMMARY_FUNCTIONS = ("sum", "avg", "min", "max")
+
+
+@routes.get("/apps/<app_key>/<table_key>/summary")
+def grid_summary(app_key: str, table_key: str) -> Response:
+    """The grid's summary row over every record the filter matches (not only the page shown): per number
+    column the chosen function (sum by default; ``fn_<key>`` picks avg, min or max), in one query."""
+    from formwork.runtime.aggregate import aggregate
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = current_view(t, state.view)
+        cols = grid_columns(p, t, view)
+        chosen: dict[str, str] = {}
+        for f in cols:
+            if f.ftype.value_kind(f, p.cat) == NUMBER and not f.ftype.is_many_lookup(f, p.cat):
+                fn = request.args.get(f"fn_{f.key}", "sum")
+                chosen[f.key] = fn if fn in SUMMARY_FUNCTIONS else "sum"
+        try:
+            rows = aggregate(p.conn, p.cat, p.access, t, metrics=["count", *[f"{fn}:{k}" for k, fn in chosen.items()]],
+                             filter_tree=state.tree(p, t), view=view, search=state.search or None)
+        except BadRequest:
+            return Response("", mimetype="text/html")
+        totals = rows[0] if rows else {}
+        r = p.renderer(app.key)
+        cells: list[dict[str, Any] | None] = []
+        for f in cols:
+            if f.key in chosen:
+                value = totals.get(f"{chosen[f.key]}:{f.key}")
+                cells.append({"key": f.key, "fn": chosen[f.key], "label": p.label(f.label),
+                              "html": r.cell(f, value) if value is not None else ""})
+            else:
+                cells.append(None)
+        return render(p, "_summary.html", app=app, t=t, state=state, cells=cells, count=totals.get("count", 0),
+                      functions=[(fn, p.t(f"builder_fn_{fn}")) for fn in SUMMARY_FUNCTIONS])
+
+
 @routes.get("/apps/<app_key>/<table_key>/filter-row")
 def filter_row(app_key: str, table_key: str) -> Response:
     """One condition of the filter builder, its operators fitting the chosen field."""
@@ -299,6 +341,55 @@ def quick_add(app_key: str, table_key: str) -> Response:
                             for k, v in details.items()) or e.message
             raise BadRequest(msg) from None
         return grid_row_response(p, app, t, rec["id"], current_view(t, request.form.get("view")))
+
+
+def selected_ids() -> list[int]:
+    ids = []
+    for raw in request.form.getlist("ids"):
+        if not raw.isdigit():
+            raise BadRequest("ids must be record ids")
+        ids.append(int(raw))
+    return sorted(set(ids))
+
+
+@routes.get("/apps/<app_key>/<table_key>/bulk-edit/input")
+def bulk_edit_input(app_key: str, table_key: str) -> Response:
+    """The value input of the bulk-edit bar, fitting the chosen field."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        f = t.fields_by_key.get(request.args.get("bulk_field") or "")
+        if f is None or not writable(p, t, f):
+            return Response("", mimetype="text/html")
+        return render(p, "_bulk_input.html", app=app, t=t, f=f, options=input_options(p, t, [f]))
+
+
+@routes.post("/apps/<app_key>/<table_key>/bulk-edit")
+def bulk_edit(app_key: str, table_key: str) -> Response:
+    """Set one field to one value on the selected records (each through RecordService: rules, history)."""
+    access = current_access()
+    ids = selected_ids()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        if not ids:
+            raise BadRequest(p.t("builder_select_rows"))
+        f = t.fields_by_key.get(request.form.get("bulk_field") or "")
+        if f is None or not writable(p, t, f):
+            raise BadRequest(p.t("builder_bulk_pick_field"))
+        data = parse_form(p, t, [f], request.form)
+        data.setdefault(f.key, None)
+        try:
+            with conn.begin_nested():
+                p.service().update_many(t, [{"id": rid, "fields": data} for rid in ids])
+        except (ValidationFailed, Conflict) as e:
+            msgs = sorted({m for v in (e.details or {}).values() for m in v}) or [e.message]
+            return render(p, "_toast.html", 422, kind="error", message="; ".join(msgs))
+    resp = Response(status=204)
+    resp.headers["HX-Refresh"] = "true"
+    return resp
 
 
 @routes.post("/apps/<app_key>/<table_key>/bulk-delete")

@@ -61,11 +61,13 @@
       var any = document.querySelector('table.grid tbody input[name="ids"]:checked');
       var b = document.getElementById("bulk-delete");
       if (b) b.disabled = !any;
+      var a = document.getElementById("bulk-apply");
+      if (a) a.disabled = !any;
     }
   });
   document.addEventListener("htmx:configRequest", function (e) {
     // the bulk form sends the checked ids (the checkboxes live in the table, linked by form="bulk")
-    if (e.detail.elt && e.detail.elt.id === "bulk") {
+    if (e.detail.elt && (e.detail.elt.id === "bulk" || e.detail.elt.id === "bulk-edit")) {
       var ids = [];
       document.querySelectorAll('input[name="ids"][form="bulk"]:checked').forEach(function (c) { ids.push(c.value); });
       e.detail.parameters["ids"] = ids;
@@ -269,5 +271,60 @@
     if (ev) ev.classList.remove("dragging");
     ev = null;
     document.querySelectorAll(".cal-day.over").forEach(function (d) { d.classList.remove("over"); });
+  });
+})();
+
+/* Forms: a file field takes files by its button, by drag-and-drop onto its box, and by paste; the chosen
+   names are listed. The server checks the limits (count, size, type) and names the file that breaks one. */
+(function () {
+  "use strict";
+  function show(zone) {
+    var input = zone.querySelector("input[type=file]"), list = zone.querySelector(".picked-files");
+    if (!list) return;
+    list.innerHTML = "";
+    Array.prototype.forEach.call(input.files, function (f) {
+      var li = document.createElement("li");
+      li.textContent = f.name + " (" + Math.max(1, Math.round(f.size / 1024)) + " KB)";
+      list.appendChild(li);
+    });
+  }
+  function put(zone, fileList) {
+    var input = zone.querySelector("input[type=file]");
+    if (!input || !fileList || !fileList.length) return;
+    var dt = new DataTransfer();
+    if (input.multiple) Array.prototype.forEach.call(input.files, function (f) { dt.items.add(f); });
+    Array.prototype.forEach.call(fileList, function (f) { if (input.multiple || !dt.items.length) dt.items.add(f); });
+    input.files = dt.files;
+    show(zone);
+  }
+  document.addEventListener("change", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (zone && e.target.type === "file") show(zone);
+  });
+  document.addEventListener("dragover", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (!zone || !e.dataTransfer || Array.prototype.indexOf.call(e.dataTransfer.types, "Files") < 0) return;
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  document.addEventListener("dragleave", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (zone) zone.classList.remove("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var zone = e.target.closest && e.target.closest("[data-dropzone]");
+    if (!zone || !e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    zone.classList.remove("over");
+    put(zone, e.dataTransfer.files);
+  });
+  document.addEventListener("paste", function (e) {
+    var files = e.clipboardData && e.clipboardData.files;
+    if (!files || !files.length) return;
+    var form = (e.target.closest && e.target.closest("form")) || document;
+    var zone = form.querySelector("[data-dropzone]");
+    if (!zone) return;
+    e.preventDefault();
+    put(zone, files);
   });
 })();
