@@ -19,9 +19,10 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
     """
     from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
     from formwork.ui import boards, builder, conditions, dashboards, forms, grid, login, notifications, record
+    from formwork.ui import transfer as ui_transfer
 
     api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
-    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions)
+    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions, ui_transfer)
     return {"api": api_routes, "ui": ui_routes}
 
 
