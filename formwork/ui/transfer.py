@@ -213,7 +213,7 @@ def import_start(app_key: str, table_key: str) -> Response:
                 else:
                     return redirect(url_for("ui.import_map", app_key=app_key, table_key=t.key,  # type: ignore[return-value]
                                             upload=upload))
-        return render(p, "import_upload.html", 422 if error else 200, **frame(p, app), t=t, error=error, step=1)
+        return render(p, "import_upload.html", 200, **frame(p, app), t=t, error=error, step=1)
 
 
 # --- step 2: match columns (and, on continuing, the new fields and the check) ----------------------------
@@ -333,7 +333,7 @@ def import_map(app_key: str, table_key: str, upload: str) -> Response:
                 target = url_for("ui.import_check", app_key=app_key, table_key=t.key, upload=upload, **query)
                 return redirect(target)  # type: ignore[return-value]
         ctx = mapping_context(p, t, sample, form)
-        return render(p, "import_map.html", 422 if errors else 200, **frame(p, app), t=t, upload=upload, name=name,
+        return render(p, "import_map.html", 200, **frame(p, app), t=t, upload=upload, name=name,
                       sample=sample, errors=errors, step=2, **ctx)
 
 
