@@ -18,11 +18,12 @@ def route_table() -> dict[str, tuple[ModuleType, ...]]:
     The one place where a URL is found: a module not listed here serves nothing.
     """
     from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
-    from formwork.ui import boards, builder, conditions, dashboards, forms, grid, login, notifications, record
+    from formwork.ui import boards, builder, conditions, dashboards, forms, gallery, grid, login, notifications, record
     from formwork.ui import transfer as ui_transfer
 
     api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
-    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions, ui_transfer)
+    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions, ui_transfer,
+                 gallery)
     return {"api": api_routes, "ui": ui_routes}
 
 
@@ -31,6 +32,7 @@ def register_job_kinds() -> None:
     from formwork.runtime import jobs, transfer
 
     jobs.register("import", transfer.import_job)
+    jobs.register("template", transfer.template_job)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

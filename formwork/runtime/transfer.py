@@ -928,3 +928,41 @@ def rejected_rows(path: str | Path, name: str | None, numbers: set[int]) -> tupl
                     yield number, list(cells)
 
     return reader.header, rows()
+
+
+# --- installing a template as a job (the gallery) ---------------------------------------------------------
+def template_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
+    """The ``template`` job: install a bundled template as a new app, with its demo data if asked.
+
+    One transaction: the app and its data appear together or not at all. Progress counts one step for
+    the definitions and then the demo generator's own unit (customers, for the CRM).
+    """
+    from formwork.metadata import portable
+    from formwork.metadata.service import MetadataService
+    from formwork.runtime import demo
+    from formwork.runtime.previews import builder_actor
+
+    p = ctx.params
+    plat = app.extensions["formwork"]
+    name, key, with_demo = str(p["template"]), p.get("key") or None, bool(p.get("demo"))
+    scale = 0
+    if with_demo:
+        module = demo.load_generator(name)
+        scale = int(getattr(module, "SIZES", demo.SIZES)["small"]) if module is not None else 0
+    total = 1 + scale
+    ctx.progress(0, total)
+    if ctx.user_id is None:
+        raise jobs.JobFailed("the job has no user")
+    with db.transaction(plat.engine) as conn:
+        cat = plat.catalogs.get(conn)
+        access = Access.for_user(conn, ctx.user_id)
+        svc = MetadataService(conn, builder_actor(access, None), cat)
+        new = portable.install_template(svc, name, key)
+        ctx.progress(1, total)
+        counts: dict[str, Any] = {}
+        if with_demo and scale:
+            counts = demo.generate_demo(conn, svc.catalog, new.key, name,
+                                        progress=lambda _unit, done: ctx.progress(1 + done, total))["tables"]
+        auth.audit(conn, "template_installed", user_id=access.user_id, username=access.username,
+                   target=f"app:{new.key}", details={"template": name, "demo_data": with_demo})
+    return {"app": new.key, "template": name, "demo_data": with_demo, "records": counts}
