@@ -15,16 +15,30 @@ from flask import Flask
 def route_table() -> dict[str, tuple[ModuleType, ...]]:
     """Every route module, by the blueprint that holds its ``routes`` (a ``web.RouteSet``).
 
-    The one place where a URL is found: a module not listed here serves nothing.
+    The one place where a URL is found: the modules of ``formwork.api`` and ``formwork.ui`` that declare a
+    route set, in name order (a module plugs in by declaring ``routes = RouteSet()``; importing one
+    registers nothing). A module without routes serves nothing.
     """
-    from formwork.api import admin, auth, automations, health, meta, openapi, pool, records, reports, transfer
-    from formwork.ui import boards, builder, conditions, dashboards, forms, gallery, grid, login, notifications, record
-    from formwork.ui import transfer as ui_transfer
+    import formwork.api
+    import formwork.ui
 
-    api_routes = (auth, meta, records, transfer, reports, pool, admin, automations, health, openapi)
-    ui_routes = (login, grid, record, boards, forms, builder, dashboards, notifications, conditions, ui_transfer,
-                 gallery)
-    return {"api": api_routes, "ui": ui_routes}
+    return {"api": _route_modules(formwork.api), "ui": _route_modules(formwork.ui)}
+
+
+def _route_modules(package: ModuleType) -> tuple[ModuleType, ...]:
+    import importlib
+    import pkgutil
+
+    from formwork.web import RouteSet
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.ispkg:
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if isinstance(getattr(module, "routes", None), RouteSet):
+            found.append(module)
+    return tuple(found)
 
 
 def register_job_kinds() -> None:

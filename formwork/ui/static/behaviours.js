@@ -1,6 +1,7 @@
 /* Behaviours declared in markup, so no page needs an inline handler (the Content-Security-Policy forbids
    them): data-confirm on a form asks before it submits, data-autosubmit on an input submits its form when it
-   changes, data-dismiss="<selector>" on a button removes the closest such element, data-reset-on-success on
+   changes, data-dismiss="<selector>" on a button removes the closest such element, data-toggles="<selector>" opens and
+   closes a panel (the phone's navigation), data-reset-on-success on
    an htmx form empties it after a successful request. */
 (function () {
   "use strict";
@@ -16,6 +17,16 @@
     if (el && el.form) el.form.requestSubmit ? el.form.requestSubmit() : el.form.submit();
   });
   document.addEventListener("click", function (e) {
+    var toggle = e.target.closest("[data-toggles]");
+    if (toggle) {
+      var panel = document.querySelector(toggle.dataset.toggles);
+      if (panel) {
+        var open = !panel.classList.contains("open");
+        panel.classList.toggle("open", open);
+        toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      }
+      return;
+    }
     var btn = e.target.closest("[data-dismiss]");
     if (!btn) return;
     var target = btn.closest(btn.dataset.dismiss);
