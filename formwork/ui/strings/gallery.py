@@ -11,7 +11,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "gl_status_running": "Installing… {percent}%", "gl_status_done": "The app is ready",
         "gl_status_failed": "The installation failed", "gl_progress": "Installation progress",
         "gl_open_app": "Open the new app",
-        "gl_leave_note": "You can leave this page; the installation goes on and this page shows where it is.", "gl_back": "Back to the gallery",
+        "gl_leave_note": "You can leave this page; the installation goes on and this page shows where it is.",
+        "gl_back": "Back to the gallery",
         "gl_import_title": "Make an app from a file",
         "gl_import_help": "A file saved with \"Save to a file\" (here or on another Formwork). Only the definitions "
                           "come with it, no records.",
