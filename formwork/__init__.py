@@ -47,6 +47,7 @@ def register_job_kinds() -> None:
 
     jobs.register("import", transfer.import_job)
     jobs.register("template", transfer.template_job)
+    jobs.register("export", transfer.export_job)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -195,3 +195,29 @@ def test_export_the_filtered_view(shop: dict[str, Any]) -> None:
     ws = load_workbook(io.BytesIO(resp.get_data()), read_only=True).active
     assert [r[0] for r in ws.iter_rows(values_only=True)] == ["Name", "Bob"]
     assert json.dumps(True)
+
+
+def test_a_large_export_runs_as_a_job(shop: dict[str, Any], app: Any) -> None:
+    for n in ("Ann", "Bob", "Cid"):
+        shop["api"].ok("POST", "/data/shop/customers", {"fields": {"name": n, "city": "Paris"}})
+    app.config["EXPORT_JOB_ROWS"] = 2
+    c = shop["client"]
+    resp = c.get("/apps/shop/customers/export?format=xlsx&sort=name")
+    assert resp.status_code == 302 and "/export/jobs/" in resp.headers["Location"]
+    job_url = resp.headers["Location"]
+    deadline = time.monotonic() + 60
+    while "hx-trigger" in (text := html(c.get(job_url, headers={"HX-Request": "true"}))):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "The file is ready (3 records)" in text
+    resp = c.get(job_url + "/file")
+    assert resp.status_code == 200 and "customers.xlsx" in resp.headers["Content-Disposition"]
+    data = resp.get_data()
+    resp.close()
+    ws = load_workbook(io.BytesIO(data), read_only=True).active
+    assert [r[0] for r in ws.iter_rows(values_only=True)] == ["Name", "Ann", "Bob", "Cid"]
+    # someone else can't see the job or its file
+    with db.transaction(app.extensions["formwork"].engine) as conn:
+        auth.create_user(conn, {"username": "eve", "name": "Eve", "password": PASSWORD})
+    other, _ = login(app, "eve")
+    assert other.get(job_url + "/file").status_code == 404

@@ -966,3 +966,66 @@ def template_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
         auth.audit(conn, "template_installed", user_id=access.user_id, username=access.username,
                    target=f"app:{new.key}", details={"template": name, "demo_data": with_demo})
     return {"app": new.key, "template": name, "demo_data": with_demo, "records": counts}
+
+
+# --- a large export as a job (the table page's Export on a big table) -------------------------------------
+def export_size(conn: Connection, cat: Catalog, access: Access, t: TableDef, spec: ExportSpec,
+                secret: bytes, cap: int) -> int:
+    """How many records the export would hold, counted up to ``cap`` (enough to choose: now or as a job)."""
+    reader = RecordReader(cat, conn, access, secret=secret)
+    conds = reader.where(t, spec.filter_tree, spec.search, spec.view)
+    return reader.count(t, conds, cap=cap)
+
+
+def export_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
+    """The ``export`` job: the file is written under ``FILES_DIR/exports`` with progress per 500 records;
+    the table page's job view offers it for download (to the job's owner only)."""
+    p = ctx.params
+    plat = app.extensions["formwork"]
+    secret = str(app.config["SECRET_KEY"]).encode()
+    path = Path(p["path"])
+    fmt = p["format"]
+    if ctx.user_id is None:
+        raise jobs.JobFailed("the job has no user")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with db.transaction(plat.engine, write=False) as conn:
+        cat = plat.catalogs.get(conn)
+        access = Access.for_user(conn, ctx.user_id)
+        t = cat.table(p["app"], p["table"])
+        access.require(cat, t, "export")
+        s = p["spec"]
+        spec = ExportSpec(filter_tree=s.get("filter"), sort=s.get("sort"), search=s.get("search"),
+                          view=t.view(s["view"]) if s.get("view") else None)
+        reader = RecordReader(cat, conn, access, secret=secret)
+        total = export_size(conn, cat, access, t, spec, secret, cap=10_000_000)
+        ctx.progress(0, total)
+        fields, names = export_columns(cat, t, access, reader, spec)
+        done = 0
+
+        def counted() -> Iterator[list[Any]]:
+            nonlocal done
+            for row in iter_export(reader, t, fields, spec, fmt):
+                done += 1
+                if done % 500 == 0:
+                    ctx.progress(done, total)
+                yield row
+
+        try:
+            with path.open("wb") as out:
+                if fmt == "xlsx":
+                    write_xlsx(names, counted(), t.key, out=out)
+                else:
+                    for chunk in write_csv(names, counted()):
+                        out.write(chunk)
+        except TabularError as e:
+            path.unlink(missing_ok=True)
+            raise jobs.JobFailed(e.message) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    with db.transaction(plat.engine) as conn:
+        auth.audit(conn, "export", user_id=access.user_id, username=access.username,
+                   target=f"table:{p['app']}.{t.key}",
+                   details={"format": fmt, "view": s.get("view"), "filter": spec.filter_tree, "sort": spec.sort,
+                            "search": spec.search, "fields": [f.key for f in fields], "job": ctx.job_id})
+    return {"rows": done, "filename": f"{t.key}.{fmt}", "format": fmt}

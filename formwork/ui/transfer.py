@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Response, current_app, redirect, request, url_for
+from flask import Response, current_app, redirect, request, send_file, url_for
 
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import FieldDef, TableDef
@@ -46,6 +46,7 @@ from formwork.web import RouteSet, client_ip, current_access, unit
 
 routes = RouteSet()
 PREVIEW_ROWS = 2000
+EXPORT_JOB_ROWS = 20000
 SAMPLE_ROWS = 8
 MAX_PROBLEMS_SHOWN = 200
 UPLOAD_DAYS = 7
@@ -517,7 +518,7 @@ def transfer_buttons(app_key: str, table_key: str) -> Response:
 @routes.get("/apps/<app_key>/<table_key>/export")
 def export_view(app_key: str, table_key: str) -> Response:
     """What the table page shows (view, quick filters, search, sort, the view's columns, the reader's rights)
-    as a CSV or Excel file."""
+    as a CSV or Excel file: sent at once, or for a large table made by a job whose page shows progress."""
     access = current_access()
     fmt = request.args.get("format", "csv")
     if fmt not in transfer.EXPORT_FORMATS:
@@ -532,14 +533,81 @@ def export_view(app_key: str, table_key: str) -> Response:
         view = current_view(t, state.view)
         spec = transfer.ExportSpec(filter_tree=state.tree(p, t), sort=state.sort or None,
                                    search=state.search or None, view=view)
+        limit = int(current_app.config.get("EXPORT_JOB_ROWS", EXPORT_JOB_ROWS))
         try:
-            out = transfer.export_records(conn, cat, access, t, spec, fmt, secret(), platform().engine, client_ip())
+            size = transfer.export_size(conn, cat, access, t, spec, secret(), cap=limit + 1)
         except FormworkError as e:
             raise BadRequest(e.message) from None
+        if size > limit:
+            folder = Path(current_app.config["FILES_DIR"]) / "exports"
+            folder.mkdir(parents=True, exist_ok=True)
+            _forget_old_uploads(folder)
+            params = {"app": app_key, "table": t.key, "format": fmt, "path": str(folder / f"{uuid.uuid4().hex}.{fmt}"),
+                      "spec": {"filter": spec.filter_tree, "sort": spec.sort, "search": spec.search,
+                               "view": view["key"] if view else None}}
+            job = jobs.enqueue(conn, "export", access.user_id, params)
+        else:
+            job = None
+            try:
+                out = transfer.export_records(conn, cat, access, t, spec, fmt, secret(), platform().engine,
+                                              client_ip())
+            except FormworkError as e:
+                raise BadRequest(e.message) from None
+    if job is not None:
+        jobs.kick(current_app._get_current_object())  # type: ignore[attr-defined]
+        return redirect(url_for("ui.export_job_page", app_key=app_key, table_key=t.key,  # type: ignore[return-value]
+                                job_id=job["id"]))
     resp = Response(out.chunks, mimetype=out.mimetype)
     if out.mimetype == "text/csv":
         resp.headers["Content-Type"] = "text/csv; charset=utf-8"
     if out.size is not None:
         resp.headers["Content-Length"] = str(out.size)
     resp.headers["Content-Disposition"] = f'attachment; filename="{out.filename}"'
+    return resp
+
+
+def export_job_of(p: Page, job_id: int) -> dict[str, Any]:
+    job = jobs.get_job(p.conn, p.access, job_id, current_app._get_current_object())  # type: ignore[attr-defined]
+    if job["kind"] != "export":
+        raise NotFound("no such job")
+    return job
+
+
+@routes.get("/apps/<app_key>/<table_key>/export/jobs/<int:job_id>")
+def export_job_page(app_key: str, table_key: str, job_id: int) -> Response:
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        job = export_job_of(p, job_id)
+        total = job.get("total")
+        pct = min(100, int(100 * (job.get("progress") or 0) / total)) if total else 0
+        template = "_export_progress.html" if htmx else "export_job.html"
+        return render(p, template, **frame(p, app), t=t, job=job, percent=pct,
+                      error=say(p, job.get("error")) if job.get("error") else None)
+
+
+@routes.get("/apps/<app_key>/<table_key>/export/jobs/<int:job_id>/file")
+def export_job_file(app_key: str, table_key: str, job_id: int) -> Response:
+    """The file an export job made (to the user who started it, or an administrator)."""
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        visible_table(p, app_key, table_key)
+        job = export_job_of(p, job_id)
+        from sqlalchemy import select
+
+        from formwork import db
+
+        params = conn.execute(select(db.jobs.c.params).where(db.jobs.c.id == job["id"])).scalar_one()
+    path = Path(params.get("path") or "")
+    folder = Path(current_app.config["FILES_DIR"]) / "exports"
+    if job["status"] != "done" or path.parent != folder or not path.exists():
+        raise NotFound(p.t("tr_err_export_gone"))
+    result = job.get("result") or {}
+    mime = transfer.XLSX_MIME if params.get("format") == "xlsx" else "text/csv; charset=utf-8"
+    resp = send_file(path, mimetype=mime, as_attachment=True, download_name=str(result.get("filename") or path.name),
+                     max_age=0)
+    resp.headers["Cache-Control"] = "private, no-store"
     return resp
