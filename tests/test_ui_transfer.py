@@ -221,3 +221,26 @@ def test_a_large_export_runs_as_a_job(shop: dict[str, Any], app: Any) -> None:
         auth.create_user(conn, {"username": "eve", "name": "Eve", "password": PASSWORD})
     other, _ = login(app, "eve")
     assert other.get(job_url + "/file").status_code == 404
+
+
+def test_an_import_cut_short_by_a_restart_ends_failed_saying_nothing_was_saved(shop: dict[str, Any],
+                                                                                app: Any) -> None:
+    import socket
+
+    from sqlalchemy import update
+
+    from formwork.runtime import jobs
+
+    engine = app.extensions["formwork"].engine
+    with db.transaction(engine) as conn:
+        uid = conn.execute(db.users.select().where(db.users.c.username == "ada")).first().id
+        job = jobs.enqueue(conn, "import", uid, {"app": "shop", "table": "customers", "path": "/nonexistent",
+                                                 "name": "x.csv", "options": {}}, total=5000)
+        conn.execute(update(db.jobs).where(db.jobs.c.id == job["id"]).values(
+            status="running", progress=1200, owner=f"{socket.gethostname()}:999999999:gone"))
+    app.extensions.pop("formwork_jobs", None)  # a fresh process: its job runner looks for orphans first
+    url = f"/apps/shop/customers/import/jobs/{job['id']}"
+    shop["client"].get(url, headers={"HX-Request": "true"})
+    page = html(shop["client"].get(url))
+    assert "Import failed" in page
+    assert "The import was interrupted (the server stopped) at row 1200 of 5000. Nothing of it was saved" in page
