@@ -27,13 +27,13 @@ def builder(app: Any, admin: Api) -> dict[str, Any]:
 
 
 def finish(client: Any, url: str) -> str:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         text = html(client.get(url, headers={"HX-Request": "true"}))
         if "hx-trigger" not in text:
             return text
         time.sleep(0.1)
-    raise AssertionError("the job did not finish")
+    raise AssertionError(f"the job did not finish: {text[-600:]}")
 
 
 def test_install_the_crm_without_demo_data(builder: dict[str, Any]) -> None:
