@@ -46,6 +46,8 @@ def register_job_kinds() -> None:
     from formwork.runtime import jobs, transfer
 
     jobs.register("import", transfer.import_job)
+    jobs.register("template", transfer.template_job)
+    jobs.register("export", transfer.export_job)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -67,11 +67,11 @@ def import_records(app_key: str, table_key: str) -> Response:
     keep = False
     try:
         try:
-            fh, reader = transfer.open_file(path, name)
+            fh, reader = transfer.open_file(path, name, lenient=opts.on_error == "skip")
             with fh, reader:
                 transfer.plan_import(cat, t, access, reader.header, opts)
             rows = None if size > current_app.config.get("IMPORT_JOB_BYTES", JOB_BYTES) \
-                else transfer.count_rows(path, name)
+                else transfer.count_rows(path, name, lenient=opts.on_error == "skip")
         except TabularError as e:
             raise BadRequest(e.message) from None
         if rows is None or rows > current_app.config.get("IMPORT_JOB_ROWS", JOB_ROWS):

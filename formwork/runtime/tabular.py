@@ -38,6 +38,7 @@ from openpyxl.styles.numbers import is_datetime
 
 __all__ = [
     "CellValue",
+    "MalformedRow",
     "TabularError",
     "TabularReader",
     "neutralize",
@@ -83,6 +84,18 @@ class TabularError(Exception):
         super().__init__(message)
         self.message = message
         self.row = row
+
+
+class MalformedRow(list[CellValue]):
+    """A data row that does not fit the header (lenient reading only): its raw cells and what is wrong.
+
+    It is a list of the row's cells as the file holds them (possibly more than the header), so readers
+    that only count rows need not know about it; an importer reports ``message`` as that row's error.
+    """
+
+    def __init__(self, cells: list[CellValue], message: str) -> None:
+        super().__init__(cells)
+        self.message = message
 
 
 def _row_error(row: int, message: str) -> TabularError:
@@ -200,31 +213,38 @@ def _make_header(cells: list[CellValue], row: int, max_columns: int, max_cell_ch
 
 
 def _shape_rows(
-    raw: _RawRows, width: int, max_rows: int | None, max_cell_chars: int
+    raw: _RawRows, width: int, max_rows: int | None, max_cell_chars: int, lenient: bool = False
 ) -> Iterator[tuple[int, list[CellValue]]]:
     """Fit data rows to the header and enforce the limits.
 
     Rows shorter than the header are padded with None (spreadsheets omit
     trailing empty cells).  Extra cells beyond the header are ignored when
     empty and an error when they hold data, since that data has no column.
+    With ``lenient`` such a row (or one with an over-long cell) is yielded as
+    a :class:`MalformedRow` instead of ending the file.
     """
     count = 0
     for row, cells in raw:
+        problem: str | None = None
         if len(cells) > width:
             extra = cells[width:]
             if any(not _is_blank(value) for value in extra):
                 used = width + max(i for i, value in enumerate(extra, 1) if not _is_blank(value))
-                raise TabularError(f"row {row} has {used} cells, the header has {width}", row=row)
-            del cells[width:]
+                problem = f"row {row} has {used} cells, the header has {width}"
+            else:
+                del cells[width:]
         elif len(cells) < width:
             cells.extend([None] * (width - len(cells)))
-        for index, value in enumerate(cells):
-            if isinstance(value, str) and len(value) > max_cell_chars:
-                raise _row_error(
-                    row,
-                    f"the cell in column {_column_letter(index + 1)} has {len(value):,} characters; "
-                    f"the limit is {max_cell_chars:,}",
-                )
+        if problem is None:
+            for index, value in enumerate(cells):
+                if isinstance(value, str) and len(value) > max_cell_chars:
+                    problem = (f"row {row}: the cell in column {_column_letter(index + 1)} has {len(value):,} "
+                               f"characters; the limit is {max_cell_chars:,}")
+                    break
+        if problem is not None:
+            if not lenient:
+                raise TabularError(problem, row=row)
+            cells = MalformedRow([v[:max_cell_chars] if isinstance(v, str) else v for v in cells], problem)
         count += 1
         if max_rows is not None and count > max_rows:
             raise TabularError(f"the file has more than {max_rows:,} data rows, which is the limit", row=row)
@@ -232,7 +252,8 @@ def _shape_rows(
 
 
 def _split_header(
-    raw: _RawRows, empty_message: str, max_rows: int | None, max_columns: int, max_cell_chars: int
+    raw: _RawRows, empty_message: str, max_rows: int | None, max_columns: int, max_cell_chars: int,
+    lenient: bool = False,
 ) -> tuple[list[str], Iterator[tuple[int, list[CellValue]]]]:
     """Take the first non-blank row as the header; return it and the shaped data rows."""
     first = next(raw, None)
@@ -242,7 +263,7 @@ def _split_header(
     header = _make_header(header_cells, header_row, max_columns, max_cell_chars)
     if not header:
         raise TabularError(empty_message)
-    return header, _shape_rows(raw, len(header), max_rows, max_cell_chars)
+    return header, _shape_rows(raw, len(header), max_rows, max_cell_chars, lenient)
 
 
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
@@ -289,6 +310,7 @@ def open_tabular(
     max_columns: int = 500,
     max_cell_chars: int = 100_000,
     max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+    lenient: bool = False,
 ) -> TabularReader:
     """Open an uploaded CSV or XLSX file for streaming reading.
 
@@ -299,6 +321,9 @@ def open_tabular(
     UTF-8, then GB18030 which covers GBK exports of Chinese Excel/WPS).
     ``max_rows`` counts non-blank data rows and is enforced while iterating.
     ``max_uncompressed`` bounds the total unpacked size of an XLSX.
+
+    ``lenient`` yields a row that doesn't fit the header as a :class:`MalformedRow` (the row's error, the
+    others go on) instead of raising.
 
     Raises TabularError for anything wrong with the file itself.
     """
@@ -316,6 +341,7 @@ def open_tabular(
             max_rows=max_rows,
             max_columns=max_columns,
             max_cell_chars=max_cell_chars,
+            lenient=lenient,
         )
     for signature, what in _FOREIGN_SIGNATURES:
         if head.startswith(signature):
@@ -333,6 +359,7 @@ def open_tabular(
         max_rows=max_rows,
         max_columns=max_columns,
         max_cell_chars=max_cell_chars,
+        lenient=lenient,
     )
 
 
@@ -576,6 +603,7 @@ def _open_csv(
     max_rows: int | None,
     max_columns: int,
     max_cell_chars: int,
+    lenient: bool = False,
 ) -> TabularReader:
     if encoding is not None:
         try:
@@ -601,6 +629,7 @@ def _open_csv(
         max_rows,
         max_columns,
         max_cell_chars,
+        lenient,
     )
     return TabularReader(header=header, format="csv", delimiter=delimiter, _rows=rows, _decoder=decoder)
 
@@ -763,6 +792,7 @@ def _open_xlsx(
     max_rows: int | None,
     max_columns: int,
     max_cell_chars: int,
+    lenient: bool = False,
 ) -> TabularReader:
     archive, close_archive = _seekable_copy(stream, head, start, max_uncompressed)
     closers: list[Callable[[], None]] = [close_archive] if close_archive else []
@@ -797,7 +827,7 @@ def _open_xlsx(
         worksheet.reset_dimensions()
         raw = _xlsx_records(worksheet.iter_rows(), close_all)
         header, rows = _split_header(
-            raw, f'the sheet "{worksheet.title}" is empty', max_rows, max_columns, max_cell_chars
+            raw, f'the sheet "{worksheet.title}" is empty', max_rows, max_columns, max_cell_chars, lenient
         )
     except BaseException:
         close_all()

@@ -16,6 +16,7 @@ select values, ISO dates; :mod:`tabular` neutralises formula-like text.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import tempfile
@@ -47,7 +48,14 @@ from formwork.metadata.fieldtypes.link import is_many
 from formwork.runtime import auth, jobs
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
-from formwork.runtime.tabular import TabularError, TabularReader, open_tabular, write_csv, write_xlsx
+from formwork.runtime.tabular import (
+    MalformedRow,
+    TabularError,
+    TabularReader,
+    open_tabular,
+    write_csv,
+    write_xlsx,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -374,6 +382,8 @@ class Importer:
         self.error_rows: set[int] = set()
         self.truncated = False
         self.rows = self.inserted = self.updated = 0
+        self.inserted_rows: list[int] = []
+        self.updated_rows: list[int] = []
         self.keys_seen: dict[Any, int] = {}
 
     # errors
@@ -466,8 +476,10 @@ class Importer:
         for r in rows:
             if r.record_id is None:
                 self.inserted += 1
+                self.inserted_rows.append(r.number)
             else:
                 self.updated += 1
+                self.updated_rows.append(r.number)
 
     def flush(self, batch: list[_Row]) -> None:
         if self.plan.key is not None and batch:
@@ -519,7 +531,8 @@ class Importer:
         """Link columns: one look-up query per column and chunk instead of one per distinct value."""
         for col in self.plan.columns:
             if col.field.ftype.is_link:
-                values = [v for v in (_prepare(cells[col.index]) for _n, cells in chunk) if v is not None]
+                values = [v for v in (_prepare(cells[col.index]) for _n, cells in chunk
+                                      if not isinstance(cells, MalformedRow)) if v is not None]
                 if values:
                     self.links.prefetch(col.field, values)
 
@@ -531,7 +544,11 @@ class Importer:
                 self._prefetch_links(chunk)
                 for number, cells in chunk:
                     self.rows += 1
-                    row = self.convert(number, cells)
+                    if isinstance(cells, MalformedRow):  # lenient reading: the row is the error, not the file
+                        self.error(number, None, None, cells.message)
+                        row = None
+                    else:
+                        row = self.convert(number, cells)
                     if row is not None:
                         batch.append(row)
                     if self._stop():
@@ -564,40 +581,61 @@ class Importer:
             "inserted": 0 if failed else self.inserted, "updated": 0 if failed else self.updated,
             "skipped": self.rows if failed else skipped, "errors": sorted(self.errors, key=lambda e: e["row"]),
             "rows": self.rows, "notes": self.plan.notes, "dry_run": self.opts.dry_run, "committed": committed,
+            "row_ranges": {"inserted": [] if failed else row_ranges(self.inserted_rows),
+                           "updated": [] if failed else row_ranges(self.updated_rows)},
         }
         if self.truncated:
             out["errors_truncated"] = True
         return out
 
 
-def open_file(path: str | Path, name: str | None) -> tuple[IO[bytes], TabularReader]:
-    """Open a stored upload; the caller closes both (TabularError for a bad file, nothing left open)."""
+def row_ranges(numbers: list[int]) -> list[list[int]]:
+    """Row numbers as ``[first, last]`` runs (a report of 100,000 rows stays small)."""
+    out: list[list[int]] = []
+    for n in sorted(numbers):
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
+
+
+def open_file(path: str | Path, name: str | None, lenient: bool = False) -> tuple[IO[bytes], TabularReader]:
+    """Open a stored upload; the caller closes both (TabularError for a bad file, nothing left open).
+
+    ``lenient``: a row that doesn't fit the header comes as a :class:`MalformedRow` (that row's error).
+    """
     fh = open(path, "rb")  # noqa: SIM115 - closed by the caller together with the reader
     try:
-        return fh, open_tabular(fh, name)
+        return fh, open_tabular(fh, name, lenient=lenient)
     except BaseException:
         fh.close()
         raise
 
 
-def count_rows(path: str | Path, name: str | None) -> int:
+def count_rows(path: str | Path, name: str | None, lenient: bool = False) -> int:
     """Data rows of a file; reading it to the end also finds encoding and shape errors up front."""
-    fh, reader = open_file(path, name)
+    fh, reader = open_file(path, name, lenient)
     with fh, reader:
         return sum(1 for _ in reader.rows())
 
 
 def run_import(conn: Connection, cat: Catalog, access: Access, t: TableDef, path: str | Path,
                name: str | None, opts: ImportOptions, secret: bytes,
-               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Import one stored file in the caller's transaction; see the module docstring for the rules."""
+               progress: Callable[[int], None] | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Import one stored file in the caller's transaction; see the module docstring for the rules.
+
+    With ``on_error=skip`` a malformed row (more cells than the header, an over-long cell) is that row's
+    error and the others go in; ``limit`` reads only the first rows (the wizard's dry-run preview).
+    """
     access.require(cat, t, "import")
     if opts.mode == "insert":
         access.require(cat, t, "create")
-    fh, reader = open_file(path, name)
+    fh, reader = open_file(path, name, lenient=opts.on_error == "skip")
     with fh, reader:
         plan = plan_import(cat, t, access, reader.header, opts)
-        return Importer(conn, cat, access, t, plan, opts, secret, progress).run(reader.rows())
+        rows = reader.rows() if limit is None else itertools.islice(reader.rows(), limit)
+        return Importer(conn, cat, access, t, plan, opts, secret, progress).run(rows)
 
 
 # --- export -----------------------------------------------------------------------------------------
@@ -754,7 +792,7 @@ def import_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
     try:
         total = ctx.runner.live.get(ctx.job_id, (0, None))[1]
         if total is None:
-            total = count_rows(path, p["name"])
+            total = count_rows(path, p["name"], lenient=opts.on_error == "skip")
             ctx.progress(0, total)
         with db.transaction(plat.engine) as conn:
             cat = plat.catalogs.get(conn)
@@ -768,7 +806,226 @@ def import_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
     except TabularError as e:
         raise jobs.JobFailed(e.message) from None
     finally:
-        path.unlink(missing_ok=True)
+        if not p.get("keep_file"):  # the wizard keeps it for the rejected-rows file (removed by age)
+            path.unlink(missing_ok=True)
     if import_failed(report):
         raise jobs.JobFailed(import_failure_message(report), report)
     return report
+
+
+# --- what the import wizard needs: a sample, suggested mapping, guessed types, the rejected rows ----------
+_NUMBER = re.compile(r"^[-+]?[¥$€£]?\s*[-+]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+_DATE = re.compile(r"^\d{4}([-/.])\d{1,2}\1\d{1,2}$|^\d{4}年\d{1,2}月\d{1,2}日$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
+_BOOLS = {"true", "false", "yes", "no", "是", "否", "y", "n", "✓", "✔"}
+GUESSABLE_TYPES = ("text", "long_text", "number", "decimal", "date", "checkbox", "email", "url")
+
+
+def guess_type(values: list[Any]) -> str:
+    """The field type a column's (non-empty) sample values look like; ``text`` when unsure."""
+    vals = [v for v in values if v is not None and str(v).strip() != ""]
+    if not vals:
+        return "text"
+    if all(isinstance(v, bool) or str(v).strip().casefold() in _BOOLS for v in vals) \
+            and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return "checkbox"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) or
+           (isinstance(v, str) and _NUMBER.match(v.strip())) for v in vals):
+        whole = all(isinstance(v, int) or (isinstance(v, str) and "." not in v) for v in vals)
+        return "number" if whole else "decimal"
+    if all(isinstance(v, dt.date) or (isinstance(v, str) and _DATE.match(v.strip())) for v in vals):
+        return "date"
+    texts = [str(v).strip() for v in vals]
+    if all(_EMAIL.match(x) for x in texts):
+        return "email"
+    if all(_URL.match(x) for x in texts):
+        return "url"
+    if any(len(x) > 200 or "\n" in x for x in texts):
+        return "long_text"
+    return "text"
+
+
+@dataclass
+class FileSample:
+    """The start of an uploaded file: its header, how many data rows, the first rows (a malformed one
+    carries its message) and a guessed field type per column."""
+
+    header: list[str]
+    rows: list[tuple[int, list[Any], str | None]]
+    total: int
+    guesses: list[str]
+
+
+def sample_file(path: str | Path, name: str | None, n: int = 20, guess_rows: int = 200) -> FileSample:
+    """Read the whole file once (finding errors of the file as a whole up front, TabularError) and keep
+    the first ``n`` rows and a type guess per column from the first ``guess_rows``."""
+    fh, reader = open_file(path, name, lenient=True)
+    with fh, reader:
+        header = reader.header
+        rows: list[tuple[int, list[Any], str | None]] = []
+        columns: list[list[Any]] = [[] for _ in header]
+        total = 0
+        for number, cells in reader.rows():
+            total += 1
+            bad = isinstance(cells, MalformedRow)
+            if len(rows) < n:
+                rows.append((number, list(cells), cells.message if isinstance(cells, MalformedRow) else None))
+            if total <= guess_rows and not bad:
+                for i, v in enumerate(cells[:len(header)]):
+                    columns[i].append(_prepare(v))
+    return FileSample(header, rows, total, [guess_type(c) for c in columns])
+
+
+def importable_fields(cat: Catalog, t: TableDef, access: Access) -> list[FieldDef]:
+    """The fields a file's column may be mapped to by this user (visible, writable, not computed)."""
+    vis = access.field_visibility(cat, t, t.sa)
+    return [f for f in t.fields if vis.get(f.id, True) is not False and _importable(f) is None
+            and access.field_writable(cat, t, f)]
+
+
+def suggest_mapping(fields: list[FieldDef], header: list[str]) -> list[str | None]:
+    """Each column's field key by its name (a key, or a label in any language), or None; a field once."""
+    names: dict[str, list[FieldDef]] = {}
+    for f in fields:
+        for n in _names(f):
+            bucket = names.setdefault(_norm(n), [])
+            if f not in bucket:
+                bucket.append(f)
+    used: set[int] = set()
+    out: list[str | None] = []
+    for col in header:
+        exact = next((f for f in fields if f.key == col.strip()), None)
+        cands = [exact] if exact is not None else names.get(_norm(col), [])
+        cands = [f for f in cands if f.id not in used]
+        if len(cands) == 1:
+            used.add(cands[0].id)
+            out.append(cands[0].key)
+        else:
+            out.append(None)
+    return out
+
+
+def key_fields(cat: Catalog, fields: list[FieldDef]) -> list[FieldDef]:
+    """The fields an upsert can match records on (what :func:`plan_import` accepts as ``key_field``)."""
+    out = []
+    for f in fields:
+        kind = f.ftype.value_kind(f, cat)
+        if f.stored and kind not in (LINK_ONE, LINK_MANY) and (kind in (TEXT, NUMBER) or f.unique):
+            out.append(f)
+    return out
+
+
+def rejected_rows(path: str | Path, name: str | None, numbers: set[int]) -> tuple[list[str], Iterator[
+        tuple[int, list[Any]]]]:
+    """The header and the rows of a stored upload whose numbers are given, as the file holds them."""
+    fh, reader = open_file(path, name, lenient=True)
+
+    def rows() -> Iterator[tuple[int, list[Any]]]:
+        with fh, reader:
+            for number, cells in reader.rows():
+                if number in numbers:
+                    yield number, list(cells)
+
+    return reader.header, rows()
+
+
+# --- installing a template as a job (the gallery) ---------------------------------------------------------
+def template_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
+    """The ``template`` job: install a bundled template as a new app, with its demo data if asked.
+
+    One transaction: the app and its data appear together or not at all. Progress counts one step for
+    the definitions and then the demo generator's own unit (customers, for the CRM).
+    """
+    from formwork.metadata import portable
+    from formwork.metadata.service import MetadataService
+    from formwork.runtime import demo
+    from formwork.runtime.previews import builder_actor
+
+    p = ctx.params
+    plat = app.extensions["formwork"]
+    name, key, with_demo = str(p["template"]), p.get("key") or None, bool(p.get("demo"))
+    scale = 0
+    if with_demo:
+        module = demo.load_generator(name)
+        scale = int(getattr(module, "SIZES", demo.SIZES)["small"]) if module is not None else 0
+    total = 1 + scale
+    ctx.progress(0, total)
+    if ctx.user_id is None:
+        raise jobs.JobFailed("the job has no user")
+    with db.transaction(plat.engine) as conn:
+        cat = plat.catalogs.get(conn)
+        access = Access.for_user(conn, ctx.user_id)
+        svc = MetadataService(conn, builder_actor(access, None), cat)
+        new = portable.install_template(svc, name, key)
+        ctx.progress(1, total)
+        counts: dict[str, Any] = {}
+        if with_demo and scale:
+            counts = demo.generate_demo(conn, svc.catalog, new.key, name,
+                                        progress=lambda _unit, done: ctx.progress(1 + done, total))["tables"]
+        auth.audit(conn, "template_installed", user_id=access.user_id, username=access.username,
+                   target=f"app:{new.key}", details={"template": name, "demo_data": with_demo})
+    return {"app": new.key, "template": name, "demo_data": with_demo, "records": counts}
+
+
+# --- a large export as a job (the table page's Export on a big table) -------------------------------------
+def export_size(conn: Connection, cat: Catalog, access: Access, t: TableDef, spec: ExportSpec,
+                secret: bytes, cap: int) -> int:
+    """How many records the export would hold, counted up to ``cap`` (enough to choose: now or as a job)."""
+    reader = RecordReader(cat, conn, access, secret=secret)
+    conds = reader.where(t, spec.filter_tree, spec.search, spec.view)
+    return reader.count(t, conds, cap=cap)
+
+
+def export_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
+    """The ``export`` job: the file is written under ``FILES_DIR/exports`` with progress per 500 records;
+    the table page's job view offers it for download (to the job's owner only)."""
+    p = ctx.params
+    plat = app.extensions["formwork"]
+    secret = str(app.config["SECRET_KEY"]).encode()
+    path = Path(p["path"])
+    fmt = p["format"]
+    if ctx.user_id is None:
+        raise jobs.JobFailed("the job has no user")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with db.transaction(plat.engine, write=False) as conn:
+        cat = plat.catalogs.get(conn)
+        access = Access.for_user(conn, ctx.user_id)
+        t = cat.table(p["app"], p["table"])
+        access.require(cat, t, "export")
+        s = p["spec"]
+        spec = ExportSpec(filter_tree=s.get("filter"), sort=s.get("sort"), search=s.get("search"),
+                          view=t.view(s["view"]) if s.get("view") else None)
+        reader = RecordReader(cat, conn, access, secret=secret)
+        total = export_size(conn, cat, access, t, spec, secret, cap=10_000_000)
+        ctx.progress(0, total)
+        fields, names = export_columns(cat, t, access, reader, spec)
+        done = 0
+
+        def counted() -> Iterator[list[Any]]:
+            nonlocal done
+            for row in iter_export(reader, t, fields, spec, fmt):
+                done += 1
+                if done % 500 == 0:
+                    ctx.progress(done, total)
+                yield row
+
+        try:
+            with path.open("wb") as out:
+                if fmt == "xlsx":
+                    write_xlsx(names, counted(), t.key, out=out)
+                else:
+                    for chunk in write_csv(names, counted()):
+                        out.write(chunk)
+        except TabularError as e:
+            path.unlink(missing_ok=True)
+            raise jobs.JobFailed(e.message) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    with db.transaction(plat.engine) as conn:
+        auth.audit(conn, "export", user_id=access.user_id, username=access.username,
+                   target=f"table:{p['app']}.{t.key}",
+                   details={"format": fmt, "view": s.get("view"), "filter": spec.filter_tree, "sort": spec.sort,
+                            "search": spec.search, "fields": [f.key for f in fields], "job": ctx.job_id})
+    return {"rows": done, "filename": f"{t.key}.{fmt}", "format": fmt}
