@@ -242,6 +242,22 @@ def test_my_account_password_ends_other_sessions_and_tokens(app: Any, admin: Api
                                          "timezone": "Asia/Shanghai"})
     page = html(first.get("/account"))
     assert "我的账号" in page and "修改密码" in page
+    # the email copy of notifications: off by default, switched on and off from the page
+    from formwork import db
+    from formwork.runtime import notifications
+
+    def copy_on() -> bool:
+        with db.transaction(app.extensions["formwork"].engine) as conn:
+            uid = conn.execute(db.users.select().where(db.users.c.username == "mia")).first().id
+            return notifications.email_copy(conn, uid)
+
+    assert 'name="email_copy"' in page and not copy_on()
+    first.post("/account/profile", data={"csrf_token": csrf, "name": "Mia M", "locale": "zh-CN",
+                                         "timezone": "Asia/Shanghai", "email_copy_sent": "1", "email_copy": "on"})
+    assert copy_on() and 'name="email_copy" checked' in html(first.get("/account"))
+    first.post("/account/profile", data={"csrf_token": csrf, "name": "Mia M", "locale": "zh-CN",
+                                         "timezone": "Asia/Shanghai", "email_copy_sent": "1"})
+    assert not copy_on()
     bad = html(first.post("/account/profile", data={"csrf_token": csrf, "name": "Mia M", "locale": "zh-CN",
                                                     "timezone": "Mars/Olympus"}), 422)
     assert "请检查此项" in bad

@@ -46,10 +46,9 @@ def _email_copy(p: Page) -> bool | None:
     """The per-user "email copy of notifications" preference, when this installation has one."""
     from formwork.runtime import notifications
 
-    getter = getattr(notifications, "email_copy_enabled", None)
-    if getter is None:
+    if p.access.user_id is None:
         return None
-    return bool(getter(p.conn, p.access.user_id))
+    return notifications.email_copy(p.conn, p.access.user_id)
 
 
 @routes.get("/account")
@@ -89,9 +88,8 @@ def account_profile() -> Response:
 def _set_email_copy(conn: Any, user_id: int | None, on: bool) -> None:
     from formwork.runtime import notifications
 
-    setter = getattr(notifications, "set_email_copy", None)
-    if setter is not None and user_id is not None:
-        setter(conn, user_id, on)
+    if user_id is not None:
+        notifications.set_email_copy(conn, user_id, on)
 
 
 @routes.post("/account/password")
