@@ -155,6 +155,17 @@ def test_order_lines_follow_their_order_on_every_path(crm: Crm) -> None:
     am1.ok("PATCH", f"/data/crm/order_lines/{own[0]['id']}", {"fields": {"quantity": own[0]["fields"]["quantity"]}})
 
 
+def test_renaming_the_parent_link_keeps_lines_behind_their_order(crm: Crm) -> None:
+    """The parent scope follows a re-keyed link (never fails open); a broken one opens nothing."""
+    _mine, other = _orders_of(crm, "am1")
+    crm.admin.ok("PATCH", "/meta/apps/crm/tables/order_lines/fields/order", {"key": "sales_order"})
+    assert crm.admin.ok("GET", "/meta/apps/crm/tables/order_lines")["scope_parent"] == "sales_order"
+    every = crm.admin.records("crm", "order_lines", limit=1000)
+    theirs = {r["id"] for r in every if r["fields"]["sales_order"]["id"] == other}
+    seen = {r["id"] for r in crm.api("am1").records("crm", "order_lines", limit=1000)}
+    assert seen and not seen & theirs
+
+
 def test_a_line_under_an_order_the_writer_can_read_but_not_edit_is_refused(crm: Crm) -> None:
     """An executive reads everything and edits nothing; a rep with a readable but not editable parent
     (a pool customer) can't add contacts under it."""

@@ -640,6 +640,20 @@ class MetadataService:
         tdoc["validations"] = rename_in_filter(tdoc.get("validations", []), old, new)
         if not tdoc["validations"]:
             tdoc.pop("validations")
+        # the table's own settings that name fields: the parent scope, state flows, buttons, the timeline
+        if tdoc.get("scope_parent") == old:
+            tdoc["scope_parent"] = new
+        if isinstance(tdoc.get("flows"), dict):
+            flows_doc = {(new if k == old else k): v for k, v in tdoc["flows"].items()}
+            for flow in flows_doc.values():
+                if isinstance(flow, dict) and isinstance(flow.get("require"), dict):
+                    flow["require"] = {state: [new if k == old else k for k in keys]
+                                       for state, keys in flow["require"].items()}
+            tdoc["flows"] = flows_doc
+        if isinstance(tdoc.get("buttons"), list):
+            tdoc["buttons"] = rename_in_filter(tdoc["buttons"], old, new)
+        if isinstance(tdoc.get("timeline"), list):
+            tdoc["timeline"] = [new if k == old else k for k in tdoc["timeline"]]
         self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(doc=tdoc))
         self._roles_follow_field(t, old, new)
         for v in t.views:

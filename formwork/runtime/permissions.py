@@ -179,11 +179,11 @@ class Access:
         """A table with ``scope_parent`` (a to-one link): its rows follow their parent. Reading a row needs
         the parent readable, changing it (update, delete, create) needs the parent editable; a row without
         a parent is left to the roles' own scopes. None when nothing is added."""
-        if self.is_admin:
+        if self.is_admin or not t.doc.get("scope_parent"):
             return None
         link = parent_link(t)
         if link is None:
-            return None
+            return false()  # a parent scope naming no usable link opens nothing (never fail open)
         target = catalog.tables_by_id.get(link.options.get("target", -1))
         if target is None or _depth > 4:
             return false()  # a broken or too deep chain opens nothing (fail closed)
