@@ -59,7 +59,8 @@ def file_limits(f: FieldDef, public: bool) -> dict[str, Any]:
     opts = f.options
     max_size = opts.get("max_size") or (PUBLIC_MAX_SIZE if public else None)
     return {"max_files": opts.get("max_files") or (PUBLIC_MAX_FILES if public else 20), "max_size": max_size,
-            "max_mb": round(max_size / (1024 * 1024), 1) if max_size else None,
+            "max_mb": (f"{round(max_size / (1024 * 1024), 1):g} MB" if max_size >= 1024 * 1024
+                       else f"{max(1, round(max_size / 1024))} KB") if max_size else None,
             "types": list(opts.get("mime_types") or [])}
 
 
