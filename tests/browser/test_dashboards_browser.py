@@ -177,8 +177,7 @@ def test_build_filter_drill_compare_export(page: Any, server: dict[str, Any], lo
     expect(kpi.locator("a.kpi")).to_have_text("¥6,200")
     chart = page.locator("[data-widget] .chart").first
     expect(chart.locator("canvas")).to_have_count(1)
-    page.wait_for_function("() => { const el = document.querySelector('[data-widget] .chart');"
-                           " return el && window.echarts && echarts.getInstanceByDom(el); }")
+    expect(page.locator("[data-widget] .chart[data-ready]")).to_have_count(1)  # drawn, animation over
     widget = chart.locator("xpath=..").get_attribute("data-widget")
     # drill: the first month's first owner's bar opens exactly those orders
     opt = page.evaluate("w => echarts.getInstanceByDom(document.querySelector(`[data-widget=${w}] .chart`))"

@@ -144,6 +144,8 @@
       var spec = JSON.parse(el.dataset.chart);
       el.dataset.drawn = "1";
       var chart = echarts.init(el, null, { renderer: "canvas" });
+      // data-ready once drawn and its animation finished: clicks land on what is shown (tests wait for it)
+      chart.on("finished", function () { el.dataset.ready = "1"; });
       chart.setOption(option(spec));
       chart.group = "dashboard";
       chart.on("click", function (p) {
