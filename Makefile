@@ -27,11 +27,11 @@ run: setup
 	$(BIN)/formwork init --with-crm
 	$(BIN)/formwork run --host $(HOST) --port $(PORT)
 
-## browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
+## browser: Debian's chromium and a CJK font for the browser tests (Playwright drives it; no browser download)
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list :lang=zh 2>/dev/null | grep -q .; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
 ## test: the whole suite; on PostgreSQL too when FORMWORK_TEST_DATABASE_URL is set (.ci/run sets it)
 test: setup browser
