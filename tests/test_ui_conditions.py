@@ -187,3 +187,17 @@ def test_fragments_add_and_refit_conditions(app: Any, world: dict[str, Any]) -> 
     hidden = rep.get(base, query_string={"name": "filter", "prefix": "filter.x1", "kind": "refit",
                                          "filter.x1.field": "secret"})
     assert hidden.status_code == 404
+
+
+def test_conditions_a_link_carries_in_show_in_the_grids_builder(app: Any, world: dict[str, Any]) -> None:
+    """Older ff/fo/fv links and a dashboard's drill-down tree land in the filter panel as editable
+    conditions, so applying another filter or exporting keeps them; what the builder can't say exactly is
+    carried along in hidden inputs instead of being dropped."""
+    c, _csrf = login(app, "boss")
+    page = html(c.get("/apps/sales/deals", query_string={"ff": "stage", "fo": "eq", "fv": "won"}))
+    assert 'name="filter.' in page and '<option value="won" selected>' in page
+    drill = html(c.get("/apps/sales/deals", query_string={
+        "filter": '{"and":[{"field":"stage","op":"in","value":["lead"]}]}'}))
+    assert 'value="lead" checked' in drill and "Someone else" not in drill
+    odd = html(c.get("/apps/sales/deals", query_string={"filter": '{"not":{"field":"stage","op":"eq","value":"won"}}'}))
+    assert 'type="hidden" name="filter" value="' in odd and "Someone else" not in odd

@@ -327,6 +327,29 @@ def _walk(g: Group) -> list[Cond]:
     return out
 
 
+def form_items(b: Builder) -> list[tuple[str, str]]:
+    """The inputs the rendered builder would post, as (name, value) pairs (what a link or a hidden form
+    carries to say the same conditions)."""
+    out: list[tuple[str, str]] = []
+
+    def walk(node: Group | Cond) -> None:
+        if isinstance(node, Group):
+            out.append((f"{node.prefix}.conj", node.conj))
+            for ch in node.children:
+                walk(ch)
+            return
+        out.extend([(f"{node.prefix}.field", node.field), (f"{node.prefix}.op", node.op)])
+        out.extend((f"{node.prefix}.value", v) for v in node.values)
+        if node.value2:
+            out.append((f"{node.prefix}.value2", node.value2))
+        if node.mode != "date":
+            out.extend([(f"{node.prefix}.mode", node.mode), (f"{node.prefix}.rel", node.rel),
+                        (f"{node.prefix}.n", node.n)])
+
+    walk(b.root)
+    return out
+
+
 # --- form → raw nodes → tree -----------------------------------------------------------------------------
 
 def _raw_tree(form: Any, name: str) -> Group:

@@ -112,15 +112,31 @@ def filter_builder(p: Page, t: TableDef, state: GridState) -> dict[str, Any]:
     from werkzeug.datastructures import MultiDict
 
     form = MultiDict(state.filter_items) if state.filter_items else None
+    if form is None and (state.conds or state.filter):
+        # conditions a link carried in (older ff/fo/fv rows, a dashboard's drill-down tree): shown in the
+        # builder when it can say them exactly, so applying or exporting keeps them; otherwise carried as
+        # they came, in hidden inputs
+        try:
+            tree = state.tree(p, t)
+            shown = conditions.builder(p, t, tree, name=FILTER_NAME)
+            if conditions.parse(p, t, MultiDict(conditions.form_items(shown)), name=FILTER_NAME) == tree:
+                return {"cb": shown, "filter_error": None, "carry": []}
+        except (conditions.ConditionError, BadRequest):
+            pass
+        carry = [(k, v) for f, o, v0 in state.conds for k, v in (("ff", f), ("fo", o), ("fv", v0))]
+        if state.filter:
+            carry.append(("filter", state.filter))
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME), "filter_error": None, "carry": carry}
     try:
         if form is not None:
             conditions.parse(p, t, form, name=FILTER_NAME)
-        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME, form=form), "filter_error": None}
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME, form=form), "filter_error": None,
+                "carry": []}
     except conditions.ConditionError as e:
         return {"cb": conditions.builder(p, t, None, name=FILTER_NAME, form=form, errors=e.errors),
-                "filter_error": e.message}
+                "filter_error": e.message, "carry": []}
     except BadRequest as e:
-        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME), "filter_error": e.message}
+        return {"cb": conditions.builder(p, t, None, name=FILTER_NAME), "filter_error": e.message, "carry": []}
 
 
 def filter_fields(p: Page, t: TableDef) -> list[dict[str, Any]]:
