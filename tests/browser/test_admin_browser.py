@@ -92,7 +92,7 @@ class Contexts:
 
     def page(self, locale: str = "en-US", width: int = 1280) -> Any:
         ctx = self.browser.new_context(viewport={"width": width, "height": 900}, locale=locale)
-        ctx.set_default_timeout(8000)
+        ctx.set_default_timeout(30000)
         self.contexts.append(ctx)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: self.errors.append(str(e)))

@@ -79,7 +79,7 @@ def lang(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def page(browser: Any, lang: str) -> Iterator[Any]:  # noqa: F811
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale=lang)
-    ctx.set_default_timeout(8000)
+    ctx.set_default_timeout(30000)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))

@@ -92,7 +92,7 @@ def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
 
     def open_page(username: str) -> Any:
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        ctx.set_default_timeout(8000)
+        ctx.set_default_timeout(30000)
         contexts.append(ctx)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: errors.append(str(e)))

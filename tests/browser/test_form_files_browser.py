@@ -19,7 +19,7 @@ def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:  # noqa: F811
     """As tests/browser/test_ui_browser.py's, except that a refused form page answers 422 by design (the
     browser logs that status, which is not a script error)."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-US")
-    ctx.set_default_timeout(8000)
+    ctx.set_default_timeout(30000)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))

@@ -77,7 +77,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-US")
-    ctx.set_default_timeout(8000)
+    ctx.set_default_timeout(30000)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
