@@ -4,7 +4,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "my_account": "My account", "administration": "Administration", "automations": "Automations",
         "approval_inbox": "My approvals", "new_dashboard": "New dashboard",
-        "close": "Close", "menu": "Menu", "select_all_rows": "Select all rows", "remove_condition": "Remove this condition",
+        "close": "Close", "menu": "Menu", "select_all_rows": "Select all rows",
+        "remove_condition": "Remove this condition",
     },
     "zh-CN": {
         "my_account": "我的账号", "administration": "系统管理", "automations": "自动化",
