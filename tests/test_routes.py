@@ -80,3 +80,17 @@ def test_no_endpoint_is_lost_or_renamed(app: Any) -> None:
     actual = {(r.endpoint, r.rule, tuple(sorted(r.methods or ()))) for r in app.url_map.iter_rules()}
     assert actual - expected == set(), "routes that were not there before"
     assert expected - actual == set(), "routes lost or renamed"
+
+
+def write_snapshot() -> None:
+    """`python -m tests.test_routes` rewrites the snapshot after routes were added on purpose."""
+    from formwork import create_app
+
+    app = create_app({"DATABASE_URL": "sqlite://", "SECRET_KEY": "snapshot", "TESTING": True})
+    rows = sorted([r.endpoint, r.rule, sorted(r.methods or ())] for r in app.url_map.iter_rules())
+    rows.sort(key=lambda row: (row[1], row[0]))
+    SNAPSHOT.write_text("[\n" + ",\n".join(" " + json.dumps(row, ensure_ascii=False) for row in rows) + "\n]\n")
+
+
+if __name__ == "__main__":
+    write_snapshot()
