@@ -101,3 +101,22 @@ def admin(app: Any) -> Api:
                                       "email": "admin@example.com"}, is_admin=True)
         token = auth.create_token(conn, uid, "tests", None)["token"]
     return Api(app.test_client(), token)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's controller (not an xdist worker) drops the PostgreSQL template the CRM tests copy from."""
+    if PG_URL is None or hasattr(session.config, "workerinput"):
+        return
+    from tests.crm_support import template_name
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    name = template_name(factory.getbasetemp())
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        admin.dispose()

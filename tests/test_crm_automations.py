@@ -28,7 +28,7 @@ TIMED = [a["key"] for a in load_template("crm")["automations"]
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_auto"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 @pytest.fixture

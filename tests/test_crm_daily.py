@@ -17,7 +17,7 @@ from tests.crm_support import Crm, installed_crm
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_daily"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 def login(crm: Crm, username: str) -> tuple[Any, str]:

@@ -18,7 +18,7 @@ from tests.crm_support import Crm, installed_crm
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crmdash"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 PERIOD = {"period": "custom", "from": "2026-01-01", "to": "2026-06-30"}

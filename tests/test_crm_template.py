@@ -22,7 +22,7 @@ from tests.helpers import db_snapshot
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 def rows(crm: Crm, table: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from formwork import create_app, db
 from formwork.runtime import auth
 from formwork.runtime.demo import demo_password
-from tests.browser.test_ui_browser import ARGS, CHROMIUM, PASSWORD, settled
+from tests.browser.test_ui_browser import CHROMIUM, PASSWORD, serving, settled  # noqa: F401 - fixtures and marks
 from tests.helpers import Api
 
 pytestmark = pytest.mark.browser
@@ -25,8 +24,6 @@ if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("admin-browser")
@@ -53,28 +50,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         {"key": "owner", "label": {"en": "Owner", "zh-CN": "负责人"}, "type": "user"},
         {"key": "secret", "label": {"en": "Secret note", "zh-CN": "机密备注"}, "type": "text"}],
         "views": [{"key": "all", "label": {"en": "All gadgets", "zh-CN": "全部"}, "type": "grid"}]})
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serving(app) as url:
         try:
-            yield b
+            yield {"url": url, "api": api, "app": app}
         finally:
-            b.close()
+            app.extensions["formwork"].engine.dispose()
 
 
 #: a form sent back with its errors answers 422, which Chromium reports on the console; the tests check that

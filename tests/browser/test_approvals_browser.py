@@ -3,7 +3,6 @@ one with the required comment (the error next to the comment box first), open a 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from sqlalchemy import update
 from formwork import create_app, db
 from formwork.automation.worker import Worker
 from formwork.runtime import auth
-from tests.browser.test_ui_browser import ARGS, CHROMIUM, pytestmark, settled  # noqa: F401 - the same marks
+from tests.browser.test_ui_browser import pytestmark, serving, settled  # noqa: F401 - fixtures and marks
 from tests.helpers import Api
 
 PASSWORD = "browser-pass-1"
@@ -31,8 +30,6 @@ USERS = {"en": "ann", "zh-CN": "zoe"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("browser_appr")
@@ -74,28 +71,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "actions": [{"type": "notify", "users": ["{{ record.name.split('-')[0] }}"],
                      "title": {"en": "New deal: {{ record.name }}", "zh-CN": "新商机：{{ record.name }}"}}]})
     worker = Worker(app, worker_id="browser-worker")
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app, "worker": worker}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serving(app) as url:
         try:
-            yield b
+            yield {"url": url, "api": api, "app": app, "worker": worker}
         finally:
-            b.close()
+            app.extensions["formwork"].engine.dispose()
 
 
 @pytest.fixture(params=["en", "zh-CN"])

@@ -5,7 +5,6 @@ create such an opportunity, let the worker run, and find the run in the run log 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from formwork import create_app, db
 from formwork.automation.worker import Worker
 from formwork.runtime import auth
-from tests.browser.test_ui_browser import ARGS, CHROMIUM, PASSWORD, pytestmark, settled  # noqa: F401
+from tests.browser.test_ui_browser import PASSWORD, pytestmark, serving, settled  # noqa: F401 - fixtures and marks
 from tests.helpers import Api
 from tests.peers import SmtpSink
 
@@ -44,8 +43,6 @@ WORDS = {
 def crm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The CRM (no demo data) on a live server, a sales team whose manager has an email address, a rep
     in it, a mail sink, and a worker the test drives step by step."""
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("autobrowser")
@@ -67,30 +64,13 @@ def crm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     api.ok("POST", "/admin/users", {"username": "rep", "name": "Rep Liu", "email": "rep@example.com",
                                     "password": PASSWORD, "roles": []})
     api.ok("POST", "/admin/teams", {"key": "east", "name": "East", "manager": "boss", "members": ["rep"]})
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app, "sink": sink,
-               "worker": Worker(app, worker_id="browser-test-worker")}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        sink.__exit__(None, None, None)
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serving(app) as url:
         try:
-            yield b
+            yield {"url": url, "api": api, "app": app, "sink": sink,
+                   "worker": Worker(app, worker_id="browser-test-worker")}
         finally:
-            b.close()
+            sink.__exit__(None, None, None)
+            app.extensions["formwork"].engine.dispose()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_ui_browser import browser, log_in, page, server, settled  # noqa: F401 - fixtures
+from tests.browser.test_ui_browser import browser, log_in, page, server, settled  # noqa: F401 - fixtures and marks
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(os.environ.get("FORMWORK_SHOTS") or "/tmp/shots-build")

@@ -4,7 +4,6 @@ request's notification, which leads to the contract."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +14,7 @@ from sqlalchemy import update
 from formwork import create_app, db
 from formwork.automation.worker import Worker
 from formwork.runtime import auth
-from tests.browser.test_approvals_browser import browser  # noqa: F401 - the shared chromium
-from tests.browser.test_ui_browser import pytestmark, settled  # noqa: F401 - the same marks
+from tests.browser.test_ui_browser import pytestmark, serving, settled  # noqa: F401 - fixtures and marks
 from tests.helpers import Api
 
 PASSWORD = "browser-pass-1"
@@ -32,8 +30,6 @@ WORDS = {
 
 @pytest.fixture(scope="module")
 def crm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("browser_crm")
@@ -59,16 +55,11 @@ def crm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             conn.execute(update(db.users).where(db.users.c.id.in_([boss["id"], rep["id"]])).values(locale=lang))
             reps[lang] = (Api(app.test_client(), auth.create_token(conn, rep["id"], "rep", None)["token"]), rep["id"])
     worker = Worker(app, worker_id="browser-crm-worker")
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "reps": reps, "worker": worker}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        app.extensions["formwork"].engine.dispose()
+    with serving(app) as url:
+        try:
+            yield {"url": url, "api": api, "reps": reps, "worker": worker}
+        finally:
+            app.extensions["formwork"].engine.dispose()
 
 
 @pytest.fixture(params=["en", "zh-CN"])

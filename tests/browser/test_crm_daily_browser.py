@@ -5,7 +5,6 @@ mentions a manager."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,9 +14,9 @@ from sqlalchemy import update
 from formwork import create_app, db
 from formwork.runtime import auth
 from formwork.runtime.demo import demo_password
-from tests.browser.test_ui_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401 - same skip rules
+from tests.browser.test_ui_browser import pytestmark, serving  # noqa: F401 - fixtures and marks
 from tests.browser.test_ui_browser import settled as _settled
-from tests.conftest import reset_database
+from tests.crm_support import crm_database
 from tests.helpers import Api
 
 settled = _settled
@@ -33,48 +32,25 @@ WORDS = {
 
 @pytest.fixture(scope="module")
 def crm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("crm_browser")
-    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'crm.db'}", "SECRET_KEY": "browser-secret",
+    copies = crm_database("sqlite", tmp_path_factory)
+    app = create_app({"DATABASE_URL": next(copies), "SECRET_KEY": "browser-secret",
                       "TESTING": True, "FILES_DIR": str(folder / "files")})
-    reset_database(app.extensions["formwork"].engine)
-    app.extensions["formwork"].catalogs.invalidate()
     login_limiter.reset()
     form_limiter.reset()
     with db.transaction(app.extensions["formwork"].engine) as conn:
-        uid = auth.create_user(conn, {"username": "admin", "name": "Ada Admin", "password": "browser-pass-1"},
-                               is_admin=True)
-        token = auth.create_token(conn, uid, "setup", None)["token"]
-    api = Api(app.test_client(), token)
-    api.ok("POST", "/meta/templates/crm/install", {"demo_data": True})
-    with app.extensions["formwork"].engine.connect() as conn:
         from sqlalchemy import select
         users = {r.username: r.id for r in conn.execute(select(db.users.c.username, db.users.c.id))}
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app, "users": users}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        token = auth.create_token(conn, users["admin"], "setup", None)["token"]
+    api = Api(app.test_client(), token)
+    with serving(app) as url:
         try:
-            yield b
+            yield {"url": url, "api": api, "app": app, "users": users}
         finally:
-            b.close()
+            app.extensions["formwork"].engine.dispose()
+            copies.close()
 
 
 @pytest.fixture(params=["en", "zh-CN"])

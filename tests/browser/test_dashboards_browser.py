@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from formwork import create_app, db
 from formwork.runtime import auth
 from formwork.ui.strings.dashboards import STRINGS
-from tests.browser.test_ui_browser import ARGS, CHROMIUM, PASSWORD, settled
+from tests.browser.test_ui_browser import PASSWORD, serving, settled  # noqa: F401 - fixtures and marks
 from tests.browser.test_ui_browser import pytestmark as browser_marks
 from tests.helpers import Api
 
@@ -28,8 +27,6 @@ ORDERS = [  # name, amount, order date, owner
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("dash-browser")
@@ -54,28 +51,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     for name, amount, date, owner in ORDERS:
         api.ok("POST", "/data/shop/orders", {"fields": {"name": name, "amount": amount, "order_date": date,
                                                         "owner": users[owner]}})
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app}
-    finally:
-        srv.shutdown()
-        thread.join(5)
-        srv.server_close()
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with serving(app) as url:
         try:
-            yield b
+            yield {"url": url, "api": api, "app": app}
         finally:
-            b.close()
+            app.extensions["formwork"].engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.browser.test_builder_browser import SHOTS
-from tests.browser.test_ui_browser import browser, server  # noqa: F401 - fixtures
+from tests.browser.test_ui_browser import browser, server  # noqa: F401 - fixtures and marks
 
 pytestmark = pytest.mark.browser
 

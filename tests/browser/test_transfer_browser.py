@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_ui_browser import browser, log_in, page, server  # noqa: F401 - fixtures
+from tests.browser.test_ui_browser import browser, log_in, page, server  # noqa: F401 - fixtures and marks
 
 pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp/shots-data")

@@ -13,11 +13,9 @@ import pytest
 
 from formwork import create_app, db
 from formwork.runtime import auth
+from tests.browser.conftest import ARGS, CHROMIUM, browser  # noqa: F401 - shared by the modules importing it
 from tests.helpers import Api
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "browser-pass-1"
 
 pytestmark = pytest.mark.browser
@@ -29,8 +27,6 @@ if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The real WSGI server on 127.0.0.1 (a free port) in a thread, with an app built through the API."""
-    from werkzeug.serving import make_server
-
     from formwork.runtime.ratelimit import form_limiter, login_limiter
 
     folder = tmp_path_factory.mktemp("browser")
@@ -50,32 +46,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "views": [{"key": "all", "label": {"en": "All leads", "zh-CN": "全部线索"}, "type": "grid"},
                   {"key": "web", "label": {"en": "Contact us", "zh-CN": "联系我们"}, "type": "form",
                    "options": {"public": True, "success_message": {"en": "Thanks!", "zh-CN": "谢谢！"}}}]})
+    with serving(app) as url:
+        try:
+            yield {"url": url, "api": api, "app": app}
+        finally:
+            app.extensions["formwork"].engine.dispose()
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The real WSGI server on 127.0.0.1 (a free port) in a thread, for as long as the block runs."""
+    from werkzeug.serving import make_server
+
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{srv.server_port}", "api": api, "app": app}
+        yield f"http://127.0.0.1:{srv.server_port}"
     finally:
         srv.shutdown()
         thread.join(5)
         srv.server_close()
-        app.extensions["formwork"].engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
-def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
+def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:  # noqa: F811
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-US")
     ctx.set_default_timeout(30000)
     pg = ctx.new_page()
