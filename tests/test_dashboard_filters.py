@@ -221,8 +221,14 @@ def test_hidden_fields_and_sharing(app: Any, admin: Api, sales: dict[str, Any]) 
     admin.ok("PATCH", "/meta/apps/sales/dashboards/board", {"roles": ["rep_alice"]})
     status, err = bob.get("/meta/apps/sales/dashboards/board/data")
     assert status == 403 and "not shared" in err["error"]["message"]
+    # nor is it listed or readable as a document, alone or inside the app
+    assert bob.ok("GET", "/meta/apps/sales/dashboards")["dashboards"] == []
+    assert bob.get("/meta/apps/sales/dashboards/board")[0] == 404
+    assert bob.ok("GET", "/meta/apps/sales")["dashboards"] == []
     alice, _ = make_user_client(app, "alice")
     assert alice.get("/meta/apps/sales/dashboards/board/data")[0] == 200
+    assert [d["key"] for d in alice.ok("GET", "/meta/apps/sales/dashboards")["dashboards"]] == ["board"]
+    assert alice.ok("GET", "/meta/apps/sales/dashboards/board")["roles"] == ["rep_alice"]
     status, err = admin.patch("/meta/apps/sales/dashboards/board", {"roles": ["nobody"]})
     assert status == 422 and "/roles/0" in err["error"]["details"]
 

@@ -185,7 +185,7 @@ def test_admins_see_the_banner_in_their_language_others_never(app: Any, sales: A
     _register(app, "w1", dt.datetime(2026, 3, 1, 1, 30))  # 09:30 in Shanghai
     text = _banner(html(boss.get("/")))
     assert text is not None
-    assert ("自动化未在运行：自 2026-03-01 09:30 起没有看到任何 worker。"
+    assert ("自动化未在运行：自 2026-03-01 09:30 起没有看到后台任务进程。"
             "请用 <code>formwork worker</code> 启动一个") in text
     _set_user(app, "boss", locale="en", timezone="UTC")
     text = _banner(html(boss.get("/")))

@@ -423,7 +423,7 @@ def test_schedule_rules_saved_from_the_page(app: Any, admin: Api) -> None:
     doc = admin.ok("GET", "/meta/apps/sales/automations/monday_digest")
     assert doc["trigger"] == {"type": "schedule", "schedule": {"every": "week", "weekday": "mon", "at": "09:00",
                                                                "timezone": "Asia/Shanghai"}}
-    assert "Every Monday at 09:00 (Asia/Shanghai)" in c.get(BASE).get_data(as_text=True)
+    assert "Every Monday at 09:00 (Beijing, Shanghai (China))" in c.get(BASE).get_data(as_text=True)
     bad = c.post(f"{BASE}/new", data={**form, "label_en": "Bad", "sched_mode": "cron", "sched_cron": "61 * * *"})
     assert bad.status_code == 422 and "61 * * *" in bad.get_data(as_text=True)
 

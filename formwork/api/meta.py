@@ -4,6 +4,7 @@ the trash, app export/import and templates."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, make_response, request
@@ -27,6 +28,7 @@ from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import OPERATORS_BY_KIND
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth, demo
+from formwork.runtime.dashboards import shared_with
 from formwork.runtime.permissions import Access
 from formwork.web import RouteSet, client_ip, current_access, json_body, unit
 
@@ -66,6 +68,8 @@ def public_app(access: Access, data: dict[str, Any]) -> dict[str, Any]:
         plural = dk.kind + "s"
         if dk.parent == "app" and isinstance(data.get(plural), list):
             data[plural] = [dk.public(d) for d in data[plural]] if may_read(access, dk) else []
+    if isinstance(data.get("dashboards"), list):  # shared with roles the caller lacks: not shown at all
+        data["dashboards"] = [d for d in data["dashboards"] if shared_with(access, d)]
     return data
 
 
@@ -231,9 +235,15 @@ def _reader_doc(cat: Catalog, access: Access, app_key: str, table_key: str | Non
     return lambda d: access.visible_view(cat, t, d)
 
 
-def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
+def _everyone(_access: Access, _doc: dict[str, Any]) -> bool:
+    return True
+
+
+def _declare_doc_routes(kind: str, base: str, parent_table: bool,
+                        shared: Callable[[Access, dict[str, Any]], bool] = _everyone) -> None:
     """List, create, get, change and delete one kind of document; endpoints ``list_<kind>s``,
-    ``create_<kind>`` and ``<kind>_one``."""
+    ``create_<kind>`` and ``<kind>_one``. ``shared`` says whether one document is shown to a caller (a
+    dashboard shared with roles the caller lacks is neither listed nor read)."""
     plural = kind + "s"
 
     def listing(app_key: str, table_key: str | None = None) -> Response:
@@ -247,7 +257,7 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
                 docs = getattr(visible_app(cat, access, app_key), plural)
             if not may_read(access, dk):
                 docs = []
-            return ok({plural: [shown(dk.public(MetadataService._doc_json(d))) for d in docs]})
+            return ok({plural: [shown(dk.public(MetadataService._doc_json(d))) for d in docs if shared(access, d)]})
 
     def create(app_key: str, table_key: str | None = None) -> Response:
         access = current_access()
@@ -272,7 +282,10 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
             svc = meta_service(conn, cat, access)
             if request.method == "GET":
                 shown = _reader_doc(cat, access, app_key, table_key) if parent_table else (lambda d: d)
-                return ok(shown(dk.public(MetadataService._doc_json(svc.get_doc(kind, app_key, key, table_key)))))
+                doc = svc.get_doc(kind, app_key, key, table_key)
+                if not shared(access, doc):
+                    raise NotFound(f"no {kind} '{key[:100]}' in app '{app_key}'")
+                return ok(shown(dk.public(MetadataService._doc_json(doc))))
             if request.method == "PATCH":
                 patch = dk.incoming(json_body(MAX_JSON), lambda: svc.get_doc(kind, app_key, key, table_key))
                 return ok(dk.public(svc.update_doc(kind, app_key, key, patch, table_key)))
@@ -286,7 +299,7 @@ def _declare_doc_routes(kind: str, base: str, parent_table: bool) -> None:
 
 _declare_doc_routes("view", "/meta/apps/<app_key>/tables/<table_key>/views", True)
 _declare_doc_routes("automation", "/meta/apps/<app_key>/automations", False)
-_declare_doc_routes("dashboard", "/meta/apps/<app_key>/dashboards", False)
+_declare_doc_routes("dashboard", "/meta/apps/<app_key>/dashboards", False, shared_with)
 
 
 # --- trash, export/import, templates -----------------------------------------------------------------

@@ -13,8 +13,9 @@ from formwork.errors import FormworkError, NotFound, ValidationFailed
 from formwork.runtime import admin, auth, passwords
 from formwork.runtime.ratelimit import login_limiter
 from formwork.ui import i18n
-from formwork.ui.admin import password_error, timezones, translate_error
+from formwork.ui.admin import password_error, translate_error
 from formwork.ui.context import LOCALE_COOKIE, Page, make_page, render
+from formwork.ui.timezones import zone_choices
 from formwork.web import SESSION_COOKIE, RouteSet, client_ip, current_access, unit
 
 routes = RouteSet()
@@ -29,7 +30,8 @@ def _account(p: Page, status: int = 200, **ctx: Any) -> Response:
         select(db.roles).join(db.user_roles, db.user_roles.c.role_id == db.roles.c.id)
         .where(db.user_roles.c.user_id == u.id).order_by(db.roles.c.key))]
     base: dict[str, Any] = {
-        "u": u, "team": team, "roles": roles, "zones": timezones(), "tokens": auth.list_tokens(p.conn, u.id),
+        "u": u, "team": team, "roles": roles, "zones": zone_choices(p.locale, u.timezone),
+        "tokens": auth.list_tokens(p.conn, u.id),
         "token_days": TOKEN_DAYS, "values": {"name": u.name, "email": u.email or "", "locale": u.locale,
                                              "timezone": u.timezone},
         "errors": {}, "pw_errors": {}, "token_errors": {}, "min_password": passwords.MIN_LENGTH,

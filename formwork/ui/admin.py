@@ -27,6 +27,7 @@ from formwork.runtime import admin, passwords
 from formwork.runtime.permissions import Access
 from formwork.ui import conditions
 from formwork.ui.context import Page, make_page, render, secret, shown_fields
+from formwork.ui.timezones import zone_choices
 from formwork.web import RouteSet, client_ip, current_access, unit
 
 routes = RouteSet()
@@ -128,15 +129,6 @@ def user_choices(p: Page) -> list[Any]:
                                .order_by(db.users.c.name)).all())
 
 
-def timezones() -> list[str]:
-    from zoneinfo import available_timezones
-
-    first = ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Taipei", "Asia/Singapore", "Asia/Tokyo", "UTC",
-             "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles"]
-    rest = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
-    return first + [z for z in rest if z not in first]
-
-
 def _local(p: Page, value: Any) -> str:
     if value is None:
         return ""
@@ -179,7 +171,7 @@ def admin_users() -> Response:
 def _user_form(p: Page, values: dict[str, Any], errors: dict[str, str], user: dict[str, Any] | None,
                status: int = 200, **extra: Any) -> Response:
     return _tab(p, "admin_user.html", "users", status, values=values, errors=errors, user=user,
-                roles=role_choices(p), teams=team_choices(p), zones=timezones(),
+                roles=role_choices(p), teams=team_choices(p), zones=zone_choices(p.locale, values.get("timezone")),
                 min_password=passwords.MIN_LENGTH, **extra)
 
 
@@ -896,7 +888,8 @@ def action_label(p: Page, action: str) -> str:
     return p.t(f"admin_act_{action}") if action in AUDIT_ACTIONS else action
 
 
-def _target_link(p: Page, target: str | None, users: dict[str, int]) -> tuple[str, str | None]:
+def _target_link(p: Page, target: str | None, users: dict[str, int],
+                 details: Any = None) -> tuple[str, str | None]:
     """The changed thing in words and, when it has a page, its address."""
     if not target:
         return "", None
@@ -907,6 +900,9 @@ def _target_link(p: Page, target: str | None, users: dict[str, int]) -> tuple[st
         return ref, url_for("ui.admin_team", key=ref)
     if kind == "role":
         return ref, url_for("ui.admin_role", key=ref)
+    if target.startswith("/api/v1/meta/"):
+        method = details.get("method") if isinstance(details, dict) else None
+        return _design_target(p, target, method if isinstance(method, str) else "")
     apps = {app.key: app for app in p.cat.apps}
     if kind == "app" and ref in apps:
         return p.label(apps[ref].doc.get("label", ref)), url_for("ui.app_page", app_key=ref)
@@ -922,6 +918,62 @@ def _target_link(p: Page, target: str | None, users: dict[str, int]) -> tuple[st
     return target, None
 
 
+#: the kinds of document a design-change address names, in the reader's words
+_DESIGN_PARTS = {"apps": "admin_part_app", "tables": "admin_part_table", "fields": "admin_part_field",
+                 "views": "admin_part_view", "automations": "admin_part_automation",
+                 "dashboards": "admin_part_dashboard", "templates": "admin_part_template", "trash": "admin_part_trash"}
+
+
+def _design_target(p: Page, path: str, method: str) -> tuple[str, str | None]:
+    """A design change's API address (``/api/v1/meta/apps/crm/tables/customers/fields/phone``) said in words
+    (``CRM · 客户 · 字段 电话``) with the page of the app or table it changed; names that no longer exist (a
+    deleted field) are shown by their key, never the raw address."""
+    parts = [x for x in path.split("?")[0].split("/")[4:] if x]
+    words: list[str] = []
+    link: str | None = None
+    app = table = None
+    i = 0
+    while i < len(parts):
+        part, ref = parts[i], parts[i + 1] if i + 1 < len(parts) else None
+        i += 2
+        if part == "apps" and ref:
+            app = next((a for a in p.cat.apps if a.key == ref), None)
+            words.append(p.label(app.doc.get("label", ref)) if app else ref)
+            link = url_for("ui.app_page", app_key=ref) if app else None
+        elif part == "tables" and ref and app is not None:
+            table = next((t for t in app.tables if t.key == ref), None)
+            words.append(p.label(table.doc.get("label", ref)) if table else ref)
+            if table is not None:
+                link = url_for("ui.table_page", app_key=app.key, table_key=table.key)
+        elif part == "fields" and ref and table is not None:
+            field = next((f for f in table.fields if f.key == ref), None)
+            words.append(f"{p.t('admin_part_field')} {p.label(field.doc.get('label', ref)) if field else ref}")
+        elif part == "templates" and ref:
+            words.append(p.t("admin_part_installed", name=p.label(_template_label(ref))))
+            method = ""
+        elif part in _DESIGN_PARTS:
+            docs = (table.views if table is not None and part == "views"
+                    else getattr(app, part, None) if app is not None and part != "views" else None) or []
+            doc = next((d for d in docs if isinstance(d, dict) and d.get("key") == ref), None)
+            name = p.label(doc.get("label", ref)) if doc else ref if ref and not ref.isdigit() else ""
+            words.append(f"{p.t(_DESIGN_PARTS[part])} {name}".strip())
+        elif part == "import" or ref == "import":
+            words.append(p.t("admin_part_import"))
+    said = " · ".join(words) or p.t("admin_part_design")
+    verb = {"POST": "admin_verb_created", "PATCH": "admin_verb_changed", "PUT": "admin_verb_changed",
+            "DELETE": "admin_verb_deleted"}.get(method.upper())
+    return (p.t(verb, what=said) if verb else said), link
+
+
+def _template_label(key: str) -> Any:
+    from formwork.metadata.portable import load_template
+
+    try:
+        return load_template(key).get("app", {}).get("label", key)
+    except Exception:  # noqa: BLE001 - a template that is gone is named by its key
+        return key
+
+
 @routes.get("/admin/audit")
 def admin_audit_page() -> Response:
     actor = _actor()
@@ -935,7 +987,7 @@ def admin_audit_page() -> Response:
         users = {u.username: u.id for u in user_choices(p)}
         entries = []
         for e in found["entries"]:
-            text, link = _target_link(p, e["target"], users)
+            text, link = _target_link(p, e["target"], users, e.get("details"))
             at = dt.datetime.fromisoformat(e["at"].rstrip("Z")) if e["at"] else None
             entries.append({**e, "when": _local(p, at), "label": action_label(p, e["action"]), "target_text": text,
                             "link": link})

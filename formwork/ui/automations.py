@@ -33,13 +33,12 @@ from formwork.runtime import auth
 from formwork.runtime.previews import record_values
 from formwork.ui.context import Page, make_page, render, visible_app, visible_dashboards, visible_table, visible_tables
 from formwork.ui.render import choice_map, local_datetime
+from formwork.ui.timezones import zone_choices, zone_name
 from formwork.web import RouteSet, client_ip, current_access, unit
 
 routes = RouteSet()
 BASE = "/apps/<app_key>/_automations"
 RUN_STATUSES = ("succeeded", "failed", "running", "waiting", "awaiting_approval", "delivering", "skipped")
-TIMEZONES = ("Asia/Shanghai", "Asia/Hong_Kong", "Asia/Taipei", "Asia/Singapore", "Asia/Tokyo", "UTC",
-             "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles")
 #: actions the builder offers, in this order (then whatever else the registry holds)
 ACTION_ORDER = ("update_record", "create_record", "update_related", "send_email", "call_webhook", "notify",
                 "assign_owner", "request_approval", "wait", "branch", "recycle_to_pool")
@@ -108,7 +107,7 @@ def value_words(p: Page, t: TableDef | None, key: str, value: Any) -> str:
 def schedule_words(p: Page, spec: Any) -> str:
     if not isinstance(spec, dict):
         return ""
-    tz = spec.get("timezone") or "UTC"
+    tz = zone_name(spec.get("timezone") or "UTC", p.locale)
     if "cron" in spec:
         return p.t("auto_sched_cron_words", cron=spec.get("cron"), tz=tz)
     every = spec.get("every") or "day"
@@ -153,7 +152,7 @@ def trigger_words(p: Page, app: AppDef, trig: dict[str, Any]) -> str:
         rel = p.t("auto_words_on_date", field=field) if n == 0 else \
             p.t("auto_words_days_before" if n < 0 else "auto_words_days_after", n=abs(n), field=field)
         return p.t("auto_words_date_reached", table=table, rel=rel, at=trig.get("at") or "09:00",
-                   tz=trig.get("timezone") or "UTC")
+                   tz=zone_name(trig.get("timezone") or "UTC", p.locale))
     if kind in ("record_created", "record_deleted", "form_submitted", "manual", "webhook"):
         return p.t(f"auto_words_{kind}", table=table)
     return str(kind)
@@ -370,12 +369,9 @@ def _branch_builder(p: Page, t: TableDef | None, prefix: str, a: dict[str, Any],
                               form=request.form if failed else None, errors=errors if failed else None)
 
 
-def _zones(p: Page, trig: dict[str, Any]) -> list[str]:
-    zones = list(TIMEZONES)
-    for z in (p.tz, trig.get("timezone"), (trig.get("schedule") or {}).get("timezone")):
-        if isinstance(z, str) and z and z not in zones:
-            zones.insert(0, z)
-    return zones
+def _zones(p: Page, trig: dict[str, Any]) -> list[tuple[str, str]]:
+    chosen = (p.tz, trig.get("timezone"), (trig.get("schedule") or {}).get("timezone"))
+    return zone_choices(p.locale, *(z for z in chosen if isinstance(z, str)))
 
 
 def _link_target(p: Page, f: dict[str, Any], app: AppDef) -> str | None:
