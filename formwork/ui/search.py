@@ -3,8 +3,9 @@
 The search box sits in every page's top bar (``_search_box.html``; "/" or Ctrl-K focuses it, the arrow keys
 walk the results, static/search.js); results come grouped by table, each group searched through the
 record reader (:mod:`formwork.runtime.search`), so row and field permissions apply. Recently viewed
-records are kept in a signed cookie of this browser and this user (the record page reports a view with one
-small request), and are checked against the reader's rights again each time they are shown.
+records are kept on the server per user (a user setting, so they follow the person from the office PC to
+the phone; the record page reports a view with one small request), and are checked against the reader's
+rights again each time they are shown.
 """
 
 from __future__ import annotations
@@ -12,30 +13,26 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, make_response, request
-from itsdangerous import BadSignature
+from sqlalchemy import Connection
 
 from formwork.errors import BadRequest
 from formwork.runtime import search
-from formwork.ui.context import htmx, make_page, render, secret, signer
+from formwork.runtime.notifications import get_setting, set_setting
+from formwork.ui.context import htmx, make_page, render, secret
 from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
-RECENT_COOKIE = "fw_recent"
+RECENT_SETTING = "recent_records"
 RECENT_MAX = 10
-RECENT_DAYS = 90
 
 
-def recent_items(user_id: int | None) -> list[list[Any]]:
-    raw = request.cookies.get(RECENT_COOKIE)
-    if not raw:
+def recent_items(conn: Connection, user_id: int | None) -> list[list[Any]]:
+    if user_id is None:
         return []
-    try:
-        data = signer("recent").loads(raw, max_age=RECENT_DAYS * 86400)
-    except BadSignature:
+    data = get_setting(conn, user_id, RECENT_SETTING, [])
+    if not isinstance(data, list):
         return []
-    if not isinstance(data, dict) or data.get("u") != user_id or not isinstance(data.get("i"), list):
-        return []
-    return [x for x in data["i"] if isinstance(x, list) and len(x) == 3][:RECENT_MAX]
+    return [x for x in data if isinstance(x, list) and len(x) == 3][:RECENT_MAX]
 
 
 @routes.get("/search")
@@ -47,7 +44,7 @@ def search_page() -> Response:
     with unit() as (conn, cat):
         p = make_page(conn, cat, access)
         groups = search.search_everywhere(cat, conn, access, q, secret(), per_table=5 if htmx else 20) if q else []
-        recent = search.recent_records(cat, conn, access, recent_items(access.user_id), secret()) if not q else []
+        recent = search.recent_records(cat, conn, access, recent_items(conn, access.user_id), secret()) if not q else []
         template = "_search_results.html" if htmx else "search.html"
         return render(p, template, q=q, groups=groups, recent=recent)
 
@@ -60,9 +57,9 @@ def search_recent() -> Response:
         item = [str(request.form["app"])[:64], str(request.form["table"])[:64], int(request.form["rid"])]
     except (KeyError, ValueError):
         raise BadRequest("send app, table and rid") from None
-    items = [x for x in recent_items(access.user_id) if x != item]
-    items = [item, *items][:RECENT_MAX]
-    resp = make_response("", 204)
-    resp.set_cookie(RECENT_COOKIE, signer("recent").dumps({"u": access.user_id, "i": items}),
-                    max_age=RECENT_DAYS * 86400, httponly=True, samesite="Lax", secure=request.is_secure)
-    return resp
+    if access.user_id is None:
+        return make_response("", 204)
+    with unit() as (conn, _cat):
+        items = [x for x in recent_items(conn, access.user_id) if x != item]
+        set_setting(conn, access.user_id, RECENT_SETTING, [item, *items][:RECENT_MAX])
+    return make_response("", 204)
