@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, Response, g, make_response, redirect, render_template, request, url_for
+from jinja2 import pass_context
 
 from formwork.errors import FormworkError, RateLimited, Unauthorized
-from formwork.ui import i18n
+from formwork.ui import engine_messages, i18n
 from formwork.ui.context import htmx, page_locale
 from formwork.ui.inputs import input_value
 from formwork.web import RouteSet
@@ -34,12 +35,19 @@ def make_blueprint(route_sets: Iterable[RouteSet]) -> Blueprint:
     return ui
 
 
+@pass_context
+def say_in_context(context: Any, message: Any) -> str:
+    """``{{ msg|say }}``: an engine message in the page's language (formwork.ui.engine_messages)."""
+    return engine_messages.say(message, str(context.get("locale") or "en"))
+
+
 def _setup(state: Any) -> None:
     htmx.init_app(state.app)
     state.app.jinja_env.add_extension("jinja2.ext.do")
     state.app.jinja_env.globals["input_value"] = input_value
     state.app.jinja_env.globals["csp_nonce"] = csp_nonce
     state.app.jinja_env.globals["has_endpoint"] = lambda name: name in state.app.view_functions
+    state.app.jinja_env.filters["say"] = say_in_context
 
 
 def csp_nonce() -> str:
