@@ -307,14 +307,7 @@ def _fill_picked(p: Page, b: Builder) -> None:
 
 def _by_ids(p: Page, target: TableDef, ids: list[int]) -> dict[str, Any]:
     disp = target.display_field
-    recs = []
-    reader = p.reader()
-    for i in ids[:50]:
-        try:
-            recs.append(reader.get(target, i, fields=[disp.key] if disp else None))
-        except FormworkError:
-            continue
-    return {"records": recs}
+    return {"records": p.reader().visible_by_ids(target, ids[:50], fields=[disp.key] if disp else None)}
 
 
 def _walk(g: Group) -> list[Cond]:
