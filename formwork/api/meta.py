@@ -323,7 +323,7 @@ def export_app(app_key: str) -> Response:
     require_meta_right(access)
     with unit() as (conn, cat):
         doc = portable.export_app(conn, cat, app_key)
-        left_out = exported_documents(doc)
+        left_out = portable.exported_documents(doc)
         if left_out:
             doc["notes"] = ["Webhook secrets are not exported; set them again after import: " + ", ".join(left_out)]
         auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app_key}",
@@ -331,20 +331,6 @@ def export_app(app_key: str) -> Response:
     resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
     resp.headers["Content-Type"] = "application/json; charset=utf-8"
     return resp
-
-
-def exported_documents(doc: dict[str, Any]) -> list[str]:
-    """Each document of an app export as its kind exports it (in place); returns what was left out."""
-    left_out: list[str] = []
-    for dk in document_kinds.all():
-        plural = dk.kind + "s"
-        holders: list[dict[str, Any]] = doc.get("tables") or [] if dk.parent == "table" else [doc]
-        for holder in holders:
-            docs: list[dict[str, Any]] = holder.get(plural) or []
-            for i, d in enumerate(docs):
-                docs[i], gone = dk.exported(d)
-                left_out += [f"{dk.kind} '{d.get('key')}' {p}" for p in gone]
-    return left_out
 
 
 @routes.post("/meta/apps/import")

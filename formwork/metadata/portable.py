@@ -30,6 +30,23 @@ LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent"
                    "timeline")
 
 
+def exported_documents(doc: dict[str, Any]) -> list[str]:
+    """Each document of an app export as its kind exports it (in place: secrets such as webhook signing
+    keys left out); returns what was left out, for the export's notes."""
+    from formwork.metadata.documents import document_kinds
+
+    left_out: list[str] = []
+    for dk in document_kinds.all():
+        plural = dk.kind + "s"
+        holders: list[dict[str, Any]] = doc.get("tables") or [] if dk.parent == "table" else [doc]
+        for holder in holders:
+            docs: list[dict[str, Any]] = holder.get(plural) or []
+            for i, d in enumerate(docs):
+                docs[i], gone = dk.exported(d)
+                left_out += [f"{dk.kind} '{d.get('key')}' {p}" for p in gone]
+    return left_out
+
+
 def export_app(conn: Connection, catalog: Catalog, app_key: str) -> dict[str, Any]:
     app = catalog.app(app_key)
     svc = MetadataService(conn, Actor.system(), catalog)  # reads only: the caller checked who may export

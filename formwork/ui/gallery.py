@@ -16,7 +16,6 @@ from flask import Response, current_app, make_response, redirect, request, url_f
 from formwork.errors import Forbidden, FormworkError, NotFound
 from formwork.metadata import portable
 from formwork.metadata.catalog import Catalog
-from formwork.metadata.documents import document_kinds
 from formwork.metadata.service import MetadataService
 from formwork.runtime import auth, jobs
 from formwork.runtime.previews import builder_actor
@@ -107,17 +106,6 @@ def gallery_job_page(job_id: int) -> Response:
 
 
 # --- app copies -------------------------------------------------------------------------------------------
-def exported(doc: dict[str, Any]) -> dict[str, Any]:
-    """Each document as its kind exports it (secrets left out), as the API's export does."""
-    for dk in document_kinds.all():
-        holders: list[dict[str, Any]] = doc.get("tables") or [] if dk.parent == "table" else [doc]
-        for holder in holders:
-            docs: list[dict[str, Any]] = holder.get(dk.kind + "s") or []
-            for i, d in enumerate(docs):
-                docs[i], _gone = dk.exported(d)
-    return doc
-
-
 @routes.get("/apps/<app_key>/export-file")
 def app_export_file(app_key: str) -> Response:
     """The app's definition as a file (no records), to make a copy here or elsewhere."""
@@ -126,7 +114,8 @@ def app_export_file(app_key: str) -> Response:
         p = make_page(conn, cat, access)
         require_build(p)
         app = visible_app(p, app_key)
-        doc = exported(portable.export_app(conn, cat, app.key))
+        doc = portable.export_app(conn, cat, app.key)
+        portable.exported_documents(doc)
         auth.audit(conn, "app_exported", user_id=access.user_id, username=access.username, target=f"app:{app.key}",
                    ip=client_ip())
     resp = make_response(json.dumps(doc, ensure_ascii=False, indent=1))
