@@ -217,7 +217,7 @@ class MetadataService:
     def update_app(self, app_key: str, patch: dict[str, Any]) -> AppDef:
         self.actor.require(BUILD)
         app = self.catalog.app(app_key)
-        doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id"))
+        doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id", "option_lists"))
         validation.validate("app", doc)
         if doc["key"] != app.key:
             self._check_key_free(db.apps, None, None, doc["key"], "app", app.id)
@@ -380,6 +380,7 @@ class MetadataService:
 
     def _field_doc(self, t: TableDef, doc: dict[str, Any], field_id: int | None) -> dict[str, Any]:
         """Validate a field document and return it with options in internal (id) form."""
+        doc = self._with_shared_choices(t, doc)
         validation.validate("field", doc)
         ft = field_types.get(doc["type"])
         opts = doc.get("options") or {}
@@ -410,6 +411,18 @@ class MetadataService:
         if details:
             raise ValidationFailed.from_details(details)
         return out
+
+    def _with_shared_choices(self, t: TableDef, doc: Any) -> Any:
+        """A select field naming a shared option list (``options.list``) takes that list's choices."""
+        opts = doc.get("options") if isinstance(doc, dict) else None
+        if not isinstance(opts, dict) or "list" not in opts or doc.get("type") not in ("single_select", "multi_select"):
+            return doc
+        from formwork.metadata.option_lists import find_list
+
+        ol = find_list(self.catalog.app_by_id(t.app_id), str(opts["list"]))
+        if ol is None:
+            raise ValidationFailed.from_details({"/options/list": [f"no option list '{str(opts['list'])[:63]}'"]})
+        return {**doc, "options": {**opts, "choices": copy.deepcopy(ol["choices"])}}
 
     def create_field(self, app_key: str, table_key: str, doc: dict[str, Any],
                      position: int | None = None) -> FieldDef:
