@@ -321,6 +321,7 @@ class MetadataService:
             if key and key not in t.fields_by_key:
                 details[f"/{name}"] = [f"no field '{key}' in this table"]
         details.update(flows.problems(t, self.catalog))
+        details.update(_duplicate_rule_problems(t))
         if details:
             raise ValidationFailed.from_details(details)
         from formwork.metadata.query import FilterCompiler
@@ -936,6 +937,27 @@ class MetadataService:
                               .values(deleted_at=None, deleted_with=None))
         self._bump(kind, oid, "restore", None, row.doc)
         return {"id": trash_id, "kind": kind, "key": row.key, "restored": True}
+
+
+#: field types a duplicate rule may compare (their stored value is one piece of text or a number)
+DUPLICATE_COMPARABLE = {"text", "phone", "email", "url", "number", "single_select", "autonumber"}
+
+
+def _duplicate_rule_problems(t: TableDef) -> dict[str, list[str]]:
+    """A table's duplicate rules must name comparable fields of the table, each rule key once."""
+    details: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for i, r in enumerate(t.doc.get("duplicate_rules") or []):
+        if r.get("key") in keys:
+            details[f"/duplicate_rules/{i}/key"] = [f"the rule key '{r['key']}' is used twice"]
+        keys.append(r.get("key", ""))
+        for j, part in enumerate(r.get("fields") or []):
+            f = t.fields_by_key.get(part.get("field", ""))
+            if f is None:
+                details[f"/duplicate_rules/{i}/fields/{j}/field"] = [f"no field '{part.get('field')}' in this table"]
+            elif f.type not in DUPLICATE_COMPARABLE:
+                details[f"/duplicate_rules/{i}/fields/{j}/field"] = [f"a {f.type} field cannot be compared"]
+    return details
 
 
 def _table_label(conn: Connection, table_id: int) -> str:
