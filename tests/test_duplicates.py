@@ -181,3 +181,27 @@ def test_rules_must_name_comparable_fields(admin: Api) -> None:
     status, _ = admin.patch("/meta/apps/crm/tables/customers", {"duplicate_rules": [
         {"key": "x", "fields": [{"field": "files"}]}]})
     assert status == 422
+
+
+def test_import_reports_duplicates_per_row_and_can_skip_them(admin: Api) -> None:
+    from tests.test_transfer import csv_bytes, upload
+
+    ids = build(admin)
+    data = csv_bytes([["Name", "Phone"], ["北京云端科技", ""], ["Fresh Ltd", ""], ["FRESH", "13900000000"],
+                      ["Other", "+86 13800138000"], ["Brand new", ""]])
+    status, rep = upload(admin, "/data/crm/customers/import", data, dry_run="true")
+    assert status == 200, rep
+    dups = {d["row"]: d for d in rep["duplicates"]}
+    assert set(dups) == {2, 4, 5}
+    assert dups[2]["records"] == [ids["a"]] and dups[2]["rules"] == ["same_name"]
+    assert dups[4]["rows"] == [3] and dups[4]["records"] == []
+    assert dups[5]["records"] == [ids["a"]] and dups[5]["rules"] == ["same_phone"]
+    assert rep["inserted"] == 5 and not dups[2]["skipped"]
+    status, rep = upload(admin, "/data/crm/customers/import", data, duplicates="skip")
+    assert status == 200 and rep["inserted"] == 2 and rep["duplicates_skipped"] == 3 and rep["skipped"] == 3
+    names = {r["fields"]["name"] for r in admin.records("crm", "customers")}
+    assert {"Fresh Ltd", "Brand new"} <= names and "FRESH" not in names
+    status, rep = upload(admin, "/data/crm/customers/import", data, duplicates="allow", dry_run="true")
+    assert status == 200 and "duplicates" not in rep and rep["inserted"] == 5
+    status, _ = upload(admin, "/data/crm/customers/import", data, duplicates="maybe")
+    assert status == 400
