@@ -143,6 +143,14 @@ def test_merge_moves_related_records_and_writes_history(admin: Api, app: Any) ->
     admin.ok("POST", f"/data/crm/customers/{dup}/restore")
 
 
+def test_a_unique_value_can_be_taken_from_the_merged_record(admin: Api) -> None:
+    ids = build(admin)
+    admin.ok("PATCH", "/meta/apps/crm/tables/customers/fields/email", {"unique": True})
+    admin.ok("PATCH", f"/data/crm/customers/{ids['other']}", {"fields": {"email": "hi@haina.cn"}})
+    out = admin.ok("POST", f"/data/crm/customers/{ids['a']}/merge", {"other": ids["other"], "take": ["email", "name"]})
+    assert out["record"]["fields"]["email"] == "hi@haina.cn" and out["record"]["fields"]["name"] == "上海海纳"
+
+
 def test_a_failed_merge_changes_nothing(admin: Api, app: Any) -> None:
     ids = build(admin)
     admin.ok("POST", "/data/crm/contacts", {"fields": {"name": "王芳", "customer": ids["other"]}})

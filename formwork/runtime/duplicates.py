@@ -290,6 +290,9 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
         if f.ftype.kind == "files" and f.key not in take and gone.get(f.key):
             tokens = [x["token"] for x in (keep.get(f.key) or []) + (gone.get(f.key) or [])]
             data[f.key] = list(dict.fromkeys(tokens))
+    unique = [t.fields_by_key[k].column_name for k in data if t.fields_by_key[k].unique and t.fields_by_key[k].stored]
+    if unique:  # a unique value taken from the loser leaves it first (the loser goes to the trash anyway)
+        conn.execute(update(t.sa).where(t.sa.c.id == loser).values({c: None for c in unique}))
     if data:
         svc.update(t, survivor, data)
     now = db.utcnow()

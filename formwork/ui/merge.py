@@ -53,8 +53,9 @@ def duplicate_panel(p: Page, t: TableDef, values: dict[str, Any], exclude: int |
                         for m in found["matches"]], "hidden": found["hidden"]}
 
 
-def _compare_rows(p: Page, t: TableDef, a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per field that can be chosen: both values as shown, whether they differ, the default side."""
+def _compare_rows(p: Page, t: TableDef, a: dict[str, Any], b: dict[str, Any], keep: str) -> list[dict[str, Any]]:
+    """One row per field that can be chosen: both values as shown, whether they differ, and the side chosen
+    at first: the kept record's value, unless it is empty and the other's is not."""
     app_key = p.cat.app_by_id(t.app_id).key
     r = p.renderer(app_key)
     rows = []
@@ -65,9 +66,15 @@ def _compare_rows(p: Page, t: TableDef, a: dict[str, Any], b: dict[str, Any]) ->
         empty_a = f.ftype.is_empty(va) if not isinstance(va, dict) else False
         empty_b = f.ftype.is_empty(vb) if not isinstance(vb, dict) else False
         rows.append({"key": f.key, "label": p.label(f.label), "a": r.cell(f, va), "b": r.cell(f, vb),
-                     "differ": va != vb, "default": "b" if empty_a and not empty_b else "a",
+                     "differ": va != vb, "default": _default_side(keep, empty_a, empty_b),
                      "files": f.ftype.kind == "files"})
     return rows
+
+
+def _default_side(keep: str, empty_a: bool, empty_b: bool) -> str:
+    if keep == "b":
+        return "a" if empty_b and not empty_a else "b"
+    return "b" if empty_a and not empty_b else "a"
 
 
 def _title(p: Page, t: TableDef, rec: dict[str, Any]) -> str:
@@ -110,9 +117,9 @@ def _page(p: Page, app_key: str, t: TableDef, rid: int, status: int = 200, error
                            "tables": visible_tables(p, app), "dashboards": visible_dashboards(p, app)}
     if other_arg.isdigit() and int(other_arg) != rid:
         other = p.reader().get(t, int(other_arg))
-        ctx.update(other=other, other_title=_title(p, t, other), rows=_compare_rows(p, t, rec, other),
-                   keep=request.form.get("keep") or "a", chosen={k: v for k, v in request.form.items()
-                                                                  if k.startswith("f_")})
+        keep = "b" if request.values.get("keep") == "b" else "a"
+        ctx.update(other=other, other_title=_title(p, t, other), rows=_compare_rows(p, t, rec, other, keep),
+                   keep=keep, chosen={k: v for k, v in request.form.items() if k.startswith("f_")})
     else:
         q = (request.args.get("q") or "").strip()
         ctx.update(q=q, candidates=_candidates(p, t, rec, q))

@@ -285,7 +285,7 @@ def record_new(app_key: str, table_key: str) -> Response:
                 # looks like an existing record: show which (with links) and offer "create anyway"
                 dups = duplicate_panel(p, t, values)
             if dups is not None:
-                return render(p, "record_new.html", 409, app=app, t=t, fields=fields,
+                return render(p, "record_new.html", 200, app=app, t=t, fields=fields,
                               values=_shown_links(p, t, values), errors={}, duplicates=dups,
                               options=input_options(p, t, fields), tables=visible_tables(p, app),
                               dashboards=visible_dashboards(p, app))

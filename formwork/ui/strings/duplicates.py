@@ -10,7 +10,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "dup_merge": "Merge…", "dup_merge_title": "Merge duplicates", "dup_merge_with": "Merge “{title}” with…",
         "dup_candidates": "Possible duplicates", "dup_no_candidates": "No similar records found.",
         "dup_search": "Find another record", "dup_search_go": "Search", "dup_compare": "Compare and merge",
-        "dup_keep": "Keep", "dup_keep_hint": "The record you keep stays; the other goes to the trash after its "
+        "dup_keep_this": "Keep this one", "dup_kept": "Kept",
+        "dup_keep_hint": "The record you keep stays (choose which above the values); "
+        "the other goes to the trash after its "
         "related records (contacts, activities, orders…), comments and files move to the one you keep.",
         "dup_this": "this record", "dup_field": "Field", "dup_value_from": "Value of {title}",
         "dup_same_value": "same", "dup_files_joined": "files of both are kept",
@@ -48,7 +50,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "dup_merge": "合并…", "dup_merge_title": "合并重复记录", "dup_merge_with": "将“{title}”与以下记录合并…",
         "dup_candidates": "可能重复的记录", "dup_no_candidates": "没有找到类似的记录。",
         "dup_search": "查找其他记录", "dup_search_go": "搜索", "dup_compare": "对比并合并",
-        "dup_keep": "保留", "dup_keep_hint": "保留的记录继续使用；另一条记录的相关记录（联系人、跟进记录、订单等）、"
+        "dup_keep_this": "保留这一条", "dup_kept": "保留",
+        "dup_keep_hint": "保留的记录继续使用（在各列顶部选择保留哪一条）；"
+        "另一条记录的相关记录（联系人、跟进记录、订单等）、"
         "评论和附件都会转到保留的记录上，然后它会被移入回收站。",
         "dup_this": "本记录", "dup_field": "字段", "dup_value_from": "{title} 的值",
         "dup_same_value": "相同", "dup_files_joined": "两边的附件都会保留",
