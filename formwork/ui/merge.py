@@ -53,6 +53,33 @@ def duplicate_panel(p: Page, t: TableDef, values: dict[str, Any], exclude: int |
                         for m in found["matches"]], "hidden": found["hidden"]}
 
 
+def import_duplicates(p: Page, t: TableDef, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """An import report's rows that look like existing records (or earlier rows), for the import pages:
+    the matching records as links (only those the user may read) and the rows they repeat."""
+    rows = (report or {}).get("duplicates") or []
+    if not rows:
+        return []
+    from sqlalchemy import select
+
+    app_key = p.cat.app_by_id(t.app_id).key
+    reader = p.reader()
+    ids = sorted({i for r in rows for i in r.get("records", [])})[:2000]
+    shown = {}
+    if ids:
+        q = select(t.sa.c.id, reader.display_value(t, t.sa, reader.ctx).label("d")).where(
+            t.sa.c.id.in_(ids), *reader.base_conditions(t))
+        shown = {r.id: str(r.d) if r.d is not None else f"#{r.id}" for r in p.conn.execute(q)}
+    out = []
+    for r in rows:
+        out.append({"row": r["row"], "skipped": r.get("skipped"), "why": rule_words(p, t, r.get("rules") or []),
+                    "matches": [{"display": shown[i], "url": url_for("ui.record_page", app_key=app_key,
+                                                                     table_key=t.key, rid=i)}
+                                for i in r.get("records", []) if i in shown],
+                    "hidden": len([i for i in r.get("records", []) if i not in shown]),
+                    "rows": ", ".join(str(n) for n in r.get("rows", []))})
+    return out
+
+
 def _compare_rows(p: Page, t: TableDef, a: dict[str, Any], b: dict[str, Any], keep: str) -> list[dict[str, Any]]:
     """One row per field that can be chosen: both values as shown, whether they differ, and the side chosen
     at first: the kept record's value, unless it is empty and the other's is not."""
