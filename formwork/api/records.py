@@ -16,6 +16,7 @@ from formwork.api.common import (
     requested_view,
 )
 from formwork.errors import BadRequest, reject_unknown_args
+from formwork.runtime import duplicates
 from formwork.web import RouteSet, current_access, json_body, unit
 
 routes = RouteSet()
@@ -61,12 +62,22 @@ def create_records(app_key: str, table_key: str) -> Response:
     with unit() as (conn, cat):
         t = cat.table(app_key, table_key)
         svc = record_service(conn, cat, access)
+        # a table's duplicate rules refuse (409, code "duplicate") what looks like an existing record
+        # until the client confirms with allow_duplicates: true
+        check = body.get("allow_duplicates") is not True and bool(duplicates.rules(t))
         if "records" in body:
             items = body["records"]
             if not isinstance(items, list):
                 raise BadRequest("'records' must be a list")
-            recs = svc.create_many(t, [i.get("fields", {}) if isinstance(i, dict) else i for i in items])
+            values = [i.get("fields", {}) if isinstance(i, dict) else i for i in items]
+            if check:
+                access.require(cat, t, "create")
+                duplicates.refuse_duplicates(conn, cat, access, t, values)
+            recs = svc.create_many(t, values)
             return ok({"records": recs}, 201)
+        if check and isinstance(body["fields"], dict):
+            access.require(cat, t, "create")
+            duplicates.refuse_duplicates(conn, cat, access, t, [body["fields"]])
         return ok(svc.create(t, body["fields"]), 201)
 
 

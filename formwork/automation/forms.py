@@ -236,6 +236,7 @@ def action_from_form(form: Any, p: str) -> dict[str, Any]:
         put("roles", _list(form, f"{p}.roles"))
         put("owner", bool(form.get(f"{p}.owner")))
         put("manager", bool(form.get(f"{p}.manager")))
+        put("parent_manager", _text(form, f"{p}.parent_manager"))
         a["subject"] = str(form.get(f"{p}.subject") or "")
         put("body", str(form.get(f"{p}.body") or ""))
     elif kind == "call_webhook":
@@ -251,6 +252,7 @@ def action_from_form(form: Any, p: str) -> dict[str, Any]:
         put("roles", _list(form, f"{p}.roles"))
         put("owner", bool(form.get(f"{p}.owner")))
         put("manager", bool(form.get(f"{p}.manager")))
+        put("parent_manager", _text(form, f"{p}.parent_manager"))
         a["title"] = str(form.get(f"{p}.title") or "")
         put("body", str(form.get(f"{p}.body") or ""))
     elif kind == "assign_owner":
@@ -260,6 +262,8 @@ def action_from_form(form: Any, p: str) -> dict[str, Any]:
             a["role"] = who[5:]
         elif who.startswith("team:"):
             a["team"] = who[5:]
+        elif who.startswith("owner_team_of:"):
+            a["owner_team_of"] = who[len("owner_team_of:"):]
         a["strategy"] = _text(form, f"{p}.strategy") or "round_robin"
     elif kind == "request_approval":
         approvers: dict[str, Any] = {}

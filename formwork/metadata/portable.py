@@ -27,7 +27,7 @@ COMPUTED = ("lookup", "rollup", "formula")
 # table settings that name fields created after the table (links, computed fields): set once all exist
 LATE_TABLE_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows",
                    "display_parent", "buttons",
-                   "timeline")
+                   "timeline", "duplicate_rules")
 
 
 def exported_documents(doc: dict[str, Any]) -> list[str]:

@@ -217,7 +217,7 @@ class MetadataService:
     def update_app(self, app_key: str, patch: dict[str, Any]) -> AppDef:
         self.actor.require(BUILD)
         app = self.catalog.app(app_key)
-        doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id"))
+        doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id", "option_lists"))
         validation.validate("app", doc)
         if doc["key"] != app.key:
             self._check_key_free(db.apps, None, None, doc["key"], "app", app.id)
@@ -321,6 +321,7 @@ class MetadataService:
             if key and key not in t.fields_by_key:
                 details[f"/{name}"] = [f"no field '{key}' in this table"]
         details.update(flows.problems(t, self.catalog))
+        details.update(_duplicate_rule_problems(t))
         if details:
             raise ValidationFailed.from_details(details)
         from formwork.metadata.query import FilterCompiler
@@ -380,6 +381,7 @@ class MetadataService:
 
     def _field_doc(self, t: TableDef, doc: dict[str, Any], field_id: int | None) -> dict[str, Any]:
         """Validate a field document and return it with options in internal (id) form."""
+        doc = self._with_shared_choices(t, doc)
         validation.validate("field", doc)
         ft = field_types.get(doc["type"])
         opts = doc.get("options") or {}
@@ -410,6 +412,18 @@ class MetadataService:
         if details:
             raise ValidationFailed.from_details(details)
         return out
+
+    def _with_shared_choices(self, t: TableDef, doc: Any) -> Any:
+        """A select field naming a shared option list (``options.list``) takes that list's choices."""
+        opts = doc.get("options") if isinstance(doc, dict) else None
+        if not isinstance(opts, dict) or "list" not in opts or doc.get("type") not in ("single_select", "multi_select"):
+            return doc
+        from formwork.metadata.option_lists import find_list
+
+        ol = find_list(self.catalog.app_by_id(t.app_id), str(opts["list"]))
+        if ol is None:
+            raise ValidationFailed.from_details({"/options/list": [f"no option list '{str(opts['list'])[:63]}'"]})
+        return {**doc, "options": {**opts, "choices": copy.deepcopy(ol["choices"])}}
 
     def create_field(self, app_key: str, table_key: str, doc: dict[str, Any],
                      position: int | None = None) -> FieldDef:
@@ -923,6 +937,27 @@ class MetadataService:
                               .values(deleted_at=None, deleted_with=None))
         self._bump(kind, oid, "restore", None, row.doc)
         return {"id": trash_id, "kind": kind, "key": row.key, "restored": True}
+
+
+#: field types a duplicate rule may compare (their stored value is one piece of text or a number)
+DUPLICATE_COMPARABLE = {"text", "phone", "email", "url", "number", "single_select", "autonumber"}
+
+
+def _duplicate_rule_problems(t: TableDef) -> dict[str, list[str]]:
+    """A table's duplicate rules must name comparable fields of the table, each rule key once."""
+    details: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for i, r in enumerate(t.doc.get("duplicate_rules") or []):
+        if r.get("key") in keys:
+            details[f"/duplicate_rules/{i}/key"] = [f"the rule key '{r['key']}' is used twice"]
+        keys.append(r.get("key", ""))
+        for j, part in enumerate(r.get("fields") or []):
+            f = t.fields_by_key.get(part.get("field", ""))
+            if f is None:
+                details[f"/duplicate_rules/{i}/fields/{j}/field"] = [f"no field '{part.get('field')}' in this table"]
+            elif f.type not in DUPLICATE_COMPARABLE:
+                details[f"/duplicate_rules/{i}/fields/{j}/field"] = [f"a {f.type} field cannot be compared"]
+    return details
 
 
 def _table_label(conn: Connection, table_id: int) -> str:

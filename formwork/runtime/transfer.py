@@ -45,7 +45,7 @@ from formwork.metadata.fieldtypes.base import (
     cell_parts,
 )
 from formwork.metadata.fieldtypes.link import is_many
-from formwork.runtime import auth, jobs
+from formwork.runtime import auth, duplicates, jobs
 from formwork.runtime.permissions import Access
 from formwork.runtime.records import RecordReader, RecordService
 from formwork.runtime.tabular import (
@@ -64,6 +64,7 @@ BATCH = 1000
 MAX_ERRORS = 1000
 MODES = ("insert", "upsert")
 ON_ERROR = ("abort", "skip")
+DUPLICATES = ("warn", "skip", "allow")
 _NEUTRALIZED = re.compile("^'[=+\\-@\t\r\uff1d\uff0b\uff0d\uff20]")  # what tabular.neutralize prefixed
 _RECORD_KEY = re.compile(r"^records/\d+/?")
 
@@ -83,11 +84,14 @@ class ImportOptions:
     key_field: str | None = None
     dry_run: bool = False
     on_error: str = "abort"
+    #: rows matching existing records under the table's duplicate rules: "warn" (import them, report the
+    #: matches per row), "skip" (leave them out, reported) or "allow" (no check)
+    duplicates: str = "warn"
 
     @classmethod
     def parse(cls, form: Mapping[str, str]) -> ImportOptions:
         """Options from the multipart form fields; 400 for malformed ones."""
-        unknown = set(form) - {"mapping", "mode", "key_field", "dry_run", "on_error", "csrf_token"}
+        unknown = set(form) - {"mapping", "mode", "key_field", "dry_run", "on_error", "duplicates", "csrf_token"}
         if unknown:
             raise BadRequest(f"unknown form field(s): {', '.join(sorted(unknown))[:200]}")
         mapping: dict[str, str | None] | None = None
@@ -110,16 +114,19 @@ class ImportOptions:
         key = (form.get("key_field") or "").strip() or None
         if mode == "upsert" and key is None:
             raise ValidationFailed.from_details({"key_field": ["is required when mode is upsert"]})
-        return cls(mapping, mode, key, _bool_text("dry_run", form.get("dry_run")), on_error)
+        dups = (form.get("duplicates") or "warn").strip()
+        if dups not in DUPLICATES:
+            raise BadRequest("duplicates must be warn, skip or allow")
+        return cls(mapping, mode, key, _bool_text("dry_run", form.get("dry_run")), on_error, dups)
 
     def to_params(self) -> dict[str, Any]:
         return {"mapping": self.mapping, "mode": self.mode, "key_field": self.key_field,
-                "dry_run": self.dry_run, "on_error": self.on_error}
+                "dry_run": self.dry_run, "on_error": self.on_error, "duplicates": self.duplicates}
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> ImportOptions:
         return cls(p.get("mapping"), p.get("mode", "insert"), p.get("key_field"), bool(p.get("dry_run")),
-                   p.get("on_error", "abort"))
+                   p.get("on_error", "abort"), p.get("duplicates", "warn"))
 
 
 @dataclass
@@ -385,6 +392,9 @@ class Importer:
         self.inserted_rows: list[int] = []
         self.updated_rows: list[int] = []
         self.keys_seen: dict[Any, int] = {}
+        self.dup_index: duplicates.DuplicateIndex | None = None  # built on the first batch, if the table has rules
+        self.dup_rows: list[dict[str, Any]] = []
+        self.dup_skipped = 0
 
     # errors
     def error(self, row: int, column: str | None, f: str | None, message: str) -> None:
@@ -481,9 +491,37 @@ class Importer:
                 self.updated += 1
                 self.updated_rows.append(r.number)
 
+    def _check_duplicates(self, batch: list[_Row]) -> list[_Row]:
+        """New rows matching existing records (or earlier rows) under the duplicate rules: reported per row
+        and, with ``duplicates=skip``, left out. One scan of the table per import builds the index."""
+        if self.opts.duplicates == "allow" or not duplicates.rules(self.t):
+            return batch
+        if self.dup_index is None:
+            self.dup_index = duplicates.DuplicateIndex.build(self.conn, self.t)
+        out = []
+        for r in batch:
+            if r.record_id is not None:
+                out.append(r)
+                continue
+            found = self.dup_index.lookup(r.stored)
+            if found:
+                skip = self.opts.duplicates == "skip"
+                if len(self.dup_rows) < MAX_ERRORS:
+                    self.dup_rows.append({
+                        "row": r.number, "records": sorted(i for i in found if i > 0),
+                        "rows": sorted(-i for i in found if i < 0),
+                        "rules": sorted({k for ks in found.values() for k in ks}), "skipped": skip})
+                if skip:
+                    self.dup_skipped += 1
+                    continue
+            self.dup_index.add(-r.number, r.stored)  # later rows of the file are compared with this one
+            out.append(r)
+        return out
+
     def flush(self, batch: list[_Row]) -> None:
         if self.plan.key is not None and batch:
             batch = self._match_keys(batch)
+        batch = self._check_duplicates(batch)
         if not batch:
             return
         try:
@@ -579,13 +617,17 @@ class Importer:
         skipped = len(self.error_rows)
         out: dict[str, Any] = {
             "inserted": 0 if failed else self.inserted, "updated": 0 if failed else self.updated,
-            "skipped": self.rows if failed else skipped, "errors": sorted(self.errors, key=lambda e: e["row"]),
+            "skipped": self.rows if failed else skipped + self.dup_skipped,
+            "errors": sorted(self.errors, key=lambda e: e["row"]),
             "rows": self.rows, "notes": self.plan.notes, "dry_run": self.opts.dry_run, "committed": committed,
             "row_ranges": {"inserted": [] if failed else row_ranges(self.inserted_rows),
                            "updated": [] if failed else row_ranges(self.updated_rows)},
         }
         if self.truncated:
             out["errors_truncated"] = True
+        if self.dup_rows:
+            out["duplicates"] = self.dup_rows
+            out["duplicates_skipped"] = self.dup_skipped
         return out
 
 

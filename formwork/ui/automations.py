@@ -193,7 +193,7 @@ KNOWN_ERRORS = (
     ("does not match", "auto_err_key"),
     ("a wait needs", "auto_err_wait"),
     ("must name a date field", "auto_err_date_field"),
-    ("name exactly one of 'role' or 'team'", "auto_err_assign_who"),
+    ("name exactly one of 'role'", "auto_err_assign_who"),
     ("must name a single user field", "auto_err_assign_field"),
     ("needs a triggering record", "auto_err_needs_record"),
     ("this trigger has none", "auto_err_needs_record"),

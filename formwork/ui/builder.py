@@ -92,7 +92,9 @@ def field_options_from_form(typ: str, form: Any, locale: str = "en") -> dict[str
             except ValueError:
                 raise ValidationFailed.from_details({f"/options/{name}": ["must be a number"]}) from None
 
-    if editor == "choices":
+    if editor == "choices" and (form.get("option_list") or "").strip():
+        opts["list"] = form.get("option_list", "").strip()  # a shared option list gives the choices
+    elif editor == "choices":
         opts["choices"] = choices_from_rows(choice_rows(form), locale)[0]
     elif editor == "link":
         opts["table"] = form.get("table") or ""
@@ -164,7 +166,7 @@ def field_form_values(doc: dict[str, Any], locale: str = "en") -> dict[str, Any]
             "link": opts.get("link", ""), "lookup_field": opts.get("field", ""), "function": opts.get("function", ""),
             "formula": opts.get("formula", ""), "precision": opts.get("precision", ""),
             "min": opts.get("min", ""), "max": opts.get("max", ""), "currency": opts.get("currency", ""),
-            "prefix": opts.get("prefix", ""), "digits": opts.get("digits", "")}
+            "prefix": opts.get("prefix", ""), "digits": opts.get("digits", ""), "option_list": opts.get("list", "")}
 
 
 def posted_values(form: Any) -> dict[str, Any]:
@@ -311,6 +313,7 @@ def field_form_context(p: Page, app: Any, t: TableDef, values: dict[str, Any], e
             "switch_counts": switch_counts(p, t, editing) if editing is not None else {},
             "options_form": options_form(values.get("type", "text")),
             "tables": visible_tables(p, app), "all_tables": app.tables,
+            "option_lists": list(app.doc.get("option_lists") or []),
             **lookup_pickers(p, t, values), **formula_pickers(p, t, editing),
             "dashboards": visible_dashboards(p, app)}
 

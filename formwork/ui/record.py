@@ -28,6 +28,7 @@ from formwork.ui.context import (
     writable,
 )
 from formwork.ui.inputs import input_options, parse_form
+from formwork.ui.merge import duplicate_panel
 from formwork.ui.render import local_datetime
 from formwork.web import RouteSet, current_access, unit
 
@@ -51,7 +52,8 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> di
             "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app),
             "buttons": record_buttons(p, t, rec["id"]), "adds": related_adds(p, app, t, rec["id"], reverse),
             "timeline": timeline_entries(p, t, rec["id"], history),
-            "mention_users": _mention_users(p)}
+            "mention_users": _mention_users(p),
+            "can_merge": bool(t.doc.get("duplicate_rules")) and _allowed(p, t, rec["id"], "update")}
 
 
 def related_adds(p: Page, app: AppDef, t: TableDef, rid: int, reverse: list[Any]) -> dict[str, str]:
@@ -74,6 +76,7 @@ def timeline_entries(p: Page, t: TableDef, rid: int, history: list[dict[str, Any
     items = comments.timeline(p.conn, p.cat, p.access, t, rid, limit=150)
     r = p.renderer(p.cat.app_by_id(t.app_id).key)
     labels = {f.key: p.label(f.label) for f in t.fields}
+    labels.update({"_merged_from": p.t("dup_merged_from"), "_merged_into": p.t("dup_merged_into")})
     out = []
     for it in items:
         d = local_datetime(str(it["at"]), p.tz) if it["at"] and len(str(it["at"])) > 10 else None
@@ -82,10 +85,18 @@ def timeline_entries(p: Page, t: TableDef, rid: int, history: list[dict[str, Any
             e = it["change"]
             e["rows"] = [{"label": labels.get(k, k), "old": r.cell(t.fields_by_key[k], v.get("old"))
                           if k in t.fields_by_key else v.get("old"),
-                          "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key else v.get("new")}
+                          "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key
+                          else _merged_text(v.get("new"))}
                          for k, v in (e.get("changes") or {}).items() if isinstance(v, dict)]
         out.append(it)
     return out
+
+
+def _merged_text(value: Any) -> Any:
+    """A merge entry's other record ({"id", "display"}) as its display text."""
+    if isinstance(value, dict) and "id" in value:
+        return value.get("display") or f"#{value['id']}"
+    return value
 
 
 def _mention_users(p: Page) -> list[dict[str, Any]]:
@@ -128,7 +139,7 @@ def record_page(app_key: str, table_key: str, rid: int) -> Response:
                           dashboards=visible_dashboards(p, app))
         done = buttons.find(t, request.args.get("done") or "")
         return render(p, "record.html", **record_context(p, app, t, rec), errors={},
-                      saved=request.args.get("saved") == "1",
+                      saved=request.args.get("saved") == "1", merged=request.args.get("merged") == "1",
                       button_done=p.label(done.get("label") or done["key"]) if done else None)
 
 
@@ -267,8 +278,17 @@ def record_new(app_key: str, table_key: str) -> Response:
                   and not f.ftype.lists_related(f)]
         values: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
+        dups = None
         if request.method == "POST":
             values = parse_form(p, t, fields, request.form)
+            if request.form.get("_allow_duplicates") != "1":
+                # looks like an existing record: show which (with links) and offer "create anyway"
+                dups = duplicate_panel(p, t, values)
+            if dups is not None:
+                return render(p, "record_new.html", 200, app=app, t=t, fields=fields,
+                              values=_shown_links(p, t, values), errors={}, duplicates=dups,
+                              options=input_options(p, t, fields), tables=visible_tables(p, app),
+                              dashboards=visible_dashboards(p, app))
             try:
                 with conn.begin_nested():
                     rec = p.service().create(t, values)

@@ -42,6 +42,7 @@ from formwork.ui.context import (
     visible_table,
     visible_tables,
 )
+from formwork.ui.merge import import_duplicates
 from formwork.web import RouteSet, client_ip, current_access, unit
 
 routes = RouteSet()
@@ -232,7 +233,8 @@ def mapping_context(p: Page, t: TableDef, sample: transfer.FileSample, form: dic
     return {"fields": fields, "columns": columns, "key_fields": transfer.key_fields(p.cat, fields),
             "types": list(type_names(p).items()),
             "mode": form.get("mode", "insert"), "key_field": form.get("key_field", ""),
-            "on_error": form.get("on_error", "skip"), "can_build": p.access.can_build()}
+            "on_error": form.get("on_error", "skip"), "can_build": p.access.can_build(),
+            "duplicates": form.get("duplicates", "warn"), "has_dup_rules": bool(t.doc.get("duplicate_rules"))}
 
 
 def type_names(p: Page) -> dict[str, str]:
@@ -330,7 +332,8 @@ def import_map(app_key: str, table_key: str, upload: str) -> Response:
                     mapping[col] = key
             if not errors:
                 query: dict[str, Any] = {"mode": form.get("mode", "insert"), "key_field": form.get("key_field", ""),
-                         "on_error": form.get("on_error", "skip"), "mapping": json.dumps(mapping)}
+                         "on_error": form.get("on_error", "skip"), "mapping": json.dumps(mapping),
+                         "duplicates": form.get("duplicates", "warn")}
                 target = url_for("ui.import_check", app_key=app_key, table_key=t.key, upload=upload, **query)
                 return redirect(target)  # type: ignore[return-value]
         ctx = mapping_context(p, t, sample, form)
@@ -348,8 +351,9 @@ def options_from_args(args: Any) -> transfer.ImportOptions:
     mode = args.get("mode") if args.get("mode") in transfer.MODES else "insert"
     on_error = args.get("on_error") if args.get("on_error") in transfer.ON_ERROR else "skip"
     key = (args.get("key_field") or "").strip() or None
+    dups = args.get("duplicates") if args.get("duplicates") in transfer.DUPLICATES else "warn"
     return transfer.ImportOptions({str(k): (str(v) if v else None) for k, v in mapping.items()}, mode,
-                                  key if mode == "upsert" else None, False, on_error)
+                                  key if mode == "upsert" else None, False, on_error, dups)
 
 
 # --- step 3: check (a dry run) ------------------------------------------------------------------------
@@ -381,6 +385,7 @@ def import_check(app_key: str, table_key: str, upload: str) -> Response:
         bad = {e["row"] for e in report["errors"]}
         return render(p, "import_check.html", **frame(p, app), t=t, upload=upload, name=name, back=back, failure=None,
                       report=report, problems=problems, sample=sample, mapped=mapped, bad=bad,
+                      dups=import_duplicates(p, t, report),
                       partial=sample.total > PREVIEW_ROWS, preview_rows=PREVIEW_ROWS, opts=opts,
                       run_args=request.args, step=3)
 
@@ -434,7 +439,8 @@ def import_job_page(app_key: str, table_key: str, job_id: int) -> Response:
         job = wizard_job(p, app_key, t, job_id)
         ctx = job_context(p, job)
         template = "_import_progress.html" if htmx else "import_job.html"
-        return render(p, template, **frame(p, app), t=t, job=job, step=4, **ctx)
+        return render(p, template, **frame(p, app), t=t, job=job, step=4,
+                      dups=import_duplicates(p, t, ctx["result"]), **ctx)
 
 
 def job_context(p: Page, job: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from formwork.automation.actions.people import (
     addresses,
     emails,
     manager_of_owner,
+    manager_of_parent_owner,
     owner_id,
+    parent_link_problem,
     resolve_users,
     users_by_role,
 )
@@ -34,19 +36,24 @@ allow_private_urls: ContextVar[bool] = ContextVar("allow_private_urls", default=
 
 
 def _recipient_checks(a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-    for name in ("owner", "manager"):
+    for name in ("owner", "manager", "parent_manager"):
         if a.get(name) and chk.table is None:
             chk.err(f"{pointer}/{name}", "needs a triggering record")
+    if a.get("parent_manager") and chk.table is not None:
+        problem = parent_link_problem(chk.table, chk.cat, a["parent_manager"])
+        if problem:
+            chk.err(f"{pointer}/parent_manager", problem)
 
 
 class SendEmail(Action):
     type = "send_email"
     label = "Send an email"
     properties = {"to": TEMPLATES, "cc": TEMPLATES, "subject": TEMPLATE, "body": TEMPLATE, "html": TEMPLATE,
-                  "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"}}
+                  "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"},
+                  "parent_manager": KEY}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-        if not (a.get("to") or a.get("roles") or a.get("owner") or a.get("manager")):
+        if not (a.get("to") or a.get("roles") or a.get("owner") or a.get("manager") or a.get("parent_manager")):
             chk.err(f"{pointer}/to", "needs at least one recipient ('to', 'roles', 'owner' or 'manager': true)")
         _recipient_checks(a, pointer, chk)
         for name in ("to", "cc", "subject", "body", "html"):
@@ -63,6 +70,8 @@ class SendEmail(Action):
             to += emails(ex.conn, [owner] if owner is not None else [])
         if a.get("manager"):
             to += emails(ex.conn, [manager_of_owner(ex)])
+        if a.get("parent_manager"):
+            to += emails(ex.conn, [manager_of_parent_owner(ex, a["parent_manager"])])
         to = list(dict.fromkeys(to))
         if not to:
             raise StepFailed("the email has no recipient (the 'to' templates rendered empty and no role member "
@@ -109,10 +118,10 @@ class Notify(Action):
     type = "notify"
     label = "Notify users in the app"
     properties = {"users": TEMPLATES, "roles": ROLES, "owner": {"type": "boolean"}, "manager": {"type": "boolean"},
-                  "title": LOCALIZED_TEMPLATE, "body": LOCALIZED_TEMPLATE}
+                  "parent_manager": KEY, "title": LOCALIZED_TEMPLATE, "body": LOCALIZED_TEMPLATE}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
-        if not (a.get("users") or a.get("roles") or a.get("owner") or a.get("manager")):
+        if not (a.get("users") or a.get("roles") or a.get("owner") or a.get("manager") or a.get("parent_manager")):
             chk.err(f"{pointer}/users", "name 'users', 'roles', 'owner': true or 'manager': true")
         _recipient_checks(a, pointer, chk)
         if not a.get("title"):
@@ -130,6 +139,8 @@ class Notify(Action):
                 users.append(owner)
         if a.get("manager"):
             users.append(manager_of_owner(ex))
+        if a.get("parent_manager"):
+            users.append(manager_of_parent_owner(ex, a["parent_manager"]))
         # a title (and body) may be given per language: each reader then sees theirs only
         raw_title, raw_body = a["title"], a.get("body") or ""
         message = None

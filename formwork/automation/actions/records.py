@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from formwork import db
 from formwork.automation.actions.base import FIELD_VALUES, KEY, Action, CheckContext, RunContext
-from formwork.automation.actions.people import users_by_role
+from formwork.automation.actions.people import parent_link_problem, parent_owner_team, team_members, users_by_role
 from formwork.automation.runs import StepFailed, path_text
 
 
@@ -110,11 +110,15 @@ class UpdateRelated(Action):
 
 
 class AssignOwner(Action):
-    """Set a user field to a member of a role or team: round robin, or whoever owns the fewest records."""
+    """Set a user field to a member of a role or team: round robin, or whoever owns the fewest records.
+
+    The team may be named (``team``) or be the team of the owner of a linked parent record
+    (``owner_team_of``: a link key; a ticket goes to someone in the team of its customer's owner)."""
 
     type = "assign_owner"
     label = "Assign an owner"
-    properties = {"field": KEY, "role": KEY, "team": KEY, "strategy": {"enum": ["round_robin", "least_loaded"]}}
+    properties = {"field": KEY, "role": KEY, "team": KEY, "owner_team_of": KEY,
+                  "strategy": {"enum": ["round_robin", "least_loaded"]}}
     needs_record = True
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
@@ -124,8 +128,12 @@ class AssignOwner(Action):
         f = t.fields_by_key.get(key)
         if f is None or not f.ftype.can_own_records(f):
             chk.err(f"{pointer}/field", "must name a single user field (the table has no owner field)")
-        if bool(a.get("role")) == bool(a.get("team")):
-            chk.err(pointer, "name exactly one of 'role' or 'team'")
+        if sum(bool(a.get(k)) for k in ("role", "team", "owner_team_of")) != 1:
+            chk.err(pointer, "name exactly one of 'role', 'team' or 'owner_team_of'")
+        elif a.get("owner_team_of"):
+            problem = parent_link_problem(t, chk.cat, a["owner_team_of"])
+            if problem:
+                chk.err(f"{pointer}/owner_team_of", problem)
 
     def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
         assert ex.t is not None and ex.rid is not None
@@ -133,6 +141,11 @@ class AssignOwner(Action):
         f = ex.t.field(a.get("field") or (ex.t.owner_field.key if ex.t.owner_field else ""))
         if a.get("role"):
             candidates = users_by_role(conn, a["role"])
+        elif a.get("owner_team_of"):
+            _owner, team_id = parent_owner_team(ex, a["owner_team_of"])
+            if team_id is None:
+                raise StepFailed(f"the record linked by '{a['owner_team_of']}' has no owner with a team")
+            candidates = team_members(conn, team_id)
         else:
             team = conn.execute(select(db.teams.c.id).where(db.teams.c.key == a.get("team"))).scalar()
             if team is None:
@@ -141,7 +154,7 @@ class AssignOwner(Action):
                 db.users.c.team_id == team, db.users.c.active.is_(True)).order_by(db.users.c.id))]
         if not candidates:
             raise StepFailed(f"no active users in {'role' if a.get('role') else 'team'} "
-                             f"'{a.get('role') or a.get('team')}'")
+                             f"'{a.get('role') or a.get('team') or a.get('owner_team_of')}'")
         if a.get("strategy") == "least_loaded":
             col = ex.t.sa.c[f.column_name]
             loads: dict[int, int] = dict(conn.execute(select(col, func.count()).where(col.in_(candidates),

@@ -26,7 +26,9 @@ TRUE_WORDS = {"true", "yes", "y", "1", "on", "x", "✓", "✔", "是", "对", "�
 FALSE_WORDS = {"false", "no", "n", "0", "off", "", "否", "错", "假", "unchecked"}
 
 CHOICES_SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["choices"],
+    "type": "object", "additionalProperties": False,
+    # a field naming a shared option list (``list``) gets its choices from the list when it is saved
+    "anyOf": [{"required": ["choices"]}, {"required": ["list"]}],
     "properties": {
         "choices": {
             "type": "array", "maxItems": 1000,
@@ -43,6 +45,7 @@ CHOICES_SCHEMA: dict[str, Any] = {
         },
         "transitions": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "track_time_in": {"$ref": "common.json#/$defs/key"},
+        "list": {"$ref": "common.json#/$defs/key"},
     },
 }
 

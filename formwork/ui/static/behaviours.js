@@ -2,7 +2,8 @@
    them): data-confirm on a form asks before it submits, data-autosubmit on an input submits its form when it
    changes, data-dismiss="<selector>" on a button removes the closest such element, data-toggles="<selector>" opens and
    closes a panel (the phone's navigation), data-reset-on-success on
-   an htmx form empties it after a successful request. */
+   an htmx form empties it after a successful request, data-empty-shows="<selector>" on a select shows that
+   element only while nothing is chosen (a field's own options vs a shared option list). */
 (function () {
   "use strict";
   document.addEventListener("submit", function (e) {
@@ -12,7 +13,12 @@
       e.stopImmediatePropagation();
     }
   }, true);
+  function emptyShows(sel) {
+    var target = document.querySelector(sel.dataset.emptyShows);
+    if (target) target.hidden = sel.value !== "";
+  }
   document.addEventListener("change", function (e) {
+    if (e.target.matches && e.target.matches("select[data-empty-shows]")) emptyShows(e.target);
     var el = e.target.closest("[data-autosubmit]");
     if (el && el.form) el.form.requestSubmit ? el.form.requestSubmit() : el.form.submit();
   });
