@@ -92,3 +92,19 @@ def test_the_link_must_lead_to_an_owned_parent(sales: Api) -> None:
         "key": "bad", "label": "bad", "trigger": {"type": "record_created", "table": "companies"},
         "actions": [{"type": "assign_owner", "owner_team_of": "name"}]})
     assert status == 422
+
+
+def test_the_automation_editor_form_reads_the_new_choices() -> None:
+    from werkzeug.datastructures import MultiDict
+
+    from formwork.automation.forms import action_from_form
+
+    a = action_from_form(MultiDict({"a0.type": "assign_owner", "a0.who": "owner_team_of:customer",
+                                    "a0.strategy": "least_loaded",
+                                    "a0._keep": '{"team": "east", "owner_team_of": "old"}'}), "a0")
+    assert a == {"type": "assign_owner", "owner_team_of": "customer", "strategy": "least_loaded"}
+    n = action_from_form(MultiDict({"a0.type": "notify", "a0.parent_manager": "customer", "a0.title": "超时"}), "a0")
+    assert n["parent_manager"] == "customer"
+    n = action_from_form(MultiDict({"a0.type": "notify", "a0.title": "超时",
+                                    "a0._keep": '{"parent_manager": "customer"}'}), "a0")
+    assert "parent_manager" not in n

@@ -213,3 +213,34 @@ def test_import_reports_duplicates_per_row_and_can_skip_them(admin: Api) -> None
     assert status == 200 and "duplicates" not in rep and rep["inserted"] == 5
     status, _ = upload(admin, "/data/crm/customers/import", data, duplicates="maybe")
     assert status == 400
+
+
+@pytest.fixture(scope="module")
+def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.crm_support import installed_crm
+
+    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_dups"))
+
+
+def test_the_crm_checks_customers_and_contacts_and_shares_the_lead_source(crm: Any) -> None:
+    admin, am1 = crm.admin, crm.api("am1")
+    some = admin.records("crm", "customers", limit=1)[0]["fields"]
+    status, body = am1.post("/data/crm/customers", {"fields": {"name": f" {some['name'].upper()} "}})
+    assert status == 409 and body["error"]["code"] == "duplicate"
+    assert len(body["error"]["details"]["matches"]) + body["error"]["details"]["hidden"] >= 1
+    mine = am1.ok("POST", "/data/crm/customers", {"fields": {
+        "name": "查重样例科技有限公司", "phone": "+86 139 1234 5678", "owner": crm.users["am1"]}})
+    status, body = am1.post("/data/crm/customers", {"fields": {"name": "另一家", "phone": "13912345678"}})
+    assert status == 409 and mine["id"] in [m["id"] for m in body["error"]["details"]["matches"]]
+    twin = am1.ok("POST", "/data/crm/customers", {"fields": {"name": "查重样例科技", "owner": crm.users["am1"]},
+                                                  "allow_duplicates": True})
+    contact = am1.ok("POST", "/data/crm/contacts", {"fields": {"name": "赵六", "email": "Zhao@Example.cn",
+                                                               "customer": twin["id"], "owner": crm.users["am1"]}})
+    status, body = am1.post("/data/crm/contacts", {"fields": {"name": "赵六", "email": "zhao@example.cn"}})
+    assert status == 409 and contact["id"] in [m["id"] for m in body["error"]["details"]["matches"]]
+    out = am1.ok("POST", f"/data/crm/customers/{mine['id']}/merge", {"other": twin["id"]})
+    assert out["moved"].get("contacts.customer") == 1
+    assert am1.ok("GET", f"/data/crm/contacts/{contact['id']}")["fields"]["customer"]["id"] == mine["id"]
+    for table in ("customers", "opportunities"):
+        f = admin.ok("GET", f"/meta/apps/crm/tables/{table}/fields/source")
+        assert f["options"]["list"] == "lead_source" and len(f["options"]["choices"]) == 7

@@ -217,6 +217,9 @@ class MetadataService:
     def update_app(self, app_key: str, patch: dict[str, Any]) -> AppDef:
         self.actor.require(BUILD)
         app = self.catalog.app(app_key)
+        if isinstance(patch, dict) and patch.get("option_lists") == app.doc.get("option_lists"):
+            # a document read and sent back whole keeps its lists; changing them has routes of its own
+            patch = {k: v for k, v in patch.items() if k != "option_lists"}
         doc = self._merge(app.doc, patch, ("tables", "automations", "dashboards", "id", "option_lists"))
         validation.validate("app", doc)
         if doc["key"] != app.key:

@@ -109,9 +109,12 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
     title = label_text(t.label)
     op = f"{app_key}.{t.key}"
     tag = [f"{app_key}.{t.key}"]
+    confirm = {"type": "boolean", "description": "create even when the table's duplicate rules find matches "
+                                                 "(otherwise 409 with code 'duplicate')"}
     batch_in = {"type": "object", "required": ["records"], "properties": {"records": {
         "type": "array", "maxItems": 1000, "items": {"type": "object", "required": ["fields"],
-                                                     "properties": {"fields": _ref(f"{name}.input")}}}}}
+                                                     "properties": {"fields": _ref(f"{name}.input")}}},
+        "allow_duplicates": confirm}}
     return {
         base: {
             "get": {"operationId": f"{op}.list", "tags": tag, "summary": f"List {title} records",
@@ -124,7 +127,8 @@ def table_paths(app_key: str, t: TableDef, name: str) -> dict[str, Any]:
             "post": {"operationId": f"{op}.create", "tags": tag,
                      "summary": f"Create a {title} record, or a batch of up to 1000 (all or nothing)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                         {"type": "object", "required": ["fields"], "properties": {"fields": _ref(f"{name}.input")}},
+                         {"type": "object", "required": ["fields"], "properties": {"fields": _ref(f"{name}.input"),
+                                                                                   "allow_duplicates": confirm}},
                          batch_in]}}}},
                      "responses": {"201": _json({"oneOf": [rec, {"type": "object", "properties": {
                          "records": {"type": "array", "items": rec}}}]}, "Created"), **_errors(WRITE_ERRORS)}},
