@@ -193,3 +193,29 @@ def test_grid_pages_in_chinese(app: Any, admin: Api) -> None:
     page = html(boss.post(f"{BASE}/grid-layout", data={"csrf_token": csrf, "view": "all", "group": "stage"},
                           headers=GRID))
     assert "条记录" in page and "线索" in page
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478"
+                    "9c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def test_kanban_and_gallery_covers_from_an_attachment_field(app: Any, admin: Api) -> None:
+    from tests.test_files import post_file
+
+    world = build(app, admin)
+    admin.ok("POST", "/meta/apps/sales/tables/deals/fields", {"key": "photo", "label": "Photo", "type": "attachment"})
+    status, pic = post_file(admin, PNG, "shop.png", "image/png")
+    assert status == 201
+    admin.ok("PATCH", f"/data/sales/deals/{world['other']['id']}", {"fields": {"photo": [pic["token"]]}})
+    admin.ok("PATCH", "/meta/apps/sales/tables/deals/views/board", {"options": {"group_field": "stage",
+                                                                               "cover_field": "photo"}})
+    boss, _csrf = login(app, "boss")
+    board = html(boss.get(f"{BASE}?view=board"))
+    src = f'/api/v1/files/{pic["token"]}?inline=1'
+    assert f"<img src=\"{src}\"" in board
+    assert board.count('class="card-cover"') == 1
+    resp = boss.get(src)
+    assert resp.status_code == 200 and resp.mimetype == "image/png" and resp.data == PNG
+    resp.close()
+    gallery = html(boss.get(f"{BASE}?view=cards"))
+    assert f'<img src="{src}"' in gallery

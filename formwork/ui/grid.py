@@ -87,7 +87,7 @@ def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
 
     ctx: dict[str, Any] = {"app": app, "t": t, "view": view, "vtype": vtype, "state": state,
                            "can_build": p.access.can_build(), "personal_views": gridlayout.personal_views(p, t),
-                           "panel_open": request.method == "POST",
+                           "panel_open": False,
                            "tables": visible_tables(p, app), "can_create": p.access.can(p.cat, t, "create"),
                            "dashboards": visible_dashboards(p, app), "filter_fields": filter_fields(p, t),
                            **filter_builder(p, t, state)}
@@ -556,7 +556,10 @@ def grid_layout(app_key: str, table_key: str) -> Response:
         gridlayout.store(p, t, data)
         if request.form.get("quiet"):
             return Response(status=204)
-        return table_page_response(p, app, t)
+        resp = table_page_response(p, app, t)
+        if "HX-Push-Url" in resp.headers:  # the address stays the table's, not this POST's
+            resp.headers["HX-Push-Url"] = f"/apps/{app.key}/{t.key}?{state.qs()}"
+        return resp
 
 
 @routes.post("/apps/<app_key>/<table_key>/grid-layout/to-view")

@@ -91,6 +91,34 @@
     if (e.target.closest && e.target.closest("table.grid th .col-resize")) { e.preventDefault(); e.stopPropagation(); }
   }, true);
 
+  // the group picker sits outside the columns panel but belongs to its form
+  document.addEventListener("change", function (e) {
+    var el = e.target;
+    if (!el || !el.getAttribute || el.getAttribute("form") !== "grid-layout") return;
+    var form = document.getElementById("grid-layout");
+    if (form) form.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+
+  // the columns panel stays open while its changes redraw the grid; a click elsewhere closes the popovers
+  var panelOpen = false;
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var t = e.detail && e.detail.target;
+    if (t && t.id === "grid") { var d = t.querySelector("details.col-pop"); panelOpen = !!(d && d.open); }
+  });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var t = e.detail && e.detail.target;
+    if (t && (t.id === "grid" || !document.contains(t)) && panelOpen) {
+      var d = document.querySelector("#grid details.col-pop");
+      if (d) d.open = true;
+      panelOpen = false;
+    }
+  });
+  document.addEventListener("click", function (e) {
+    document.querySelectorAll(".grid-tools details[open]").forEach(function (d) {
+      if (!d.contains(e.target)) d.open = false;
+    });
+  });
+
   // --- groups -------------------------------------------------------------------------------------------
   function groupRows(head) {
     var out = [], tr = head.nextElementSibling;
@@ -304,6 +332,8 @@
           });
         });
         say(res.message || "");
+        var summary = document.getElementById("summary");  // totals over the changed values
+        if (summary && Object.keys(res.rows || {}).length) summary.dispatchEvent(new Event("change"));
         table.setAttribute("aria-busy", "false");
         table.dispatchEvent(new CustomEvent("grid:pasted", { bubbles: true }));
         if (last) {
@@ -331,6 +361,7 @@
   function prepare() {
     var table = grid();
     if (!table) return;
+    table.querySelectorAll("tbody td[data-f]:not([tabindex])").forEach(function (td) { td.tabIndex = -1; });
     var first = table.querySelector("tbody td[data-f]");
     if (first && !table.querySelector('tbody td[data-f][tabindex="0"]')) first.tabIndex = 0;
   }
