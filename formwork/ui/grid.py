@@ -658,6 +658,10 @@ def save_grid_view(app_key: str, table_key: str) -> Response:
                 return again(p.t("gv_view_exists"))
             if len(views) >= gridlayout.MAX_VIEWS:
                 return again(p.t("gv_too_many_views"))
+            try:  # the filter and sort must work before they are kept (a link may carry any filter tree)
+                p.reader().list(t, limit=1, view={"key": "my-check", **doc}, fields=[f.key for f in lay.cols] or None)
+            except BadRequest as e:
+                return again(e.message)
             key = gridlayout.new_personal_key(views)
             data = gridlayout.load(p, t)
             data["views"] = [*views, {"key": key, **doc}]

@@ -91,6 +91,24 @@
     if (e.target.closest && e.target.closest("table.grid th .col-resize")) { e.preventDefault(); e.stopPropagation(); }
   }, true);
 
+  // keyboard users reorder the columns list with Alt+Up / Alt+Down on a column's checkbox
+  document.addEventListener("keydown", function (e) {
+    if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
+    var li = e.target.closest && e.target.closest(".col-list li");
+    if (!li) return;
+    e.preventDefault();
+    var other = e.key === "ArrowUp" ? li.previousElementSibling : li.nextElementSibling;
+    if (!other) return;
+    var key = li.dataset.key;
+    if (e.key === "ArrowUp") other.before(li); else other.after(li);
+    li.closest("form").dispatchEvent(new Event("change", { bubbles: true }));
+    document.addEventListener("htmx:afterSettle", function refocus() {
+      document.removeEventListener("htmx:afterSettle", refocus);
+      var box = document.querySelector('.col-list li[data-key="' + key + '"] input[type=checkbox]');
+      if (box) box.focus();
+    });
+  });
+
   // the group picker sits outside the columns panel but belongs to its form
   document.addEventListener("change", function (e) {
     var el = e.target;

@@ -3,7 +3,7 @@ keyboard and paste (formwork/ui/grid.py, static/grid.js)."""
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
-        "gv_columns": "Columns", "gv_columns_help": "Tick to show, drag to reorder.",
+        "gv_columns": "Columns", "gv_columns_help": "Tick to show, drag to reorder (or Alt+↑/↓).",
         "gv_drag_column": "Drag to reorder {field}", "gv_show_column": "Show {field}",
         "gv_freeze": "Freeze first columns", "gv_freeze_none": "None",
         "gv_row_height": "Row height", "gv_height_short": "Short", "gv_height_medium": "Medium",
@@ -24,7 +24,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "gv_card_cover": "Cover", "gv_sum_of": "Sum of {field}",
     },
     "zh-CN": {
-        "gv_columns": "列设置", "gv_columns_help": "勾选以显示，拖动以调整顺序。",
+        "gv_columns": "列设置", "gv_columns_help": "勾选以显示，拖动以调整顺序（或按 Alt+↑/↓）。",
         "gv_drag_column": "拖动以调整“{field}”的位置", "gv_show_column": "显示“{field}”",
         "gv_freeze": "冻结前几列", "gv_freeze_none": "不冻结",
         "gv_row_height": "行高", "gv_height_short": "矮", "gv_height_medium": "中",
