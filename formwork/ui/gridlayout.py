@@ -143,7 +143,9 @@ def layout(p: Page, t: TableDef, view: dict[str, Any] | None, prefs: dict[str, A
             seen = [k for k in prefs["order"] if k in by_key]
             order = list(dict.fromkeys(seen + order))
         if isinstance(prefs.get("hidden"), list):
-            hidden = {k for k in prefs["hidden"] if k in by_key}
+            known = set(prefs.get("order") or []) if isinstance(prefs.get("order"), list) else set()
+            # a field the user's layout doesn't know yet (added later) keeps the view's choice
+            hidden = {k for k in prefs["hidden"] if k in by_key} | {k for k in hidden if k not in known}
         if isinstance(prefs.get("widths"), dict):
             widths.update({k: int(w) for k, w in prefs["widths"].items() if k in by_key and isinstance(w, int)})
         if isinstance(prefs.get("freeze"), int):

@@ -67,8 +67,29 @@ def test_grid_columns_groups_keyboard_paste_and_views(page: Any, server: dict[st
         page.locator('.col-list li[data-key=stage] .handle').drag_to(page.locator('.col-list li[data-key=name]'),
                                                                       target_position={"x": 20, "y": 2})
     assert headers(page)[0] == t["stage"]
+    # Alt+Down on a column's checkbox moves it down the list too (Stage back below Title, then up again)
+    with settled(page):
+        page.locator(".col-list").get_by_label(t["stage"], exact=True).press("Alt+ArrowDown")
+    assert headers(page)[:2] == [t["title"], t["stage"]]
+    expect(page.locator(".col-list").get_by_label(t["stage"], exact=True)).to_be_focused()
+    with settled(page):
+        page.locator(".col-list").get_by_label(t["stage"], exact=True).press("Alt+ArrowUp")
+    assert headers(page)[0] == t["stage"]
+    shot(page, f"grid-columns-{locale}-1280")
+    page.locator("h1").click()
+    # resize the Title column by dragging its header's edge: kept for the user
+    edge = page.locator("table.grid thead th[data-f=name] .col-resize")
+    box = edge.bounding_box()
+    assert box is not None
+    with page.expect_response(lambda r: r.url.endswith("/grid-layout") and r.status == 204):
+        page.mouse.move(box["x"] + 3, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 123, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
     page.reload()
     assert headers(page)[0] == t["stage"] and t["amount"] not in headers(page)
+    width = page.locator("table.grid thead th[data-f=name]").evaluate("th => th.getBoundingClientRect().width")
+    assert width > 200, width
     # show Amount again, freeze the first column
     page.get_by_text(t["columns"]).first.click()
     with settled(page):
