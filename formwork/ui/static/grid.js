@@ -75,9 +75,25 @@
   });
   document.addEventListener("mouseup", function () {
     if (!resizing) return;
-    var th = resizing.th, table = th.closest("table.grid");
+    var th = resizing.th;
     resizing = null;
     document.body.classList.remove("col-resizing");
+    saveWidth(th);
+  });
+  // from the keyboard: the focused edge moves with the left and right arrows
+  var widthTimer = null;
+  document.addEventListener("keydown", function (e) {
+    var handle = e.target.closest && e.target.closest("table.grid th .col-resize");
+    if (!handle || (e.key !== "ArrowLeft" && e.key !== "ArrowRight")) return;
+    e.preventDefault();
+    var th = handle.closest("th"), w = th.getBoundingClientRect().width + (e.key === "ArrowRight" ? 20 : -20);
+    w = Math.max(40, Math.min(2000, Math.round(w)));
+    th.style.width = th.style.minWidth = th.style.maxWidth = w + "px";
+    clearTimeout(widthTimer);
+    widthTimer = setTimeout(function () { saveWidth(th); }, 400);
+  });
+  function saveWidth(th) {
+    var table = th.closest("table.grid");
     freeze();
     var body = new FormData();
     body.append("view", table.dataset.view || "");
@@ -85,7 +101,7 @@
     body.append("w." + th.dataset.f, parseInt(th.style.width, 10));
     fetch(table.dataset.base + "/grid-layout", { method: "POST", body: body, credentials: "same-origin",
       headers: { "X-CSRF-Token": csrf() } });
-  });
+  }
   // a click on a resize handle must not sort
   document.addEventListener("click", function (e) {
     if (e.target.closest && e.target.closest("table.grid th .col-resize")) { e.preventDefault(); e.stopPropagation(); }
