@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Response, request
 
 from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
-from formwork.metadata.catalog import AppDef, TableDef
+from formwork.metadata.catalog import AppDef, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import DATETIME, FILES, NUMBER, SELECT
 from formwork.metadata.flows import flow_of
 from formwork.ui.context import (
@@ -72,7 +73,11 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
         col["sum"] = r0.cell(sf, total if total is not None else 0) if sf is not None else None
     if (view.get("options") or {}).get("hide_empty"):
         columns = [c for c in columns if c["count"]]
-    keys = [k for k in [title_key, *[f.key for f in extra], gkey] if k]
+    cover = t.fields_by_key.get((view.get("options") or {}).get("cover_field") or "")
+    if cover is not None and (cover.ftype.kind != FILES or cover not in shown_fields(p, t)):
+        cover = None
+    extra = [f for f in extra if f is not cover]
+    keys = [k for k in [title_key, *[f.key for f in extra], gkey, cover.key if cover else None] if k]
     reader = p.reader()
     for col in columns:
         col["cards"] = []
@@ -86,7 +91,7 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
         for rec in res["records"]:
             tf = t.fields_by_key.get(title_key or "")
             col["cards"].append({"rec": rec, "title": (r.text(tf, rec["fields"].get(tf.key)) if tf else "")
-                                 or f"#{rec['id']}",
+                                 or f"#{rec['id']}", "cover": cover_url(rec, cover),
                                  "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
                                            if rec["fields"].get(f.key) not in (None, "", [])]})
     movable = writable(p, t, gf)
@@ -385,6 +390,21 @@ def _day(value: Any, tz: str) -> dt.date | None:
     return d.date() if d else None
 
 
+def cover_url(rec: dict[str, Any], cover: FieldDef | None) -> str | None:
+    """The first image of a record's attachment field (its thumbnail when the file store made one)."""
+    if cover is None:
+        return None
+    for item in rec["fields"].get(cover.key) or []:
+        if isinstance(item, dict) and str(item.get("mime", "")).startswith("image/") \
+                and item.get("mime") != "image/svg+xml":
+            url = item.get("thumbnail_url") or item.get("url")
+            if url:  # shown in the page, not downloaded
+                return f"{url}?inline=1" if str(url).startswith("/api/v1/files/") and "?" not in str(url) else str(url)
+            if item.get("token"):
+                return f"/api/v1/files/{quote(str(item['token']), safe='')}?inline=1"
+    return None
+
+
 def gallery_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
     opts = view.get("options") or {}
     shown = shown_fields(p, t, view.get("fields"))
@@ -403,12 +423,7 @@ def gallery_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state:
     r = p.renderer(app.key)
     cards = []
     for rec in res["records"]:
-        img = None
-        if cover is not None:
-            for item in rec["fields"].get(cover.key) or []:
-                if isinstance(item, dict) and str(item.get("mime", "")).startswith("image/"):
-                    img = item.get("url")
-                    break
+        img = cover_url(rec, cover)
         cards.append({"rec": rec, "title": (r.text(tf, rec["fields"].get(tf.key)) if tf else "") or f"#{rec['id']}",
                       "cover": img, "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
                                               if rec["fields"].get(f.key) not in (None, "", [])]})

@@ -647,6 +647,11 @@ def save_view(p: Page, svc: MetadataService, app: Any, t: TableDef, current: dic
                 saved = svc.create_doc("view", app.key, doc, t.key)
         else:
             doc = {"key": current["key"], **doc}
+            # the grid's layout (row height, widths, frozen columns) is set on the grid, not in this form: kept
+            layout = {k: v for k, v in (current.get("options") or {}).items()
+                      if k in ("row_height", "column_widths", "frozen_columns")}
+            if layout:
+                doc["options"] = {**layout, **(doc.get("options") or {})}
             for name in ("fields", "sort", "filter", "options"):
                 doc.setdefault(name, None)  # cleared in the form → removed from the view
             with p.conn.begin_nested():

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, redirect, request, url_for
 
-from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
+from formwork.errors import BadRequest, Conflict, FormworkError, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import NUMBER
 from formwork.ui import conditions, i18n
@@ -17,12 +17,10 @@ from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
     Page,
-    current_view,
     htmx,
     make_page,
     parse_version,
     render,
-    shown_fields,
     visible_app,
     visible_apps,
     visible_dashboards,
@@ -30,6 +28,7 @@ from formwork.ui.context import (
     visible_tables,
     writable,
 )
+from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view
 from formwork.ui.inputs import input_options, parse_form
 from formwork.ui.render import choice_map
 from formwork.web import RouteSet, current_access, unit
@@ -77,14 +76,18 @@ def table_page(app_key: str, table_key: str) -> Response:
 
 def table_page_response(p: Page, app: AppDef, t: TableDef) -> Response:
     state = GridState.from_request()
-    view = current_view(t, state.view)
+    view = resolve_view(p, t, state.view)
     if view is not None and state.view is None:
         state.view = view["key"]
     vtype = view.get("type", "grid") if view else "grid"
     if vtype == "form":
         return redirect(url_for("ui.form_page", app_key=app.key, table_key=t.key,  # type: ignore[return-value]
                                 view_key=view["key"]))  # type: ignore[index]
+    from formwork.ui import gridlayout
+
     ctx: dict[str, Any] = {"app": app, "t": t, "view": view, "vtype": vtype, "state": state,
+                           "can_build": p.access.can_build(), "personal_views": gridlayout.personal_views(p, t),
+                           "panel_open": False,
                            "tables": visible_tables(p, app), "can_create": p.access.can(p.cat, t, "create"),
                            "dashboards": visible_dashboards(p, app), "filter_fields": filter_fields(p, t),
                            **filter_builder(p, t, state)}
@@ -153,31 +156,116 @@ def filter_fields(p: Page, t: TableDef) -> list[dict[str, Any]]:
 
 
 def grid_columns(p: Page, t: TableDef, view: dict[str, Any] | None) -> list[FieldDef]:
-    return shown_fields(p, t, view.get("fields") if view else None)
+    """The columns shown: the view's, with the user's own show/hide and order laid over."""
+    return layout(p, t, view).cols
+
+
+def grid_sort(state: GridState, lay: Layout) -> str | None:
+    """The rows' order: grouped rows come by their group first, then the chosen sort."""
+    if lay.group is None:
+        return state.sort or None
+    rest = [s for s in state.sort.split(",") if s and s.lstrip("-") != lay.group.key]
+    if not rest and not state.sort:
+        return lay.group.key  # the view's own sort is then lost; the group order matters more
+    return ",".join([lay.group.key, *rest])
+
+
+def group_totals(p: Page, t: TableDef, view: dict[str, Any] | None, state: GridState,
+                 lay: Layout) -> dict[str, dict[str, Any]]:
+    """Per group of the grouping field: the count and the sums of the shown number columns, over every
+    record the filter matches (one GROUP BY)."""
+    from formwork.runtime.aggregate import aggregate
+
+    gf = lay.group
+    if gf is None:
+        return {}
+    nums = [f for f in lay.cols if f.ftype.value_kind(f, p.cat) == NUMBER and not f.ftype.is_many_lookup(f, p.cat)]
+    spec = gf.key + (":day" if gf.ftype.value_kind(gf, p.cat) == "date" else "")
+    try:
+        rows = aggregate(p.conn, p.cat, p.access, t, group_by=[spec],
+                         metrics=["count", *[f"sum:{f.key}" for f in nums]], filter_tree=state.tree(p, t),
+                         view=view, search=state.search or None, limit=1000)
+    except BadRequest:
+        return {}
+    kind = gf.ftype.value_kind(gf, p.cat)
+    return {group_key(r["key"].get(gf.key), kind): r for r in rows}
+
+
+def group_head(p: Page, r: Any, lay: Layout, gval: Any, gk: str, totals: dict[str, Any]) -> str:
+    """The header row of one group: the group's value, its record count and the sums of number columns,
+    each under its column; the toggle button collapses the group."""
+    from markupsafe import escape
+
+    gf = lay.group
+    assert gf is not None
+    label = r.cell(gf, gval) if gk else escape(p.t("empty_group"))
+    text = r.text(gf, gval) if gk else p.t("empty_group")
+    count = totals.get("count", 0)
+    cells = [f'<td class="sel"><button type="button" class="group-toggle" aria-expanded="true" '
+             f'aria-label="{escape(p.t("gv_toggle_group", group=text))}">▾</button></td>']
+    for i, f in enumerate(lay.cols):
+        if i == 0:
+            cells.append(f'<td class="group-label"><span class="gv">{label}</span> <span class="group-count">'
+                         f'{escape(p.t("gv_group_count", n=f"{count:,}"))}</span></td>')
+        elif f.ftype.value_kind(f, p.cat) == NUMBER and totals.get(f"sum:{f.key}") is not None:
+            cells.append(f'<td class="num group-sum" title="{escape(p.t("gv_sum_of", field=p.label(f.label)))}">'
+                         f'Σ {r.cell(f, totals[f"sum:{f.key}"])}</td>')
+        else:
+            cells.append("<td></td>")
+    return f'<tr class="group-head" data-g="{escape(gk)}">{"".join(cells)}</tr>'
 
 
 def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState,
-              cursor: str | None = None) -> dict[str, Any]:
-    """One page of rows, cells rendered, plus the next cursor; a bad filter becomes a message."""
-    cols = grid_columns(p, t, view)
+              cursor: str | None = None, lay: Layout | None = None) -> dict[str, Any]:
+    """One page of rows, cells rendered, plus the next cursor; a bad filter becomes a message. Grouped, a
+    header row comes before each group's first row (the page after repeats none: grid.js drops a header
+    that continues the group above)."""
+    from markupsafe import Markup, escape
+
+    lay = lay or layout(p, t, view)
+    cols = lay.cols
+    keys = [f.key for f in cols]
+    if lay.group is not None and lay.group.key not in keys:
+        keys.append(lay.group.key)
     try:
-        result = p.reader().list(t, filter_tree=state.tree(p, t), sort=state.sort or None,
-                                 search=state.search or None, fields=[f.key for f in cols] or None,
+        result = p.reader().list(t, filter_tree=state.tree(p, t), sort=grid_sort(state, lay),
+                                 search=state.search or None, fields=keys or None,
                                  limit=PAGE_SIZE, cursor=cursor, view=view)
     except BadRequest as e:
-        return {"rows": [], "next_cursor": None, "cols": cols, "grid_error": e.message}
+        return {"rows": [], "next_cursor": None, "cols": cols, "grid_error": e.message, "lay": lay}
     r = p.renderer(app.key)
     editable = {f.key for f in cols if writable(p, t, f)}
     base = f"/apps/{app.key}/{t.key}"
-    rows = [r.row(cols, rec, editable, base) for rec in result["records"]]
+    primary = t.display_field.key if t.display_field else None
+    open_label = p.t("gv_open_record")
+    rows: list[Any] = []
+    if lay.group is not None:
+        gf = lay.group
+        kind = gf.ftype.value_kind(gf, p.cat)
+        totals = group_totals(p, t, view, state, lay)
+        last: str | None = None
+        for rec in result["records"]:
+            gval = rec["fields"].get(gf.key)
+            gk = group_key(gval, kind)
+            if gk != last:
+                rows.append(Markup(group_head(p, r, lay, gval, gk, totals.get(gk, {}))))
+                last = gk
+            rows.append(r.row(cols, rec, editable, base, primary, open_label, f' data-g="{escape(gk)}"'))
+    else:
+        rows = [r.row(cols, rec, editable, base, primary, open_label) for rec in result["records"]]
     return {"rows": rows, "next_cursor": result["next_cursor"], "cols": cols, "editable": editable,
-            "grid_error": None, "can_update": p.access.can_see_table(p.cat, t)}
+            "grid_error": None, "can_update": p.access.can_see_table(p.cat, t), "lay": lay}
 
 
 def grid_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState) -> dict[str, Any]:
-    data = grid_rows(p, app, t, view, state)
+    from formwork.ui import gridlayout
+
+    lay = layout(p, t, view)
+    data = grid_rows(p, app, t, view, state, lay=lay)
     data["sort_spec"] = {s.lstrip("-"): ("desc" if s.startswith("-") else "asc")
                          for s in state.sort.split(",") if s}
+    data["group_fields"] = [f for f, _ in lay.every if gridlayout.groupable(p, f)]
+    data["personal"] = gridlayout.is_personal(view["key"] if view else None)
     return data
 
 
@@ -190,7 +278,7 @@ def rows_fragment(app_key: str, table_key: str) -> Response:
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
         state = GridState.from_request()
-        view = current_view(t, state.view)
+        view = resolve_view(p, t, state.view)
         if view is not None and state.view is None:
             state.view = view["key"]
         data = grid_rows(p, app, t, view, state, cursor=request.args.get("cursor") or None)
@@ -205,7 +293,7 @@ def count_fragment(app_key: str, table_key: str) -> Response:
         p = make_page(conn, cat, access)
         t = visible_table(p, app_key, table_key)
         state = GridState.from_request()
-        view = current_view(t, state.view)
+        view = resolve_view(p, t, state.view)
         reader = p.reader()
         try:
             conds = reader.where(t, state.tree(p, t), state.search or None, view)
@@ -231,7 +319,7 @@ def grid_summary(app_key: str, table_key: str) -> Response:
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
         state = GridState.from_request()
-        view = current_view(t, state.view)
+        view = resolve_view(p, t, state.view)
         cols = grid_columns(p, t, view)
         chosen: dict[str, str] = {}
         for f in cols:
@@ -276,14 +364,23 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
                       editing: str | None = None, errors: dict[str, list[str]] | None = None,
                       message: str | None = None, raw: Any = None, version: int | None = None) -> Response:
     """One grid row (a ``<tr>``), optionally with one cell open for editing or a message under it."""
-    cols = grid_columns(p, t, view)
-    rec = p.reader().get(t, rid, fields=[f.key for f in cols] or None)
+    from markupsafe import escape
+
+    lay = layout(p, t, view)
+    cols = lay.cols
+    keys = [f.key for f in cols] + ([lay.group.key] if lay.group is not None and lay.group not in cols else [])
+    rec = p.reader().get(t, rid, fields=keys or None)
     if editing and version is not None and version != rec["version"]:
         editing, message = None, p.t("stale")
     r = p.renderer(app.key)
     editable = {f.key for f in cols if writable(p, t, f)}
-    row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols],
-           "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}")}
+    gattr = ""
+    if lay.group is not None:
+        gk = group_key(rec["fields"].get(lay.group.key), lay.group.ftype.value_kind(lay.group, p.cat))
+        gattr = f' data-g="{escape(gk)}"'
+    row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols], "gattr": gattr,
+           "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}",
+                         t.display_field.key if t.display_field else None, p.t("gv_open_record"), gattr)}
     edit_field = t.fields_by_key.get(editing) if editing else None
     edit_value = raw if raw is not None else (rec["fields"].get(editing) if editing else None)
     return render(p, "_row.html", app=app, t=t, view=view, row=row, cols=cols, state=GridState(
@@ -299,7 +396,7 @@ def grid_row(app_key: str, table_key: str, rid: int) -> Response:
         p = make_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.args.get("view"))
+        view = resolve_view(p, t, request.args.get("view"))
         editing = request.args.get("edit")
         if editing is not None:
             f = t.field(editing)
@@ -316,7 +413,7 @@ def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Respons
         p = make_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
+        view = resolve_view(p, t, request.form.get("view"))
         f = t.field(field_key)
         version = parse_version(request.form.get("version"))
         data = parse_form(p, t, [f], request.form)
@@ -356,7 +453,7 @@ def quick_add(app_key: str, table_key: str) -> Response:
             msg = "; ".join(f"{p.label(t.fields_by_key[k].label) if k in t.fields_by_key else k}: {', '.join(v)}"
                             for k, v in details.items()) or e.message
             raise BadRequest(msg) from None
-        return grid_row_response(p, app, t, rec["id"], current_view(t, request.form.get("view")))
+        return grid_row_response(p, app, t, rec["id"], resolve_view(p, t, request.form.get("view")))
 
 
 def selected_ids() -> list[int]:
@@ -425,3 +522,265 @@ def bulk_delete(app_key: str, table_key: str) -> Response:
     resp = Response(status=204)
     resp.headers["HX-Refresh"] = "true"
     return resp
+
+
+# --- the grid's layout, personal and shared views, paste -------------------------------------------------
+@routes.post("/apps/<app_key>/<table_key>/grid-layout")
+def grid_layout(app_key: str, table_key: str) -> Response:
+    """Keep the user's column layout of this grid (order, shown, widths, frozen columns, row height,
+    grouping) and show the grid with it. On a personal view the layout goes into the view itself; on a
+    shared view or "All records" into the user's own preferences, so nobody else's grid changes.
+    ``quiet=1`` (a column resize) answers 204."""
+    from formwork.ui import gridlayout
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = resolve_view(p, t, state.view)
+        data = gridlayout.load(p, t)
+        if view is not None and gridlayout.is_personal(view["key"]):
+            lay = gridlayout.prefs_from_form(p, t, request.form, layout(p, t, view))
+            views = [gridlayout.layout_into_view(lay, v) if v.get("key") == view["key"] else v
+                     for v in gridlayout.personal_views(p, t)]
+            data["views"] = views
+        else:
+            prefs = dict(data.get("prefs") or {})
+            if request.form.get("reset"):
+                prefs.pop(gridlayout.pref_key(view), None)
+            else:
+                prefs[gridlayout.pref_key(view)] = gridlayout.prefs_from_form(p, t, request.form, layout(p, t, view))
+            data["prefs"] = prefs
+        gridlayout.store(p, t, data)
+        if request.form.get("quiet"):
+            return Response(status=204)
+        resp = table_page_response(p, app, t)
+        if "HX-Push-Url" in resp.headers:  # the address stays the table's, not this POST's
+            resp.headers["HX-Push-Url"] = f"/apps/{app.key}/{t.key}?{state.qs()}"
+        return resp
+
+
+@routes.post("/apps/<app_key>/<table_key>/grid-layout/to-view")
+def grid_layout_to_view(app_key: str, table_key: str) -> Response:
+    """A builder saves the layout they see into the shared view, for everyone (through MetadataService:
+    the build right, validation and the change log, as the API's view PATCH)."""
+    from formwork.metadata.service import MetadataService
+    from formwork.runtime import auth
+    from formwork.runtime.previews import builder_actor
+    from formwork.ui import gridlayout
+    from formwork.web import client_ip
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        view = resolve_view(p, t, request.form.get("view"))
+        if view is None or gridlayout.is_personal(view["key"]) or not access.can_build():
+            return render(p, "_toast.html", 403, kind="error", message=p.t("forbidden"))
+        auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
+        svc = MetadataService(conn, builder_actor(access, client_ip()), cat)
+        lay = gridlayout.prefs_from_form(p, t, request.form, layout(p, t, view))
+        doc = gridlayout.layout_into_view(lay, {k: view[k] for k in ("fields", "options", "group_by") if k in view})
+        with conn.begin_nested():
+            svc.update_doc("view", app_key, view["key"], doc, t.key)
+        data = gridlayout.load(p, t)  # the user's own layout of the view is now the view's
+        prefs = dict(data.get("prefs") or {})
+        prefs.pop(view["key"], None)
+        data["prefs"] = prefs
+        gridlayout.store(p, t, data)
+        return Response(p.t("gv_saved_to_view"), mimetype="text/html")
+
+
+@routes.post("/apps/<app_key>/<table_key>/views/save")
+def save_grid_view(app_key: str, table_key: str) -> Response:
+    """ "Save as view": the page's filter, sort, search-free query, grouping and columns as a new view: the
+    user's own (stored under their id, seen by nobody else), or with "share" (builders only) a view document
+    everyone who reads the table sees. Then the page opens it."""
+    from formwork.metadata.keys import derive_key
+    from formwork.metadata.service import MetadataService
+    from formwork.runtime import auth
+    from formwork.runtime.previews import builder_actor
+    from formwork.ui import gridlayout
+    from formwork.web import client_ip
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        state = GridState.from_request()
+        view = resolve_view(p, t, state.view)
+        label = (request.form.get("label") or "").strip()[:200]
+        share = bool(request.form.get("share")) and access.can_build()
+        base = f"/apps/{app.key}/{t.key}"
+
+        def again(message: str) -> Response:
+            return render(p, "_save_view.html", base=base, save_error=message, save_label=label,
+                          save_share=share, can_build=access.can_build())
+
+        if not label:
+            return again(p.t("gv_view_name_needed"))
+        try:
+            tree = state.tree(p, t)
+        except BadRequest as e:
+            return again(e.message)
+        lay = layout(p, t, view)
+        parts = [y for x in ((view or {}).get("filter"), tree) if x
+                 for y in (x["and"] if isinstance(x, dict) and list(x) == ["and"] else [x])]
+        doc: dict[str, Any] = {"label": label, "type": "grid"}
+        if parts:
+            doc["filter"] = parts[0] if len(parts) == 1 else {"and": parts}
+        sort = [s for s in state.sort.split(",") if s] or list((view or {}).get("sort") or [])
+        if sort:
+            doc["sort"] = sort
+        doc = gridlayout.layout_into_view({"order": [f.key for f, _ in lay.every],
+                                           "hidden": [f.key for f, shown in lay.every if not shown],
+                                           "widths": lay.widths, "freeze": lay.freeze, "height": lay.height,
+                                           "group": lay.group.key if lay.group else ""}, doc)
+        if not doc["group_by"]:
+            doc.pop("group_by")
+        if share:
+            auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
+            svc = MetadataService(conn, builder_actor(access, client_ip()), cat)
+            taken = {v["key"] for v in t.views}
+            key = derive_key(label, taken, "view")
+            try:
+                with conn.begin_nested():
+                    saved = svc.create_doc("view", app.key, {"key": key, **doc}, t.key)
+            except (ValidationFailed, Conflict, BadRequest) as e:
+                return again(e.message)
+            key = saved["key"]
+        else:
+            views = gridlayout.personal_views(p, t)
+            if any(gridlayout.view_label(p, v) == label for v in views):
+                return again(p.t("gv_view_exists"))
+            if len(views) >= gridlayout.MAX_VIEWS:
+                return again(p.t("gv_too_many_views"))
+            try:  # the filter and sort must work before they are kept (a link may carry any filter tree)
+                p.reader().list(t, limit=1, view={"key": "my-check", **doc}, fields=[f.key for f in lay.cols] or None)
+            except BadRequest as e:
+                return again(e.message)
+            key = gridlayout.new_personal_key(views)
+            data = gridlayout.load(p, t)
+            data["views"] = [*views, {"key": key, **doc}]
+            gridlayout.store(p, t, data)
+        resp = Response(status=204)
+        resp.headers["HX-Redirect"] = f"{base}?view={key}"
+        return resp
+
+
+@routes.post("/apps/<app_key>/<table_key>/views/<view_key>/forget")
+def forget_grid_view(app_key: str, table_key: str, view_key: str) -> Response:
+    """Delete one of the user's personal views (only their own exist for them)."""
+    from formwork.ui import gridlayout
+
+    access = current_access()
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        t = visible_table(p, app_key, table_key)
+        views = gridlayout.personal_views(p, t)
+        if not gridlayout.is_personal(view_key) or not any(v["key"] == view_key for v in views):
+            raise BadRequest(p.t("forbidden"))
+        data = gridlayout.load(p, t)
+        data["views"] = [v for v in views if v["key"] != view_key]
+        gridlayout.store(p, t, data)
+    return redirect(f"/apps/{app_key}/{table_key}?view=_all")  # type: ignore[return-value]
+
+
+MAX_PASTE_CELLS = 2000
+TRUE_WORDS = {"true", "1", "yes", "y", "on", "是", "✓", "✔", "x", "对"}
+
+
+def paste_value(p: Page, t: TableDef, f: FieldDef, text: str) -> tuple[dict[str, Any], str | None]:
+    """A pasted cell's text as the field's value (API shape), or the reason it can't be: options are
+    matched by their label in either language or their value; numbers may carry thousands separators."""
+    from werkzeug.datastructures import MultiDict
+
+    kind = f.ftype.input_kind
+    text = text.strip()
+    if not writable(p, t, f) or kind in (None, "records", "users"):
+        return {}, p.t("gv_paste_readonly")
+    if kind == "checkbox":
+        return {f.key: text.lower() in TRUE_WORDS}, None
+    if f.ftype.has_choices:
+        by_label: dict[str, str] = {}
+        for loc in ("en", "zh-CN"):
+            for value, (label, _c) in choice_map(f, loc).items():
+                by_label.setdefault(label.casefold(), value)
+                by_label.setdefault(value.casefold(), value)
+        parts = [x.strip() for x in text.replace("，", ",").split(",") if x.strip()] if kind == "checks" else \
+            ([text] if text else [])
+        values = []
+        for part in parts:
+            v = by_label.get(part.casefold())
+            if v is None:
+                return {}, p.t("gv_paste_not_option", value=part[:60])
+            values.append(v)
+        if kind == "checks":
+            return {f.key: values}, None
+        return {f.key: values[0] if values else None}, None
+    if kind == "number" and text:
+        cleaned = text.replace(",", "").replace("，", "").replace(" ", "").replace("¥", "").replace("$", "")
+        try:
+            float(cleaned.rstrip("%"))
+        except ValueError:
+            return {}, p.t("gv_not_number", value=text[:60])
+        text = cleaned
+    return parse_form(p, t, [f], MultiDict({f.key: text})), None
+
+
+@routes.post("/apps/<app_key>/<table_key>/paste")
+def paste_cells(app_key: str, table_key: str) -> Response:
+    """Cells pasted from a spreadsheet (TSV split by grid.js into ``cell`` = "<record id>:<field key>" and
+    ``value`` pairs): each row is one update through RecordService (permissions, validation, rules,
+    history), in its own savepoint, so a row with any bad cell changes nothing and the others are saved.
+    Answers JSON: the saved rows' new HTML and the refused cells' messages, by record id and field."""
+    import json
+
+    access = current_access()
+    cells = request.form.getlist("cell")
+    values = request.form.getlist("value")
+    with unit() as (conn, cat):
+        p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
+        t = visible_table(p, app_key, table_key)
+        view = resolve_view(p, t, request.form.get("view"))
+        if not cells or len(cells) != len(values) or len(cells) > MAX_PASTE_CELLS:
+            raise BadRequest(p.t("fix_errors"))
+        by_row: dict[int, dict[str, str]] = {}
+        for c, v in zip(cells, values, strict=True):
+            raw_id, _, key = c.partition(":")
+            if not raw_id.isdigit() or key not in t.fields_by_key:
+                raise BadRequest(p.t("fix_errors"))
+            by_row.setdefault(int(raw_id), {})[key] = v
+        errors: dict[str, dict[str, list[str]]] = {}
+        saved: list[int] = []
+        svc = p.service()
+        for rid, row in by_row.items():
+            data: dict[str, Any] = {}
+            errs: dict[str, list[str]] = {}
+            for key, text in row.items():
+                part, err = paste_value(p, t, t.fields_by_key[key], text)
+                if err:
+                    errs[key] = [err]
+                data.update(part)
+            if not errs:
+                try:
+                    with conn.begin_nested():
+                        svc.update(t, rid, data)
+                    saved.append(rid)
+                except (ValidationFailed, Conflict) as e:
+                    errs = {k: list(v) for k, v in (e.details or {}).items() if k in row} or \
+                        {next(iter(row)): [e.message]}
+                except FormworkError as e:  # a record gone, unreadable or not the user's to change
+                    errs = {next(iter(row)): [e.message]}
+            if errs:
+                errors[str(rid)] = errs
+        rows: dict[str, str] = {}
+        for done in saved:
+            rows[str(done)] = grid_row_response(p, app, t, done, view).get_data(as_text=True)
+        message = p.t("gv_paste_bad") if errors else p.t("gv_pasted", n=len(saved))
+        body = json.dumps({"rows": rows, "errors": errors, "message": message}, ensure_ascii=False)
+        return Response(body, mimetype="application/json", status=200)

@@ -213,15 +213,27 @@ class CellRenderer:
             return '<span class="check on">✓</span>' if value else '<span class="check"></span>'
         return str(escape(str(value)))
 
-    def row(self, cols: list[FieldDef], rec: dict[str, Any], editable: set[str], base: str) -> Markup:
-        """One grid ``<tr>``: built as one string because a 50-row fragment must render in a few ms."""
+    def row(self, cols: list[FieldDef], rec: dict[str, Any], editable: set[str], base: str,
+            primary: str | None = None, open_label: str = "", extra: str = "") -> Markup:
+        """One grid ``<tr>``: built as one string because a 50-row fragment must render in a few ms. No record
+        id is shown: the primary (display) cell links to the record, and a small "open" link sits by the
+        row's checkbox for rows whose primary value is empty or hidden. Each cell carries its column's
+        label (``data-label``) for the phone layout, where rows become cards."""
         fields = rec["fields"]
         rid = int(rec["id"])
-        parts = [f'<tr data-id="{rid}" data-v="{int(rec["version"])}"><td class="sel"><input type="checkbox" '
-                 f'name="ids" value="{rid}" form="bulk" aria-label="select"></td><td class="rid">'
-                 f'<a href="{escape(base)}/{rid}">{rid}</a></td>']
+        href = f"{escape(base)}/{rid}"
+        parts = [f'<tr data-id="{rid}" data-v="{int(rec["version"])}"{extra}><td class="sel"><input type="checkbox" '
+                 f'name="ids" value="{rid}" form="bulk" aria-label="{escape(open_label)}">'
+                 f'<a class="open-rec" href="{href}" aria-label="{escape(open_label)}" tabindex="-1">↗</a></td>']
         for f in cols:
             ro = "" if f.key in editable else " data-ro"
-            parts.append(f'<td data-f="{f.key}"{ro}>{self.cell(f, fields.get(f.key))}</td>')
+            label = escape(label_text(f.label, self.locale))
+            html = self.cell(f, fields.get(f.key))
+            if f.key == primary:
+                inner = escape(self.text(f, fields.get(f.key))) if html else ""
+                html = Markup(f'<a class="primary-link" href="{href}">{inner}</a>') if inner else html
+                parts.append(f'<td data-f="{f.key}" class="primary"{ro} data-label="{label}">{html}</td>')
+            else:
+                parts.append(f'<td data-f="{f.key}"{ro} data-label="{label}">{html}</td>')
         parts.append("</tr>")
         return Markup("".join(parts))
