@@ -123,6 +123,21 @@ def test_personal_views_are_their_creators_only_and_shared_ones_everyones(app: A
     assert "My leads" in page and "Only you see this view" in page and "Someone else" not in page
     assert header_keys(page)[:2] == ["name", "close"] and "group-head" in page
     assert [v["key"] for v in admin.ok("GET", "/meta/apps/sales/tables/deals/views")["views"]].count(key) == 0
+    # exporting it gives what it shows (its filter and columns), at once or through a job
+    admin.ok("PATCH", "/admin/roles/rep", {"permissions": {
+        "sales.deals": {"read": "own", "create": True, "update": "own", "delete": "own", "export": True,
+                        "fields": {"secret": "hidden"}}, "sales.accounts": {"read": "all"}}})
+    csv = rep.get(f"{BASE}/export?view={key}&format=csv")
+    assert csv.status_code == 200, csv.get_data(as_text=True)[:300]
+    lines = csv.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert len(lines) > 1 and all("Someone else" not in line for line in lines)
+    app.config["EXPORT_JOB_ROWS"] = 0
+    try:
+        job = rep.get(f"{BASE}/export?view={key}&format=csv")
+        assert job.status_code == 302 and "/export/jobs/" in job.headers["Location"]
+    finally:
+        app.config.pop("EXPORT_JOB_ROWS", None)
+    assert boss.get(f"{BASE}/export?view={key}&format=csv").status_code == 404
     # nobody else sees it, nor opens it by its key
     assert "My leads" not in html(boss.get(BASE))
     assert boss.get(f"{BASE}?view={key}").status_code == 404

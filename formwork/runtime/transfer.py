@@ -1037,7 +1037,8 @@ def export_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
         access.require(cat, t, "export")
         s = p["spec"]
         spec = ExportSpec(filter_tree=s.get("filter"), sort=s.get("sort"), search=s.get("search"),
-                          view=t.view(s["view"]) if s.get("view") else None)
+                          view=s["view_doc"] if isinstance(s.get("view_doc"), dict)  # a personal view, as it was
+                          else t.view(s["view"]) if s.get("view") else None)
         reader = RecordReader(cat, conn, access, secret=secret)
         total = export_size(conn, cat, access, t, spec, secret, cap=10_000_000)
         ctx.progress(0, total)

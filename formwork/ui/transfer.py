@@ -29,10 +29,10 @@ from formwork.metadata.service import MetadataService
 from formwork.runtime import files, jobs, transfer
 from formwork.runtime.previews import builder_actor
 from formwork.runtime.tabular import TabularError, neutralize
+from formwork.ui import gridlayout
 from formwork.ui.context import (
     GridState,
     Page,
-    current_view,
     htmx,
     make_page,
     render,
@@ -536,7 +536,7 @@ def export_view(app_key: str, table_key: str) -> Response:
         t = visible_table(p, app_key, table_key)
         access.require(cat, t, "export")
         state = GridState.from_request()
-        view = current_view(t, state.view)
+        view = gridlayout.resolve_view(p, t, state.view)
         spec = transfer.ExportSpec(filter_tree=state.tree(p, t), sort=state.sort or None,
                                    search=state.search or None, view=view)
         limit = int(current_app.config.get("EXPORT_JOB_ROWS", EXPORT_JOB_ROWS))
@@ -550,7 +550,8 @@ def export_view(app_key: str, table_key: str) -> Response:
             _forget_old_uploads(folder)
             params = {"app": app_key, "table": t.key, "format": fmt, "path": str(folder / f"{uuid.uuid4().hex}.{fmt}"),
                       "spec": {"filter": spec.filter_tree, "sort": spec.sort, "search": spec.search,
-                               "view": view["key"] if view else None}}
+                               "view": view["key"] if view else None,
+                               "view_doc": view if view and gridlayout.is_personal(view["key"]) else None}}
             job = jobs.enqueue(conn, "export", access.user_id, params)
         else:
             job = None
