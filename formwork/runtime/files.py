@@ -59,8 +59,11 @@ def blob_path(files_dir: str | Path, sha: str) -> Path:
     return Path(files_dir) / "blobs" / sha[:2] / sha[2:4] / sha
 
 
-def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) -> tuple[str, int]:
-    """Copy ``stream`` into the blob store chunk by chunk; returns (sha256, size). 413 past ``max_size``."""
+def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None,
+                created: list[Path] | None = None) -> tuple[str, int]:
+    """Copy ``stream`` into the blob store chunk by chunk; returns (sha256, size). 413 past ``max_size``
+    (nothing of it stays on disk). A blob this call wrote anew is appended to ``created``, so a caller whose
+    transaction then fails can take it back (:func:`discard`)."""
     tmp_dir = Path(files_dir) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -81,6 +84,8 @@ def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) 
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
+            if created is not None:
+                created.append(target)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -89,15 +94,46 @@ def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) 
 
 
 def store_upload(conn: Connection, stream: IO[bytes], name: str | None, declared_mime: str | None,
-                 user_id: int | None, files_dir: str | Path, max_size: int | None) -> dict[str, Any]:
+                 user_id: int | None, files_dir: str | Path, max_size: int | None,
+                 created: list[Path] | None = None) -> dict[str, Any]:
     """Store one upload and register it; returns the API shape {"token","name","size","mime"}."""
     clean = safe_name(name)
-    sha, size = save_stream(stream, files_dir, max_size)
+    sha, size = save_stream(stream, files_dir, max_size, created)
     token = secrets.token_urlsafe(32)
     mime = guess_mime(clean, declared_mime)
     conn.execute(insert(db.files).values(token=token, name=clean, size=size, mime=mime, sha256=sha,
                                          user_id=user_id, created_at=db.utcnow()))
     return {"token": token, "name": clean, "size": size, "mime": mime}
+
+
+def discard(conn: Connection, created: list[Path]) -> None:
+    """Take back blobs written for an upload whose transaction was rolled back (a refused form): a blob no
+    file row names any more is removed, so nothing half-uploaded remains on disk."""
+    for path in created:
+        if conn.execute(select(db.files.c.id).where(db.files.c.sha256 == path.name).limit(1)).first() is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    created.clear()
+
+
+def type_allowed(mime: str, allowed: list[str] | None) -> bool:
+    """Does ``mime`` match one of a field's allowed types (``image/*`` matches every image)?"""
+    return not allowed or any(mime == m or (m.endswith("/*") and mime.startswith(m[:-1])) for m in allowed)
+
+
+# images a browser shows inline safely (no SVG: it can carry script); PDFs open in the browser's viewer
+PREVIEW_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+
+
+def preview_kind(mime: str) -> str | None:
+    """"image" for a picture shown in the page's lightbox, "pdf" for a document opened in a new tab."""
+    if mime in PREVIEW_IMAGES:
+        return "image"
+    if mime == "application/pdf":
+        return "pdf"
+    return None
 
 
 def _held_by_readable_record(conn: Connection, catalog: Catalog, access: Access, token: str) -> bool:

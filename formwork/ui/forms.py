@@ -65,38 +65,12 @@ def file_limits(f: FieldDef, public: bool) -> dict[str, Any]:
 
 
 def form_files(p: Page, t: TableDef, fields: list[FieldDef], public: bool, user_id: int | None,
-               values: dict[str, Any], errors: dict[str, list[str]]) -> None:
+               values: dict[str, Any], errors: dict[str, list[str]], created: list[Path]) -> None:
     """Store the files posted for the form's file fields (in the request's transaction: a refused form
-    keeps no file rows) and put their tokens into ``values``; a file over a limit is named in ``errors``."""
-    from formwork.errors import TooLarge
-    from formwork.runtime import files
+    keeps no file rows, and the caller discards the blobs in ``created``); a file over a limit is named."""
+    from formwork.ui.attachments import take_files
 
-    folder = current_app.config["FILES_DIR"]
-    for f in fields:
-        if f.ftype.kind != FILES:
-            continue
-        parts = [x for x in request.files.getlist(f.key) if x and x.filename]
-        if not parts:
-            continue
-        lim = file_limits(f, public)
-        if len(parts) > lim["max_files"]:
-            errors[f.key] = [p.t("builder_file_count", n=lim["max_files"])]
-            continue
-        tokens = []
-        for part in parts:
-            mime = files.guess_mime(files.safe_name(part.filename), part.mimetype)
-            if lim["types"] and not any(mime == m or (m.endswith("/*") and mime.startswith(m[:-1]))
-                                        for m in lim["types"]):
-                errors.setdefault(f.key, []).append(p.t("builder_file_type", name=part.filename,
-                                                        types=", ".join(lim["types"])))
-                continue
-            try:
-                tokens.append(files.store_upload(p.conn, part.stream, part.filename, part.mimetype, user_id,
-                                                 folder, lim["max_size"])["token"])
-            except TooLarge:
-                errors.setdefault(f.key, []).append(p.t("builder_file_size", name=part.filename, mb=lim["max_mb"]))
-        if tokens and f.key not in errors:
-            values[f.key] = tokens
+    take_files(p, fields, public, user_id, values, errors, created)
 
 
 def form_view(t: TableDef, view_key: str) -> dict[str, Any]:
