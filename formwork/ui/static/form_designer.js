@@ -6,7 +6,7 @@
   function init() {
     var list = document.querySelector("[data-fd-list]");
     if (!list) return;
-    if (window.Sortable) Sortable.create(list, { handle: ".fd-handle", animation: 150 });
+    if (window.Sortable) Sortable.create(list, { handle: ".fd-handle", animation: 150, forceFallback: true });
     document.addEventListener("click", function (e) {
       var add = e.target.closest("[data-fd-add-section]");
       if (add) {
