@@ -145,3 +145,24 @@ def test_old_documents_and_rights(app: Any, admin: Api, world: dict[str, Any]) -
     assert rep.get(world["design"]).status_code == 403
     assert rep.post(world["design"], data=design_form(rcsrf)).status_code == 403
     assert rep.get("/apps/crm/leads/forms/old/qr.svg").status_code == 403
+
+
+def test_a_renamed_field_stays_on_the_form(app: Any, admin: Api, world: dict[str, Any]) -> None:
+    c, csrf = world["client"], world["csrf"]
+    assert c.post(world["design"], data=design_form(csrf)).status_code == 302
+    admin.ok("PATCH", "/meta/apps/crm/tables/leads/fields/email", {"key": "mail"})
+    view = admin.ok("GET", "/meta/apps/crm/tables/leads/views/signup")
+    layout = view.get("data", view)["options"]["layout"]
+    assert {"field": "mail", "help": "We reply here", "required": True} in layout
+    # the generic view editor keeps the design when it saves the form view
+    page = html(c.get("/apps/crm/leads/views/signup/edit"))
+    assert "/forms/signup/design" in page
+    resp = c.post("/apps/crm/leads/views/signup/edit", data={
+        "csrf_token": csrf, "key": "signup", "label_en": "Join us", "type": "form", "public": "1",
+        "fields": ["mail", "name", "source", "campaign"]})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
+    view = admin.ok("GET", "/meta/apps/crm/tables/leads/views/signup")
+    layout = view.get("data", view)["options"]["layout"]
+    assert [i.get("field") for i in layout if "field" in i] == ["mail", "name", "source", "campaign"]
+    assert {"section": "About you", "help": "Who are you?"} in layout
+

@@ -161,7 +161,8 @@ def safe_redirect(view: dict[str, Any]) -> str | None:
 def _render_form(p: Page, status: int, t: TableDef, view: dict[str, Any], items: list[dict[str, Any]],
                  public: bool, **ctx: Any) -> Response:
     fields = [it["f"] for it in items if "f" in it]
-    return render(p, "form.html", status, t=t, view=view, items=items, fields=fields, public=public,
+    shown = [it["f"] for it in items if "f" in it and not it.get("hidden")]  # a hidden one's error: at the top
+    return render(p, "form.html", status, t=t, view=view, items=items, fields=shown, public=public,
                   options=input_options(p, t, fields),
                   limits={f.key: file_limits(f, public) for f in fields if f.ftype.kind == FILES}, **ctx)
 
