@@ -157,3 +157,32 @@ def test_new_record_page_takes_files(app: Any, world: dict[str, Any]) -> None:
                        content_type="multipart/form-data"), 422)
     assert "big.png" in text and re.search(r'value="Too big"', text)
     assert file_rows(app) == rows
+
+
+def test_thumbnails_are_small_copies(app: Any, world: dict[str, Any]) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 40)).resize((400, 300)).save(buf, "PNG")
+    photo = buf.getvalue()
+    assert len(photo) < 2000  # within the field's limit
+    c = world["client"]
+    assert upload(world, "photos", (photo, "red.png"), (PNG, "broken.png")).status_code == 302
+    page = html(c.get(world["base"]))
+    thumbs = re.findall(r'<img src="([^"]+thumb=1)"', page)
+    assert len(thumbs) == 2
+    small = c.get(thumbs[0].replace("&amp;", "&"))
+    assert small.status_code == 200 and small.mimetype == "image/jpeg"
+    assert "sandbox" in small.headers["Content-Security-Policy"]
+    assert Image.open(io.BytesIO(small.data)).size == (160, 120)
+    small.close()
+    assert list((Path(app.config["FILES_DIR"]) / "thumbs").rglob("*.jpg"))  # made once, kept
+    again = c.get(thumbs[0].replace("&amp;", "&"))
+    assert again.status_code == 200 and again.mimetype == "image/jpeg"
+    again.close()
+    # a file Pillow can't read: the original, inline and sandboxed
+    broken = c.get(thumbs[1].replace("&amp;", "&"))
+    assert broken.status_code == 200 and broken.data == PNG and broken.mimetype == "image/png"
+    assert "sandbox" in broken.headers["Content-Security-Policy"]
+    broken.close()
+

@@ -136,6 +136,47 @@ def preview_kind(mime: str) -> str | None:
     return None
 
 
+THUMB_PX = 160  # the longest side of a thumbnail (record pages show them at 72 CSS px, sharp on 2x screens)
+THUMB_MAX_PIXELS = 50_000_000  # a larger picture gets no thumbnail (decompression bombs), the page shows an icon
+
+
+def thumbnail(files_dir: str | Path, sha: str, mime: str) -> tuple[Path, str] | None:
+    """A small copy of a picture (JPEG, or PNG when it has transparency) and its type, made with Pillow the
+    first time it is asked for and kept under ``thumbs/``; None when it can't be made (not a picture Pillow
+    reads, too many pixels, a broken file): the page then shows the original scaled down, or an icon."""
+    if mime not in PREVIEW_IMAGES:
+        return None
+    base = Path(files_dir) / "thumbs" / sha[:2]
+    for ext, kind in (("jpg", "image/jpeg"), ("png", "image/png")):
+        if (base / f"{sha}.{ext}").is_file():
+            return base / f"{sha}.{ext}", kind
+    src = blob_path(files_dir, sha)
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover - Pillow is a dependency; a stripped install still serves originals
+        return None
+    try:
+        with Image.open(src) as im:
+            w, h = im.size
+            if w * h > THUMB_MAX_PIXELS:
+                return None
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced size, much faster
+            im.seek(0)
+            small = ImageOps.exif_transpose(im)
+            small.thumbnail((THUMB_PX, THUMB_PX))
+            alpha = small.mode in ("RGBA", "LA", "PA") or (small.mode == "P" and "transparency" in small.info)
+            small = small.convert("RGBA" if alpha else "RGB")
+            ext, kind = ("png", "image/png") if alpha else ("jpg", "image/jpeg")
+            base.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=base, suffix=f".{ext}")
+            with os.fdopen(fd, "wb") as out:
+                small.save(out, "PNG" if alpha else "JPEG", quality=82, optimize=True)
+            os.replace(tmp, base / f"{sha}.{ext}")
+            return base / f"{sha}.{ext}", kind
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError):
+        return None
+
+
 def _held_by_readable_record(conn: Connection, catalog: Catalog, access: Access, token: str) -> bool:
     """Is the token in an attachment field the caller can see, on a record the caller can read?"""
     from formwork.runtime.records import RecordReader

@@ -54,6 +54,8 @@ def panels(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any], fields: list[
             items.append({"token": v["token"], "name": v["name"], "size": size_text(v.get("size")),
                           "mime": v.get("mime"), "kind": kind,
                           "view": file_url(app.key, t, rec["id"], f, v["token"], inline=1) if kind else None,
+                          "thumb": file_url(app.key, t, rec["id"], f, v["token"], thumb=1) if kind == "image"
+                          else None,
                           "download": file_url(app.key, t, rec["id"], f, v["token"])})
         editable = can_update and not f.ftype.read_only and f.stored and p.access.field_writable(p.cat, t, f)
         out.append({"f": f, "items": items, "editable": editable, "limits": limits(f),
@@ -193,12 +195,19 @@ def attachment_get(app_key: str, table_key: str, rid: int, field_key: str, token
         row = conn.execute(select(db.files).where(db.files.c.token == token)).first()
         if row is None:
             raise NotFound("no such file")
-    path = files.blob_path(current_app.config["FILES_DIR"], row.sha256)
+    folder = current_app.config["FILES_DIR"]
+    path = files.blob_path(folder, row.sha256)
     if not path.is_file():
         raise NotFound("the file's content is missing from storage")
     kind = files.preview_kind(row.mime)
     inline = request.args.get("inline") == "1" and kind is not None
-    resp = send_file(path, mimetype=row.mime, as_attachment=not inline, download_name=row.name, conditional=True,
+    mime = row.mime
+    if request.args.get("thumb") == "1" and kind == "image":
+        small = files.thumbnail(folder, row.sha256, row.mime)
+        if small is not None:
+            path, mime = small
+        inline = True
+    resp = send_file(path, mimetype=mime, as_attachment=not inline, download_name=row.name, conditional=True,
                      max_age=0)
     resp.headers["X-Content-Type-Options"] = "nosniff"
     # a picture in a sandbox; a PDF without one (a sandbox stops the browser's PDF viewer) but with no scripts
