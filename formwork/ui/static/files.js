@@ -3,9 +3,43 @@
    opens in a lightbox. Declared in markup: data-attach-zone on the upload form, data-preview on a link. */
 (function () {
   "use strict";
+  // the field's limits, checked before a byte is sent (the server checks them again); the message names the
+  // limit in the page's language (rendered into data- attributes by the server)
+  function typeOk(file, types) {
+    var name = file.name.toLowerCase(), mime = (file.type || "").toLowerCase();
+    return types.some(function (t) {
+      t = t.trim().toLowerCase();
+      if (!t) return false;
+      if (t.charAt(0) === ".") return name.slice(-t.length) === t;
+      if (t.slice(-2) === "/*") return mime.indexOf(t.slice(0, -1)) === 0;
+      return mime === t;
+    });
+  }
+  function problems(zone, files) {
+    var out = [], d = zone.dataset;
+    if (d.room && files.length > +d.room) return [d.tooMany];
+    Array.prototype.forEach.call(files, function (f) {
+      if (d.types && f.type && !typeOk(f, d.types.split(","))) out.push(d.badType.replace("{name}", f.name));
+      else if (d.maxSize && f.size > +d.maxSize) out.push(d.tooBig.replace("{name}", f.name));
+    });
+    return out;
+  }
+  function say(zone, messages) {
+    var box = zone.querySelector(".err");
+    if (!box) return;
+    box.textContent = messages.join(" ");
+    box.hidden = !messages.length;
+  }
   function send(zone, fileList) {
     var input = zone.querySelector("input[type=file]");
     if (!input || !fileList || !fileList.length) return;
+    var bad = problems(zone, fileList);
+    if (bad.length) {
+      say(zone, bad);
+      input.value = "";
+      return;
+    }
+    say(zone, []);
     var dt = new DataTransfer();
     Array.prototype.forEach.call(fileList, function (f) { dt.items.add(f); });
     input.files = dt.files;
@@ -22,8 +56,16 @@
   }
   document.addEventListener("change", function (e) {
     var zone = e.target.closest && e.target.closest("[data-attach-zone]");
-    if (zone && e.target.type === "file" && e.target.files.length) busy(zone);
-  });
+    if (!zone || e.target.type !== "file" || !e.target.files.length) return;
+    var bad = problems(zone, e.target.files);
+    if (bad.length) {
+      e.stopImmediatePropagation();  // no data-autosubmit: nothing is sent
+      say(zone, bad);
+      e.target.value = "";
+      return;
+    }
+    busy(zone);
+  }, true);
   document.addEventListener("dragover", function (e) {
     var zone = e.target.closest && e.target.closest(".att-field");
     if (!zone || !zone.querySelector("[data-attach-zone]") || !hasFiles(e)) return;
