@@ -239,6 +239,9 @@ def test_attachments_on_a_record_page(page: Any, server: dict[str, Any], locale:
     expect(page.locator(".timeline")).to_contain_text("site.png, pasted.png, offer.pdf")
     page.wait_for_function("() => [...document.querySelectorAll('.att-thumb img')].every(i => i.complete"
                            " && i.naturalWidth > 0)")
+    page.goto(base)  # the page from its top, for the picture
+    page.wait_for_function("() => [...document.querySelectorAll('.att-thumb img')].every(i => i.complete"
+                           " && i.naturalWidth > 0)")
     shot(page, f"record-attachments-{locale}")
     assert [f["name"] for f in api.records(key, "requests")[0]["fields"]["photos"]] == ["site.png", "offer.pdf"]
     # too big and a wrong type: named with the limit, before anything is sent
