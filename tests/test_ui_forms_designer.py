@@ -102,6 +102,9 @@ def test_redirect_and_bad_input(app: Any, admin: Api, world: dict[str, Any]) -> 
         text = html(c.post(world["design"], data=design_form(csrf, redirect_url=url)), 422)
         assert "http://" in text and "https://" in text
         assert url.replace("&", "&amp;") in text or "javascript" in url  # what was typed is kept
+    # a prefilled value that doesn't fit its field is refused next to it (an email field takes an address)
+    text = html(c.post(world["design"], data=design_form(csrf, val_email="not an address")), 422)
+    assert "fit the field" in text and 'value="not an address"' in text
     text = html(c.post(world["design"], data=design_form(csrf, title_en="", title_zh="")), 422)
     assert "Give the form a title." in text
     text = html(c.post(world["design"], data={**design_form(csrf), "row": ["s:a"]}), 422)

@@ -363,6 +363,25 @@ def designer_values(view: dict[str, Any]) -> dict[str, Any]:
             "redirect_url": opts.get("redirect_url") or "", "public": bool(opts.get("public"))}
 
 
+def value_errors(p: Page, rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Prefilled values that don't fit their field (a word in a number field, an option that doesn't
+    exist), by the designer's input name, so the form is not saved to refuse every submission later."""
+    from formwork.metadata.fieldtypes.base import FieldValueError, WriteContext
+
+    out: dict[str, list[str]] = {}
+    ctx = WriteContext(p.cat, p.conn, p.access.user_id)
+    for r in rows:
+        if r["kind"] != "field" or not r["on"] or not r["value"]:
+            continue
+        f = r["f"]
+        try:
+            with p.conn.begin_nested():  # a type's check may query (links): nothing of it stays
+                f.ftype.coerce(r["value"], f, ctx)
+        except (FieldValueError, ValidationFailed, BadRequest) as e:
+            out[f"val_{f.key}"] = [p.t("fd_value_bad", detail=str(e))]
+    return out
+
+
 FORM_OPTIONS = ("public", "success_message", "submit_label", "redirect_url", "layout")
 
 
@@ -393,6 +412,7 @@ def form_design(app_key: str, table_key: str, view_key: str) -> Response:
                 errors["title"] = [p.t("fd_title_missing")]
             if not any("field" in i for i in items):
                 errors["layout"] = [p.t("fd_no_fields")]
+            errors.update(value_errors(p, rows))
             url = values["redirect_url"]
             if url and safe_redirect({"options": {"redirect_url": url}}) is None:
                 errors["redirect_url"] = [p.t("fd_redirect_bad")]

@@ -30,7 +30,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "fd_anti_spam": "Public forms are protected by a hidden trap field and a limit of submissions per address.",
         "fd_only_http": "Only http and https addresses are allowed.",
         "fd_required_missing": "Fill in this field.",
-        "fd_title_missing": "Give the form a title.", "fd_on": "Show {name} on the form",
+        "fd_title_missing": "Give the form a title.",
+        "fd_value_bad": "This value doesn't fit the field ({detail}).", "fd_on": "Show {name} on the form",
     },
     "zh-CN": {
         "files_title": "附件", "files_empty": "还没有文件。", "files_preview": "预览 {name}",
@@ -58,6 +59,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "fd_anti_spam": "公开表单有隐藏的防机器人字段，并限制同一地址的提交次数。",
         "fd_only_http": "只允许 http 和 https 网址。",
         "fd_required_missing": "请填写此项。",
-        "fd_title_missing": "请填写表单标题。", "fd_on": "在表单中显示{name}",
+        "fd_title_missing": "请填写表单标题。",
+        "fd_value_bad": "此值不符合该字段（{detail}）。", "fd_on": "在表单中显示{name}",
     },
 }
