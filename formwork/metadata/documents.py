@@ -128,6 +128,16 @@ class ViewDocument(DocumentKind):
         for i, s in enumerate(doc.get("sort", [])):
             if s.lstrip("-") not in t.fields_by_key and s.lstrip("-") != "id":
                 details[f"/sort/{i}"] = [f"no field '{s.lstrip('-')}' in table '{t.key}'"]
+        seen: set[str] = set()
+        for i, item in enumerate(doc.get("options", {}).get("layout") or []):
+            k = item.get("field")
+            if k is None:
+                continue
+            if k not in t.fields_by_key:
+                details[f"/options/layout/{i}/field"] = [f"no field '{k}' in table '{t.key}'"]
+            elif k in seen:
+                details[f"/options/layout/{i}/field"] = [f"'{k}' is on the form twice"]
+            seen.add(k)
         for name, val in doc.get("options", {}).items():
             if name.endswith("_field") and val not in t.fields_by_key:
                 details[f"/options/{name}"] = [f"no field '{val}' in table '{t.key}'"]

@@ -59,8 +59,11 @@ def blob_path(files_dir: str | Path, sha: str) -> Path:
     return Path(files_dir) / "blobs" / sha[:2] / sha[2:4] / sha
 
 
-def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) -> tuple[str, int]:
-    """Copy ``stream`` into the blob store chunk by chunk; returns (sha256, size). 413 past ``max_size``."""
+def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None,
+                created: list[Path] | None = None) -> tuple[str, int]:
+    """Copy ``stream`` into the blob store chunk by chunk; returns (sha256, size). 413 past ``max_size``
+    (nothing of it stays on disk). A blob this call wrote anew is appended to ``created``, so a caller whose
+    transaction then fails can take it back (:func:`discard`)."""
     tmp_dir = Path(files_dir) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -81,6 +84,8 @@ def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) 
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
+            if created is not None:
+                created.append(target)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -89,15 +94,87 @@ def save_stream(stream: IO[bytes], files_dir: str | Path, max_size: int | None) 
 
 
 def store_upload(conn: Connection, stream: IO[bytes], name: str | None, declared_mime: str | None,
-                 user_id: int | None, files_dir: str | Path, max_size: int | None) -> dict[str, Any]:
+                 user_id: int | None, files_dir: str | Path, max_size: int | None,
+                 created: list[Path] | None = None) -> dict[str, Any]:
     """Store one upload and register it; returns the API shape {"token","name","size","mime"}."""
     clean = safe_name(name)
-    sha, size = save_stream(stream, files_dir, max_size)
+    sha, size = save_stream(stream, files_dir, max_size, created)
     token = secrets.token_urlsafe(32)
     mime = guess_mime(clean, declared_mime)
     conn.execute(insert(db.files).values(token=token, name=clean, size=size, mime=mime, sha256=sha,
                                          user_id=user_id, created_at=db.utcnow()))
     return {"token": token, "name": clean, "size": size, "mime": mime}
+
+
+def discard(conn: Connection, created: list[Path]) -> None:
+    """Take back blobs written for an upload whose transaction was rolled back (a refused form): a blob no
+    file row names any more is removed, so nothing half-uploaded remains on disk."""
+    for path in created:
+        if conn.execute(select(db.files.c.id).where(db.files.c.sha256 == path.name).limit(1)).first() is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    created.clear()
+
+
+def type_allowed(mime: str, allowed: list[str] | None) -> bool:
+    """Does ``mime`` match one of a field's allowed types (``image/*`` matches every image)?"""
+    return not allowed or any(mime == m or (m.endswith("/*") and mime.startswith(m[:-1])) for m in allowed)
+
+
+# images a browser shows inline safely (no SVG: it can carry script); PDFs open in the browser's viewer
+PREVIEW_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+
+
+def preview_kind(mime: str) -> str | None:
+    """"image" for a picture shown in the page's lightbox, "pdf" for a document opened in a new tab."""
+    if mime in PREVIEW_IMAGES:
+        return "image"
+    if mime == "application/pdf":
+        return "pdf"
+    return None
+
+
+THUMB_PX = 160  # the longest side of a thumbnail (record pages show them at 72 CSS px, sharp on 2x screens)
+THUMB_MAX_PIXELS = 50_000_000  # a larger picture gets no thumbnail (decompression bombs), the page shows an icon
+
+
+def thumbnail(files_dir: str | Path, sha: str, mime: str) -> tuple[Path, str] | None:
+    """A small copy of a picture (JPEG, or PNG when it has transparency) and its type, made with Pillow the
+    first time it is asked for and kept under ``thumbs/``; None when it can't be made (not a picture Pillow
+    reads, too many pixels, a broken file): the page then shows the original scaled down, or an icon."""
+    if mime not in PREVIEW_IMAGES:
+        return None
+    base = Path(files_dir) / "thumbs" / sha[:2]
+    for ext, kind in (("jpg", "image/jpeg"), ("png", "image/png")):
+        if (base / f"{sha}.{ext}").is_file():
+            return base / f"{sha}.{ext}", kind
+    src = blob_path(files_dir, sha)
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover - Pillow is a dependency; a stripped install still serves originals
+        return None
+    try:
+        with Image.open(src) as im:
+            w, h = im.size
+            if w * h > THUMB_MAX_PIXELS:
+                return None
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced size, much faster
+            im.seek(0)
+            small = ImageOps.exif_transpose(im)
+            small.thumbnail((THUMB_PX, THUMB_PX))
+            alpha = small.mode in ("RGBA", "LA", "PA") or (small.mode == "P" and "transparency" in small.info)
+            small = small.convert("RGBA" if alpha else "RGB")
+            ext, kind = ("png", "image/png") if alpha else ("jpg", "image/jpeg")
+            base.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=base, suffix=f".{ext}")
+            with os.fdopen(fd, "wb") as out:
+                small.save(out, "PNG" if alpha else "JPEG", quality=82, optimize=True)
+            os.replace(tmp, base / f"{sha}.{ext}")
+            return base / f"{sha}.{ext}", kind
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError):
+        return None
 
 
 def _held_by_readable_record(conn: Connection, catalog: Catalog, access: Access, token: str) -> bool:

@@ -652,6 +652,14 @@ def save_view(p: Page, svc: MetadataService, app: Any, t: TableDef, current: dic
                       if k in ("row_height", "column_widths", "frozen_columns")}
             if layout:
                 doc["options"] = {**layout, **(doc.get("options") or {})}
+            kept = {k: v for k, v in (current.get("options") or {}).items()  # set in the form designer
+                    if k in ("layout", "redirect_url", "submit_label")}
+            if kept and doc.get("type") == "form":
+                doc["options"] = {**kept, **(doc.get("options") or {})}
+                if "layout" in kept and "fields" in doc:  # the fields ticked here, in the design's order
+                    doc["options"]["layout"] = [i for i in kept["layout"] if "field" not in i
+                                                or i["field"] in doc["fields"]] + [
+                        {"field": k} for k in doc["fields"] if k not in [i.get("field") for i in kept["layout"]]]
             for name in ("fields", "sort", "filter", "options"):
                 doc.setdefault(name, None)  # cleared in the form → removed from the view
             with p.conn.begin_nested():

@@ -13,7 +13,9 @@ from formwork.automation import intake
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata import defaults
 from formwork.metadata.catalog import AppDef, TableDef
-from formwork.runtime import buttons, comments, pool
+from formwork.metadata.fieldtypes.base import FILES
+from formwork.runtime import buttons, comments, files, pool
+from formwork.ui import attachments
 from formwork.ui.approvals import panel as approval_panel
 from formwork.ui.context import (
     Page,
@@ -35,17 +37,21 @@ from formwork.web import RouteSet, current_access, unit
 routes = RouteSet()
 
 
-def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any]) -> dict[str, Any]:
+def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any],
+                   att_errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
     fields = shown_fields(p, t)
     shown = [f for f in fields if f.key in rec["fields"]]
     r = p.renderer(app.key)
     reverse = [f for f in shown if f.ftype.lists_related(f)]
-    edit = [f for f in shown if writable(p, t, f) and f not in reverse]
+    att = attachments.panels(p, app, t, rec, shown, att_errors)
+    own = [f for f in shown if f not in reverse and not (f.ftype.kind == FILES and f.stored)]  # _attachments.html
+    edit = [f for f in own if writable(p, t, f)]
     history: list[dict[str, Any]] = []  # the timeline shows the changes
-    return {"app": app, "t": t, "rec": rec, "fields": [f for f in shown if f not in reverse],
+    return {"app": app, "t": t, "rec": rec, "fields": own,
             "cells": {f.key: r.cell(f, rec["fields"].get(f.key)) for f in shown}, "edit_fields": edit,
             "reverse": [(f, rec["fields"].get(f.key) or [], p.cat.tables_by_id[f.options["target"]])
                         for f in reverse if f.options.get("target") in p.cat.tables_by_id],
+            "attachments": att,
             "history": history, "approval_panel": approval_panel(p, t, rec["id"]),
             "options": input_options(p, t, edit), "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
@@ -83,10 +89,8 @@ def timeline_entries(p: Page, t: TableDef, rid: int, history: list[dict[str, Any
         it = {**it, "when": d.strftime("%Y-%m-%d %H:%M") if d else str(it["at"] or "")[:10]}
         if it["kind"] == "change":
             e = it["change"]
-            e["rows"] = [{"label": labels.get(k, k), "old": r.cell(t.fields_by_key[k], v.get("old"))
-                          if k in t.fields_by_key else v.get("old"),
-                          "new": r.cell(t.fields_by_key[k], v.get("new")) if k in t.fields_by_key
-                          else _merged_text(v.get("new"))}
+            e["rows"] = [{"label": labels.get(k, k), "old": _shown_change(r, t, k, v.get("old")),
+                          "new": _shown_change(r, t, k, v.get("new"))}
                          for k, v in (e.get("changes") or {}).items() if isinstance(v, dict)]
         out.append(it)
     return out
@@ -97,6 +101,16 @@ def _merged_text(value: Any) -> Any:
     if isinstance(value, dict) and "id" in value:
         return value.get("display") or f"#{value['id']}"
     return value
+
+
+def _shown_change(r: Any, t: TableDef, key: str, value: Any) -> Any:
+    """A value in the timeline: as its cell, except files, named (so a removed file shows which one went)."""
+    f = t.fields_by_key.get(key)
+    if f is None:
+        return _merged_text(value)
+    if f.ftype.kind == FILES and isinstance(value, list):
+        return ", ".join(str(v.get("name")) for v in value if isinstance(v, dict)) or "—"
+    return r.cell(f, value)
 
 
 def _mention_users(p: Page) -> list[dict[str, Any]]:
@@ -274,8 +288,9 @@ def record_new(app_key: str, table_key: str) -> Response:
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
         p.access.require(p.cat, t, "create")
-        fields = [f for f in shown_fields(p, t) if writable(p, t, f)
+        fields = [f for f in shown_fields(p, t) if (writable(p, t, f) or _file_input(p, t, f))
                   and not f.ftype.lists_related(f)]
+        limits = {f.key: attachments.limits(f) for f in fields if f.ftype.kind == FILES}
         values: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
         dups = None
@@ -289,25 +304,35 @@ def record_new(app_key: str, table_key: str) -> Response:
                               values=_shown_links(p, t, values), errors={}, duplicates=dups,
                               options=input_options(p, t, fields), tables=visible_tables(p, app),
                               dashboards=visible_dashboards(p, app))
+            created: list[Any] = []
             try:
                 with conn.begin_nested():
+                    attachments.take_files(p, fields, False, access.user_id, values, errors, created)
+                    if errors:
+                        raise ValidationFailed.from_details(errors)
                     rec = p.service().create(t, values)
                 if _readable(p, t, rec["id"]):
                     return redirect(url_for("ui.record_page", app_key=app_key,  # type: ignore[return-value]
                                             table_key=table_key, rid=rec["id"]))
                 # the new record went out of the creator's sight (another owner): no 404, say so
-                return render(p, "record_new.html", app=app, t=t, fields=fields,
+                return render(p, "record_new.html", app=app, t=t, fields=fields, limits=limits,
                               values=new_record_values(p, t, fields, {}), errors={}, created_elsewhere=True,
                               options=input_options(p, t, fields), tables=visible_tables(p, app),
                               dashboards=visible_dashboards(p, app))
             except (ValidationFailed, Conflict) as e:
+                files.discard(conn, created)
                 errors = e.details or {"": [e.message]}
-                values = _shown_links(p, t, values)
+                values = _shown_links(p, t, {k: v for k, v in values.items() if k not in limits})
         else:
-            values = new_record_values(p, t, fields, request.args)
+            values = new_record_values(p, t, [f for f in fields if f.key not in limits], request.args)
         return render(p, "record_new.html", 422 if errors else 200, app=app, t=t, fields=fields, values=values,
                       errors=errors, options=input_options(p, t, fields), tables=visible_tables(p, app),
-                      dashboards=visible_dashboards(p, app))
+                      dashboards=visible_dashboards(p, app), limits=limits)
+
+
+def _file_input(p: Page, t: TableDef, f: Any) -> bool:
+    """An attachment field the creator may fill: an upload box on the new-record page."""
+    return f.ftype.kind == FILES and f.stored and not f.ftype.read_only and p.access.field_writable(p.cat, t, f)
 
 
 def _claims(p: Page, t: TableDef, rid: int, data: dict[str, Any]) -> bool:
