@@ -16,6 +16,7 @@ from formwork.metadata.catalog import AppDef, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import FILES
 from formwork.runtime import files
 from formwork.ui.context import Page, make_page, visible_app, visible_table
+from formwork.ui.engine_messages import refusal
 from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
@@ -153,7 +154,7 @@ def attachment_upload(app_key: str, table_key: str, rid: int, field_key: str) ->
                     p.service().update(t, rid, {f.key: current + tokens})
             except (ValidationFailed, Conflict) as e:
                 files.discard(conn, created)
-                errors = errors or [m for v in (e.details or {}).values() for m in v] or [e.message]
+                errors = errors or refusal(e, p.locale)
         if errors:
             return _again(p, app, t, rid, {f.key: errors}, 422)
     return _back(app_key, table_key, rid, f, saved=1)

@@ -25,6 +25,7 @@ from formwork.ui.context import (
     visible_table,
     writable,
 )
+from formwork.ui.engine_messages import refusal
 from formwork.ui.render import choice_map, local_datetime
 from formwork.web import RouteSet, current_access, unit
 
@@ -140,7 +141,7 @@ def kanban_add(app_key: str, table_key: str) -> Response:
                 with conn.begin_nested():
                     p.service().create(t, data)
             except (ValidationFailed, Conflict) as e:
-                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+                message = "; ".join(refusal(e, p.locale))
         return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
                       **kanban_data(p, app, t, view, state))
 
@@ -174,7 +175,7 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
         except PreconditionFailed:
             message = p.t("stale")
         except (ValidationFailed, Conflict) as e:
-            message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+            message = "; ".join(refusal(e, p.locale))
         app = p.cat.app(app_key)
         state = GridState.from_request()
         return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
@@ -315,7 +316,7 @@ def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
             except PreconditionFailed:
                 message = p.t("stale")
             except (ValidationFailed, Conflict) as e:
-                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+                message = "; ".join(refusal(e, p.locale))
         app = p.cat.app(app_key)
         state = GridState.from_request()
         return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
@@ -354,7 +355,7 @@ def calendar_add(app_key: str, table_key: str) -> Response:
                 with conn.begin_nested():
                     p.service().create(t, {tf.key: title, df.key: value})
             except (ValidationFailed, Conflict) as e:
-                message = "; ".join(m for v in (e.details or {}).values() for m in v) or e.message
+                message = "; ".join(refusal(e, p.locale))
         return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
                       **calendar_data(p, app, t, view, state))
 

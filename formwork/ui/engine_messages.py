@@ -100,6 +100,23 @@ def say(message: Any, locale: str) -> str:
     return text
 
 
+def refusal(err: Any, locale: str) -> list[str]:
+    """A refused write's messages (its per-field details, else its message) in the reader's language, each once,
+    in the order the engine gave them."""
+    details = getattr(err, "details", None) or {}
+    raw = [m for v in details.values() for m in (v if isinstance(v, list) else [v])] or [getattr(err, "message", "")]
+    out: list[str] = []
+    for m in raw:
+        text = say(m, locale)
+        if text == str(m).strip() and ": " in text:  # "stage: cannot move …": the reason without the key
+            head, _, rest = text.partition(": ")
+            if re.fullmatch(r"[a-z][a-z0-9_.]*", head) and say(rest, locale) != rest:
+                text = say(rest, locale)
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def say_all(errors: dict[str, Any] | None, locale: str) -> dict[str, list[str]]:
     """A field → messages map (as the engine's ``details``) said in the reader's language."""
     out: dict[str, list[str]] = {}

@@ -28,6 +28,7 @@ from formwork.ui.context import (
     visible_tables,
     writable,
 )
+from formwork.ui.engine_messages import refusal
 from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view
 from formwork.ui.inputs import input_options, parse_form
 from formwork.ui.render import choice_map
@@ -498,7 +499,7 @@ def bulk_edit(app_key: str, table_key: str) -> Response:
             with conn.begin_nested():
                 p.service().update_many(t, [{"id": rid, "fields": data} for rid in ids])
         except (ValidationFailed, Conflict) as e:
-            msgs = sorted({m for v in (e.details or {}).values() for m in v}) or [e.message]
+            msgs = refusal(e, p.locale)
             return render(p, "_toast.html", 422, kind="error", message="; ".join(msgs))
     resp = Response(status=204)
     resp.headers["HX-Refresh"] = "true"

@@ -29,6 +29,7 @@ from formwork.ui.context import (
     visible_tables,
     writable,
 )
+from formwork.ui.engine_messages import refusal
 from formwork.ui.inputs import input_options, parse_form
 from formwork.ui.merge import duplicate_panel
 from formwork.ui.render import local_datetime
@@ -210,7 +211,7 @@ def record_button(app_key: str, table_key: str, rid: int, key: str) -> Response:
                     intake.queue_manual_run(conn, cat, access, app, rule, [rid])
         except (ValidationFailed, Conflict, Forbidden) as e:
             rec = p.reader().get(t, rid)
-            msgs = [m for v in (e.details or {}).values() for m in v] or [e.message]
+            msgs = refusal(e, p.locale)
             return render(p, "record.html", 422 if isinstance(e, ValidationFailed) else e.status,
                           **record_context(p, app, t, rec), errors={}, button_error="; ".join(msgs))
         if not _readable(p, t, rid):
@@ -252,7 +253,7 @@ def _comment_change(app_key: str, table_key: str, rid: int, cid: int | None, wha
                     comments.delete(conn, cat, access, t, rid, cid)
         except (ValidationFailed, Forbidden) as e:
             rec = p.reader().get(t, rid)
-            msgs = [m for v in (e.details or {}).values() for m in v] or [e.message]
+            msgs = refusal(e, p.locale)
             return render(p, "record.html", 422 if isinstance(e, ValidationFailed) else 403,
                           **record_context(p, app, t, rec), errors={}, comment_error="; ".join(msgs),
                           comment_text=body if what == "add" else "", comment_edit=cid)
