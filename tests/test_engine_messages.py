@@ -66,3 +66,22 @@ def login_zh(app: Any) -> tuple[Any, str]:
         auth.create_user(conn, {"username": "wang", "name": "王芳", "password": "correct-horse-9"}, is_admin=True)
         conn.execute(update(db.users).values(locale="zh-CN"))
     return login(app, "wang")  # type: ignore[no-any-return]
+
+
+def _filled(fstring: str) -> str:
+    """An f-string's text with each hole filled (``{{{node.key}}}`` → ``{7}``, ``{n}`` → ``7``)."""
+    text = re.sub(r"\{\{\{[^}]*\}\}\}", lambda _m: "<7>", fstring).replace("{{", "<").replace("}}", ">")
+    return re.sub(r"\{[^}]*\}", "7", text).replace("<", "{").replace(">", "}")
+
+
+def test_every_formula_message_has_a_chinese_wording() -> None:
+    """The parser's and type checker's refusals (with their f-string holes filled) each have one."""
+    source = (ROOT / "metadata" / "formula.py").read_text("utf-8")
+    messages = {_filled(m.group(1)) for m in re.finditer(r'FormulaError\(\s*f?"([^"]+)"', source)}
+    messages = {m for m in messages if not m.startswith(("unsupported syntax", "7"))}  # internal / passed through
+    assert len(messages) > 20
+    missing = sorted(m for m in messages if not re.search(r"[\u4e00-\u9fff]", say(m, "zh-CN")))
+    assert not missing, missing
+    assert say("expected ')' but found end of formula", "zh-CN") == "公式不完整：缺少“)”"
+    assert say("IF expects 2 or 3 arguments, got 1", "zh-CN") == "IF 需要 2 或 3 个参数，实际有 1 个"
+    assert say("cannot compare number with text", "zh-CN") == "不能比较数字和文本"

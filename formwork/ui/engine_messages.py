@@ -68,7 +68,51 @@ PATTERNS: tuple[tuple[str, str, str | None], ...] = (
     (r"you may not (?P<op>update|delete|create|restore) this record", "你无权{op_zh}这条记录",
      "you may not {op} this record"),
 )
-_COMPILED = [(re.compile(rf"^{pat}$", re.S), zh, en) for pat, zh, en in PATTERNS]
+#: the formula parser's and type checker's refusals (the editor marks the position; this says why)
+FORMULA_PATTERNS: tuple[tuple[str, str, str | None], ...] = (
+    (r"formula is empty", "公式为空", None),
+    (r"formula must be text", "公式必须是文本", None),
+    (r"formula is too long \(max (?P<n>\d+) characters\)", "公式太长（最多 {n} 个字符）", None),
+    (r"formula is nested too deeply \(max (?P<n>\d+) levels\)", "公式嵌套太深（最多 {n} 层）", None),
+    (r"formula is too complex.*", "公式太复杂，请拆分成几个公式字段", None),
+    (r"number is too long \(max (?P<n>\d+) characters\)", "数字太长（最多 {n} 位）", None),
+    (r"number is out of range.*", "数字超出范围", None),
+    (r"unclosed field reference '\{'", "字段引用缺少右花括号 }}", None),
+    (r"invalid field reference \{(?P<k>.*)\} .*", "字段引用 {{{k}}} 无效", None),
+    (r"unexpected full-width character '(?P<c>.)' \(type '(?P<h>.)' instead\)",
+     "这里不能用全角字符“{c}”，请改用半角的“{h}”", None),
+    (r"unexpected character '(?P<c>.+)'", "无法识别的字符“{c}”", None),
+    (r"unclosed text: missing closing quote", "文本缺少结尾的引号", None),
+    (r"expected '(?P<want>.+)' but found end of formula", "公式不完整：缺少“{want}”", None),
+    (r"expected '(?P<want>.+)' but found (?P<got>.+)", "这里应为“{want}”，却是 {got}", None),
+    (r"unexpected end of formula", "公式不完整", None),
+    (r"unexpected (?P<got>.+)", "这里不应出现 {got}", None),
+    (r"unknown name (?P<n>\S+) \(did you mean (?P<h>.+)\?\)", "未知的名称 {n}（是不是想写 {h}？）", None),
+    (r"unknown name (?P<n>\S+)", "未知的名称 {n}", None),
+    (r"unknown function (?P<n>\S+)", "未知的函数 {n}", None),
+    (r"unknown field \{(?P<k>.+)\}", "未知的字段 {{{k}}}", None),
+    (r"field \{(?P<k>.+)\} has unsupported type (?P<t>\S+)", "字段 {{{k}}} 的类型不能用在公式里", None),
+    (r"(?P<f>\S+) expects at least (?P<n>\d+) arguments?, got (?P<g>\d+)",
+     "{f} 至少需要 {n} 个参数，实际有 {g} 个", None),
+    (r"(?P<f>\S+) expects no arguments, got (?P<g>\d+)", "{f} 不需要参数，实际有 {g} 个", None),
+    (r"(?P<f>\S+) expects (?P<n>\d+) or (?P<m>\d+) arguments, got (?P<g>\d+)",
+     "{f} 需要 {n} 或 {m} 个参数，实际有 {g} 个", None),
+    (r"(?P<f>\S+) expects (?P<n>\d+) arguments?, got (?P<g>\d+)", "{f} 需要 {n} 个参数，实际有 {g} 个", None),
+    (r"(?P<f>.+) expects numbers, got (?P<t>\w+).*", "{f} 需要数字，但这里是{t_zh}", None),
+    (r"(?P<f>.+) expects numbers, text or dates, got boolean", "{f} 需要数字、文本或日期，但这里是是/否值", None),
+    (r"(?P<f>.+) expects (?:a |an )?(?P<a>number|text|boolean|date|datetime|date or datetime), got (?P<t>\w+)",
+     "{f} 需要{a_zh}，但这里是{t_zh}", None),
+    (r"(?P<f>.+) values must have the same type, got (?P<a>\w+) and (?P<t>\w+)",
+     "{f} 的各个值类型必须一致（这里有{a_zh}和{t_zh}）", None),
+    (r"cannot compare (?P<a>\w+) with (?P<t>\w+)", "不能比较{a_zh}和{t_zh}", None),
+    (r"cannot use (?P<op>\S+) on booleans.*", "是/否值不能用 {op} 比较（只能用 = 和 !=）", None),
+    (r"(?P<f>\S+) digits must be a whole number from -15 to 15", "{f} 的位数必须是 -15 到 15 之间的整数", None),
+    (r"(?P<f>\S+) unit must be one of .*",
+     "{f} 的单位必须是 days、weeks、months、years、hours、minutes 或 seconds", None),
+)
+_TYPES_ZH = {"number": "数字", "text": "文本", "boolean": "是/否值", "date": "日期", "datetime": "日期时间",
+             "blank": "空值", "date or datetime": "日期或日期时间"}
+_COMPILED = [(re.compile(rf"^{pat}$", re.S), zh, en) for pat, zh, en in PATTERNS + FORMULA_PATTERNS]
 _OPS_ZH = {"update": "修改", "delete": "删除", "create": "新建", "restore": "恢复"}
 
 
@@ -95,6 +139,12 @@ def say(message: Any, locale: str) -> str:
             values["size"] = _size(int(values["b"]))
         if "op" in values:
             values["op_zh"] = _OPS_ZH.get(values["op"], values["op"])
+        for k in ("a", "t"):
+            if k in values:
+                values[f"{k}_zh"] = _TYPES_ZH.get(values[k], values[k])
+        if "got" in values:
+            got = values["got"]
+            values["got"] = "公式结尾" if got == "end of formula" else "文本" if got == "text" else got
         template = zh if locale.startswith("zh") else en
         return template.format(**values) if template else text
     return text

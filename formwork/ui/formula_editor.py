@@ -20,6 +20,7 @@ from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import FieldValueError, QueryContext
 from formwork.metadata.fieldtypes.computed import KIND_BY_FORMULA_TYPE, json_for_kind
 from formwork.ui.context import Page
+from formwork.ui.engine_messages import say
 
 REF = re.compile(r"\{([^{}]{0,200})\}")
 SAMPLES = 3
@@ -204,7 +205,7 @@ def check(p: Page, t: TableDef, text: str, field_key: str | None = None) -> Chec
     try:
         node = fl.parse(keyed)
     except fl.FormulaError as e:
-        return Check(False, text, p.t("builder_formula_error", detail=e.message),
+        return Check(False, text, p.t("builder_formula_error", detail=say(e.message, p.locale)),
                      back(anchors, e.position) if e.position is not None else None)
     if field_key and field_key in fl.references(node):
         return Check(False, text, p.t("builder_formula_self"))
@@ -217,7 +218,7 @@ def check(p: Page, t: TableDef, text: str, field_key: str | None = None) -> Chec
     except (fl.FormulaError, FieldValueError) as e:
         msg = getattr(e, "message", str(e))
         where: int | None = getattr(e, "position", None)
-        return Check(False, text, p.t("builder_formula_error", detail=msg),
+        return Check(False, text, p.t("builder_formula_error", detail=say(msg, p.locale)),
                      back(anchors, where) if where is not None else None)
     finally:
         p.cat._cache.pop(("formula", probe_id), None)  # noqa: SLF001 - see probe_id
