@@ -177,7 +177,6 @@ class CrmDemo:
                          "cost": Decimal(cost), "start_date": begin,
                          "end_date": (begin + dt.timedelta(days=c.rng.randrange(1, 30))),
                          "target_segment": c.pick(["制造业A类客户", "SMB retail", "华东新客户", "Existing customers"]),
-                         "won_revenue": Decimal(round(cost * c.rng.uniform(0.4, 4.0))),
                          "owner": c.pick(list(c.teams))})
             meta.append((dt.datetime.combine(begin, dt.time(9)) - dt.timedelta(days=20), c.pick(list(c.teams))))
         c.campaigns = self.put("campaigns", rows, meta)
@@ -213,6 +212,26 @@ class CrmDemo:
         after = self.run.conn.execute(select(func.count()).select_from(lt.sa)).scalar() or 0
         if after == before and levels:  # bulk load: no guard ran, so the levels are written beside
             self.put("stock_levels", levels, [(start, c.users["sysadmin"])] * len(levels))
+
+    def targets(self) -> None:
+        """Monthly sales targets of every account manager for the past year and this month: the sales dashboard
+        sets the orders against them (a rep has monthly or quarterly targets, not both: they would add up)."""
+        c = self.c
+        tt = self.t("sales_targets")
+        if self.run.conn.execute(select(func.count()).select_from(tt.sa)).scalar():
+            return
+        rows: list[dict[str, Any]] = []
+        meta: list[tuple[dt.datetime, int | None]] = []
+        first = c.today.replace(day=1)
+        names = {uid: name for name, uid in c.users.items()}
+        for uid in c.ams:
+            for back in range(12, -1, -1):
+                y, m = divmod(first.year * 12 + first.month - 1 - back, 12)
+                start = dt.date(y, m + 1, 1)
+                rows.append({"name": f"{start:%Y-%m} {names.get(uid, '')}", "owner": uid, "period": "month",
+                             "start_date": start, "amount": Decimal(c.rng.randrange(8, 30) * 10000)})
+                meta.append((dt.datetime.combine(start, dt.time(9)) - dt.timedelta(days=3), c.users["sysadmin"]))
+        self.put("sales_targets", rows, meta)
 
     def chunk(self, n: int) -> None:
         c, rng = self.c, self.c.rng
@@ -303,6 +322,10 @@ class CrmDemo:
                        "amount": amount, "stage": stage, "expected_close": close,
                        "owner": k["seller"], "account_manager": k["seller"],
                        "stage_changed_at": _ts(c.between(created, now - dt.timedelta(hours=1)))}
+                if row["source"] == "campaign" and c.campaigns:
+                    row["campaign"] = c.pick(c.campaigns)
+                if stage not in ("won", "lost") and rng.random() < 0.6:
+                    row["next_follow_up"] = (now + dt.timedelta(days=rng.randrange(0, 14))).date()
                 if stage == "lost":
                     row["lost_reason"] = c.pick(["价格太高", "Chose a competitor", "预算取消", "No decision"])
                 rows.append(row)
@@ -456,5 +479,6 @@ def generate(run: DemoRun) -> None:
               ams=[uid for ids in teams.values() for uid in ids], teams=teams)
     gen = CrmDemo(run, ctx)
     gen.reference()
+    gen.targets()
     for n in run.chunks():
         gen.chunk(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register() -> None:
-    from formwork_templates.crm import stock
+    from formwork_templates.crm import service, stock
 
     stock.register()
+    service.register()
