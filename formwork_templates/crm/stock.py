@@ -366,3 +366,45 @@ def _same(a: Any, b: Any) -> bool:
 
 def register() -> None:
     guards.register("crm_stock", stock_guard)
+
+
+# --- upgrade from version 1 ------------------------------------------------------------------------
+MAIN_WAREHOUSE = "总仓 Main warehouse"
+
+
+def upgrade_data(svc: Any, app: AppDef, report: dict[str, Any]) -> None:
+    """Move version 1's typed numbers into version 2's records (see ``hooks.upgrade``)."""
+    writer = RecordService(svc.catalog, svc.conn, Access.system(), origin="upgrade")
+    converted = {(c["table"], c["field"]): c for c in report.get("converted") or []}
+    products = app.table("products")
+    legacy = converted.get(("products", "stock"))
+    if legacy is not None:
+        col = _col(products, legacy["kept_as"])
+        rows = svc.conn.execute(select(products.sa.c.id, col).where(col > 0, products.sa.c.deleted_at.is_(None))
+                                .order_by(products.sa.c.id)).all()
+        if rows:
+            wt = app.table("warehouses")
+            wid = svc.conn.execute(select(wt.sa.c.id).where(_col(wt, "name") == MAIN_WAREHOUSE)).scalar()
+            if wid is None:
+                wid = writer.create(wt, {"name": MAIN_WAREHOUSE, "code": "MAIN"})["id"]
+            writer.create_many(app.table("stock_movements"), [
+                {"type": "in", "product": pid, "warehouse": wid, "quantity": float(q),
+                 "note": "第1版期初库存 Opening stock from version 1"} for pid, q in rows])
+        legacy["moved"] = len(rows)
+        svc.delete_field(app.key, "products", legacy["kept_as"])
+    legacy = converted.get(("quotes", "total"))
+    if legacy is not None:
+        quotes, lines = app.table("quotes"), app.table("quote_lines")
+        col = _col(quotes, legacy["kept_as"])
+        has_lines = select(_col(lines, "quote")).where(lines.sa.c.deleted_at.is_(None))
+        rows = svc.conn.execute(select(quotes.sa.c.id, col).where(col.is_not(None), quotes.sa.c.id.not_in(has_lines))
+                                .order_by(quotes.sa.c.id)).all()
+        for i in range(0, len(rows), 500):
+            writer.create_many(lines, [{"quote": qid, "quantity": 1, "unit_price": float(total), "discount": 0}
+                                       for qid, total in rows[i:i + 500]])
+        legacy["moved"] = len(rows)
+        svc.delete_field(app.key, "quotes", legacy["kept_as"])
+    legacy = converted.get(("campaigns", "won_revenue"))
+    if legacy is not None:
+        legacy["moved"] = 0  # revenue now comes from the won opportunities linked to the campaign
+        svc.delete_field(app.key, "campaigns", legacy["kept_as"])
