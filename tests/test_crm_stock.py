@@ -222,5 +222,5 @@ def test_low_stock_alerts_the_sales_managers(crm: Crm) -> None:
     Worker(crm.app, worker_id="crm-stock-test").drain()
     titles = [n["title"] for n in crm.api("manager1").ok("GET", "/notifications")["notifications"]]
     assert any("低库存提醒测试品" in t and "7" in t for t in titles), titles
-    levels = crm.admin.ok("GET", '/data/crm/stock_levels?limit=500&filter={"field":"low","op":"eq","value":1}')
+    levels = crm.admin.ok("GET", '/data/crm/stock_levels?limit=500&filter={"field":"low","op":"eq","value":true}')
     assert pid in [r["fields"]["product"]["id"] for r in levels["records"]]

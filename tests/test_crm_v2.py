@@ -98,7 +98,9 @@ def test_the_printable_quote_page_in_each_language(crm: Crm) -> None:
         client, _csrf = login(crm, "am1")
         zh = client.get(f"/apps/crm/quotes/{q['id']}/print").get_data(as_text=True)
     assert "打印</button>" in zh and "<h2>报价明细</h2>" in zh
-    css = client.get("/static/print.css").get_data(as_text=True)
+    resp = client.get("/static/print.css")
+    css = resp.get_data(as_text=True)
+    resp.close()
     assert "@media print" in css
     # someone who can't read the quote gets no page
     other, _ = login(crm, "am3")
