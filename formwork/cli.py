@@ -194,6 +194,25 @@ def template_install(name: str, key: str | None, demo: bool) -> None:
         click.echo(f"installed app '{a.key}'")
 
 
+@template.command("upgrade")
+@click.argument("name")
+@click.option("--app", "app_key", default=None, help="the installed app (default: the template's key)")
+def template_upgrade(name: str, app_key: str | None) -> None:
+    """Bring an installed app up to the bundled template's version (additive; edits are kept)."""
+    import json
+
+    from formwork import db
+    from formwork.metadata.portable import load_template
+    from formwork.metadata.upgrade import upgrade_app
+
+    app = _app()
+    p = app.extensions["formwork"]
+    key = app_key or load_template(name)["app"]["key"]
+    with db.transaction(p.engine) as conn:
+        report = upgrade_app(_system_service(conn, p.catalogs.get(conn)), key, name)
+    click.echo(json.dumps(report, ensure_ascii=False, indent=1))
+
+
 @main.command("demo")
 @click.argument("template_name")
 @click.option("--app", "app_key", default=None, help="app to fill (default: the template's key; installed if missing)")

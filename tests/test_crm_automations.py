@@ -124,9 +124,9 @@ def test_contract_approval_by_the_owners_sales_manager(crm: Crm, worker: Worker)
 
 
 # --- time triggers, one rule at a time --------------------------------------------------------------------
-def _only(crm: Crm, key: str) -> None:
+def _only(crm: Crm, *keys: str) -> None:
     for k in TIMED:
-        crm.admin.ok("PATCH", f"/meta/apps/crm/automations/{k}", {"enabled": k == key})
+        crm.admin.ok("PATCH", f"/meta/apps/crm/automations/{k}", {"enabled": k in keys})
 
 
 def _next_local(hour: int, minute: int, day: int | None = None) -> dt.datetime:
@@ -143,20 +143,41 @@ def _next_local(hour: int, minute: int, day: int | None = None) -> dt.datetime:
 
 
 def test_sla_escalation(crm: Crm, worker: Worker, smtp_sink: SmtpSink) -> None:
+    """Late tickets go to the manager of the customer's owner's team; tickets of unowned customers (or of no
+    customer) to every sales manager."""
     late = crm.admin.ok("POST", "/data/crm/tickets", {"fields": {
         "title": "Invoice is wrong", "type": "complaint", "status": "new", "sla_due": "2024-01-01T00:00:00Z"}})
+    owned_customer = next(c for c in rows(crm, "customers") if c["owner"] == crm.users["am1"])
+    crm.admin.ok("POST", "/data/crm/tickets", {"fields": {
+        "title": "Printer jammed", "type": "complaint", "status": "new", "sla_due": "2024-01-02T00:00:00Z",
+        "customer": owned_customer["id"]}})
     worker.drain()
-    due = {r["id"] for r in rows(crm, "tickets") if r["sla_due"] < db.utcnow() and not r["escalated"]
+    due = {r["id"]: r for r in rows(crm, "tickets") if r["sla_due"] < db.utcnow() and not r["escalated"]
            and r["status"] not in ("feedback", "archived")}
     assert late["id"] in due
-    _only(crm, "ticket_sla_escalation")
+    owners = {c["id"]: c["owner"] for c in rows(crm, "customers")}
+    owned = [r for r in due.values() if owners.get(r["customer"])]
+    assert owned
+    _only(crm, "ticket_sla_escalation", "ticket_sla_escalation_pool")
     now = dt.datetime.now(dt.UTC)
     assert worker.tick(now.replace(minute=5, second=0, microsecond=0) + dt.timedelta(hours=1, minutes=1)) == len(due)
     worker.drain()
-    assert {r["id"] for r in rows(crm, "tickets") if r["escalated"]} >= due
-    mail = smtp_sink.wait_for(len(due))[-1]
-    assert sorted(mail.envelope_to) == ["manager1@example.com", "manager2@example.com"]
-    assert any(late["fields"]["number"] in m["Subject"] for m in smtp_sink.messages)
+    assert {r["id"] for r in rows(crm, "tickets") if r["escalated"]} >= set(due)
+    mails = smtp_sink.wait_for(len(due))
+    by_number = {m["Subject"].split(": ", 1)[1].split()[0]: sorted(m.envelope_to) for m in mails
+                 if ": " in m["Subject"]}
+    assert by_number[late["fields"]["number"]] == ["manager1@example.com", "manager2@example.com"]
+
+    def team_manager_email(conn: Any, _cat: Any, _app: Any) -> dict[int, str]:
+        q = select(db.users.c.id, db.users.c.team_id).where(db.users.c.team_id.is_not(None))
+        teams = dict(conn.execute(q).all())
+        mgr = {t.id: t.manager_id for t in conn.execute(select(db.teams.c.id, db.teams.c.manager_id))}
+        emails = dict(conn.execute(select(db.users.c.id, db.users.c.email)).all())
+        return {uid: emails[mgr[team]] for uid, team in teams.items() if mgr.get(team)}
+    manager_of = crm.sql(team_manager_email)
+    for r in owned:
+        number = crm.admin.ok("GET", f"/data/crm/tickets/{r['id']}")["fields"]["number"]
+        assert by_number[number] == [manager_of[owners[r["customer"]]]], number
 
 
 def test_churn_risk_flags_customers_and_records_the_loss(crm: Crm, worker: Worker) -> None:

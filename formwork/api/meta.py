@@ -350,6 +350,22 @@ def list_templates() -> Response:
     return ok({"templates": portable.list_templates()})
 
 
+@routes.post("/meta/apps/<app_key>/upgrade")
+def upgrade_app(app_key: str) -> Response:
+    """Upgrade an installed app to the newer bundled template it came from: ``{"template": "crm"}`` →
+    a report of what was created, updated, converted and kept (formwork.metadata.upgrade)."""
+    from formwork.metadata import upgrade
+
+    access = current_access()
+    require_meta_right(access)
+    body = json_body(MAX_JSON) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("send {\"template\": \"<name>\"}")
+    with unit() as (conn, cat):
+        svc = meta_service(conn, cat, access)
+        return ok(upgrade.upgrade_app(svc, app_key, upgrade.check_name(body.get("template") or app_key)))
+
+
 @routes.post("/meta/templates/<name>/install")
 def install_template(name: str) -> Response:
     access = current_access()

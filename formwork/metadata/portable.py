@@ -238,6 +238,19 @@ def list_templates() -> list[dict[str, Any]]:
     return out
 
 
+def register_template_hooks() -> None:
+    """Let each bundled template plug its own code in: ``formwork_templates/<name>/hooks.py`` with a
+    ``register()`` (called at start-up by web and worker processes alike, like the action registry), so
+    vertical behaviour (the CRM's stock control) lives beside its template, not in the platform."""
+    root = templates_dir()
+    if not root.is_dir():
+        return
+    for d in sorted(root.iterdir()):
+        if (d / "app.json").is_file() and (d / "hooks.py").is_file():
+            module = importlib.import_module(f"{TEMPLATES_PACKAGE}.{d.name}.hooks")
+            module.register()
+
+
 def load_template(name: str) -> dict[str, Any]:
     return dict(json.loads((template_dir(name) / "app.json").read_text("utf-8")))
 

@@ -48,7 +48,7 @@ def table_schemas(t: TableDef, cat: Catalog, visible: list[FieldDef], name: str)
         s = value_schema(f, cat, "out")
         s["title"] = label_text(f.label)
         if f.doc.get("description"):
-            s["description"] = str(f.doc["description"])
+            s["description"] = label_text(f.doc["description"])
         if f.ftype.read_only:
             s["readOnly"] = True
         else:

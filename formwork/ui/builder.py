@@ -13,7 +13,7 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, Forbidden, FormworkError, NotFound, ValidationFailed
 from formwork.metadata import validation
-from formwork.metadata.catalog import TableDef
+from formwork.metadata.catalog import TableDef, label_text
 from formwork.metadata.fieldtypes import field_types
 from formwork.metadata.fieldtypes.base import DATE, DATETIME, FILES, NUMBER, SELECT, USER
 from formwork.metadata.keys import derive_key
@@ -160,7 +160,8 @@ def field_form_values(doc: dict[str, Any], locale: str = "en") -> dict[str, Any]
     en, zh = label_parts(doc.get("label"))
     opts = doc.get("options") or {}
     return {"key": doc.get("key", ""), "label_en": en, "label_zh": zh, "type": doc.get("type", "text"),
-            "required": doc.get("required"), "unique": doc.get("unique"), "description": doc.get("description", ""),
+            "required": doc.get("required"), "unique": doc.get("unique"),
+            "description": label_text(doc.get("description") or "", locale),
             "choice_rows": [choice_row(i, c, locale) for i, c in enumerate(opts.get("choices", []))],
             "table": opts.get("table", ""), "multiple": opts.get("multiple"),
             "link": opts.get("link", ""), "lookup_field": opts.get("field", ""), "function": opts.get("function", ""),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from formwork.metadata.catalog import TableDef
 from formwork.runtime.demo import DemoRun, DemoUser, Pools
@@ -47,6 +47,11 @@ PRODUCTS = [
     ("ERP Connector", "ERP-C", "license", 15800), ("Data Migration", "DM-S", "project", 22000),
     ("SMS Package 10k", "SMS-10K", "package", 450), ("Email Marketing Pack", "EM-50K", "package", 1200),
     ("Premium Support", "SUP-P", "year", 16800), ("Security Audit", "SEC-A", "project", 28000),
+]
+WAREHOUSES = [
+    ("上海中心仓 Shanghai DC", "SH-01", "上海市嘉定区叶城路 1288 号"),
+    ("广州仓 Guangzhou", "GZ-01", "广州市黄埔区科学大道 66 号"),
+    ("北京仓 Beijing", "BJ-01", "北京市大兴区亦庄经济开发区荣华南路 2 号"),
 ]
 ARTICLES = [
     ("如何重置密码", "faq"), ("导入客户数据的步骤", "howto"), ("发票开具常见问题", "faq"),
@@ -90,6 +95,7 @@ class Ctx:
     ams: list[int]
     teams: dict[int, list[int]]  # manager id -> account manager ids
     products: list[tuple[int, Decimal]] = field(default_factory=list)
+    warehouses: list[int] = field(default_factory=list)
     campaigns: list[int] = field(default_factory=list)
 
     @property
@@ -150,10 +156,11 @@ class CrmDemo:
         existing = {r[0]: (r[1], Decimal(r[2] or 0)) for r in self.run.conn.execute(  # a second run reuses them
             select(name_col, pt.sa.c.id, price_col).where(pt.sa.c.deleted_at.is_(None)))}
         rows: list[dict[str, Any]] = [
-            {"name": n, "model": m, "unit": u, "price": Decimal(p), "stock": c.rng.randrange(0, 500), "active": True}
+            {"name": n, "model": m, "unit": u, "price": Decimal(p), "active": True}
             for n, m, u, p in PRODUCTS if n not in existing]
         ids = self.put("products", rows, [(start, c.users["sysadmin"])] * len(rows))
         c.products = [(i, Decimal(r["price"])) for i, r in zip(ids, rows, strict=True)] + list(existing.values())
+        self.stock(ids, start)
         ct = self.t("customers")
         col = ct.sa.c[ct.field("name").column_name]
         self.used_names = {r[0] for r in self.run.conn.execute(select(col))}
@@ -170,10 +177,61 @@ class CrmDemo:
                          "cost": Decimal(cost), "start_date": begin,
                          "end_date": (begin + dt.timedelta(days=c.rng.randrange(1, 30))),
                          "target_segment": c.pick(["制造业A类客户", "SMB retail", "华东新客户", "Existing customers"]),
-                         "won_revenue": Decimal(round(cost * c.rng.uniform(0.4, 4.0))),
                          "owner": c.pick(list(c.teams))})
             meta.append((dt.datetime.combine(begin, dt.time(9)) - dt.timedelta(days=20), c.pick(list(c.teams))))
         c.campaigns = self.put("campaigns", rows, meta)
+
+    def stock(self, new_products: list[int], start: dt.datetime) -> None:
+        """Warehouses, and goods received into them: the stock levels are what the movements add up to
+        (posted by the CRM's stock guard; bulk loads write the levels beside the movements)."""
+        c = self.c
+        wt = self.t("warehouses")
+        name_col = wt.sa.c[wt.field("name").column_name]
+        existing = {r[0]: r[1] for r in self.run.conn.execute(select(name_col, wt.sa.c.id)
+                                                               .where(wt.sa.c.deleted_at.is_(None)))}
+        rows = [{"name": n, "code": code, "address": addr, "manager": c.users["sysadmin"], "active": True}
+                for n, code, addr in WAREHOUSES if n not in existing]
+        ids = self.put("warehouses", rows, [(start, c.users["sysadmin"])] * len(rows))
+        c.warehouses = ids + [existing[n] for n, _c, _a in WAREHOUSES if n in existing]
+        moves: list[dict[str, Any]] = []
+        meta: list[tuple[dt.datetime, int | None]] = []
+        levels: list[dict[str, Any]] = []
+        for pid in new_products:
+            for wid in ids:
+                if c.rng.random() < 0.2:
+                    continue
+                qty = c.rng.randrange(2, 9) if c.rng.random() < 0.15 else c.rng.randrange(30, 500)
+                at = c.between(start, start + dt.timedelta(days=30))
+                moves.append({"type": "in", "product": pid, "warehouse": wid, "quantity": qty, "date": _ts(at),
+                              "note": c.pick(["期初入库 Opening stock", "采购入库 Purchase receipt"])})
+                meta.append((at, c.users["sysadmin"]))
+                levels.append({"product": pid, "warehouse": wid, "on_hand": qty, "reorder_level": 10})
+        lt = self.t("stock_levels")
+        before = self.run.conn.execute(select(func.count()).select_from(lt.sa)).scalar() or 0
+        self.put("stock_movements", moves, meta)
+        after = self.run.conn.execute(select(func.count()).select_from(lt.sa)).scalar() or 0
+        if after == before and levels:  # bulk load: no guard ran, so the levels are written beside
+            self.put("stock_levels", levels, [(start, c.users["sysadmin"])] * len(levels))
+
+    def targets(self) -> None:
+        """Monthly sales targets of every account manager for the past year and this month: the sales dashboard
+        sets the orders against them (a rep has monthly or quarterly targets, not both: they would add up)."""
+        c = self.c
+        tt = self.t("sales_targets")
+        if self.run.conn.execute(select(func.count()).select_from(tt.sa)).scalar():
+            return
+        rows: list[dict[str, Any]] = []
+        meta: list[tuple[dt.datetime, int | None]] = []
+        first = c.today.replace(day=1)
+        names = {uid: name for name, uid in c.users.items()}
+        for uid in c.ams:
+            for back in range(12, -1, -1):
+                y, m = divmod(first.year * 12 + first.month - 1 - back, 12)
+                start = dt.date(y, m + 1, 1)
+                rows.append({"name": f"{start:%Y-%m} {names.get(uid, '')}", "owner": uid, "period": "month",
+                             "start_date": start, "amount": Decimal(c.rng.randrange(8, 30) * 10000)})
+                meta.append((dt.datetime.combine(start, dt.time(9)) - dt.timedelta(days=3), c.users["sysadmin"]))
+        self.put("sales_targets", rows, meta)
 
     def chunk(self, n: int) -> None:
         c, rng = self.c, self.c.rng
@@ -264,6 +322,10 @@ class CrmDemo:
                        "amount": amount, "stage": stage, "expected_close": close,
                        "owner": k["seller"], "account_manager": k["seller"],
                        "stage_changed_at": _ts(c.between(created, now - dt.timedelta(hours=1)))}
+                if row["source"] == "campaign" and c.campaigns:
+                    row["campaign"] = c.pick(c.campaigns)
+                if stage not in ("won", "lost") and rng.random() < 0.6:
+                    row["next_follow_up"] = (now + dt.timedelta(days=rng.randrange(0, 14))).date()
                 if stage == "lost":
                     row["lost_reason"] = c.pick(["价格太高", "Chose a competitor", "预算取消", "No decision"])
                 rows.append(row)
@@ -272,7 +334,7 @@ class CrmDemo:
         opp_ids = self.put("opportunities", rows, meta)
         # development plans and quotes --------------------------------------------------------------
         plans, pmeta, quotes, qmeta = [], [], [], []
-        for oid, (k, stage, _close, amount) in zip(opp_ids, opps, strict=True):
+        for oid, (k, stage, _close, _amount) in zip(opp_ids, opps, strict=True):
             for _ in range(rng.choice([0, 1, 2])):
                 day = c.between(k["created"], now + dt.timedelta(days=20))
                 plans.append({"plan": c.pick(["安排技术交流", "Prepare demo", "提交方案书", "Meet the CFO",
@@ -284,11 +346,18 @@ class CrmDemo:
                 day = c.between(k["created"], now - dt.timedelta(days=1))
                 quotes.append({"customer": k["id"], "opportunity": oid, "date": day.date(),
                                "valid_until": (day + dt.timedelta(days=30)).date(),
-                               "total": amount, "owner": k["seller"],
+                               "owner": k["seller"],
                                "status": {"won": "accepted", "lost": "rejected"}.get(stage, c.pick(["draft", "sent"]))})
                 qmeta.append((day, k["seller"]))
         self.put("plans", plans, pmeta)
-        self.put("quotes", quotes, qmeta)
+        quote_ids = self.put("quotes", quotes, qmeta)
+        qlines, qlmeta = [], []
+        for qid, (day, by) in zip(quote_ids, qmeta, strict=True):
+            for pid, price in rng.sample(c.products, rng.randrange(1, 4)):
+                qlines.append({"quote": qid, "product": pid, "quantity": rng.randrange(1, 10), "unit_price": price,
+                               "discount": rng.choice([0, 0, 5, 10, 15])})
+                qlmeta.append((day, by))
+        self.put("quote_lines", qlines, qlmeta)
         # orders and lines: active customers buy recently, churned ones stopped long ago -------------
         won: dict[int, list[tuple[int, dt.date]]] = {}
         for oid, (k, stage, close, _amount) in zip(opp_ids, opps, strict=True):
@@ -313,6 +382,7 @@ class CrmDemo:
                 orders.append({"customer": k["id"], "opportunity": opp, "order_date": d.date(),
                                "status": c.weighted([("confirmed", 20), ("shipped", 25), ("paid", 50),
                                                      ("cancelled", 5)]),
+                               "warehouse": c.pick(c.warehouses) if c.warehouses else None,
                                "owner": k["seller"]})
                 ometa.append((d, k["seller"]))
                 okeys.append(k)
@@ -409,5 +479,6 @@ def generate(run: DemoRun) -> None:
               ams=[uid for ids in teams.values() for uid in ids], teams=teams)
     gen = CrmDemo(run, ctx)
     gen.reference()
+    gen.targets()
     for n in run.chunks():
         gen.chunk(n)

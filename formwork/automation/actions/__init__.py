@@ -25,9 +25,11 @@ def register_actions(registry: ActionRegistry = action_types) -> ActionRegistry:
             registry.register(cls())
     if registry is action_types:
         from formwork.automation.approvals import register_guards
+        from formwork.metadata.portable import register_template_hooks
 
         register_triggers()
         register_guards()
+        register_template_hooks()
     return registry
 
 
