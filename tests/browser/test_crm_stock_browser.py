@@ -15,7 +15,7 @@ from tests.browser import test_crm_daily_browser as daily
 from tests.browser.test_ui_browser import pytestmark  # noqa: F401 - same skip rules
 
 # the daily tests' fixtures: one CRM server with demo data per module, chromium, both languages
-crm_server, browser, lang, _unique = daily.crm_server, daily.browser, daily.lang, daily._unique
+crm_server, lang, _unique = daily.crm_server, daily.lang, daily._unique
 WORDS = {
     "en": {"status": "Status", "confirmed": "Confirmed", "save": "Save", "saved": "Saved.", "stock": "Stock",
            "short": "Not enough stock", "print_view": "Print view", "print": "Print", "lines": "Lines"},

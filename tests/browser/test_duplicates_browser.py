@@ -8,7 +8,7 @@ import re
 import uuid
 from typing import Any
 
-from tests.browser.test_crm_daily_browser import browser, crm_server, lang, open_as  # noqa: F401 - fixtures
+from tests.browser.test_crm_daily_browser import crm_server, lang, open_as  # noqa: F401 - fixtures
 from tests.browser.test_ui_browser import pytestmark  # noqa: F401 - same skip rules
 
 WORDS = {
