@@ -441,7 +441,20 @@ workers = Table(
     Index("ix_fw_worker_seen", "seen_at"),
 )
 
+login_attempts = Table(
+    # one row per login-type attempt, by client address (migration 0008): the login limiter's sliding
+    # window, shared by every process (formwork.runtime.ratelimit)
+    "fw_login_attempt", platform_md, _id(),
+    Column("key", String(200), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_fw_login_attempt_key", "key", "at"),
+    Index("ix_fw_login_attempt_at", "at"),
+)
+
 SCHEMA_VERSION = "schema_version"
+# bumped by database triggers (migration 0008) on every write to users, teams, roles, role membership,
+# tokens and sessions: the per-process auth cache (formwork.web) is valid only while it stays the same
+AUTH_VERSION = "auth_version"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
