@@ -201,18 +201,34 @@ def unit(write: bool | None = None) -> Iterator[tuple[Connection, Catalog]]:
     if write is None:
         write = request.method not in SAFE_METHODS
     p = platform()
+    units: list[Connection] = g.setdefault("_fw_units", [])
     pending: _Pending | None = g.pop("_fw_pending", None)
     if pending is not None:
         if pending.write or not write:
+            units.append(pending.conn)
             try:
                 with pending.tx:
                     yield pending.conn, p.catalogs.get(pending.conn, version=pending.schema_version)
             finally:
+                units.pop()
                 pending.close()
             return
         pending.close()
     with db.transaction(p.engine, write=write) as conn:
-        yield conn, p.catalogs.get(conn)
+        units.append(conn)
+        try:
+            yield conn, p.catalogs.get(conn)
+        finally:
+            units.pop()
+
+
+def active_unit() -> Connection | None:
+    """The innermost unit of work of this request that may write, if one is open (else None)."""
+    for conn in reversed(g.get("_fw_units") or []):
+        if conn.info.get("write") or conn.dialect.name != "sqlite":
+            return conn
+        return None
+    return None
 
 
 def _close_pending(_exc: BaseException | None = None) -> None:

@@ -184,3 +184,22 @@ def test_auth_version_moves_with_every_auth_write(app: Any, admin: Api) -> None:
     with db.transaction(engine) as conn:  # a failed login's counter is no change of rights
         conn.execute(text("UPDATE fw_user SET failed_logins = failed_logins + 1"))
     assert version() == before
+
+
+def test_login_limit_is_shared_by_two_processes(app: Any, other: Any, admin: Api) -> None:
+    """30 login attempts a minute per address, counted in the database: spreading them over two
+    processes gains nothing, and the refusal holds in both."""
+    from formwork.runtime.ratelimit import login_limiter
+
+    clients = [app.test_client(), other.test_client()]
+    statuses = [clients[i % 2].post("/api/v1/auth/login", json={"username": f"nobody{i}", "password": "wrong-pass"})
+                .status_code for i in range(login_limiter.limit)]
+    assert statuses == [401] * login_limiter.limit
+    for client in clients:
+        assert client.post("/api/v1/auth/login", json={"username": "admin", "password": "admin-pass-1"}) \
+            .status_code == 429
+    with db.transaction(app.extensions["formwork"].engine) as conn:
+        assert conn.execute(select(db.login_attempts.c.id)).all()  # the hits live in the database
+    login_limiter.reset()
+    assert clients[1].post("/api/v1/auth/login", json={"username": "admin", "password": "admin-pass-1"}) \
+        .status_code == 200
