@@ -30,6 +30,7 @@ from formwork.metadata.query import (
     FilterCompiler,
     SortKey,
     keyset_condition,
+    keyset_ranges,
     make_cursor,
     order_by,
     parse_sort,
@@ -270,11 +271,14 @@ class RecordReader:
         q = select(*cols, *sort_cols).where(*conds)
         # a cursor only fits the query it came from: same table, schema, sort, filter, search and view
         signature = query_signature(t, self.cat.version, spec, filter_tree, search, view.get("key") if view else None)
+        ranges = None
         if cursor:
             if offset:
                 raise BadRequest("use either cursor or offset, not both")
             values = read_cursor(self.secret, signature, cursor, len(keys))
-            q = q.where(keyset_condition(keys, values))
+            ranges = keyset_ranges(keys, values)
+            if ranges is None:
+                q = q.where(keyset_condition(keys, values))
         elif offset not in (None, ""):
             try:
                 off = int(offset)
@@ -283,7 +287,15 @@ class RecordReader:
             if off < 0 or off > 10_000_000:
                 raise BadRequest("offset is out of range")
             q = q.offset(off)
-        rows = self.conn.execute(q.order_by(*order_by(keys)).limit(n + 1)).all()
+        q = q.order_by(*order_by(keys))
+        if ranges is None:
+            rows = self.conn.execute(q.limit(n + 1)).all()
+        else:  # one index range after another (the rows with a value, then the empty ones) until the page fills
+            rows = []
+            for cond in ranges:
+                rows += self.conn.execute(q.where(cond).limit(n + 1 - len(rows))).all()
+                if len(rows) > n:
+                    break
         more = len(rows) > n
         rows = rows[:n]
         out: dict[str, Any] = {"records": self.to_records(t, rows, fdefs, vis)}
