@@ -149,8 +149,9 @@ def platform() -> Platform:
     return current_app.extensions["formwork"]
 
 
-_VERSIONS = select(db.state.c.name, db.state.c.value).where(db.state.c.name.in_([db.SCHEMA_VERSION,
-                                                                                    db.AUTH_VERSION]))
+# both versions in one constant statement (no user input; sent to the driver as is, nothing to compile)
+_VERSIONS = "SELECT name, value FROM fw_state WHERE name IN ('schema_version', 'auth_version')"
+assert db.state.name == "fw_state" and (db.SCHEMA_VERSION, db.AUTH_VERSION) == ("schema_version", "auth_version")
 
 
 class _Pending:
@@ -163,7 +164,7 @@ class _Pending:
         self.tx: Any = None
         try:
             self.tx = self.conn.begin()
-            versions = {r[0]: r[1] for r in self.conn.execute(_VERSIONS)}
+            versions = {r[0]: r[1] for r in self.conn.exec_driver_sql(_VERSIONS)}
         except BaseException:
             self.close()
             raise
