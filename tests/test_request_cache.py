@@ -203,3 +203,23 @@ def test_login_limit_is_shared_by_two_processes(app: Any, other: Any, admin: Api
     login_limiter.reset()
     assert clients[1].post("/api/v1/auth/login", json={"username": "admin", "password": "admin-pass-1"}) \
         .status_code == 200
+
+
+def test_a_rested_connection_that_died_is_replaced(database_url: str, backend: str) -> None:
+    """Pooled PostgreSQL connections are pinged only after resting (not on every request); one that died
+    meanwhile (a server restart) is replaced before use instead of failing the request."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server connection to lose")
+    engine = db.make_engine(database_url, ping_after=0.0)
+    killer = db.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with killer.connect() as k:
+            k.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            k.commit()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
+        killer.dispose()
