@@ -108,6 +108,8 @@ class AuthCache:
         self._known: dict[tuple[str, str], Known] = {}
         self._lock = threading.Lock()
         self._newest = 0
+        self._names: dict[int, Any] = {}
+        self._names_version: int | None = None
 
     def get(self, key: tuple[str, str], version: int | None, now: dt.datetime) -> Known | None:
         if version is None:
@@ -136,6 +138,18 @@ class AuthCache:
         with self._lock:
             self._known = {}
             self._newest = 0
+            self._names = {}
+
+    def user_names(self, version: int | None) -> dict[int, Any] | None:
+        """User id → display name, shared by this process's requests at one auth version (a rename bumps it);
+        None when this request's version is not the newest (it then reads names itself)."""
+        if version is None or version < self._newest:
+            return None
+        with self._lock:
+            if self._names_version != version or len(self._names) > 100_000:
+                self._names = {}
+                self._names_version = version
+            return self._names
 
 
 @dataclass
@@ -359,6 +373,7 @@ def current_access() -> Access:
             known = _resolve(conn, kind, key[1], pending.auth_version, now)
             if pending.auth_version is not None:
                 p.auth.put(key, known)
+        g.auth_version = pending.auth_version
         g.auth_kind = kind
         if known.csrf is not None:
             g.csrf_token = known.csrf

@@ -223,3 +223,17 @@ def test_a_rested_connection_that_died_is_replaced(database_url: str, backend: s
     finally:
         engine.dispose()
         killer.dispose()
+
+
+def test_renamed_user_shows_at_once_in_the_other_process(app: Any, other: Any, admin: Api) -> None:
+    """User fields show the user's name from a per-process cache; a rename anywhere is seen at once."""
+    admin.ok("POST", "/meta/apps", {"key": "crm", "label": "CRM"})
+    admin.ok("POST", "/meta/apps/crm/tables", {"key": "leads", "label": "Leads", "fields": [
+        {"key": "name", "type": "text", "label": "Name"}, {"key": "rep", "type": "user", "label": "Rep"}]})
+    uid = admin.ok("POST", "/admin/users", {"username": "ann", "name": "Ann", "password": PASSWORD})["id"]
+    admin.ok("POST", "/data/crm/leads", {"fields": {"name": "Acme", "rep": uid}})
+    b = Api(other.test_client(), admin.token)
+    for _ in range(2):
+        assert b.records("crm", "leads")[0]["fields"]["rep"] == {"id": uid, "name": "Ann"}
+    admin.ok("PATCH", f"/admin/users/{uid}", {"name": "Ann Lee"})
+    assert b.records("crm", "leads")[0]["fields"]["rep"] == {"id": uid, "name": "Ann Lee"}

@@ -6,10 +6,11 @@ limiter in ``formwork.runtime.ratelimit``, so two servers share one limit.
 ``fw_state.auth_version`` is bumped by database triggers on every write that can change who a request is
 or what it may do: users (identity, activity, admin flag, team, password), teams, roles (the permission
 documents), role membership, API tokens (revoked, expired, re-pointed, deleted) and sessions (deleted or
-re-pointed). Each process caches a token's or session's answer in memory next to the auth version it was
-computed at and reads the version once per request, so a change made by any process, the CLI or plain SQL
-is seen by every other process on its next request. Triggers rather than application code: no write path
-can forget the bump.
+re-pointed); a user's display name too (pages show it for user fields from a per-process cache). Each
+process caches a token's or session's answer in memory next to the auth version it was computed at and
+reads the version once per request, so a change made by any process, the CLI or plain SQL is seen by
+every other process on its next request. Triggers rather than application code: no write path can forget
+the bump.
 
 Revision ID: 0008
 Revises: 0007
@@ -30,7 +31,7 @@ depends_on = None
 # purpose: a new secret has nothing cached yet
 TRIGGERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("fw_user", "INSERT", ()),
-    ("fw_user", "UPDATE", ("id", "username", "active", "is_admin", "timezone", "locale", "team_id",
+    ("fw_user", "UPDATE", ("id", "username", "name", "active", "is_admin", "timezone", "locale", "team_id",
                            "password_hash")),
     ("fw_user", "DELETE", ()),
     ("fw_team", "INSERT", ()),

@@ -84,6 +84,8 @@ class RecordReader:
         self.secret = secret
         self._display_hidden: dict[int, bool] = {}
         self.names: dict[int, dict[str, Any]] = {}  # user id → {"id", "name"}, within this unit of work
+        # user id → name shared by the requests of one process while the auth version stays (formwork.web)
+        self.shared_names: dict[int, Any] | None = None
         self.ctx = QueryContext(catalog=catalog, dialect=conn.dialect.name,
                                 user_id=self.access.user_id if access else user_id,
                                 timezone=self.access.timezone, row_scope=self.read_scope)
@@ -394,9 +396,16 @@ class RecordReader:
 
     def _user_names(self, ids: set[int]) -> dict[int, dict[str, Any]]:
         missing = ids.difference(self.names)
+        shared = self.shared_names
+        if missing and shared is not None:
+            for i in [i for i in missing if i in shared]:
+                self.names[i] = {"id": i, "name": shared.get(i)}
+                missing.discard(i)
         if missing:
-            rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(missing)))
+            rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(missing))).all()
             self.names.update({r.id: {"id": r.id, "name": r.name} for r in rows})
+            if shared is not None:
+                shared.update({r.id: r.name for r in rows})
         return self.names
 
     def _many_values(self, f: FieldDef, ids: builtins.list[int]) -> dict[int, builtins.list[Any]]:
