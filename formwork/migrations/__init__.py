@@ -28,5 +28,3 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
         if conn.execute(select(db.state.c.name).where(db.state.c.name == db.SCHEMA_VERSION)).first() is None:
             conn.execute(insert(db.state).values(name=db.SCHEMA_VERSION, value=1))
-        if conn.execute(select(db.state.c.name).where(db.state.c.name == db.AUTH_VERSION)).first() is None:
-            conn.execute(insert(db.state).values(name=db.AUTH_VERSION, value=1))
