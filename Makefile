@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test setup browser lint bench clean
+.PHONY: run test setup browser lint bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,13 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+## bench-smoke: every benchmark workload once at S (10k rows), on PostgreSQL too when FORMWORK_TEST_DATABASE_URL
+## is set, so the harness never rots (.ci/run runs it; timings are printed, never asserted)
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --rows 10000 --iterations 1 --import-rows 500 --import-iterations 1 \
+	  --ddl-iterations 1 --soak-seconds 2 \
+	  $(if $(FORMWORK_TEST_DATABASE_URL),--backend both --pg $(FORMWORK_TEST_DATABASE_URL),--backend sqlite)
 
 clean:
 	rm -rf $(VENV) node_modules instance formwork/ui/static/vendor

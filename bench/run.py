@@ -78,6 +78,22 @@ class Bench(MoreWorkloads):
         def _empty() -> Any:
             return {"ok": True}
 
+        @app.get("/__one_query")
+        def _one_query() -> Any:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("SELECT 1").all()
+            return {"ok": True}
+
+        @app.get("/__authed")
+        def _authed() -> Any:
+            """W0: an authenticated request that does nothing (the caller, the catalog, one transaction)."""
+            from formwork.web import current_access, unit
+
+            current_access()
+            with unit():
+                pass
+            return {"ok": True}
+
     def get(self, path: str) -> Any:
         r = self.client.get(path, headers=self.headers)
         assert r.status_code == 200, (r.status_code, r.data[:300])
@@ -97,6 +113,24 @@ class Bench(MoreWorkloads):
 
     def result(self, name: str, target: str, note: str = "") -> Result:
         return Result(name, self.backend, self.rows, target=target, note=note)
+
+    # W0: the per-request floor
+    def w0(self) -> list[Result]:
+        def authed() -> None:
+            r = self.client.get("/__authed", headers=self.headers)
+            assert r.status_code == 200, (r.status_code, r.data[:300])
+
+        n = max(self.iterations, 20) if self.iterations > 1 else 1
+        r = alternate(self.result("W0 authenticated no-op request (token)", "≤ 2×; p50 ≤ 0.5 ms",
+                                  note="baseline = empty Flask endpoint"), authed, self.empty, iterations=n)
+
+        def one_query() -> None:  # the unavoidable part: one statement in one transaction through the pool
+            self.client.get("/__one_query")
+
+        r2 = alternate(self.result("W0 (ref) same vs empty Flask + 1 raw query", "—",
+                                   note="baseline = empty endpoint running SELECT 1 in a transaction"),
+                       authed, one_query, iterations=n)
+        return [r, r2]
 
     # W2: first page, filter + sort
     def page_stmt(self, extra_cols: tuple[Any, ...] = ()) -> Any:
@@ -227,8 +261,8 @@ class Bench(MoreWorkloads):
 
 
 # W10, W8 and W1 write (rows, columns), so they run after the read workloads
-WORKLOADS = {"W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W11": "w11", "W9": "w9", "W5": "w5", "W10": "w10",
-             "W8": "w8", "W1": "w1"}
+WORKLOADS = {"W0": "w0", "W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W11": "w11", "W9": "w9", "W5": "w5",
+             "W10": "w10", "W8": "w8", "W1": "w1"}
 
 
 def run(backend: str, rows: int, workloads: list[str], iterations: int, pg_url: str,

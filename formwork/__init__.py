@@ -50,6 +50,21 @@ def register_job_kinds() -> None:
     jobs.register("export", transfer.export_job)
 
 
+def _no_flask_session() -> Any:
+    from flask.sessions import SecureCookieSessionInterface
+
+    class NoFlaskSession(SecureCookieSessionInterface):
+        """Flask's signed-cookie session is unused (logins live in fw_session): don't open or save one."""
+
+        def open_session(self, app: Flask, request: Any) -> Any:
+            return self.make_null_session(app)
+
+        def save_session(self, app: Flask, session: Any, response: Any) -> None:
+            return None
+
+    return NoFlaskSession()
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     from formwork import config as cfg
     from formwork.api import URL_PREFIX, make_blueprint
@@ -66,6 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.config.setdefault("MAX_CONTENT_LENGTH", 50 * 1024 * 1024)
+    app.session_interface = _no_flask_session()  # sessions are server-side (fw_session); nothing to sign per request
     init_web(app)
     # the operator's allowance of webhook calls to private addresses, for the checks made when a rule is saved
     @app.before_request

@@ -441,7 +441,20 @@ workers = Table(
     Index("ix_fw_worker_seen", "seen_at"),
 )
 
+login_attempts = Table(
+    # one row per login-type attempt, by client address (migration 0008): the login limiter's sliding
+    # window, shared by every process (formwork.runtime.ratelimit)
+    "fw_login_attempt", platform_md, _id(),
+    Column("key", String(200), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_fw_login_attempt_key", "key", "at"),
+    Index("ix_fw_login_attempt_at", "at"),
+)
+
 SCHEMA_VERSION = "schema_version"
+# bumped by database triggers (migration 0008) on every write to users, teams, roles, role membership,
+# tokens and sessions: the per-process auth cache (formwork.web) is valid only while it stays the same
+AUTH_VERSION = "auth_version"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -475,9 +488,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
-    return create_engine(url, **kwargs)
+    ping_after = kwargs.pop("ping_after", PING_AFTER)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_after)
+    return engine
+
+
+PING_AFTER = 10.0  # seconds a pooled connection may rest before its next use checks that it is still alive
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    """Check a pooled connection before use when it has rested longer than ``seconds`` (a restarted or
+    failed-over server is noticed and the connection replaced, as with ``pool_pre_ping``), but not on
+    every checkout: a ping is a round trip, a quarter of a short request's time on PostgreSQL."""
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "checkin")
+    def _rested(_dbapi_conn: Any, record: Any) -> None:
+        record.info["rested_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("rested_at")
+        if since is None or time.monotonic() - since < seconds:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # noqa: BLE001 - any failure: the pool replaces the connection
+            raise exc.DisconnectionError(str(e)) from e
+        if not alive:
+            raise exc.DisconnectionError("the database connection is gone")
 
 
 @contextmanager

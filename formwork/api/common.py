@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from sqlalchemy.engine import Connection
 
 from formwork.errors import BadRequest, Forbidden, NotFound
@@ -19,7 +19,7 @@ from formwork.runtime import auth
 from formwork.runtime.permissions import Access
 from formwork.runtime.previews import builder_actor
 from formwork.runtime.records import RecordReader, RecordService
-from formwork.web import check_input, client_ip
+from formwork.web import check_input, client_ip, platform
 
 MAX_JSON = 20 * 1024 * 1024
 
@@ -66,7 +66,10 @@ def requested_view(t: TableDef) -> dict[str, Any] | None:
 
 
 def record_reader(conn: Connection, cat: Catalog, access: Access) -> RecordReader:
-    return RecordReader(cat, conn, access, secret=secret())
+    reader = RecordReader(cat, conn, access, secret=secret())
+    if "auth_version" in g:  # users' names from the process's cache, valid at this request's auth version
+        reader.shared_names = platform().auth.user_names(g.auth_version)
+    return reader
 
 
 def record_service(conn: Connection, cat: Catalog, access: Access) -> RecordService:

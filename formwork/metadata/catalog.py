@@ -351,11 +351,13 @@ class CatalogCache:
         self._catalog: Catalog | None = None
         self._lock = threading.Lock()
 
-    def get(self, conn: Connection | None = None) -> Catalog:
+    def get(self, conn: Connection | None = None, version: int | None = None) -> Catalog:
+        """The catalog at the database's schema version (``version``: already read in ``conn``'s transaction)."""
         if conn is None:
             with self.engine.connect() as c:
                 return self.get(c)
-        version = current_version(conn)
+        if version is None:
+            version = current_version(conn)
         cat = self._catalog
         if cat is not None and cat.version == version:
             return cat

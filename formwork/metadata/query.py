@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -523,7 +524,7 @@ def sort_keys(table: TableDef, ctx: QueryContext, spec: list[tuple[str, bool]], 
             raise BadRequest(f"cannot sort by '{key}' ({f.type}): it holds several values")
         keys.append(SortKey(f, desc, sort_expression(f, t, ctx)))
     if not keys or keys[-1].field is not None:
-        keys.append(SortKey(None, False, t.c.id))  # stable tiebreak
+        keys.append(SortKey(None, False, t.c.id))  # stable tiebreak (id ascending: docs/api-records.md)
     return keys
 
 
@@ -576,6 +577,33 @@ def keyset_condition(keys: list[SortKey], values: list[Any]) -> ColumnElement[bo
     if rest is None:
         return after
     return or_(after, and_(e == v, rest))
+
+
+def keyset_ranges(keys: list[SortKey], values: list[Any]) -> list[ColumnElement[bool]] | None:
+    """The rows after ``values`` as index ranges to read one after the other, or None (use keyset_condition).
+
+    For one sort field plus the id tiebreak (what ``sort_keys`` builds for a one-field sort), each part
+    is one range of an index on (field, id) in the sort's directions (a saved view's index), where the
+    OR-expanded condition of ``keyset_condition`` makes the planner scan the index from its start:
+
+    * ascending: the row-value range ``(field, id) > (v, id0)``, then the empty fields (NULLs sort last);
+    * descending (ties still by id ascending, as documented): ``field = v AND id > id0``, then
+      ``field < v``, then the empty fields — the mixed directions have no single row-value range.
+
+    A cursor inside the empty rows continues with ``field IS NULL AND id > id0``.
+    """
+    if len(keys) != 2 or keys[0].field is None or keys[1].field is not None or keys[1].desc:
+        return None
+    (k, tie), (v, last) = keys, values
+    if last is None:
+        return None
+    e, ident = k.expr, tie.expr
+    if v is None:
+        return [and_(e.is_(None), ident > last)]
+    value = literal(v, e.type)
+    if not k.desc:
+        return [tuple_(e, ident) > tuple_(value, literal(last, ident.type)), e.is_(None)]
+    return [and_(e == value, ident > last), e < value, e.is_(None)]
 
 
 def _enc(v: Any) -> Any:
