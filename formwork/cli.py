@@ -51,7 +51,7 @@ def ensure_admin(app: Flask, username: str | None, password: str | None) -> str 
         return username
 
 
-def install_if_missing(app: Flask, template: str, demo: bool) -> bool:
+def install_if_missing(app: Flask, template: str, demo: bool, language: str = "zh-CN") -> bool:
     from formwork import db
     from formwork.metadata.portable import load_template
     from formwork.runtime.demo import install_template
@@ -62,7 +62,7 @@ def install_if_missing(app: Flask, template: str, demo: bool) -> bool:
         cat = p.catalogs.get(conn)
         if key in cat.apps_by_key:
             return False
-        install_template(_system_service(conn, cat), template, key, demo)
+        install_template(_system_service(conn, cat), template, key, demo, language)
     return True
 
 
@@ -75,11 +75,13 @@ def main() -> None:
 @click.option("--username", default=None, help="first admin (default FORMWORK_ADMIN_USERNAME or admin)")
 @click.option("--password", default=None, help="first admin's password (default FORMWORK_ADMIN_PASSWORD)")
 @click.option("--with-crm/--no-crm", default=False, help="also install the CRM template with demo data")
-def init(username: str | None, password: str | None, with_crm: bool) -> None:
+@click.option("--language", type=click.Choice(["zh-CN", "en"]), envvar="FORMWORK_LANGUAGE", default="zh-CN",
+              show_default=True, help="the language the demo data is written in (FORMWORK_LANGUAGE)")
+def init(username: str | None, password: str | None, with_crm: bool, language: str) -> None:
     """Create or upgrade the database and the first admin user."""
     app = _app()
     ensure_admin(app, username, password)
-    if with_crm and install_if_missing(app, "crm", demo=True):
+    if with_crm and install_if_missing(app, "crm", demo=True, language=language):
         click.echo("installed the CRM with demo data")
     click.echo("database ready")
 
@@ -183,14 +185,16 @@ def template() -> None:
 @click.argument("name")
 @click.option("--key", default=None)
 @click.option("--demo", is_flag=True, help="add demo data")
-def template_install(name: str, key: str | None, demo: bool) -> None:
+@click.option("--language", type=click.Choice(["zh-CN", "en"]), envvar="FORMWORK_LANGUAGE", default="zh-CN",
+              show_default=True, help="the language the demo data is written in (FORMWORK_LANGUAGE)")
+def template_install(name: str, key: str | None, demo: bool, language: str) -> None:
     from formwork import db
     from formwork.runtime.demo import install_template
 
     app = _app()
     p = app.extensions["formwork"]
     with db.transaction(p.engine) as conn:
-        a = install_template(_system_service(conn, p.catalogs.get(conn)), name, key, demo)
+        a = install_template(_system_service(conn, p.catalogs.get(conn)), name, key, demo, language)
         click.echo(f"installed app '{a.key}'")
 
 

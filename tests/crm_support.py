@@ -77,7 +77,7 @@ def _install(database_url: str, folder: Path) -> None:
                                           "email": "admin@example.com"}, is_admin=True)
             token = auth.create_token(conn, uid, "tests", None)["token"]
         app_doc = Api(application.test_client(), token).ok("POST", "/meta/templates/crm/install",
-                                                           {"demo_data": True})
+                                                           {"demo_data": True, "language": "zh-CN"})
         assert app_doc["key"] == "crm"
         with db.transaction(p.engine) as conn:
             conn.execute(delete(db.api_tokens))

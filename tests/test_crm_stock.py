@@ -18,7 +18,7 @@ from tests.crm_support import Crm, installed_crm
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_stock"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 def set_locale(crm: Crm, username: str, locale: str) -> None:

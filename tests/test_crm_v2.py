@@ -25,7 +25,7 @@ CST = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture(scope="module")
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crm]:
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_v2"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 @pytest.fixture

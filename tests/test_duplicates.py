@@ -219,7 +219,7 @@ def test_import_reports_duplicates_per_row_and_can_skip_them(admin: Api) -> None
 def crm(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.crm_support import installed_crm
 
-    yield from installed_crm(database_url, tmp_path_factory.mktemp("crm_dups"))
+    yield from installed_crm(database_url, tmp_path_factory)
 
 
 def test_the_crm_checks_customers_and_contacts_and_shares_the_lead_source(crm: Any) -> None:

@@ -372,8 +372,12 @@ def install_template(name: str) -> Response:
     require_meta_right(access)
     body = json_body(MAX_JSON) if request.get_data() else {}
     if not isinstance(body, dict):
-        raise BadRequest("send {\"key\"?, \"demo_data\"?}")
+        raise BadRequest("send {\"key\"?, \"demo_data\"?, \"language\"?}")
+    # the demo data is written in one language: the one asked for, else the caller's
+    language = body.get("language") or (access.locale if access.locale in demo.LANGUAGES else "zh-CN")
+    if language not in demo.LANGUAGES:
+        raise BadRequest(f"language must be one of: {', '.join(demo.LANGUAGES)}")
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
-        app = demo.install_template(svc, name, body.get("key"), bool(body.get("demo_data")))
+        app = demo.install_template(svc, name, body.get("key"), bool(body.get("demo_data")), language)
         return ok(public_app(access, svc.app_json(app)), 201)

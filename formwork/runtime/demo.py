@@ -66,22 +66,29 @@ class Pools:
     jobs: list[str]
 
     @classmethod
-    def build(cls, seed: int, n: int) -> Pools:
+    def build(cls, seed: int, n: int, language: str = "zh-CN") -> Pools:
+        """Names, companies, addresses and sentences in the demo's language (Chinese ones from Faker's zh_CN,
+        English ones from en_US); phone numbers are Chinese mobile numbers either way."""
         from faker import Faker
 
         fake = Faker(["zh_CN", "en_US"])
         fake.seed_instance(seed)
-        zh, en = fake["zh_CN"], fake["en_US"]
+        zh = fake["zh_CN"]
+        words = zh if language.startswith("zh") else fake["en_US"]
+        sep = " " if words is zh else ", "
         per = max(50, n)
         return cls(
-            companies=[zh.company() if i % 10 < 7 else en.company() for i in range(per)],
-            people=[zh.name() if i % 10 < 7 else en.name() for i in range(per)],
+            companies=[words.company() for _ in range(per)],
+            people=[words.name() for _ in range(per)],
             phones=[zh.phone_number() for _ in range(per)],
-            addresses=[zh.address().replace("\n", " ") if i % 10 < 7 else en.address().replace("\n", ", ")
-                       for i in range(min(per, 1000))],
-            sentences=[zh.sentence() if i % 2 else en.sentence() for i in range(200)],
-            jobs=[zh.job() if i % 10 < 7 else en.job() for i in range(100)],
+            addresses=[words.address().replace("\n", sep) for _ in range(min(per, 1000))],
+            sentences=[words.sentence() for _ in range(200)],
+            jobs=[words.job() for _ in range(100)],
         )
+
+
+#: the languages demo data can be written in (a Chinese team gets 华为 and 李娜, an English one Acme and Lina Li)
+LANGUAGES = ("zh-CN", "en")
 
 
 # --- writers ------------------------------------------------------------------------------------
@@ -246,6 +253,7 @@ class DemoRun:
     unit: str
     chunk: int
     progress: Callable[[str, int], None] | None = None
+    language: str = "zh-CN"  # what the demo's names and texts are written in (LANGUAGES)
     counts: dict[str, int] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=dict)
     _pools: Pools | None = None
@@ -253,7 +261,7 @@ class DemoRun:
     @property
     def pools(self) -> Pools:
         if self._pools is None:
-            self._pools = Pools.build(self.seed, min(2000, max(200, self.scale)))
+            self._pools = Pools.build(self.seed, min(2000, max(200, self.scale)), self.language)
         return self._pools
 
     def put(self, table_key: str, rows: list[dict[str, Any]],
@@ -292,8 +300,10 @@ def load_generator(template_name: str) -> ModuleType | None:
 
 def generate_demo(conn: Connection, catalog: Catalog, app_key: str, template_name: str, *, size: str = "small",
                   scale: int | None = None, seed: int = DEFAULT_SEED, now: dt.datetime | None = None,
-                  bulk: bool | None = None, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
-    """Fill ``app_key`` (installed from ``template_name``) with the template's demo data; counts and timing.
+                  bulk: bool | None = None, progress: Callable[[str, int], None] | None = None,
+                  language: str = "zh-CN") -> dict[str, Any]:
+    """Fill ``app_key`` (installed from ``template_name``) with the template's demo data, written in
+    ``language`` (one of :data:`LANGUAGES`); counts and timing.
 
     ``size`` picks a scale from the template's ``SIZES`` unless ``scale`` is given. Bulk loading is used
     from :data:`BULK_FROM` on (or when ``bulk`` says so).
@@ -309,12 +319,14 @@ def generate_demo(conn: Connection, catalog: Catalog, app_key: str, template_nam
         scale = sizes[size]
     if not 1 <= scale <= MAX_SCALE:
         raise BadRequest(f"{unit} must be between 1 and {MAX_SCALE}")
+    if language not in LANGUAGES:
+        raise BadRequest(f"language must be one of: {', '.join(LANGUAGES)}")
     use_bulk = bulk if bulk is not None else scale >= BULK_FROM
     started = time.perf_counter()
     writer: Writer = BulkWriter(conn, catalog) if use_bulk else RecordWriter(conn, catalog)
     run = DemoRun(conn=conn, catalog=catalog, app=catalog.app(app_key), writer=writer, rng=random.Random(seed),
                   now=(now or db.utcnow()).replace(microsecond=0), seed=seed, scale=scale, unit=unit,
-                  chunk=CHUNK if use_bulk else scale, progress=progress)
+                  chunk=CHUNK if use_bulk else scale, progress=progress, language=language)
     module.generate(run)
     writer.finish()
     seconds = time.perf_counter() - started
@@ -324,9 +336,11 @@ def generate_demo(conn: Connection, catalog: Catalog, app_key: str, template_nam
             "rows_per_second": round(rows / seconds) if seconds else None, "users": sorted(run.users)}
 
 
-def install_template(svc: MetadataService, name: str, key: str | None = None, demo_data: bool = False) -> AppDef:
-    """Install a bundled template (``portable.install_template``), then fill it with its demo data."""
+def install_template(svc: MetadataService, name: str, key: str | None = None, demo_data: bool = False,
+                     language: str = "zh-CN") -> AppDef:
+    """Install a bundled template (``portable.install_template``), then fill it with its demo data (written in
+    ``language``)."""
     app = portable.install_template(svc, name, key)
     if demo_data:
-        generate_demo(svc.conn, svc.catalog, app.key, name)
+        generate_demo(svc.conn, svc.catalog, app.key, name, language=language)
     return svc.catalog.app(app.key)

@@ -1003,7 +1003,8 @@ def template_job(app: Flask, ctx: jobs.JobContext) -> dict[str, Any]:
         ctx.progress(1, total)
         counts: dict[str, Any] = {}
         if with_demo and scale:
-            counts = demo.generate_demo(conn, svc.catalog, new.key, name,
+            language = str(p.get("language")) if p.get("language") in demo.LANGUAGES else "zh-CN"
+            counts = demo.generate_demo(conn, svc.catalog, new.key, name, language=language,
                                         progress=lambda _unit, done: ctx.progress(1 + done, total))["tables"]
         auth.audit(conn, "template_installed", user_id=access.user_id, username=access.username,
                    target=f"app:{new.key}", details={"template": name, "demo_data": with_demo})

@@ -80,7 +80,8 @@ def gallery_install(name: str) -> Response:
         if error:
             return render(p, "gallery.html", 200, errors={f"key.{name}": error}, **gallery_context(p, form))
         job = jobs.enqueue(conn, "template", access.user_id,
-                           {"template": name, "key": key, "demo": form.get(f"demo.{name}") == "1"})
+                           {"template": name, "key": key, "demo": form.get(f"demo.{name}") == "1",
+                            "language": p.locale})
     jobs.kick(current_app._get_current_object())  # type: ignore[attr-defined]
     return redirect(url_for("ui.gallery_job_page", job_id=job["id"]))  # type: ignore[return-value]
 

@@ -23,66 +23,148 @@ from formwork.runtime.demo import DemoRun, DemoUser, Pools
 
 UNIT = "customers"  # what ``--customers`` and the sizes count
 
+#: the demo reads naturally in the language it is installed in (``formwork init --language``, the gallery's
+#: page language, the API's ``language``): every name and text below exists in each language
 # username, display name, role, team, manages the team
-DEMO_USERS: list[DemoUser] = [
-    ("sysadmin", "系统管理员 System Admin", "system_admin", None, False),
-    ("manager1", "张伟 Zhang Wei", "sales_manager", "east", True),
-    ("manager2", "Emily Chen", "sales_manager", "south", True),
-    ("am1", "李娜 Li Na", "account_manager", "east", False),
-    ("am2", "James Wilson", "account_manager", "east", False),
-    ("am3", "王芳 Wang Fang", "account_manager", "south", False),
-    ("am4", "刘洋 Liu Yang", "account_manager", "south", False),
-    ("exec1", "陈总 Chen Jie", "executive", None, False),
-]
-TEAMS = {"east": "华东销售部 East sales", "south": "华南销售部 South sales"}
-
-PRODUCTS = [
-    ("云端CRM标准版", "CRM-STD", "套", 19800), ("云端CRM企业版", "CRM-ENT", "套", 59800),
-    ("数据分析模块", "BI-100", "套", 12800), ("移动销售App", "MOB-10", "用户/年", 980),
-    ("客服工单系统", "SVC-200", "套", 25800), ("呼叫中心集成", "CTI-30", "坐席", 3600),
-    ("实施服务", "IMP-D", "人天", 2500), ("培训服务", "TRN-D", "人天", 1800),
-    ("年度维保", "MNT-Y", "年", 8800), ("Industrial Gateway", "IG-500", "pcs", 4200),
-    ("Smart Sensor Kit", "SSK-20", "kit", 1350), ("Edge Server", "ES-2U", "unit", 36500),
-    ("Barcode Scanner", "BS-7", "pcs", 690), ("Label Printer", "LP-4", "pcs", 1580),
-    ("ERP Connector", "ERP-C", "license", 15800), ("Data Migration", "DM-S", "project", 22000),
-    ("SMS Package 10k", "SMS-10K", "package", 450), ("Email Marketing Pack", "EM-50K", "package", 1200),
-    ("Premium Support", "SUP-P", "year", 16800), ("Security Audit", "SEC-A", "project", 28000),
-]
-WAREHOUSES = [
-    ("上海中心仓 Shanghai DC", "SH-01", "上海市嘉定区叶城路 1288 号"),
-    ("广州仓 Guangzhou", "GZ-01", "广州市黄埔区科学大道 66 号"),
-    ("北京仓 Beijing", "BJ-01", "北京市大兴区亦庄经济开发区荣华南路 2 号"),
-]
-ARTICLES = [
-    ("如何重置密码", "faq"), ("导入客户数据的步骤", "howto"), ("发票开具常见问题", "faq"),
-    ("移动App无法登录的排查", "troubleshooting"), ("退换货政策", "policy"), ("数据备份与恢复", "howto"),
-    ("How to connect the ERP connector", "howto"), ("Sensor shows no data", "troubleshooting"),
-    ("Warranty and returns policy", "policy"), ("Billing cycle FAQ", "faq"), ("设备安装指南", "howto"),
-    ("Printer paper jams", "troubleshooting"), ("服务级别协议说明", "policy"), ("Setting up SSO", "howto"),
-    ("报表导出为Excel", "howto"), ("Upgrading to the enterprise edition", "faq"),
-]
-CAMPAIGNS = [
-    ("2024 春季新品发布会", "seminar", "offline"), ("中国国际工业博览会", "exhibition", "offline"),
-    ("微信公众号推广", "social", "wechat"), ("搜索引擎竞价", "online", "search"),
-    ("Customer newsletter Q2", "email", "email"), ("Webinar: data-driven sales", "online", "email"),
-    ("微博话题营销", "social", "weibo"), ("华南渠道伙伴大会", "seminar", "offline"),
-    ("Year-end promotion", "email", "email"), ("智能制造论坛", "exhibition", "offline"),
-]
-SUBJECTS = {
-    "call": ["电话回访", "Follow-up call", "需求沟通电话", "Pricing call"],
-    "visit": ["上门拜访", "On-site visit", "现场演示", "Plant tour"],
-    "email": ["发送报价邮件", "Sent proposal", "Product brochure", "会议纪要"],
-    "meeting": ["方案评审会", "Kick-off meeting", "Quarterly review", "商务谈判"],
-    "wechat": ["微信沟通", "WeChat follow-up", "微信发送资料", "WeChat check-in"],
+USERS_BY_LANGUAGE: dict[str, list[DemoUser]] = {
+    "zh-CN": [
+        ("sysadmin", "系统管理员", "system_admin", None, False),
+        ("manager1", "张伟", "sales_manager", "east", True),
+        ("manager2", "陈静", "sales_manager", "south", True),
+        ("am1", "李娜", "account_manager", "east", False),
+        ("am2", "王磊", "account_manager", "east", False),
+        ("am3", "王芳", "account_manager", "south", False),
+        ("am4", "刘洋", "account_manager", "south", False),
+        ("exec1", "陈杰", "executive", None, False),
+    ],
+    "en": [
+        ("sysadmin", "System Admin", "system_admin", None, False),
+        ("manager1", "David Zhang", "sales_manager", "east", True),
+        ("manager2", "Emily Chen", "sales_manager", "south", True),
+        ("am1", "Lina Li", "account_manager", "east", False),
+        ("am2", "James Wilson", "account_manager", "east", False),
+        ("am3", "Fiona Wang", "account_manager", "south", False),
+        ("am4", "Leo Liu", "account_manager", "south", False),
+        ("exec1", "Jack Chen", "executive", None, False),
+    ],
 }
-TICKET_TITLES = {
-    "consult": ["咨询产品功能", "How do I export reports?", "询问价格方案", "Question about licences"],
-    "complaint": ["响应太慢", "Invoice is wrong", "实施延期投诉", "Sales rep unreachable"],
-    "repair": ["设备无法开机", "Sensor offline", "打印机卡纸", "Server fan noise"],
-    "suggestion": ["建议增加导出功能", "Add dark mode", "希望支持微信登录", "More report templates"],
+DEMO_USERS = USERS_BY_LANGUAGE["zh-CN"]
+TEAMS_BY_LANGUAGE = {"zh-CN": {"east": "华东销售部", "south": "华南销售部"},
+                     "en": {"east": "East sales", "south": "South sales"}}
+# (Chinese name, English name, model, Chinese unit, English unit, price)
+_PRODUCTS = [
+    ("云端CRM标准版", "Cloud CRM Standard", "CRM-STD", "套", "set", 19800),
+    ("云端CRM企业版", "Cloud CRM Enterprise", "CRM-ENT", "套", "set", 59800),
+    ("数据分析模块", "Analytics module", "BI-100", "套", "set", 12800),
+    ("移动销售App", "Mobile sales app", "MOB-10", "用户/年", "user/year", 980),
+    ("客服工单系统", "Service desk", "SVC-200", "套", "set", 25800),
+    ("呼叫中心集成", "Call centre integration", "CTI-30", "坐席", "seat", 3600),
+    ("实施服务", "Implementation", "IMP-D", "人天", "person-day", 2500),
+    ("培训服务", "Training", "TRN-D", "人天", "person-day", 1800),
+    ("年度维保", "Annual maintenance", "MNT-Y", "年", "year", 8800),
+    ("工业网关", "Industrial gateway", "IG-500", "台", "pcs", 4200),
+    ("智能传感器套件", "Smart sensor kit", "SSK-20", "套", "kit", 1350),
+    ("边缘服务器", "Edge server", "ES-2U", "台", "unit", 36500),
+    ("条码扫描枪", "Barcode scanner", "BS-7", "把", "pcs", 690),
+    ("标签打印机", "Label printer", "LP-4", "台", "pcs", 1580),
+    ("ERP 连接器", "ERP connector", "ERP-C", "许可", "licence", 15800),
+    ("数据迁移服务", "Data migration", "DM-S", "项", "project", 22000),
+    ("短信包（1 万条）", "SMS package (10k)", "SMS-10K", "包", "package", 450),
+    ("邮件营销包", "Email marketing pack", "EM-50K", "包", "package", 1200),
+    ("高级技术支持", "Premium support", "SUP-P", "年", "year", 16800),
+    ("安全审计", "Security audit", "SEC-A", "项", "project", 28000),
+]
+_WAREHOUSES = [
+    ("上海中心仓", "Shanghai distribution centre", "SH-01", "上海市嘉定区叶城路 1288 号",
+     "1288 Yecheng Road, Jiading, Shanghai"),
+    ("广州仓", "Guangzhou warehouse", "GZ-01", "广州市黄埔区科学大道 66 号",
+     "66 Kexue Avenue, Huangpu, Guangzhou"),
+    ("北京仓", "Beijing warehouse", "BJ-01", "北京市大兴区亦庄经济开发区荣华南路 2 号",
+     "2 Ronghua South Road, Yizhuang, Beijing"),
+]
+TEXT: dict[str, dict[str, Any]] = {
+    "zh-CN": {
+        "products": [(zh, model, unit, price) for zh, _en, model, unit, _u, price in _PRODUCTS],
+        "warehouses": [(zh, code, addr) for zh, _en, code, addr, _a in _WAREHOUSES],
+        "articles": [
+            ("如何重置密码", "faq"), ("导入客户数据的步骤", "howto"), ("发票开具常见问题", "faq"),
+            ("移动App无法登录的排查", "troubleshooting"), ("退换货政策", "policy"), ("数据备份与恢复", "howto"),
+            ("如何连接 ERP 连接器", "howto"), ("传感器没有数据", "troubleshooting"), ("保修与退货说明", "policy"),
+            ("结算周期常见问题", "faq"), ("设备安装指南", "howto"), ("打印机卡纸的处理", "troubleshooting"),
+            ("服务级别协议说明", "policy"), ("配置单点登录", "howto"), ("报表导出为Excel", "howto"),
+            ("升级到企业版", "faq")],
+        "campaigns": [
+            ("春季新品发布会", "seminar", "offline"), ("中国国际工业博览会", "exhibition", "offline"),
+            ("微信公众号推广", "social", "wechat"), ("搜索引擎竞价", "online", "search"),
+            ("第二季度客户通讯", "email", "email"), ("线上研讨会：数据驱动销售", "online", "email"),
+            ("微博话题营销", "social", "weibo"), ("华南渠道伙伴大会", "seminar", "offline"),
+            ("年终促销", "email", "email"), ("智能制造论坛", "exhibition", "offline")],
+        "segments": ["制造业A类客户", "零售中小客户", "华东新客户", "老客户"],
+        "stock_notes": ["期初入库", "采购入库"],
+        "subjects": {
+            "call": ["电话回访", "跟进电话", "需求沟通电话", "价格沟通"],
+            "visit": ["上门拜访", "现场拜访", "现场演示", "参观工厂"],
+            "email": ["发送报价邮件", "发送方案", "发送产品手册", "会议纪要"],
+            "meeting": ["方案评审会", "项目启动会", "季度回顾", "商务谈判"],
+            "wechat": ["微信沟通", "微信跟进", "微信发送资料", "微信问候"]},
+        "lost_reasons": ["价格太高", "选择了竞争对手", "预算取消", "迟迟没有决定"],
+        "plans": ["安排技术交流", "准备产品演示", "提交方案书", "拜访财务总监", "组织试用", "安排标杆客户参观"],
+        "tickets": {
+            "consult": ["咨询产品功能", "如何导出报表？", "询问价格方案", "咨询许可证数量"],
+            "complaint": ["响应太慢", "发票开错了", "实施延期投诉", "联系不上销售"],
+            "repair": ["设备无法开机", "传感器离线", "打印机卡纸", "服务器风扇噪音大"],
+            "suggestion": ["建议增加导出功能", "希望增加深色模式", "希望支持微信登录", "希望增加报表模板"]},
+        "results": ["已解决", "已更换设备", "已提供临时方案", "已退款"],
+        "deals": ["CRM项目", "设备升级", "数据平台", "服务续约", "二期扩容"],
+        "contracts": ["销售合同", "服务协议", "采购合同", "软件许可协议"],
+        "measures": ["安排高层拜访，提供年度折扣", "免费升级并做一次服务回顾", "更换客户经理，加强回访",
+                     "升级给产品团队处理", "提供竞品对比方案"],
+    },
+    "en": {
+        "products": [(en, model, unit, price) for _zh, en, model, _u, unit, price in _PRODUCTS],
+        "warehouses": [(en, code, addr) for _zh, en, code, _a, addr in _WAREHOUSES],
+        "articles": [
+            ("How to reset a password", "faq"), ("Importing customer data step by step", "howto"),
+            ("Invoicing FAQ", "faq"), ("The mobile app won't sign in", "troubleshooting"),
+            ("Returns and exchanges policy", "policy"), ("Backing up and restoring data", "howto"),
+            ("How to connect the ERP connector", "howto"), ("Sensor shows no data", "troubleshooting"),
+            ("Warranty and returns policy", "policy"), ("Billing cycle FAQ", "faq"),
+            ("Installing the hardware", "howto"), ("Printer paper jams", "troubleshooting"),
+            ("Our service level agreement", "policy"), ("Setting up SSO", "howto"),
+            ("Exporting reports to Excel", "howto"), ("Upgrading to the enterprise edition", "faq")],
+        "campaigns": [
+            ("Spring product launch", "seminar", "offline"), ("China International Industry Fair", "exhibition",
+                                                               "offline"),
+            ("WeChat official account promotion", "social", "wechat"), ("Search ads", "online", "search"),
+            ("Customer newsletter Q2", "email", "email"), ("Webinar: data-driven sales", "online", "email"),
+            ("Weibo topic campaign", "social", "weibo"), ("South China partner summit", "seminar", "offline"),
+            ("Year-end promotion", "email", "email"), ("Smart manufacturing forum", "exhibition", "offline")],
+        "segments": ["Key manufacturers", "SMB retail", "New customers in East China", "Existing customers"],
+        "stock_notes": ["Opening stock", "Purchase receipt"],
+        "subjects": {
+            "call": ["Check-in call", "Follow-up call", "Requirements call", "Pricing call"],
+            "visit": ["On-site visit", "Customer visit", "Live demo", "Plant tour"],
+            "email": ["Sent the quote", "Sent proposal", "Product brochure", "Meeting notes"],
+            "meeting": ["Solution review", "Kick-off meeting", "Quarterly review", "Commercial negotiation"],
+            "wechat": ["WeChat chat", "WeChat follow-up", "Sent documents on WeChat", "WeChat check-in"]},
+        "lost_reasons": ["Price too high", "Chose a competitor", "Budget cancelled", "No decision"],
+        "plans": ["Technical workshop", "Prepare demo", "Submit the proposal", "Meet the CFO", "Run a trial",
+                  "Reference visit"],
+        "tickets": {
+            "consult": ["Question about features", "How do I export reports?", "Pricing question",
+                        "Question about licences"],
+            "complaint": ["Responses are too slow", "Invoice is wrong", "Implementation is late",
+                          "Sales rep unreachable"],
+            "repair": ["Device won't start", "Sensor offline", "Printer paper jam", "Server fan noise"],
+            "suggestion": ["Add an export button", "Add dark mode", "Support WeChat sign-in", "More report templates"]},
+        "results": ["Resolved", "Device replaced", "Workaround given", "Refunded"],
+        "deals": ["CRM project", "Equipment upgrade", "Data platform", "Service renewal", "Phase two expansion"],
+        "contracts": ["Sales contract", "Service agreement", "Purchase contract", "Licence agreement"],
+        "measures": ["Executive visit with a yearly discount", "Offered a free upgrade and a service review",
+                     "New account manager, more check-ins", "Escalated to the product team",
+                     "Sent a comparison with the competitor"],
+    },
 }
-MEASURES = ["安排高层拜访，提供年度折扣", "Offered a free upgrade and a service review",
-            "更换客户经理，加强回访", "Escalated to product team", "提供竞品对比方案"]
 LOST_REASONS = ["price", "service", "competitor", "closed", "other"]
 
 
@@ -97,6 +179,7 @@ class Ctx:
     products: list[tuple[int, Decimal]] = field(default_factory=list)
     warehouses: list[int] = field(default_factory=list)
     campaigns: list[int] = field(default_factory=list)
+    text: dict[str, Any] = field(default_factory=lambda: TEXT["zh-CN"])  # the demo's words, in one language
 
     @property
     def today(self) -> dt.date:
@@ -157,7 +240,7 @@ class CrmDemo:
             select(name_col, pt.sa.c.id, price_col).where(pt.sa.c.deleted_at.is_(None)))}
         rows: list[dict[str, Any]] = [
             {"name": n, "model": m, "unit": u, "price": Decimal(p), "active": True}
-            for n, m, u, p in PRODUCTS if n not in existing]
+            for n, m, u, p in c.text["products"] if n not in existing]
         ids = self.put("products", rows, [(start, c.users["sysadmin"])] * len(rows))
         c.products = [(i, Decimal(r["price"])) for i, r in zip(ids, rows, strict=True)] + list(existing.values())
         self.stock(ids, start)
@@ -166,17 +249,18 @@ class CrmDemo:
         self.used_names = {r[0] for r in self.run.conn.execute(select(col))}
         rows = [{"title": title, "category": cat, "content": " ".join(c.rng.sample(c.pools.sentences, 3)),
                  "tags": c.rng.sample(["product", "billing", "installation"], c.rng.randrange(1, 3)),
-                 "published": c.rng.random() < 0.85} for title, cat in ARTICLES]
+                 "published": c.rng.random() < 0.85} for title, cat in c.text["articles"]]
         self.put("articles", rows, [(c.between(start, c.now), c.users["sysadmin"]) for _ in rows])
         rows, meta = [], []
-        for i, (name, kind, channel) in enumerate(CAMPAIGNS):
-            begin = (c.now - dt.timedelta(days=40 + 60 * (len(CAMPAIGNS) - i))).date()
+        campaigns = c.text["campaigns"]
+        for i, (name, kind, channel) in enumerate(campaigns):
+            begin = (c.now - dt.timedelta(days=40 + 60 * (len(campaigns) - i))).date()
             budget = c.rng.randrange(20, 200) * 1000
             cost = round(budget * c.rng.uniform(0.6, 1.1))
             rows.append({"name": name, "type": kind, "channel": channel, "budget": Decimal(budget),
                          "cost": Decimal(cost), "start_date": begin,
                          "end_date": (begin + dt.timedelta(days=c.rng.randrange(1, 30))),
-                         "target_segment": c.pick(["制造业A类客户", "SMB retail", "华东新客户", "Existing customers"]),
+                         "target_segment": c.pick(c.text["segments"]),
                          "owner": c.pick(list(c.teams))})
             meta.append((dt.datetime.combine(begin, dt.time(9)) - dt.timedelta(days=20), c.pick(list(c.teams))))
         c.campaigns = self.put("campaigns", rows, meta)
@@ -190,9 +274,9 @@ class CrmDemo:
         existing = {r[0]: r[1] for r in self.run.conn.execute(select(name_col, wt.sa.c.id)
                                                                .where(wt.sa.c.deleted_at.is_(None)))}
         rows = [{"name": n, "code": code, "address": addr, "manager": c.users["sysadmin"], "active": True}
-                for n, code, addr in WAREHOUSES if n not in existing]
+                for n, code, addr in c.text["warehouses"] if n not in existing]
         ids = self.put("warehouses", rows, [(start, c.users["sysadmin"])] * len(rows))
-        c.warehouses = ids + [existing[n] for n, _c, _a in WAREHOUSES if n in existing]
+        c.warehouses = ids + [existing[n] for n, _c, _a in c.text["warehouses"] if n in existing]
         moves: list[dict[str, Any]] = []
         meta: list[tuple[dt.datetime, int | None]] = []
         levels: list[dict[str, Any]] = []
@@ -203,7 +287,7 @@ class CrmDemo:
                 qty = c.rng.randrange(2, 9) if c.rng.random() < 0.15 else c.rng.randrange(30, 500)
                 at = c.between(start, start + dt.timedelta(days=30))
                 moves.append({"type": "in", "product": pid, "warehouse": wid, "quantity": qty, "date": _ts(at),
-                              "note": c.pick(["期初入库 Opening stock", "采购入库 Purchase receipt"])})
+                              "note": c.pick(c.text["stock_notes"])})
                 meta.append((at, c.users["sysadmin"]))
                 levels.append({"product": pid, "warehouse": wid, "on_hand": qty, "reorder_level": 10})
         lt = self.t("stock_levels")
@@ -297,8 +381,8 @@ class CrmDemo:
                     when = max(when, k["created"])
                 else:
                     when = c.between(k["created"], now - dt.timedelta(days=5))
-                kind = c.pick(list(SUBJECTS))
-                rows.append({"subject": c.pick(SUBJECTS[kind]), "type": kind, "date": _ts(when),
+                kind = c.pick(list(c.text["subjects"]))
+                rows.append({"subject": c.pick(c.text["subjects"][kind]), "type": kind, "date": _ts(when),
                              "customer": k["id"], "contact": c.pick(contact_of[k["id"]]),
                              "summary": c.pick(c.pools.sentences), "owner": k["seller"]})
                 meta.append((when, k["seller"]))
@@ -315,7 +399,7 @@ class CrmDemo:
                     close = c.between(created, now - dt.timedelta(days=1)).date()
                 else:
                     close = (now + dt.timedelta(days=rng.randrange(-10, 180))).date()
-                row = {"name": f"{c.pick(['CRM项目', 'Equipment upgrade', '数据平台', 'Service renewal', '二期扩容'])}"
+                row = {"name": f"{c.pick(c.text['deals'])}"
                                f" - {k['id']}",
                        "customer": k["id"], "source": c.pick(["referral", "website", "exhibition", "campaign",
                                                               "existing"]),
@@ -327,7 +411,7 @@ class CrmDemo:
                 if stage not in ("won", "lost") and rng.random() < 0.6:
                     row["next_follow_up"] = (now + dt.timedelta(days=rng.randrange(0, 14))).date()
                 if stage == "lost":
-                    row["lost_reason"] = c.pick(["价格太高", "Chose a competitor", "预算取消", "No decision"])
+                    row["lost_reason"] = c.pick(c.text["lost_reasons"])
                 rows.append(row)
                 meta.append((created, k["seller"]))
                 opps.append((k, stage, close, amount))
@@ -337,8 +421,7 @@ class CrmDemo:
         for oid, (k, stage, _close, _amount) in zip(opp_ids, opps, strict=True):
             for _ in range(rng.choice([0, 1, 2])):
                 day = c.between(k["created"], now + dt.timedelta(days=20))
-                plans.append({"plan": c.pick(["安排技术交流", "Prepare demo", "提交方案书", "Meet the CFO",
-                                              "组织试用", "Reference visit"]),
+                plans.append({"plan": c.pick(c.text["plans"]),
                               "opportunity": oid, "date": day.date(),
                               "result": c.pick(c.pools.sentences) if day < now else None, "owner": k["seller"]})
                 pmeta.append((min(day, now) - dt.timedelta(days=3), k["seller"]))
@@ -404,7 +487,7 @@ class CrmDemo:
                 continue
             start = d.date()
             end = start + dt.timedelta(days=365)
-            rows.append({"title": f"{c.pick(['销售合同', 'Service agreement', '采购合同', 'Licence agreement'])}"
+            rows.append({"title": f"{c.pick(c.text['contracts'])}"
                                   f" {oid}",
                          "customer": k["id"], "order": oid, "amount": totals.get(oid, Decimal(0)),
                          "start_date": start, "end_date": end,
@@ -437,7 +520,7 @@ class CrmDemo:
                 status = c.weighted([("archived", 70), ("feedback", 30)]) if old else \
                     c.weighted([("new", 15), ("assigned", 25), ("in_progress", 30), ("feedback", 15), ("archived", 15)])
                 done = status in ("feedback", "archived")
-                row = {"title": c.pick(TICKET_TITLES[kind]), "type": kind,
+                row = {"title": c.pick(c.text["tickets"][kind]), "type": kind,
                        "channel": c.pick(["phone", "email", "wechat", "web", "visit"]), "status": status,
                        "priority": prio, "customer": k["id"],
                        "assignee": k["seller"] if status != "new" else None,
@@ -445,7 +528,7 @@ class CrmDemo:
                        "escalated": (not done and sla < now) or (done and rng.random() < 0.1)}
                 if done:
                     row["handling"] = c.pick(c.pools.sentences)
-                    row["result"] = c.pick(["已解决 Resolved", "已更换设备", "Workaround given", "已退款"])
+                    row["result"] = c.pick(c.text["results"])
                     row["satisfaction"] = c.weighted([(5, 40), (4, 30), (3, 15), (2, 10), (1, 5)])
                 rows.append(row)
                 meta.append((opened, k["seller"]))
@@ -462,21 +545,23 @@ class CrmDemo:
             status = "confirmed" if k["status"] == "churned" else c.weighted([("open", 60), ("paused", 40)])
             rows.append({"customer": k["id"], "detected_at": detected.date(),
                          "last_order_date": last.date(), "reason": c.pick(LOST_REASONS),
-                         "measures": c.pick(MEASURES), "status": status, "owner": k["seller"]})
+                         "measures": c.pick(c.text["measures"]), "status": status, "owner": k["seller"]})
             meta.append((detected, k["seller"]))
         self.put("lost_customers", rows, meta)
 
 
 def generate(run: DemoRun) -> None:
     """The demo users and teams, the reference data (products, articles, campaigns), then customers in chunks."""
-    users = run.ensure_users(DEMO_USERS, TEAMS)
+    language = run.language if run.language in TEXT else "zh-CN"
+    people = USERS_BY_LANGUAGE[language]
+    users = run.ensure_users(people, TEAMS_BY_LANGUAGE[language])
     teams: dict[int, list[int]] = {}
-    for username, _n, role, team, _m in DEMO_USERS:
+    for username, _n, role, team, _m in people:
         if role == "account_manager":
-            manager = next(u for u, _x, r, tm, m in DEMO_USERS if m and tm == team)
+            manager = next(u for u, _x, r, tm, m in people if m and tm == team)
             teams.setdefault(users[manager], []).append(users[username])
     ctx = Ctx(rng=run.rng, pools=run.pools, now=run.now, users=users,
-              ams=[uid for ids in teams.values() for uid in ids], teams=teams)
+              ams=[uid for ids in teams.values() for uid in ids], teams=teams, text=TEXT[language])
     gen = CrmDemo(run, ctx)
     gen.reference()
     gen.targets()
