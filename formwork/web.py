@@ -237,15 +237,6 @@ def unit(write: bool | None = None) -> Iterator[tuple[Connection, Catalog]]:
             units.pop()
 
 
-def active_unit() -> Connection | None:
-    """The innermost unit of work of this request that may write, if one is open (else None)."""
-    for conn in reversed(g.get("_fw_units") or []):
-        if conn.info.get("write") or conn.dialect.name != "sqlite":
-            return conn
-        return None
-    return None
-
-
 def _close_pending(_exc: BaseException | None = None) -> None:
     pending: _Pending | None = g.pop("_fw_pending", None)
     if pending is not None:

@@ -122,9 +122,19 @@ def _request_database() -> tuple[Engine | None, Connection | None]:
     plat: Any = current_app.extensions.get("formwork")
     if plat is None:
         return None, None
-    from formwork.web import active_unit
+    return plat.engine, _active_unit()
 
-    return plat.engine, active_unit()
+
+def _active_unit() -> Connection | None:
+    """The innermost unit of work of this request that may write, if one is open (else None): the units
+    ``formwork.web.unit`` opens are listed on ``flask.g`` (read here so the runtime needs nothing of web)."""
+    from flask import g
+
+    for conn in reversed(g.get("_fw_units") or []):
+        if conn.info.get("write") or conn.dialect.name != "sqlite":
+            return conn
+        return None
+    return None
 
 
 login_limiter = SharedWindow(limit=30, seconds=60, name="login")

@@ -130,8 +130,8 @@ def test_build_a_rule_in_the_pages_and_watch_it_run(page: Any, crm_server: dict[
     with settled(page):
         page.get_by_role("button", name=w["notify"], exact=True).click()
     step1 = page.get_by_role("group", name=f"1. {w['notify']}")
-    step1.get_by_label(w["owner_rcpt"]).uncheck()
-    step1.get_by_label(w["manager"]).check()
+    step1.get_by_label(w["owner_rcpt"], exact=True).uncheck()
+    step1.get_by_label(w["manager"], exact=True).check()
     title = step1.get_by_role("textbox", name=re.compile(rf"^{w['title']}\*?$"))
     title.fill("Big opportunity: ")
     step1.get_by_role("combobox", name=w["insert"], exact=True).select_option(label=w["name_var"])
@@ -142,12 +142,12 @@ def test_build_a_rule_in_the_pages_and_watch_it_run(page: Any, crm_server: dict[
     with settled(page):
         page.get_by_role("button", name=w["email"], exact=True).click()
     step2 = page.get_by_role("group", name=f"2. {w['email']}")
-    step2.get_by_label(w["owner_rcpt"]).uncheck()
-    step2.get_by_label(w["manager"]).check()
+    step2.get_by_label(w["owner_rcpt"], exact=True).uncheck()
+    step2.get_by_label(w["manager"], exact=True).check()
     subject = step2.get_by_role("textbox", name=re.compile(rf"^{w['subject']}\*?$"))
     subject.fill("Big opportunity {{ record.name }} ({{ record.amount }})")
     # what was typed survived the re-rendering that adding the step did
-    expect(page.get_by_role("group", name=f"1. {w['notify']}").get_by_label(w["manager"])).to_be_checked()
+    expect(page.get_by_role("group", name=f"1. {w['notify']}").get_by_label(w["manager"], exact=True)).to_be_checked()
     expect(page.get_by_role("textbox", name=w["value"], exact=True)).to_have_value("100000")
     page.screenshot(path=f"/tmp/shots-auto/builder-{locale}.png", full_page=True)
     page.get_by_role("button", name=w["save"], exact=True).click()

@@ -81,7 +81,7 @@ def parent_link_problem(t: Any, cat: Any, link_key: Any) -> str | None:
     """Why ``link_key`` cannot lead from ``t`` to a parent record with an owner (None when it can)."""
     f = t.fields_by_key.get(link_key or "")
     if f is None or not f.ftype.is_link or not f.stored or f.options.get("multiple"):
-        return "must name a link to one record (such as the customer)"
+        return "must name a link to one record (a parent such as an account)"
     parent = cat.table_by_id(f.options["target"])
     if parent.owner_field is None:
         return f"the linked table '{parent.key}' has no owner field"

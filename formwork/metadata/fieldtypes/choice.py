@@ -28,7 +28,7 @@ FALSE_WORDS = {"false", "no", "n", "0", "off", "", "否", "错", "假", "uncheck
 CHOICES_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
     # a field naming a shared option list (``list``) gets its choices from the list when it is saved
-    "anyOf": [{"required": ["choices"]}, {"required": ["list"]}],
+    "if": {"not": {"required": ["list"]}}, "then": {"required": ["choices"]},
     "properties": {
         "choices": {
             "type": "array", "maxItems": 1000,
