@@ -200,7 +200,7 @@ def test_login_limit_is_shared_by_two_processes(app: Any, other: Any, admin: Api
             .status_code == 429
     with db.transaction(app.extensions["formwork"].engine) as conn:
         assert conn.execute(select(db.login_attempts.c.id)).all()  # the hits live in the database
-    login_limiter.reset()
+    login_limiter.reset(app.extensions["formwork"].engine)
     assert clients[1].post("/api/v1/auth/login", json={"username": "admin", "password": "admin-pass-1"}) \
         .status_code == 200
 

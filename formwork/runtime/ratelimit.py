@@ -64,15 +64,12 @@ class SharedWindow:
         self.seconds = seconds
         self.name = name
         self.local = SlidingWindow(limit, seconds)
-        self._engines: dict[int, Engine] = {}
 
     def check(self, key: str) -> None:
         engine, conn = _request_database()
         if engine is None:
             self.local.check(key)
             return
-        if len(self._engines) < 64:
-            self._engines[id(engine)] = engine
         if conn is not None:
             self.check_in(conn, key)
             return
@@ -100,17 +97,15 @@ class SharedWindow:
         conn.execute(delete(t).where(t.c.key == full, t.c.at <= since))
         conn.execute(insert(t).values(key=full, at=now))
 
-    def reset(self) -> None:
-        """Forget every hit (tests): in this process and in the databases this limiter has counted in."""
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget every hit (tests): in this process, and in ``engine``'s database when one is given (a
+        fresh or emptied database has none to forget)."""
         from formwork import db
 
         self.local.reset()
-        for engine in list(self._engines.values()):
-            try:
-                with db.transaction(engine) as conn:
-                    conn.execute(delete(db.login_attempts).where(db.login_attempts.c.key.like(f"{self.name}:%")))
-            except Exception:  # noqa: BLE001 - a database gone since (a finished test) has nothing to forget
-                self._engines.pop(id(engine), None)
+        if engine is not None:
+            with db.transaction(engine) as conn:
+                conn.execute(delete(db.login_attempts).where(db.login_attempts.c.key.like(f"{self.name}:%")))
 
 
 def _request_database() -> tuple[Engine | None, Connection | None]:
