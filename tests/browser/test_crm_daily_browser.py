@@ -61,10 +61,15 @@ def lang(request: pytest.FixtureRequest, crm_server: dict[str, Any]) -> Iterator
     yield request.param
 
 
-@pytest.fixture
-def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
+def pages_as(browser: Any, url: str, tolerated: str | None = None) -> Iterator[Any]:
+    """A logged-in page per demo user; any page or console error fails the test (except console errors
+    containing ``tolerated``, e.g. a refusal the test provokes on purpose)."""
     contexts: list[Any] = []
     errors: list[str] = []
+
+    def on_console(m: Any) -> None:
+        if m.type == "error" and not (tolerated and tolerated in m.text):
+            errors.append(f"console: {m.text}")
 
     def open_page(username: str) -> Any:
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -72,8 +77,7 @@ def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
         contexts.append(ctx)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        url = crm_server["url"]
+        pg.on("console", on_console)
         pg.goto(url + "/login")
         pg.fill("input[name=username]", username)
         pg.fill("input[name=password]", demo_password())
@@ -87,6 +91,11 @@ def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
         for ctx in contexts:
             ctx.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
+    yield from pages_as(browser, crm_server["url"])
 
 
 def _unique(prefix: str) -> str:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from formwork.runtime.demo import demo_password
 from tests.browser import test_crm_daily_browser as daily
 from tests.browser.test_ui_browser import pytestmark  # noqa: F401 - same skip rules
 
@@ -27,31 +26,7 @@ WORDS = {
 @pytest.fixture
 def open_as(browser: Any, crm_server: dict[str, Any]) -> Iterator[Any]:
     """A logged-in page per user; any page error fails the test, except the refused confirmation's own 422."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def open_page(username: str) -> Any:
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        ctx.set_default_timeout(30000)
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("console", lambda m: errors.append(f"console: {m.text}")
-              if m.type == "error" and "status of 422" not in m.text else None)
-        url = crm_server["url"]
-        pg.goto(url + "/login")
-        pg.fill("input[name=username]", username)
-        pg.fill("input[name=password]", demo_password())
-        pg.click("button[type=submit]")
-        pg.wait_for_url(url + "/")
-        return pg
-
-    try:
-        yield open_page
-    finally:
-        for ctx in contexts:
-            ctx.close()
-    assert not errors, errors
+    yield from daily.pages_as(browser, crm_server["url"], tolerated="status of 422")
 
 
 def _setup(crm_server: dict[str, Any], need: int) -> dict[str, int]:
