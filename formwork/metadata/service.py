@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata import defaults, flows, validation
-from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table
+from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, build_user_table, label_text
 from formwork.metadata.conversion import (
     PreviewScope,
     ReadValues,
@@ -110,6 +110,40 @@ def rename_through_links(tree: Any, links: set[str], old: str, new: str) -> Any:
     if isinstance(tree, list):
         return [rename_through_links(x, links, old, new) for x in tree]
     return tree
+
+
+def drop_from_filter(tree: Any, gone: Callable[[str], bool]) -> Any:
+    """The filter tree without the conditions whose field path ``gone`` names (a deleted field); groups
+    left empty go too, and so does a ``not`` whose inside went. None when nothing is left."""
+    if isinstance(tree, list):
+        kept = [x for x in (drop_from_filter(x, gone) for x in tree) if x is not None]
+        return kept or None
+    if not isinstance(tree, dict):
+        return tree
+    if isinstance(tree.get("field"), str):
+        return None if gone(tree["field"]) else tree
+    for group in ("and", "or"):
+        if isinstance(tree.get(group), list):
+            kept = drop_from_filter(tree[group], gone)
+            return {group: kept} if kept else None
+    if "not" in tree:
+        inner = drop_from_filter(tree["not"], gone)
+        return {"not": inner} if inner is not None else None
+    return tree
+
+
+def names_field(key: str, links: set[str] | None = None) -> Callable[[str], bool]:
+    """Whether a filter path names field ``key``: on its own table (``key``, ``key.sub``), or with
+    ``links``, through one of those links from another table (``link.key``)."""
+    if links is None:
+        return lambda path: path.split(".")[0] == key
+    return lambda path: "." in path and path.split(".")[0] in links and path.split(".")[1] == key
+
+
+# view options naming one field: those a view cannot work without, and those it can simply forget
+VIEW_NEEDS = {"kanban": ("group_field",), "calendar": ("date_field",)}
+VIEW_FIELD_OPTIONS = ("group_field", "date_field", "end_field", "title_field", "cover_field", "sum_field",
+                      "color_field")
 
 
 class MetadataService:
@@ -550,7 +584,123 @@ class MetadataService:
         deps = [g for g in self._dependents(f) if g.table_id != ignore_table and g.id != f.options.get("pair")]
         if deps:
             names = ", ".join(f"{self.catalog.table_by_id(g.table_id).key}.{g.key}" for g in deps)
-            raise Conflict(f"'{f.key}' is used by {names}; change or delete those first")
+            uses = [{"kind": "field", "label": g.label, "table": self.catalog.table_by_id(g.table_id).label}
+                    for g in deps]
+            raise Conflict(f"'{f.key}' is used by {names}; change or delete those first", {"used_by": uses})
+
+    def _links_to(self, t: TableDef) -> dict[int, set[str]]:
+        """Table id -> its link fields pointing at ``t`` (filters there may name ``link.field`` of t)."""
+        out: dict[int, set[str]] = {}
+        for other in self.catalog.app_by_id(t.app_id).tables:
+            keys = {g.key for g in other.fields if g.ftype.is_link and g.options.get("target") == t.id}
+            if keys:
+                out[other.id] = keys
+        return out
+
+    def _blocked_by_settings(self, t: TableDef, f: FieldDef) -> None:
+        """A field the table's access rules or a view cannot do without is not deleted: who may see which
+        rows would change silently (an owner field falls back to the creator, a row scope opens nothing),
+        or a board would lose its columns. The refusal names each user so the builder can change it first;
+        ``details.used_by`` lists them (kind, label, table) for pages to say in words."""
+        uses: list[dict[str, Any]] = []
+        for setting in ("owner_field", "scope_parent"):
+            if t.doc.get(setting) == f.key:
+                uses.append({"kind": setting, "label": t.label, "table": t.label})
+        for v in t.views:
+            needs = VIEW_NEEDS.get(v.get("type", ""), ())
+            if any((v.get("options") or {}).get(name) == f.key for name in needs):
+                uses.append({"kind": "view", "label": v.get("label"), "table": t.label})
+        app = self.catalog.app_by_id(t.app_id)
+        links = self._links_to(t)
+        paths = {f"{app.key}.{t.key}": names_field(f.key)}
+        for other_id, keys in links.items():
+            paths[f"{app.key}.{self.catalog.table_by_id(other_id).key}"] = names_field(f.key, keys)
+        for row in self.conn.execute(select(db.roles.c.doc)).all():
+            perms = (row.doc or {}).get("permissions")
+            if not isinstance(perms, dict):
+                continue
+            for name, gone in paths.items():
+                grant = perms.get(name)
+                if isinstance(grant, dict) and any(
+                        drop_from_filter(grant.get(op), gone) != grant.get(op)
+                        for op in ("read", "update", "delete") if isinstance(grant.get(op), (dict, list))):
+                    uses.append({"kind": "role", "label": row.doc.get("label") or row.doc.get("key"),
+                                 "table": t.label})
+                    break
+        if uses:
+            words = {"owner_field": "the table's owner field", "scope_parent": "the table's parent scope",
+                     "view": "view", "role": "the row access of role"}
+            names = ", ".join(f"{words[u['kind']]} '{label_text(u['label'])}'" if u["kind"] in ("view", "role")
+                              else words[u["kind"]] for u in uses)
+            raise Conflict(f"'{f.key}' is used by {names}; change those first", {"used_by": uses})
+
+    def _forget_field(self, t: TableDef, f: FieldDef) -> None:
+        """Views (this table's, and other tables' filters through a link) and the table's settings stop
+        naming a deleted field, so they keep working and can still be saved."""
+        own = names_field(f.key)
+        for v in t.views:
+            doc = {k: val for k, val in v.items() if k != "id"}
+            new = self._view_without(doc, f.key, own)
+            if new != doc:
+                self.conn.execute(update(db.views).where(db.views.c.id == v["id"]).values(doc=new))
+        for other_id, keys in self._links_to(t).items():
+            via = names_field(f.key, keys)
+            for v in self.catalog.table_by_id(other_id).views:
+                if "filter" not in v:
+                    continue
+                doc = {k: val for k, val in v.items() if k != "id"}
+                kept = drop_from_filter(doc["filter"], via)
+                if kept != doc["filter"]:
+                    if kept is None:
+                        doc.pop("filter")
+                    else:
+                        doc["filter"] = kept
+                    self.conn.execute(update(db.views).where(db.views.c.id == v["id"]).values(doc=doc))
+        tdoc = copy.deepcopy(t.doc)
+        if tdoc.get("display_field") == f.key:
+            tdoc.pop("display_field")  # the display falls back to the table's first text field
+        if "validations" in tdoc:
+            kept = drop_from_filter(tdoc["validations"], own)
+            if kept:
+                tdoc["validations"] = kept
+            else:
+                tdoc.pop("validations")
+        if isinstance(tdoc.get("flows"), dict):
+            tdoc["flows"] = {k: flow for k, flow in tdoc["flows"].items() if k != f.key}
+            for flow in tdoc["flows"].values():
+                if isinstance(flow, dict) and isinstance(flow.get("require"), dict):
+                    flow["require"] = {state: [k for k in keys if k != f.key]
+                                       for state, keys in flow["require"].items()}
+        if isinstance(tdoc.get("timeline"), list):
+            tdoc["timeline"] = [k for k in tdoc["timeline"] if k != f.key]
+        if tdoc != t.doc:
+            self.conn.execute(update(db.tables).where(db.tables.c.id == t.id).values(doc=tdoc))
+
+    @staticmethod
+    def _view_without(doc: dict[str, Any], key: str, gone: Callable[[str], bool]) -> dict[str, Any]:
+        doc = copy.deepcopy(doc)
+        for name in ("fields", "group_by"):
+            if name in doc:
+                doc[name] = [k for k in doc[name] if k != key]
+        if "sort" in doc:
+            doc["sort"] = [s for s in doc["sort"] if s.lstrip("-").split(".")[0] != key]
+        if "filter" in doc:
+            kept = drop_from_filter(doc["filter"], gone)
+            if kept is None:
+                doc.pop("filter")
+            else:
+                doc["filter"] = kept
+        opts = doc.get("options")
+        if isinstance(opts, dict):
+            for name in VIEW_FIELD_OPTIONS:
+                if opts.get(name) == key:
+                    opts.pop(name)
+            if isinstance(opts.get("column_widths"), dict):
+                opts["column_widths"] = {k: w for k, w in opts["column_widths"].items() if k != key}
+            if isinstance(opts.get("layout"), list):
+                opts["layout"] = [item for item in opts["layout"]
+                                  if not (isinstance(item, dict) and item.get("field") == key)]
+        return doc
 
     def update_field(self, app_key: str, table_key: str, field_key: str, patch: dict[str, Any],
                      dry_run: bool = False) -> dict[str, Any]:
@@ -745,6 +895,8 @@ class MetadataService:
         t = self.catalog.table(app_key, table_key)
         f = t.field(field_key)
         self._blocked_by_dependents(f)
+        self._blocked_by_settings(t, f)
+        self._forget_field(t, f)
         now = db.utcnow()
         self.conn.execute(update(db.fields).where(db.fields.c.id == f.id).values(deleted_at=now))
         if f.ftype.is_link and f.options.get("pair"):

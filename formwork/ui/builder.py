@@ -514,8 +514,25 @@ def field_edit(app_key: str, table_key: str, field_key: str) -> Response:
 def field_delete(app_key: str, table_key: str, field_key: str) -> Response:
     access = current_access()
     with unit() as (conn, cat):
-        _p, svc = builder_page(conn, cat, access)
-        svc.delete_field(app_key, table_key, field_key)
+        p, svc = builder_page(conn, cat, access)
+        try:
+            with conn.begin_nested():
+                svc.delete_field(app_key, table_key, field_key)
+        except Conflict as e:
+            # what still uses the field, said in words next to its row; nothing was changed
+            app = visible_app(p, app_key)
+            t = app.table(table_key)
+            f = t.field(field_key)
+            uses = [p.t(f"builder_use_{u['kind']}", label=label_text(u.get("label"), p.locale),
+                        table=label_text(u.get("table"), p.locale))
+                    for u in (e.details or {}).get("used_by", [])]
+            message = p.t("builder_field_in_use", field=label_text(f.label, p.locale),
+                          uses=("、" if p.locale == "zh-CN" else ", ").join(uses) or e.message)
+            resp = render(p, "builder_fields.html", app=app, t=t, tables=visible_tables(p, app),
+                          dashboards=visible_dashboards(p, app), fields=[svc.field_json(g) for g in t.fields],
+                          type_labels=dict(type_choices(p)), delete_error={"field": field_key, "message": message})
+            resp.status_code = 409
+            return resp
     return redirect(url_for("ui.fields_page", app_key=app_key, table_key=table_key))  # type: ignore[return-value]
 
 

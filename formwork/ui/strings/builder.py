@@ -110,6 +110,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_rtype_date": "date",
         "builder_rtype_datetime": "date and time",
         "builder_formula_no_records": "No records to preview yet.",
+        "builder_field_in_use": ("“{field}” can’t be deleted yet: it is used by {uses}. "
+                                 "Change those first, then delete it."),
+        "builder_use_field": "the field “{label}” ({table})",
+        "builder_use_view": "the view “{label}”",
+        "builder_use_role": "the row access of the role “{label}”",
+        "builder_use_owner_field": "the table’s owner setting (who owns each record)",
+        "builder_use_scope_parent": "the table’s parent setting (whose records these rows follow)",
     },
     "zh-CN": {
         "builder_name": "名称", "builder_advanced": "高级设置",
@@ -216,5 +223,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_rtype_date": "日期",
         "builder_rtype_datetime": "日期时间",
         "builder_formula_no_records": "还没有记录可以预览。",
+        "builder_field_in_use": "暂时不能删除“{field}”：{uses}正在使用它。请先修改这些设置，再删除。",
+        "builder_use_field": "字段“{label}”（{table}）",
+        "builder_use_view": "视图“{label}”",
+        "builder_use_role": "角色“{label}”的数据范围",
+        "builder_use_owner_field": "数据表的负责人设置",
+        "builder_use_scope_parent": "数据表的上级记录设置",
     },
 }
