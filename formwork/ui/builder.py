@@ -110,6 +110,11 @@ def field_options_from_form(typ: str, form: Any, locale: str = "en") -> dict[str
             opts["function"] = form.get("function") or "count"
     elif editor == "formula":
         opts["formula"] = form.get("formula") or ""
+        if form.get("format") in ("number", "currency", "percent"):
+            opts["format"] = form.get("format")
+        if (form.get("currency") or "").strip():
+            opts["currency"] = form.get("currency", "").strip().upper()
+        num("precision", integer=True)
     elif editor in ("number", "currency"):
         num("precision", integer=True)
         num("min")
@@ -167,7 +172,8 @@ def field_form_values(doc: dict[str, Any], locale: str = "en") -> dict[str, Any]
             "link": opts.get("link", ""), "lookup_field": opts.get("field", ""), "function": opts.get("function", ""),
             "formula": opts.get("formula", ""), "precision": opts.get("precision", ""),
             "min": opts.get("min", ""), "max": opts.get("max", ""), "currency": opts.get("currency", ""),
-            "prefix": opts.get("prefix", ""), "digits": opts.get("digits", ""), "option_list": opts.get("list", "")}
+            "prefix": opts.get("prefix", ""), "digits": opts.get("digits", ""), "option_list": opts.get("list", ""),
+            "format": opts.get("format", "")}
 
 
 def posted_values(form: Any) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class CellRenderer:
         self._choices: dict[int, dict[str, tuple[str, str]]] = {}
         self._kinds: dict[int, str] = {}
         self._targets: dict[int, str | None] = {}
+        self._styles: dict[int, tuple[str, dict[str, Any]]] = {}
 
     def kind(self, f: FieldDef) -> str:
         k = self._kinds.get(f.id)
@@ -131,19 +132,24 @@ class CellRenderer:
         if value is None or value == "" or (value == [] and f.ftype.cell_style != "check"):
             return Markup("")
         src = self.source(f)
-        t = src.ftype.cell_style
+        t, opts = self.style(src)
         if isinstance(value, list) and src is not f:
-            return Markup(" ".join(self._html(f, src, t, v) for v in value if v not in (None, "", [])))
-        return self.single(f, src, t, value)
+            return Markup(" ".join(self._html(f, src, t, v, opts) for v in value if v not in (None, "", [])))
+        return Markup(self._html(f, src, t, value, opts))
 
-    def single(self, f: FieldDef, src: FieldDef, t: str, value: Any) -> Markup:
-        return Markup(self._html(f, src, t, value))
+    def style(self, f: FieldDef) -> tuple[str, dict[str, Any]]:
+        s = self._styles.get(f.id)
+        if s is None:
+            s = self._styles[f.id] = f.ftype.display_style(f, self.cat)
+        return s
 
-    def _html(self, f: FieldDef, src: FieldDef, t: str, value: Any) -> str:
+    def _html(self, f: FieldDef, src: FieldDef, t: str, value: Any, opts: dict[str, Any] | None = None) -> str:
         """The cell's HTML as a str; every value goes through ``escape`` (f-strings: the fast path).
 
-        ``t`` is the shown field's ``cell_style``; a computed value without one is shown by its kind.
+        ``t`` is the shown field's display style (``cell_style``, or a computed number's source's, with the
+        options ``opts`` it reads); a computed value without one is shown by its kind.
         """
+        opts = src.options if opts is None else opts
         if t == "choices":
             items = value if isinstance(value, list) else [value]
             choices = self.choices(f)
@@ -179,20 +185,20 @@ class CellRenderer:
             n = len(value) if isinstance(value, list) else 1
             return f'<span class="files" title="{n}">{n}</span>'
         if t == "currency":
-            text = format_currency(value, src.options.get("currency"), src.options.get("precision"))
+            text = format_currency(value, opts.get("currency"), opts.get("precision"))
             return f'<span class="num">{escape(text)}</span>'
         if t == "percent":
-            return f'<span class="num">{escape(format_number(value, src.options.get("precision")))}%</span>'
+            return f'<span class="num">{escape(format_number(value, opts.get("precision")))}%</span>'
         if t == "rating":
             n = int(value) if isinstance(value, int | float) else 0
-            top = int(src.options.get("max") or 5)
+            top = int(opts.get("max") or 5)
             return f'<span class="rating">{"★" * min(n, top)}<span class="off">{"★" * max(0, top - n)}</span></span>'
         if t == "duration" and isinstance(value, int | float):
             s = int(value)
             return f'<span class="num">{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}</span>'
         if t in NUMBER_STYLES or (isinstance(value, int | float) and not isinstance(value, bool)
                                   and self.kind(f) == NUMBER):
-            return f'<span class="num">{escape(format_number(value, src.options.get("precision")))}</span>'
+            return f'<span class="num">{escape(format_number(value, opts.get("precision")))}</span>'
         kind = self.kind(f)
         if kind == DATETIME or t == "datetime":
             d = local_datetime(str(value), self.tz)

@@ -235,6 +235,11 @@ class FieldType:
         """The field whose values this one shows (a lookup's target, a min/max rollup's field), or None."""
         return None
 
+    def display_style(self, f: FieldDef, catalog: Catalog, _depth: int = 0) -> tuple[str, dict[str, Any]]:
+        """How pages show this field's values: a cell style and the options it reads (currency code,
+        precision, ...). Computed numbers take their source's (a sum of amounts in yuan shows ¥)."""
+        return self.cell_style, f.options
+
     def is_many_lookup(self, f: FieldDef, catalog: Catalog) -> bool:
         """Whether this shows one value per record of a to-many link (a list, filtered per element)."""
         return False

@@ -78,6 +78,10 @@ class _ReadOnly(FieldType):
     def convert_from(self, json_value: Any, source: FieldDef, f: FieldDef, ctx: WriteContext) -> Any:
         raise FieldValueError("is computed")
 
+    def options_affect_data(self, old: FieldDef, new: FieldDef) -> bool:
+        """Nothing is stored: a new precision or format only changes how values are shown."""
+        return False
+
 
 def _link_in_table(options: dict[str, Any], table: TableDef, pointer: str) -> FieldDef:
     link = table.fields_by_key.get(options.get("link", ""))
@@ -255,6 +259,17 @@ class RollupType(_ReadOnly):
             return catalog.field_by_id(f.options["field"])
         return None
 
+    def display_style(self, f: FieldDef, catalog: Catalog, _depth: int = 0) -> tuple[str, dict[str, Any]]:
+        """A sum, average, min or max of money is money in the same currency (percentages likewise); the
+        rollup's own precision wins over the field's."""
+        target = catalog.fields_by_id.get(f.options.get("field", -1))
+        if f.options.get("function") not in ("sum", "avg", "min", "max") or target is None or _depth > 8:
+            return self.cell_style, f.options
+        style, opts = target.ftype.display_style(target, catalog, _depth + 1)
+        if style not in ("currency", "percent"):
+            return self.cell_style, f.options
+        return style, {**opts, **({"precision": f.options["precision"]} if "precision" in f.options else {})}
+
     def stands_on_live(self, f: FieldDef, live_tables: Container[int], live_fields: Container[int]) -> bool:
         return _through_link_live(f, live_fields)
 
@@ -340,7 +355,8 @@ class FormulaType(_ReadOnly):
         "type": "object", "additionalProperties": False, "required": ["formula"],
         "properties": {"formula": {"type": "string", "minLength": 1, "maxLength": 10000},
                        "precision": {"type": "integer", "minimum": 0, "maximum": 10},
-                       "format": {"enum": ["number", "currency", "percent", "text", "date"]}},
+                       "format": {"enum": ["number", "currency", "percent", "text", "date"]},
+                       "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
     }
 
     def options_to_internal(self, options: dict[str, Any], table: TableDef, catalog: Catalog,
@@ -409,6 +425,25 @@ class FormulaType(_ReadOnly):
 
     def result_type(self, f: FieldDef, catalog: Catalog) -> str:
         return catalog.formula_result_type(f)
+
+    def display_style(self, f: FieldDef, catalog: Catalog, _depth: int = 0) -> tuple[str, dict[str, Any]]:
+        """The builder's chosen format; without one, a number computed from money is money: the currency of
+        the first amount it reads ({单价} * {数量} shows ¥ like 单价)."""
+        fmt = f.options.get("format")
+        if fmt in ("currency", "percent"):
+            return fmt, f.options
+        if fmt is not None or _depth > 8 or self.value_kind(f, catalog) != NUMBER:
+            return self.cell_style, f.options
+        table = catalog.tables_by_id.get(f.table_id)
+        for key in sorted(self.references(f, catalog)):
+            ref = table.fields_by_key.get(key) if table is not None else None
+            if ref is None or ref.id == f.id:
+                continue
+            style, opts = ref.ftype.display_style(ref, catalog, _depth + 1)
+            if style == "currency":
+                return style, {"currency": opts.get("currency"),
+                               "precision": f.options.get("precision", opts.get("precision"))}
+        return self.cell_style, f.options
 
     def varies_by_reader(self, f: FieldDef) -> bool:
         """NOW() and TODAY() are bound when the query is built."""

@@ -117,6 +117,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_use_role": "the row access of the role “{label}”",
         "builder_use_owner_field": "the table’s owner setting (who owns each record)",
         "builder_use_scope_parent": "the table’s parent setting (whose records these rows follow)",
+        "builder_format": "Show as",
+        "builder_format_auto": "Automatic (money when it reads an amount)",
+        "builder_format_number": "Number",
+        "builder_format_currency": "Money",
+        "builder_format_percent": "Percentage",
     },
     "zh-CN": {
         "builder_name": "名称", "builder_advanced": "高级设置",
@@ -229,5 +234,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "builder_use_role": "角色“{label}”的数据范围",
         "builder_use_owner_field": "数据表的负责人设置",
         "builder_use_scope_parent": "数据表的上级记录设置",
+        "builder_format": "显示为",
+        "builder_format_auto": "自动（引用金额时显示为货币）",
+        "builder_format_number": "数字",
+        "builder_format_currency": "货币",
+        "builder_format_percent": "百分比",
     },
 }
