@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench import dataset
 from bench.harness import HEADER, Result, alternate
+from bench.w12_pages import PagesWorkloads
 from bench.workloads import MoreWorkloads
 from formwork import create_app
 
@@ -58,7 +59,7 @@ def database(backend: str, pg_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-class Bench(MoreWorkloads):
+class Bench(MoreWorkloads, PagesWorkloads):
     def __init__(self, app: Flask, info: dict[str, Any], backend: str, rows: int, iterations: int,
                  options: dict[str, Any] | None = None) -> None:
         self.app = app
@@ -261,8 +262,8 @@ class Bench(MoreWorkloads):
 
 
 # W10, W8 and W1 write (rows, columns), so they run after the read workloads
-WORKLOADS = {"W0": "w0", "W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W11": "w11", "W9": "w9", "W5": "w5",
-             "W10": "w10", "W8": "w8", "W1": "w1"}
+WORKLOADS = {"W0": "w0", "W2": "w2", "W3": "w3", "W4": "w4", "W6": "w6", "W11": "w11", "W12": "w12", "W9": "w9",
+             "W5": "w5", "W10": "w10", "W8": "w8", "W1": "w1"}
 
 
 def run(backend: str, rows: int, workloads: list[str], iterations: int, pg_url: str,

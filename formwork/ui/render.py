@@ -86,6 +86,7 @@ class CellRenderer:
         self._kinds: dict[int, str] = {}
         self._targets: dict[int, str | None] = {}
         self._styles: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._sources: dict[int, FieldDef] = {}
 
     def kind(self, f: FieldDef) -> str:
         k = self._kinds.get(f.id)
@@ -100,12 +101,15 @@ class CellRenderer:
         return c
 
     def source(self, f: FieldDef) -> FieldDef:
-        """The field whose values are shown: a lookup shows its target field's."""
-        try:
-            through = f.ftype.looked_up_through(f, self.cat)
-        except (KeyError, AttributeError, TypeError):
-            return f
-        return f if through is None else self.source(through[1])
+        """The field whose values are shown: a lookup shows its target field's (looked up once per field)."""
+        src = self._sources.get(f.id)
+        if src is None:
+            try:
+                through = f.ftype.looked_up_through(f, self.cat)
+            except (KeyError, AttributeError, TypeError):
+                through = None
+            src = self._sources[f.id] = f if through is None else self.source(through[1])
+        return src
 
     def target_table(self, f: FieldDef) -> str | None:
         if f.id not in self._targets:
