@@ -17,15 +17,13 @@ from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
     Page,
-    current_view,
-    make_page,
     parse_version,
     render,
     shown_fields,
-    visible_table,
     writable,
 )
 from formwork.ui.engine_messages import refusal
+from formwork.ui.gridlayout import table_context
 from formwork.ui.render import choice_map, local_datetime
 from formwork.web import RouteSet, current_access, unit
 
@@ -120,13 +118,9 @@ def kanban_add(app_key: str, table_key: str) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "kanban":
-            raise BadRequest("not a kanban view")
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         data_ = kanban_data(p, app, t, view, state)
         gf, tf = data_.get("group_field"), data_.get("title_field")
         title = (request.form.get("title") or "").strip()
@@ -161,11 +155,9 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "kanban":
-            raise BadRequest("not a kanban view")
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         gf = t.field(view["options"]["group_field"])
         value = request.form.get("value", "")
         data = {gf.key: (int(value) if gf.ftype.holds_users and value.isdigit() else value) or None}
@@ -176,10 +168,8 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
             message = p.t("stale")
         except (ValidationFailed, Conflict) as e:
             message = "; ".join(refusal(e, p.locale))
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
         return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
-                      **kanban_data(p, app, t, view or {}, state))
+                      **kanban_data(p, app, t, view, state))
 
 
 CAL_MODES = ("month", "week", "day")
@@ -289,11 +279,9 @@ def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "calendar":
-            raise BadRequest("not a calendar view")
+        c = table_context(conn, cat, access, app_key, table_key, "calendar")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         opts = view.get("options") or {}
         df = t.field(opts["date_field"])
         ef = t.fields_by_key.get(opts.get("end_field") or "")
@@ -317,8 +305,6 @@ def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
                 message = p.t("stale")
             except (ValidationFailed, Conflict) as e:
                 message = "; ".join(refusal(e, p.locale))
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
         return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
                       **calendar_data(p, app, t, view, state))
 
@@ -329,13 +315,9 @@ def calendar_add(app_key: str, table_key: str) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "calendar":
-            raise BadRequest("not a calendar view")
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
+        c = table_context(conn, cat, access, app_key, table_key, "calendar")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         cal = calendar_data(p, app, t, view, state)
         df, tf = t.field(view["options"]["date_field"]), cal["cal_title_field"]
         if not cal["cal_can_add"] or tf is None:

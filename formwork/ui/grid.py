@@ -29,7 +29,7 @@ from formwork.ui.context import (
     writable,
 )
 from formwork.ui.engine_messages import refusal
-from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view
+from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view, table_context
 from formwork.ui.inputs import input_options, parse_form
 from formwork.ui.render import choice_map
 from formwork.web import RouteSet, current_access, unit
@@ -275,13 +275,8 @@ def rows_fragment(app_key: str, table_key: str) -> Response:
     """The grid's rows only (for "load more" and refreshes): one SELECT plus one per to-many field."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
-        if view is not None and state.view is None:
-            state.view = view["key"]
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         data = grid_rows(p, app, t, view, state, cursor=request.args.get("cursor") or None)
         return render(p, "_rows.html", app=app, t=t, view=view, state=state, **data)
 
@@ -291,10 +286,8 @@ def count_fragment(app_key: str, table_key: str) -> Response:
     """A capped count ("1,000+"): the page never waits for an exact count of a big table."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, t, state, view = c.p, c.t, c.state, c.view
         reader = p.reader()
         try:
             conds = reader.where(t, state.tree(p, t), state.search or None, view)
@@ -316,11 +309,8 @@ def grid_summary(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         cols = grid_columns(p, t, view)
         chosen: dict[str, str] = {}
         for f in cols:
@@ -394,10 +384,8 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
 def grid_row(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.args.get("view"))
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = c.p, c.app, c.t, c.view
         editing = request.args.get("edit")
         if editing is not None:
             f = t.field(editing)
@@ -411,10 +399,8 @@ def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Respons
     """Save one cell with the row's version (If-Match); a stale version says so instead of overwriting."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = c.p, c.app, c.t, c.view
         f = t.field(field_key)
         version = parse_version(request.form.get("version"))
         data = parse_form(p, t, [f], request.form)
@@ -536,11 +522,8 @@ def grid_layout(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         data = gridlayout.load(p, t)
         if view is not None and gridlayout.is_personal(view["key"]):
             lay = gridlayout.prefs_from_form(p, t, request.form, layout(p, t, view))
@@ -575,9 +558,8 @@ def grid_layout_to_view(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, t, view = c.p, c.t, c.view
         if view is None or gridlayout.is_personal(view["key"]) or not access.can_build():
             return render(p, "_toast.html", 403, kind="error", message=p.t("forbidden"))
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
@@ -608,11 +590,8 @@ def save_grid_view(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         label = (request.form.get("label") or "").strip()[:200]
         share = bool(request.form.get("share")) and access.can_build()
         base = f"/apps/{app.key}/{t.key}"
@@ -744,10 +723,8 @@ def paste_cells(app_key: str, table_key: str) -> Response:
     cells = request.form.getlist("cell")
     values = request.form.getlist("value")
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        tc = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = tc.p, tc.app, tc.t, tc.view
         if not cells or len(cells) != len(values) or len(cells) > MAX_PASTE_CELLS:
             raise BadRequest(p.t("fix_errors"))
         by_row: dict[int, dict[str, str]] = {}
