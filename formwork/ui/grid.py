@@ -9,7 +9,7 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, FormworkError, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
-from formwork.metadata.fieldtypes.base import NUMBER
+from formwork.metadata.fieldtypes.base import FILES, NUMBER
 from formwork.ui import conditions, i18n
 from formwork.ui.boards import calendar_data, gallery_data, kanban_data
 from formwork.ui.context import (
@@ -240,6 +240,7 @@ def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, st
     primary = t.display_field.key if t.display_field else None
     open_label = p.t("gv_open_record")
     rows: list[Any] = []
+    tails = upload_tails(p, t, cols)
     if lay.group is not None:
         gf = lay.group
         kind = gf.ftype.value_kind(gf, p.cat)
@@ -251,11 +252,45 @@ def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, st
             if gk != last:
                 rows.append(Markup(group_head(p, r, lay, gval, gk, totals.get(gk, {}))))
                 last = gk
-            rows.append(r.row(cols, rec, editable, base, primary, open_label, f' data-g="{escape(gk)}"'))
+            rows.append(r.row(cols, rec, editable, base, primary, open_label, f' data-g="{escape(gk)}"', tails))
     else:
-        rows = [r.row(cols, rec, editable, base, primary, open_label) for rec in result["records"]]
+        rows = [r.row(cols, rec, editable, base, primary, open_label, "", tails) for rec in result["records"]]
     return {"rows": rows, "next_cursor": result["next_cursor"], "cols": cols, "editable": editable,
             "grid_error": None, "can_update": p.access.can_see_table(p.cat, t), "lay": lay}
+
+
+def upload_tails(p: Page, t: TableDef, cols: list[FieldDef]) -> dict[str, str]:
+    """The upload button of each attachment column the user may change (grid.js sends the chosen, dropped
+    or pasted files to :func:`cell_upload`); its description names the field's limits."""
+    from markupsafe import escape
+
+    from formwork.ui.attachments import limits
+
+    if not p.access.can(p.cat, t, "update"):
+        return {}
+    out = {}
+    for f in cols:
+        if f.ftype.kind != FILES or not f.stored or f.ftype.read_only or not p.access.field_writable(p.cat, t, f):
+            continue
+        lim = limits(f)
+        sep = "" if p.locale.startswith("zh") else " "  # the Chinese wordings carry their own punctuation
+        text = p.t("builder_file_limits", n=lim["max_files"])
+        if lim["max_mb"]:
+            text += sep + p.t("builder_file_limit_size", mb=lim["max_mb"])
+        if lim["types"]:
+            text += sep + p.t("builder_file_limit_types", types=", ".join(lim["types"]))
+        label = p.label(f.label)
+        data = ""
+        if lim["max_size"]:
+            too_big = p.t("builder_file_size", name="{name}", mb=lim["max_mb"])
+            data += f' data-max-size="{int(lim["max_size"])}" data-too-big="{escape(too_big)}"'
+        if lim["types"]:
+            bad_type = p.t("builder_file_type", name="{name}", types=", ".join(lim["types"]))
+            data += f' data-types="{escape(",".join(lim["types"]))}" data-bad-type="{escape(bad_type)}"'
+        name = p.t("gv_upload_to", field=label)
+        out[f.key] = (f'<button type="button" class="cell-upload" aria-label="{escape(name)}" '
+                      f'title="{escape(p.t("gv_upload_limits", field=label, limits=text))}"{data}>+</button>')
+    return out
 
 
 def grid_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState) -> dict[str, Any]:
@@ -353,8 +388,10 @@ def filter_row(app_key: str, table_key: str) -> Response:
 
 def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[str, Any] | None,
                       editing: str | None = None, errors: dict[str, list[str]] | None = None,
-                      message: str | None = None, raw: Any = None, version: int | None = None) -> Response:
-    """One grid row (a ``<tr>``), optionally with one cell open for editing or a message under it."""
+                      message: str | None = None, raw: Any = None, version: int | None = None,
+                      refused: list[str] | None = None) -> Response:
+    """One grid row (a ``<tr>``), optionally with one cell open for editing, a message under it or what an
+    upload into one of its cells was refused for."""
     from markupsafe import escape
 
     lay = layout(p, t, view)
@@ -371,12 +408,13 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
         gattr = f' data-g="{escape(gk)}"'
     row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols], "gattr": gattr,
            "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}",
-                         t.display_field.key if t.display_field else None, p.t("gv_open_record"), gattr)}
+                         t.display_field.key if t.display_field else None, p.t("gv_open_record"), gattr,
+                         upload_tails(p, t, cols))}
     edit_field = t.fields_by_key.get(editing) if editing else None
     edit_value = raw if raw is not None else (rec["fields"].get(editing) if editing else None)
     return render(p, "_row.html", app=app, t=t, view=view, row=row, cols=cols, state=GridState(
         view=view["key"] if view else None), editing=editing, edit_field=edit_field, edit_value=edit_value,
-        edit_version=version, errors=errors or {}, message=message,
+        edit_version=version, errors=errors or {}, message=message, refused=refused,
         options=input_options(p, t, [edit_field] if edit_field else []))
 
 
@@ -417,6 +455,24 @@ def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Respons
                                      errors=e.details or {field_key: [e.message]}, raw=data.get(field_key),
                                      version=version)
         return grid_row_response(p, app, t, rid, view)
+
+
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/cell/<field_key>/files")
+def cell_upload(app_key: str, table_key: str, rid: int, field_key: str) -> Response:
+    """Files chosen, dropped or pasted onto an attachment cell: the record page's upload path (its limits,
+    all or nothing, one update the history names, the field and record editable by the user); answers the
+    row with the new thumbnails, or (422) the row with the refusal naming the limit under it."""
+    from formwork.ui import attachments
+
+    access = current_access()
+    with unit() as (conn, cat):
+        c = table_context(conn, cat, access, app_key, table_key)
+        f = attachments.file_field(c.t, field_key)
+        errors = attachments.add_files(c.p, c.t, rid, f, attachments.posted_files())
+        resp = grid_row_response(c.p, c.app, c.t, rid, c.view, refused=errors or None)
+        if errors:
+            resp.status_code = 422
+        return resp
 
 
 @routes.post("/apps/<app_key>/<table_key>/quick-add")
