@@ -139,6 +139,18 @@
   document.addEventListener("htmx:beforeSwap", function (e) {
     var t = e.detail && e.detail.target;
     if (t && t.id === "grid") { var d = t.querySelector("details.col-pop"); panelOpen = !!(d && d.open); }
+    if (t && t.id === "board") {  // the board's card-fields panel stays open while a card moves
+      var b = t.querySelector("details.board-pop");
+      boardPanel = !!(b && b.open);
+    }
+  });
+  var boardPanel = false;
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var t = e.detail && e.detail.target;
+    if (!boardPanel || !t || (t.id !== "board" && document.contains(t))) return;
+    var d = document.querySelector("#board details.board-pop");
+    if (d) d.open = true;
+    boardPanel = false;
   });
   document.addEventListener("htmx:afterSwap", function (e) {
     var t = e.detail && e.detail.target;
@@ -149,7 +161,7 @@
     }
   });
   document.addEventListener("click", function (e) {
-    document.querySelectorAll(".grid-tools details[open]").forEach(function (d) {
+    document.querySelectorAll(".grid-tools details[open], .board-tools details[open]").forEach(function (d) {
       if (!d.contains(e.target)) d.open = false;
     });
   });

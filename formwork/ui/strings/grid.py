@@ -25,7 +25,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "gv_upload_to": "Upload to {field}", "gv_upload_limits": "{field}: {limits}",
         "gv_card_fields": "Card fields", "gv_card_fields_help": "Tick the fields cards show, drag to reorder.",
         "gv_show_card_field": "Show {field} on cards", "gv_drag_card_field": "Drag to reorder {field}",
-        "gv_hide_empty": "Hide empty columns", "gv_board_mine": "These settings are kept for you only.",
+        "gv_board_mine": "These settings are kept for you only.",
         "gv_board_reset": "Back to the view's settings", "gv_board_to_view": "Save to the view for everyone",
     },
     "zh-CN": {
@@ -50,7 +50,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "gv_upload_to": "上传到{field}", "gv_upload_limits": "{field}：{limits}",
         "gv_card_fields": "卡片字段", "gv_card_fields_help": "勾选卡片上显示的字段，拖动调整顺序。",
         "gv_show_card_field": "在卡片上显示{field}", "gv_drag_card_field": "拖动调整{field}的顺序",
-        "gv_hide_empty": "隐藏空列", "gv_board_mine": "这些设置只对你自己生效。",
+        "gv_board_mine": "这些设置只对你自己生效。",
         "gv_board_reset": "恢复视图的设置", "gv_board_to_view": "保存到视图，所有人可见",
     },
 }
