@@ -209,3 +209,7 @@ def test_help_texts_and_section_titles_in_both_languages(app: Any, admin: Api, w
     assert c.post(world["design"], data=data).status_code == 302
     layout = admin.ok("GET", "/meta/apps/crm/tables/leads/views/signup")["options"]["layout"]
     assert {"section": "More"} not in layout and layout[0]["section"] == {"en": "About you", "zh-CN": "关于你"}
+    # a success message in Chinese only stays in the Chinese box
+    assert c.post(world["design"], data={**data, "success_en": ""}).status_code == 302
+    page = html(c.get(world["design"]))
+    assert 'name="success_zh" value="欢迎加入"' in page and 'name="success_en" value=""' in page

@@ -377,14 +377,10 @@ def layout_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def designer_values(view: dict[str, Any]) -> dict[str, Any]:
-    from formwork.ui.builder import label_parts
-
     opts = view.get("options") or {}
-    en, zh = label_parts(view.get("label"))
-    sen, szh = label_parts(opts.get("success_message"))
-    ben, bzh = label_parts(opts.get("submit_label"))
-    return {"title_en": en, "title_zh": zh, "description": view.get("description") or "",
-            "success_en": sen, "success_zh": szh, "submit_en": ben, "submit_zh": bzh,
+    # a text given in one language shows in that language's box (a Chinese success message is not English)
+    return {**text_parts("title", view.get("label")), "description": view.get("description") or "",
+            **text_parts("success", opts.get("success_message")), **text_parts("submit", opts.get("submit_label")),
             "redirect_url": opts.get("redirect_url") or "", "public": bool(opts.get("public"))}
 
 
