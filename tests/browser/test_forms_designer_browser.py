@@ -125,6 +125,8 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     for i in range(1, 11):  # in steps, as a hand would: SortableJS follows the pointer
         page.mouse.move(src["x"] + src["width"] / 2,
                         src["y"] + (dst["y"] + 4 - src["y"]) * i / 10)
+    # SortableJS moves the row under the held pointer (its fallback checks every 50 ms): drop once it has
+    expect(rows.nth(0)).to_have_value("f:source")
     page.mouse.up()
     expect(rows.nth(0)).to_have_value("f:source")
     page.get_by_label(t["help"]).fill("As on your ID")

@@ -326,16 +326,6 @@
   // --- attachment cells: files from the cell's button, dropped onto the cell or pasted into it go up as one
   // update of the record (the record page's path and limits); the row comes back with its thumbnails, or
   // with the refusal naming the limit under it --------------------------------------------------------
-  function typeOk(file, types) {
-    var name = file.name.toLowerCase(), mime = (file.type || "").toLowerCase();
-    return types.some(function (t) {
-      t = t.trim().toLowerCase();
-      if (!t) return false;
-      if (t.charAt(0) === ".") return name.slice(-t.length) === t;
-      if (t.slice(-2) === "/*") return mime.indexOf(t.slice(0, -1)) === 0;
-      return mime === t;
-    });
-  }
   function cellError(td, text) {
     var err = document.createElement("div");
     err.className = "cell-err";
@@ -347,13 +337,10 @@
   function sendFiles(td, list) {
     var btn = td && td.querySelector(".cell-upload");
     if (!btn || !list || !list.length || !window.htmx) return;
-    var d = btn.dataset, bad = [], tr = td.closest("tr"), table = td.closest("table.grid");
+    var tr = td.closest("tr"), table = td.closest("table.grid");
     td.querySelectorAll(".cell-err").forEach(function (x) { x.remove(); });
     td.classList.remove("has-err");
-    Array.prototype.forEach.call(list, function (f) {
-      if (d.types && f.type && !typeOk(f, d.types.split(","))) bad.push(d.badType.replace("{name}", f.name));
-      else if (d.maxSize && f.size > +d.maxSize) bad.push(d.tooBig.replace("{name}", f.name));
-    });
+    var bad = window.formworkFileProblems ? window.formworkFileProblems(btn.dataset, list) : [];  // files.js
     if (bad.length) { cellError(td, bad.join(" ")); return; }
     var next = tr.nextElementSibling;
     if (next && next.classList.contains("row-msg")) next.remove();
