@@ -116,7 +116,10 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     page.get_by_label(t["section_zh"]).fill("联系方式")
     expect(rows.nth(0)).to_have_value(re.compile(r"^s:"))  # a new section comes first
     # the source row dragged by its handle to the top (SortableJS)
-    page.locator("[data-fd-list]").scroll_into_view_if_needed()
+    # the list's top at the window's top, so both rows are on screen where the pointer goes
+    page.locator("[data-fd-list]").evaluate("l => l.scrollIntoView({block: 'start'})")
+    assert page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").evaluate(
+        "h => h.getBoundingClientRect().bottom < window.innerHeight")
     assert page.evaluate("() => !!(window.Sortable && Sortable.get(document.querySelector('[data-fd-list]')))")
     src = page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").bounding_box()
     dst = page.locator("[data-fd-list] > li").nth(0).bounding_box()
