@@ -123,13 +123,17 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     assert page.evaluate("() => !!(window.Sortable && Sortable.get(document.querySelector('[data-fd-list]')))")
     src = page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").bounding_box()
     dst = page.locator("[data-fd-list] > li").nth(0).bounding_box()
-    page.mouse.move(src["x"] + src["width"] / 2, src["y"] + src["height"] / 2)
+    x, y0, y1 = src["x"] + src["width"] / 2, src["y"] + src["height"] / 2, dst["y"] + 4
+    page.mouse.move(x, y0)
     page.mouse.down()
     for i in range(1, 11):  # in steps, as a hand would: SortableJS follows the pointer
-        page.mouse.move(src["x"] + src["width"] / 2,
-                        src["y"] + (dst["y"] + 4 - src["y"]) * i / 10)
-    # SortableJS moves the row under the held pointer (its fallback checks every 50 ms): drop once it has
-    expect(rows.nth(0)).to_have_value("f:source")
+        page.mouse.move(x, y0 + (y1 - y0) * i / 10)
+    # a busy machine may start SortableJS's drag after these moves: the hand stays over the top row, moving
+    # a little, until the row has gone there (each move waits for the browser; no sleep)
+    for i in range(40):
+        if rows.nth(0).get_attribute("value") == "f:source":
+            break
+        page.mouse.move(x, y1 + i % 3)
     page.mouse.up()
     expect(rows.nth(0)).to_have_value("f:source")
     page.get_by_label(t["help"]).fill("As on your ID")
