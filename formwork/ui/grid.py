@@ -480,9 +480,8 @@ def quick_add(app_key: str, table_key: str) -> Response:
     """Add a record from the grid by its display field; the new row is prepended."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t = c.p, c.app, c.t
         df = t.display_field
         value = (request.form.get("value") or "").strip()
         if df is None or not value:
@@ -496,7 +495,7 @@ def quick_add(app_key: str, table_key: str) -> Response:
             msg = "; ".join(f"{p.label(t.fields_by_key[k].label) if k in t.fields_by_key else k}: {', '.join(v)}"
                             for k, v in details.items()) or e.message
             raise BadRequest(msg) from None
-        return grid_row_response(p, app, t, rec["id"], resolve_view(p, t, request.form.get("view")))
+        return grid_row_response(p, app, t, rec["id"], c.view)
 
 
 def selected_ids() -> list[int]:

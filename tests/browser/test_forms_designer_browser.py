@@ -121,9 +121,12 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     assert page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").evaluate(
         "h => h.getBoundingClientRect().bottom < window.innerHeight")
     assert page.evaluate("() => !!(window.Sortable && Sortable.get(document.querySelector('[data-fd-list]')))")
+    page.evaluate("() => document.fonts.ready.then(() => true)")  # no late font moving the rows
     src = page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").bounding_box()
     dst = page.locator("[data-fd-list] > li").nth(0).bounding_box()
     x, y0, y1 = src["x"] + src["width"] / 2, src["y"] + src["height"] / 2, dst["y"] + 4
+    assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('li').querySelector('input[name=row]')"
+                         ".value", [x, y0]) == "f:source"
     page.mouse.move(x, y0)
     page.mouse.down()
     for i in range(1, 11):  # in steps, as a hand would: SortableJS follows the pointer
