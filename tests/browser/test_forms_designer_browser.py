@@ -129,14 +129,15 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
                          ".value", [x, y0]) == "f:source"
     page.mouse.move(x, y0)
     page.mouse.down()
-    for i in range(1, 11):  # in steps, as a hand would: SortableJS follows the pointer
-        page.mouse.move(x, y0 + (y1 - y0) * i / 10)
-    # a busy machine may start SortableJS's drag after these moves: the hand stays over the top row, moving
-    # a little, until the row has gone there (each move waits for the browser; no sleep)
-    for i in range(40):
+    for i in range(1, 31):  # in small steps, as a hand would: SortableJS follows the pointer row by row
+        page.mouse.move(x, y0 + (y1 - y0) * i / 30)
+    # SortableJS skips a row while it is still animating and only looks again when the pointer moves: the
+    # hand stays over the top row, moving a little, until the row has gone there (each move waits for the
+    # browser; no sleep)
+    for i in range(100):
         if rows.nth(0).get_attribute("value") == "f:source":
             break
-        page.mouse.move(x, y1 + i % 3)
+        page.mouse.move(x, y1 + 2 * (i % 4))
     page.mouse.up()
     expect(rows.nth(0)).to_have_value("f:source")
     page.get_by_label(t["help"]).fill("As on your ID")
