@@ -186,3 +186,63 @@ def test_thumbnails_are_small_copies(app: Any, world: dict[str, Any]) -> None:
     assert "sandbox" in broken.headers["Content-Security-Policy"]
     broken.close()
 
+
+
+def cell_upload(w: dict[str, Any], field: str, *files: tuple[bytes, str], client: Any = None,
+                csrf: str | None = None, rid: int | None = None) -> Any:
+    data: dict[str, Any] = {"csrf_token": csrf or w["csrf"], "view": "_all",
+                            "files": [(io.BytesIO(body), name) for body, name in files]}
+    return (client or w["client"]).post(f"/apps/docs/cases/{rid or w['rid']}/cell/{field}/files", data=data,
+                                        content_type="multipart/form-data", headers={"HX-Request": "true"})
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_a_grid_cell_takes_files_through_the_record_pages_path(app: Any, admin: Api, world: dict[str, Any],
+                                                                locale: str) -> None:
+    c = world["client"]
+    c.post("/locale", data={"locale": locale, "next": "/", "csrf_token": world["csrf"]})
+    en = locale == "en"
+    grid = html(c.get("/apps/docs/cases?view=_all"))
+    # the cell's button names the field and its limits in the reader's language; no button for a field the
+    # user may not see
+    assert ('aria-label="Upload to Photos"' if en else 'aria-label="上传到照片"') in grid
+    assert ("Up to 2 files of at most 2 KB each (image/*, application/pdf)" if en else
+            "最多 2 个文件，每个不超过 2 KB（image/*, application/pdf）") in grid
+    assert grid.count('class="cell-upload"') == 1
+    before_blobs, before_rows = len(blobs(app)), file_rows(app)
+    # too big: nothing of either file stays, the refusal names the limit under the row
+    text = html(cell_upload(world, "photos", (PNG, "ok.png"), (b"\x89PNG" + b"0" * 5000, "huge.png")), 422)
+    assert "huge.png" in text and "2 KB" in text and 'role="alert"' in text
+    assert ("larger than" in text) if en else ("超过了" in text)
+    assert f'<tr data-id="{world["rid"]}"' in text  # the row itself comes back, unchanged
+    text = html(cell_upload(world, "photos", (b"MZ....", "tool.exe")), 422)
+    assert "tool.exe" in text and "image/*" in text
+    text = html(cell_upload(world, "photos", (PNG, "a.png"), (PNG + b"1", "b.png"), (PNG + b"2", "c.png")), 422)
+    assert ("At most 2 files" in text) if en else ("最多 2 个文件" in text)
+    assert len(blobs(app)) == before_blobs and file_rows(app) == before_rows
+    assert admin.ok("GET", f"/data/docs/cases/{world['rid']}")["fields"]["photos"] == []
+    # accepted: the row comes back with the thumbnail, served by the record's file route
+    text = html(cell_upload(world, "photos", (PNG, "shot.png")))
+    token = admin.ok("GET", f"/data/docs/cases/{world['rid']}")["fields"]["photos"][0]["token"]
+    assert f'src="/apps/docs/cases/{world["rid"]}/files/photos/{token}?thumb=1"' in text
+    assert 'alt="shot.png"' in text and 'class="files" title="1"' in text
+    # the upload is an update the record's history names
+    hist = admin.ok("GET", f"/data/docs/cases/{world['rid']}/history")
+    assert [f["name"] for f in hist["entries"][0]["changes"]["photos"]["new"]] == ["shot.png"]
+    # one more than the field takes, counting the file already there
+    text = html(cell_upload(world, "photos", (PNG + b"1", "b.png"), (PNG + b"2", "c.png")), 422)
+    assert ("this record has 1 already" in text) if en else ("此记录已有 1 个" in text)
+    assert html(c.get("/apps/docs/cases?view=_all")).count('class="cell-thumb"') == 1
+
+
+def test_a_grid_cell_upload_checks_the_field_and_the_record(app: Any, admin: Api, world: dict[str, Any]) -> None:
+    rows = file_rows(app)
+    # a field the user may not see, a record that is not theirs to change, a field that is no attachment
+    assert cell_upload(world, "secret", (PNG, "x.png")).status_code in (403, 404)
+    other, ocsrf = login(app, "rep2")
+    assert cell_upload(world, "photos", (PNG, "x.png"), client=other, csrf=ocsrf).status_code in (403, 404)
+    assert cell_upload(world, "name", (PNG, "x.png")).status_code == 404
+    assert cell_upload(world, "photos", (PNG, "x.png"), csrf="nope").status_code in (400, 403)
+    assert cell_upload(world, "photos").status_code == 422  # no file chosen
+    assert file_rows(app) == rows
+    assert admin.ok("GET", f"/data/docs/cases/{world['rid']}")["fields"]["photos"] == []

@@ -169,3 +169,47 @@ def test_a_renamed_field_stays_on_the_form(app: Any, admin: Api, world: dict[str
     assert [i.get("field") for i in layout if "field" in i] == ["mail", "name", "source", "campaign"]
     assert {"section": "About you", "help": "Who are you?"} in layout
 
+
+
+def test_help_texts_and_section_titles_in_both_languages(app: Any, admin: Api, world: dict[str, Any]) -> None:
+    c, csrf = world["client"], world["csrf"]
+    data = design_form(csrf)
+    for legacy in ("sec_a", "sechelp_a", "sec_b", "help_email"):
+        data.pop(legacy)
+    data.update({"sec_a.en": "About you", "sec_a.zh": "关于你", "sechelp_a.en": "", "sechelp_a.zh": "请介绍一下",
+                 "sec_b.en": "More", "sec_b.zh": "", "help_email.en": "We reply here",
+                 "help_email.zh": "我们会回复到这里", "help_name.en": "", "help_name.zh": "全名"})
+    resp = c.post(world["design"], data=data)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    layout = admin.ok("GET", "/meta/apps/crm/tables/leads/views/signup")["options"]["layout"]
+    assert layout[0] == {"section": {"en": "About you", "zh-CN": "关于你"}, "help": "请介绍一下"}
+    assert layout[1] == {"field": "email", "help": {"en": "We reply here", "zh-CN": "我们会回复到这里"},
+                         "required": True}
+    assert layout[2] == {"field": "name", "help": "全名"} and layout[3] == {"section": "More"}
+    # the designer shows each text in its language's box
+    page = html(c.get(world["design"]))
+    assert 'name="sec_s1.en" value="About you"' in page and 'name="sec_s1.zh" value="关于你"' in page
+    assert 'name="sechelp_s1.en" value=""' in page and 'name="sechelp_s1.zh" value="请介绍一下"' in page
+    assert 'name="help_name.en" value=""' in page and 'name="help_name.zh" value="全名"' in page
+    assert 'name="sec_s2.en" value="More"' in page
+    # a visitor reads their language (Accept-Language), the other where one is missing
+    anon = app.test_client()
+    en = html(anon.get("/f/crm/leads/signup", headers={"Accept-Language": "en-US,en;q=0.9"}))
+    assert "About you" in en and "We reply here" in en and "请介绍一下" in en and "全名" in en
+    assert "关于你" not in en and "我们会回复到这里" not in en
+    zh = html(anon.get("/f/crm/leads/signup", headers={"Accept-Language": "zh-CN,zh;q=0.9"}))
+    assert "关于你" in zh and "我们会回复到这里" in zh and "More" in zh
+    assert "About you" not in zh and "We reply here" not in zh
+    # the signed-in form follows the account's language
+    c.post("/locale", data={"locale": "zh-CN", "next": "/", "csrf_token": csrf})
+    inner = html(c.get("/apps/crm/leads/forms/signup"))
+    assert "关于你" in inner and "我们会回复到这里" in inner and "About you" not in inner
+    # a save with no title in either language for a section drops that section; nothing else is lost
+    data.update({"sec_b.en": "", "sec_b.zh": ""})
+    assert c.post(world["design"], data=data).status_code == 302
+    layout = admin.ok("GET", "/meta/apps/crm/tables/leads/views/signup")["options"]["layout"]
+    assert {"section": "More"} not in layout and layout[0]["section"] == {"en": "About you", "zh-CN": "关于你"}
+    # a success message in Chinese only stays in the Chinese box
+    assert c.post(world["design"], data={**data, "success_en": ""}).status_code == 302
+    page = html(c.get(world["design"]))
+    assert 'name="success_zh" value="欢迎加入"' in page and 'name="success_en" value=""' in page

@@ -239,3 +239,59 @@ def test_kanban_and_gallery_covers_from_an_attachment_field(app: Any, admin: Api
     resp.close()
     gallery = html(boss.get(f"{BASE}?view=cards"))
     assert f'<img src="{src}"' in gallery
+
+
+BOARD = {"HX-Request": "true", "HX-Target": "board"}
+
+
+def card_keys(page: str, title: str) -> list[str]:
+    """The labels of the fields one card shows, in order."""
+    card = page.split(f">{title}</a>", 1)[1].split("</article>", 1)[0]
+    return re.findall(r'<span class="k">([^<]+)</span>', card)
+
+
+def test_kanban_card_fields_and_empty_columns_per_user_or_into_the_view(app: Any, admin: Api) -> None:
+    build(app, admin)
+    rep, rcsrf = login(app, "rep")
+    boss, bcsrf = login(app, "boss")
+    page = html(rep.get(f"{BASE}?view=board"))
+    # the board's own settings: a "Card fields" panel with a box per field a card may show (never a hidden one)
+    assert ">Card fields</summary>" in page and 'hx-post="/apps/sales/deals/board-settings"' in page
+    assert 'value="secret"' not in page.split('id="board-settings"', 1)[1].split("</form>", 1)[0]
+    assert "Save to the view for everyone" not in page  # not a builder
+    assert card_keys(page, "Rita&#39;s deal") == ["Amount", "Tags", "Close date", "Hot", "Owner", "Account"]
+    assert 'data-value="won"' in page
+    # the rep picks two fields in their order and hides empty columns (the rep sees no won deal): kept for
+    # them only; a field hidden from them is ignored
+    form = {"csrf_token": rcsrf, "view": "board", "order": ["close", "secret", "amount", "tags"],
+            "show": ["close", "secret", "amount"], "hide_empty": "1"}
+    page = html(rep.post(f"{BASE}/board-settings", data=form, headers=BOARD))
+    assert card_keys(page, "Rita&#39;s deal") == ["Close date", "Amount"]
+    assert 'data-value="won"' not in page and "TOPSECRET" not in page
+    assert "These settings are kept for you only." in page and "<details class=\"col-pop board-pop\" open>" in page
+    page = html(rep.get(f"{BASE}?view=board"))
+    assert card_keys(page, "Rita&#39;s deal") == ["Close date", "Amount"] and 'data-value="won"' not in page
+    other = html(boss.get(f"{BASE}?view=board"))
+    assert card_keys(other, "Rita&#39;s deal")[:2] == ["Amount", "Tags"] and 'data-value="won"' in other
+    view = admin.ok("GET", "/meta/apps/sales/tables/deals/views/board")
+    assert "fields" not in view and "hide_empty" not in view["options"]
+    # only a builder saves into the shared view
+    assert rep.post(f"{BASE}/board-settings", data={**form, "to_view": "1"}, headers=BOARD).status_code == 403
+    assert "fields" not in admin.ok("GET", "/meta/apps/sales/tables/deals/views/board")
+    # back to the view's settings
+    page = html(rep.post(f"{BASE}/board-settings", data={**form, "reset": "1"}, headers=BOARD))
+    assert card_keys(page, "Rita&#39;s deal")[:2] == ["Amount", "Tags"] and 'data-value="won"' in page
+    # a builder saves theirs into the view: everyone without their own choice sees it
+    page = html(boss.post(f"{BASE}/board-settings", headers=BOARD, data={
+        "csrf_token": bcsrf, "view": "board", "order": ["hot", "amount", "name"], "show": ["hot", "amount"],
+        "hide_empty": "1", "to_view": "1"}))
+    assert "Saved to the view." in page
+    view = admin.ok("GET", "/meta/apps/sales/tables/deals/views/board")
+    assert view["fields"] == ["hot", "amount"] and view["options"] == {"group_field": "stage", "hide_empty": True}
+    page = html(rep.get(f"{BASE}?view=board"))
+    assert card_keys(page, "Rita&#39;s deal") == ["Hot", "Amount"] and 'data-value="won"' not in page
+    # bad input changes nothing: a grid view is no board
+    assert rep.post(f"{BASE}/board-settings", data={**form, "view": "all"}, headers=BOARD).status_code == 400
+    rep.post("/locale", data={"locale": "zh-CN", "next": "/", "csrf_token": rcsrf})
+    page = html(rep.get(f"{BASE}?view=board"))
+    assert ">卡片字段</summary>" in page and "隐藏空列" in page

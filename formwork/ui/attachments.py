@@ -74,7 +74,7 @@ def _allowed(p: Page, t: TableDef, rid: int, op: str) -> bool:
     return p.conn.execute(q).first() is not None
 
 
-def _file_field(t: TableDef, field_key: str) -> FieldDef:
+def file_field(t: TableDef, field_key: str) -> FieldDef:
     f = t.fields_by_key.get(field_key)
     if f is None or f.ftype.kind != FILES or not f.stored:
         raise NotFound(f"no attachment field '{field_key}'")
@@ -127,6 +127,35 @@ def _again(p: Page, app: AppDef, t: TableDef, rid: int, errors: dict[str, list[s
     return render(p, "record.html", status, **record_context(p, app, t, rec, att_errors=errors), errors={})
 
 
+def add_files(p: Page, t: TableDef, rid: int, f: FieldDef, parts: list[Any]) -> list[str]:
+    """Add uploads to a record's attachment field as one record update (so the history names it): all of
+    them or none, a refused file leaving nothing behind. 403 unless the user may change the field on this
+    record. Returns what was refused, each message naming the limit broken (empty: saved)."""
+    rec = p.reader().get(t, rid)
+    if f.key not in rec["fields"]:
+        raise NotFound(f"no attachment field '{f.key}'")
+    if not p.access.field_writable(p.cat, t, f) or not _allowed(p, t, rid, "update"):
+        raise Forbidden("you may not change this field")
+    current = [v["token"] for v in rec["fields"].get(f.key) or []]
+    errors = [p.t("files_none")] if not parts else check_parts(p, f, parts, len(current))
+    created: list[Path] = []
+    if not errors:
+        try:
+            with p.conn.begin_nested():
+                tokens, errors = store_parts(p, f, parts, p.access.user_id, created)
+                if errors:
+                    raise ValidationFailed.from_details({f.key: errors})
+                p.service().update(t, rid, {f.key: current + tokens})
+        except (ValidationFailed, Conflict) as e:
+            files.discard(p.conn, created)
+            errors = errors or refusal(e, p.locale)
+    return errors
+
+
+def posted_files() -> list[Any]:
+    return [x for x in request.files.getlist("files") if x and x.filename]
+
+
 @routes.post("/apps/<app_key>/<table_key>/<int:rid>/files/<field_key>")
 def attachment_upload(app_key: str, table_key: str, rid: int, field_key: str) -> Response:
     """Add files to a record's attachment field: all of them or none (a refused file leaves nothing behind)."""
@@ -135,26 +164,8 @@ def attachment_upload(app_key: str, table_key: str, rid: int, field_key: str) ->
         p = make_page(conn, cat, access)
         app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        f = _file_field(t, field_key)
-        rec = p.reader().get(t, rid)
-        if f.key not in rec["fields"]:
-            raise NotFound(f"no attachment field '{field_key}'")
-        if not p.access.field_writable(cat, t, f) or not _allowed(p, t, rid, "update"):
-            raise Forbidden("you may not change this field")
-        parts = [x for x in request.files.getlist("files") if x and x.filename]
-        current = [v["token"] for v in rec["fields"].get(f.key) or []]
-        errors = [p.t("files_none")] if not parts else check_parts(p, f, parts, len(current))
-        created: list[Path] = []
-        if not errors:
-            try:
-                with conn.begin_nested():
-                    tokens, errors = store_parts(p, f, parts, access.user_id, created)
-                    if errors:
-                        raise ValidationFailed.from_details({f.key: errors})
-                    p.service().update(t, rid, {f.key: current + tokens})
-            except (ValidationFailed, Conflict) as e:
-                files.discard(conn, created)
-                errors = errors or refusal(e, p.locale)
+        f = file_field(t, field_key)
+        errors = add_files(p, t, rid, f, posted_files())
         if errors:
             return _again(p, app, t, rid, {f.key: errors}, 422)
     return _back(app_key, table_key, rid, f, saved=1)
@@ -168,7 +179,7 @@ def attachment_remove(app_key: str, table_key: str, rid: int, field_key: str, to
         p = make_page(conn, cat, access)
         visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        f = _file_field(t, field_key)
+        f = file_field(t, field_key)
         rec = p.reader().get(t, rid)
         current = [v["token"] for v in rec["fields"].get(f.key) or []]
         if f.key not in rec["fields"] or token not in current:
@@ -189,7 +200,7 @@ def attachment_get(app_key: str, table_key: str, rid: int, field_key: str, token
         p = make_page(conn, cat, access)
         visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        f = _file_field(t, field_key)
+        f = file_field(t, field_key)
         rec = p.reader().get(t, rid)
         if token not in [v["token"] for v in rec["fields"].get(f.key) or []]:
             raise NotFound("no such file")

@@ -17,21 +17,38 @@ from formwork.ui.context import (
     PAGE_SIZE,
     GridState,
     Page,
-    current_view,
-    make_page,
     parse_version,
     render,
     shown_fields,
-    visible_table,
     writable,
 )
 from formwork.ui.engine_messages import refusal
+from formwork.ui.gridlayout import table_context
 from formwork.ui.render import choice_map, local_datetime
 from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
 KANBAN_CARDS = 50
-CARD_FIELDS = 6
+CARD_FIELDS = 6  # shown when nobody chose the card fields
+MAX_CARD_FIELDS = 12
+
+
+def board_settings(p: Page, t: TableDef, view: dict[str, Any]) -> dict[str, Any]:
+    """A kanban's card fields (None: not chosen) and "hide empty columns" as this user sees them: the view's,
+    with the user's own choice laid over (kept in their grid settings of the table, like a grid's column
+    layout, so nobody else's board changes)."""
+    from formwork.ui import gridlayout
+
+    cards = [k for k in view.get("fields") or [] if isinstance(k, str)] or None
+    hide = bool((view.get("options") or {}).get("hide_empty"))
+    mine = False
+    prefs = (gridlayout.load(p, t).get("prefs") or {}).get(gridlayout.pref_key(view))
+    if isinstance(prefs, dict):
+        if isinstance(prefs.get("cards"), list):
+            cards, mine = [k for k in prefs["cards"] if isinstance(k, str)], True
+        if isinstance(prefs.get("hide_empty"), bool):
+            hide, mine = prefs["hide_empty"], True
+    return {"cards": cards, "hide_empty": hide, "mine": mine}
 
 
 def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
@@ -42,7 +59,16 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     if gf is None or gf not in shown_fields(p, t):
         return {"columns": [], "board_error": p.t("forbidden")}
     title_key = (view.get("options") or {}).get("title_field") or (t.display_field.key if t.display_field else None)
-    extra = [f for f in shown_fields(p, t, view.get("fields")) if f.key not in (title_key, gkey)][:CARD_FIELDS]
+    settings = board_settings(p, t, view)
+    cover = t.fields_by_key.get((view.get("options") or {}).get("cover_field") or "")
+    if cover is not None and (cover.ftype.kind != FILES or cover not in shown_fields(p, t)):
+        cover = None
+    choosable = [f for f in shown_fields(p, t) if f.key not in (title_key, gkey) and f is not cover]
+    if settings["cards"] is None:
+        extra = choosable[:CARD_FIELDS]
+    else:
+        by_key = {f.key: f for f in choosable}
+        extra = [by_key[k] for k in dict.fromkeys(settings["cards"]) if k in by_key][:MAX_CARD_FIELDS]
     sf = t.fields_by_key.get((view.get("options") or {}).get("sum_field") or "")
     if sf is not None and (sf not in shown_fields(p, t) or sf.ftype.value_kind(sf, p.cat) != NUMBER):
         sf = None
@@ -72,12 +98,8 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     for col in columns:
         total = sums.get(col["value"]) if sf is not None else None
         col["sum"] = r0.cell(sf, total if total is not None else 0) if sf is not None else None
-    if (view.get("options") or {}).get("hide_empty"):
+    if settings["hide_empty"]:
         columns = [c for c in columns if c["count"]]
-    cover = t.fields_by_key.get((view.get("options") or {}).get("cover_field") or "")
-    if cover is not None and (cover.ftype.kind != FILES or cover not in shown_fields(p, t)):
-        cover = None
-    extra = [f for f in extra if f is not cover]
     keys = [k for k in [title_key, *[f.key for f in extra], gkey, cover.key if cover else None] if k]
     reader = p.reader()
     for col in columns:
@@ -104,7 +126,58 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     can_add = p.access.can(p.cat, t, "create") and movable and tf is not None and writable(p, t, tf) \
         and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
     return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None, "sum_field": sf,
-            "can_add_card": can_add, "title_field": tf}
+            "can_add_card": can_add, "title_field": tf, "board_settings": settings,
+            "card_choices": [(f, True) for f in extra] + [(f, False) for f in choosable if f not in extra]}
+
+
+@routes.post("/apps/<app_key>/<table_key>/board-settings")
+def board_settings_save(app_key: str, table_key: str) -> Response:
+    """The board's "Card fields" panel: the fields cards show (ticked, in the list's order) and "hide empty
+    columns", kept for this user; ``reset`` goes back to the view's; ``to_view`` (builders) saves them into
+    the shared view for everyone (through MetadataService: the build right, validation, the change log).
+    Answers the board."""
+    from formwork.ui import gridlayout
+    from formwork.ui.builder import builder_page
+
+    access = current_access()
+    with unit() as (conn, cat):
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
+        readable = {f.key for f in shown_fields(p, t)}
+        shown = set(request.form.getlist("show"))
+        cards = [k for k in dict.fromkeys(request.form.getlist("order")) if k in readable and k in shown]
+        cards = cards[:MAX_CARD_FIELDS]
+        hide = request.form.get("hide_empty") == "1"
+        data = gridlayout.load(p, t)
+        prefs = dict(data.get("prefs") or {})
+        message = note = None
+        if request.form.get("to_view"):
+            _, svc = builder_page(conn, cat, access)
+            opts = {k: v for k, v in (view.get("options") or {}).items() if k != "hide_empty"}
+            if hide:
+                opts["hide_empty"] = True
+            title = opts.get("title_field") or (t.display_field.key if t.display_field else None)
+            patch = {"fields": cards or ([title] if title else []), "options": opts}
+            try:
+                with conn.begin_nested():
+                    saved = svc.update_doc("view", app.key, view["key"], patch, t.key)
+            except (ValidationFailed, Conflict, BadRequest) as e:
+                message = e.message
+            else:
+                view = {**view, "fields": saved.get("fields"), "options": saved.get("options")}
+                prefs.pop(gridlayout.pref_key(view), None)
+                note = p.t("gv_saved_to_view")
+        elif request.form.get("reset"):
+            prefs.pop(gridlayout.pref_key(view), None)
+        else:
+            prefs[gridlayout.pref_key(view)] = {"cards": cards, "hide_empty": hide}
+        data["prefs"] = prefs
+        gridlayout.store(p, t, data)
+        resp = render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
+                      board_note=note, board_panel=True, **kanban_data(p, app, t, view, state))
+        resp.headers["HX-Push-Url"] = "false"
+        return resp
 
 
 def _group_value(k: Any) -> str:
@@ -120,13 +193,9 @@ def kanban_add(app_key: str, table_key: str) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "kanban":
-            raise BadRequest("not a kanban view")
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         data_ = kanban_data(p, app, t, view, state)
         gf, tf = data_.get("group_field"), data_.get("title_field")
         title = (request.form.get("title") or "").strip()
@@ -161,11 +230,9 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "kanban":
-            raise BadRequest("not a kanban view")
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         gf = t.field(view["options"]["group_field"])
         value = request.form.get("value", "")
         data = {gf.key: (int(value) if gf.ftype.holds_users and value.isdigit() else value) or None}
@@ -176,10 +243,8 @@ def kanban_move(app_key: str, table_key: str, rid: int) -> Response:
             message = p.t("stale")
         except (ValidationFailed, Conflict) as e:
             message = "; ".join(refusal(e, p.locale))
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
         return render(p, "_kanban.html", app=app, t=t, view=view, state=state, board_message=message,
-                      **kanban_data(p, app, t, view or {}, state))
+                      **kanban_data(p, app, t, view, state))
 
 
 CAL_MODES = ("month", "week", "day")
@@ -289,11 +354,9 @@ def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "calendar":
-            raise BadRequest("not a calendar view")
+        c = table_context(conn, cat, access, app_key, table_key, "calendar")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         opts = view.get("options") or {}
         df = t.field(opts["date_field"])
         ef = t.fields_by_key.get(opts.get("end_field") or "")
@@ -317,8 +380,6 @@ def calendar_move(app_key: str, table_key: str, rid: int) -> Response:
                 message = p.t("stale")
             except (ValidationFailed, Conflict) as e:
                 message = "; ".join(refusal(e, p.locale))
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
         return render(p, "_calendar.html", app=app, t=t, view=view, state=state, cal_message=message,
                       **calendar_data(p, app, t, view, state))
 
@@ -329,13 +390,9 @@ def calendar_add(app_key: str, table_key: str) -> Response:
     access = current_access()
     message = None
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = current_view(t, request.form.get("view"))
-        if view is None or view.get("type") != "calendar":
-            raise BadRequest("not a calendar view")
-        app = p.cat.app(app_key)
-        state = GridState.from_request()
+        c = table_context(conn, cat, access, app_key, table_key, "calendar")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
         cal = calendar_data(p, app, t, view, state)
         df, tf = t.field(view["options"]["date_field"]), cal["cal_title_field"]
         if not cal["cal_can_add"] or tf is None:

@@ -287,8 +287,8 @@ def designer_rows(t: TableDef, view: dict[str, Any]) -> list[dict[str, Any]]:
     for item in layout(t, view):
         if "section" in item:
             n += 1
-            rows.append({"kind": "section", "id": f"s{n}", "title": label_text(item["section"]),
-                         "help": label_text(item.get("help"))})
+            rows.append({"kind": "section", "id": f"s{n}", **text_parts("title", item["section"]),
+                         **text_parts("help", item.get("help"))})
             continue
         f = t.fields_by_key.get(item.get("field") or "")
         if f is None or not designable(f) or f.key in on:
@@ -300,15 +300,38 @@ def designer_rows(t: TableDef, view: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def label_text(value: Any) -> str:
+def text_parts(name: str, value: Any) -> dict[str, str]:
+    """A help text or section title as the designer's English and Chinese boxes (``<name>_en``,
+    ``<name>_zh``): a ``{"en", "zh-CN"}`` text by its languages, a one-language one in the box of its script."""
     if isinstance(value, dict):
-        return str(next(iter(value.values()), ""))
-    return str(value or "")
+        en, zh = str(value.get("en") or ""), str(value.get("zh-CN") or value.get("zh") or "")
+        if not (en or zh):
+            en = str(next(iter(value.values()), ""))
+        return {f"{name}_en": en, f"{name}_zh": zh}
+    text = str(value or "")
+    chinese = any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return {f"{name}_en": "" if chinese else text, f"{name}_zh": text if chinese else ""}
+
+
+def posted_text(form: Any, name: str, prefix: str) -> dict[str, str]:
+    """The English and Chinese boxes of a posted text (``<name>.en``, ``<name>.zh``), or a one-language
+    post under ``<name>`` put in the box of its script."""
+    if f"{name}.en" not in form and f"{name}.zh" not in form:
+        return text_parts(prefix, (form.get(name) or "").strip()[:200])
+    return {f"{prefix}_en": (form.get(f"{name}.en") or "").strip()[:200],
+            f"{prefix}_zh": (form.get(f"{name}.zh") or "").strip()[:200]}
+
+
+def text_value(r: dict[str, Any], prefix: str) -> Any:
+    """The text a design keeps: ``{"en", "zh-CN"}`` when both are given, else the one given ("" if none);
+    the form shows the reader's language, or the other when one is missing."""
+    en, zh = r[f"{prefix}_en"], r[f"{prefix}_zh"]
+    return {"en": en, "zh-CN": zh} if en and zh else en or zh
 
 
 def _row_values(item: dict[str, Any]) -> dict[str, Any]:
     v = item.get("value")
-    return {"help": label_text(item.get("help")), "required": bool(item.get("required")),
+    return {**text_parts("help", item.get("help")), "required": bool(item.get("required")),
             "hidden": bool(item.get("hidden")), "from_url": bool(item.get("from_url")),
             "value": "" if v is None else ("true" if v is True else "false" if v is False else str(v))}
 
@@ -319,11 +342,11 @@ def rows_from_form(t: TableDef, form: Any) -> list[dict[str, Any]]:
     for row in form.getlist("row"):
         kind, _, ident = str(row).partition(":")
         if kind == "s" and ident.isalnum() and len(ident) <= 20:
-            rows.append({"kind": "section", "id": ident, "title": (form.get(f"sec_{ident}") or "").strip()[:200],
-                         "help": (form.get(f"sechelp_{ident}") or "").strip()[:200]})
+            rows.append({"kind": "section", "id": ident, **posted_text(form, f"sec_{ident}", "title"),
+                         **posted_text(form, f"sechelp_{ident}", "help")})
         elif kind == "f" and ident in t.fields_by_key and designable(t.fields_by_key[ident]):
             rows.append({"kind": "field", "f": t.fields_by_key[ident], "on": bool(form.get(f"on_{ident}")),
-                         "help": (form.get(f"help_{ident}") or "").strip()[:200],
+                         **posted_text(form, f"help_{ident}", "help"),
                          "required": bool(form.get(f"req_{ident}")), "hidden": bool(form.get(f"hid_{ident}")),
                          "from_url": bool(form.get(f"url_{ident}")),
                          "value": (form.get(f"val_{ident}") or "").strip()[:1000]})
@@ -334,14 +357,16 @@ def layout_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for r in rows:
         if r["kind"] == "section":
-            if r["title"]:
-                out.append({"section": r["title"], **({"help": r["help"]} if r["help"] else {})})
+            title, help_ = text_value(r, "title"), text_value(r, "help")
+            if title:
+                out.append({"section": title, **({"help": help_} if help_ else {})})
             continue
         if not r["on"]:
             continue
         item: dict[str, Any] = {"field": r["f"].key}
-        if r["help"]:
-            item["help"] = r["help"]
+        help_ = text_value(r, "help")
+        if help_:
+            item["help"] = help_
         for flag in ("required", "hidden", "from_url"):
             if r[flag]:
                 item[flag] = True
@@ -352,14 +377,10 @@ def layout_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def designer_values(view: dict[str, Any]) -> dict[str, Any]:
-    from formwork.ui.builder import label_parts
-
     opts = view.get("options") or {}
-    en, zh = label_parts(view.get("label"))
-    sen, szh = label_parts(opts.get("success_message"))
-    ben, bzh = label_parts(opts.get("submit_label"))
-    return {"title_en": en, "title_zh": zh, "description": view.get("description") or "",
-            "success_en": sen, "success_zh": szh, "submit_en": ben, "submit_zh": bzh,
+    # a text given in one language shows in that language's box (a Chinese success message is not English)
+    return {**text_parts("title", view.get("label")), "description": view.get("description") or "",
+            **text_parts("success", opts.get("success_message")), **text_parts("submit", opts.get("submit_label")),
             "redirect_url": opts.get("redirect_url") or "", "public": bool(opts.get("public"))}
 
 

@@ -9,7 +9,7 @@ from flask import Response, redirect, request, url_for
 
 from formwork.errors import BadRequest, Conflict, FormworkError, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
-from formwork.metadata.fieldtypes.base import NUMBER
+from formwork.metadata.fieldtypes.base import FILES, NUMBER
 from formwork.ui import conditions, i18n
 from formwork.ui.boards import calendar_data, gallery_data, kanban_data
 from formwork.ui.context import (
@@ -29,7 +29,7 @@ from formwork.ui.context import (
     writable,
 )
 from formwork.ui.engine_messages import refusal
-from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view
+from formwork.ui.gridlayout import Layout, group_key, layout, resolve_view, table_context
 from formwork.ui.inputs import input_options, parse_form
 from formwork.ui.render import choice_map
 from formwork.web import RouteSet, current_access, unit
@@ -240,6 +240,7 @@ def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, st
     primary = t.display_field.key if t.display_field else None
     open_label = p.t("gv_open_record")
     rows: list[Any] = []
+    tails = upload_tails(p, t, cols)
     if lay.group is not None:
         gf = lay.group
         kind = gf.ftype.value_kind(gf, p.cat)
@@ -251,11 +252,45 @@ def grid_rows(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, st
             if gk != last:
                 rows.append(Markup(group_head(p, r, lay, gval, gk, totals.get(gk, {}))))
                 last = gk
-            rows.append(r.row(cols, rec, editable, base, primary, open_label, f' data-g="{escape(gk)}"'))
+            rows.append(r.row(cols, rec, editable, base, primary, open_label, f' data-g="{escape(gk)}"', tails))
     else:
-        rows = [r.row(cols, rec, editable, base, primary, open_label) for rec in result["records"]]
+        rows = [r.row(cols, rec, editable, base, primary, open_label, "", tails) for rec in result["records"]]
     return {"rows": rows, "next_cursor": result["next_cursor"], "cols": cols, "editable": editable,
             "grid_error": None, "can_update": p.access.can_see_table(p.cat, t), "lay": lay}
+
+
+def upload_tails(p: Page, t: TableDef, cols: list[FieldDef]) -> dict[str, str]:
+    """The upload button of each attachment column the user may change (grid.js sends the chosen, dropped
+    or pasted files to :func:`cell_upload`); its description names the field's limits."""
+    from markupsafe import escape
+
+    from formwork.ui.attachments import limits
+
+    if not p.access.can(p.cat, t, "update"):
+        return {}
+    out = {}
+    for f in cols:
+        if f.ftype.kind != FILES or not f.stored or f.ftype.read_only or not p.access.field_writable(p.cat, t, f):
+            continue
+        lim = limits(f)
+        sep = "" if p.locale.startswith("zh") else " "  # the Chinese wordings carry their own punctuation
+        text = p.t("builder_file_limits", n=lim["max_files"])
+        if lim["max_mb"]:
+            text += sep + p.t("builder_file_limit_size", mb=lim["max_mb"])
+        if lim["types"]:
+            text += sep + p.t("builder_file_limit_types", types=", ".join(lim["types"]))
+        label = p.label(f.label)
+        data = ""
+        if lim["max_size"]:
+            too_big = p.t("builder_file_size", name="{name}", mb=lim["max_mb"])
+            data += f' data-max-size="{int(lim["max_size"])}" data-too-big="{escape(too_big)}"'
+        if lim["types"]:
+            bad_type = p.t("builder_file_type", name="{name}", types=", ".join(lim["types"]))
+            data += f' data-types="{escape(",".join(lim["types"]))}" data-bad-type="{escape(bad_type)}"'
+        name = p.t("gv_upload_to", field=label)
+        out[f.key] = (f'<button type="button" class="cell-upload" aria-label="{escape(name)}" '
+                      f'title="{escape(p.t("gv_upload_limits", field=label, limits=text))}"{data}>+</button>')
+    return out
 
 
 def grid_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any] | None, state: GridState) -> dict[str, Any]:
@@ -275,13 +310,8 @@ def rows_fragment(app_key: str, table_key: str) -> Response:
     """The grid's rows only (for "load more" and refreshes): one SELECT plus one per to-many field."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
-        if view is not None and state.view is None:
-            state.view = view["key"]
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         data = grid_rows(p, app, t, view, state, cursor=request.args.get("cursor") or None)
         return render(p, "_rows.html", app=app, t=t, view=view, state=state, **data)
 
@@ -291,10 +321,8 @@ def count_fragment(app_key: str, table_key: str) -> Response:
     """A capped count ("1,000+"): the page never waits for an exact count of a big table."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, t, state, view = c.p, c.t, c.state, c.view
         reader = p.reader()
         try:
             conds = reader.where(t, state.tree(p, t), state.search or None, view)
@@ -316,11 +344,8 @@ def grid_summary(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         cols = grid_columns(p, t, view)
         chosen: dict[str, str] = {}
         for f in cols:
@@ -363,8 +388,10 @@ def filter_row(app_key: str, table_key: str) -> Response:
 
 def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[str, Any] | None,
                       editing: str | None = None, errors: dict[str, list[str]] | None = None,
-                      message: str | None = None, raw: Any = None, version: int | None = None) -> Response:
-    """One grid row (a ``<tr>``), optionally with one cell open for editing or a message under it."""
+                      message: str | None = None, raw: Any = None, version: int | None = None,
+                      refused: list[str] | None = None) -> Response:
+    """One grid row (a ``<tr>``), optionally with one cell open for editing, a message under it or what an
+    upload into one of its cells was refused for."""
     from markupsafe import escape
 
     lay = layout(p, t, view)
@@ -381,12 +408,13 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
         gattr = f' data-g="{escape(gk)}"'
     row = {"rec": rec, "cells": [r.cell(f, rec["fields"].get(f.key)) for f in cols], "gattr": gattr,
            "html": r.row(cols, rec, editable, f"/apps/{app.key}/{t.key}",
-                         t.display_field.key if t.display_field else None, p.t("gv_open_record"), gattr)}
+                         t.display_field.key if t.display_field else None, p.t("gv_open_record"), gattr,
+                         upload_tails(p, t, cols))}
     edit_field = t.fields_by_key.get(editing) if editing else None
     edit_value = raw if raw is not None else (rec["fields"].get(editing) if editing else None)
     return render(p, "_row.html", app=app, t=t, view=view, row=row, cols=cols, state=GridState(
         view=view["key"] if view else None), editing=editing, edit_field=edit_field, edit_value=edit_value,
-        edit_version=version, errors=errors or {}, message=message,
+        edit_version=version, errors=errors or {}, message=message, refused=refused,
         options=input_options(p, t, [edit_field] if edit_field else []))
 
 
@@ -394,10 +422,8 @@ def grid_row_response(p: Page, app: AppDef, t: TableDef, rid: int, view: dict[st
 def grid_row(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.args.get("view"))
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = c.p, c.app, c.t, c.view
         editing = request.args.get("edit")
         if editing is not None:
             f = t.field(editing)
@@ -411,10 +437,8 @@ def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Respons
     """Save one cell with the row's version (If-Match); a stale version says so instead of overwriting."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = c.p, c.app, c.t, c.view
         f = t.field(field_key)
         version = parse_version(request.form.get("version"))
         data = parse_form(p, t, [f], request.form)
@@ -433,14 +457,31 @@ def save_cell(app_key: str, table_key: str, rid: int, field_key: str) -> Respons
         return grid_row_response(p, app, t, rid, view)
 
 
+@routes.post("/apps/<app_key>/<table_key>/<int:rid>/cell/<field_key>/files")
+def cell_upload(app_key: str, table_key: str, rid: int, field_key: str) -> Response:
+    """Files chosen, dropped or pasted onto an attachment cell: the record page's upload path (its limits,
+    all or nothing, one update the history names, the field and record editable by the user); answers the
+    row with the new thumbnails, or (422) the row with the refusal naming the limit under it."""
+    from formwork.ui import attachments
+
+    access = current_access()
+    with unit() as (conn, cat):
+        c = table_context(conn, cat, access, app_key, table_key)
+        f = attachments.file_field(c.t, field_key)
+        errors = attachments.add_files(c.p, c.t, rid, f, attachments.posted_files())
+        resp = grid_row_response(c.p, c.app, c.t, rid, c.view, refused=errors or None)
+        if errors:
+            resp.status_code = 422
+        return resp
+
+
 @routes.post("/apps/<app_key>/<table_key>/quick-add")
 def quick_add(app_key: str, table_key: str) -> Response:
     """Add a record from the grid by its display field; the new row is prepended."""
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
+        c = table_context(conn, cat, access, app_key, table_key)
+        p, app, t = c.p, c.app, c.t
         df = t.display_field
         value = (request.form.get("value") or "").strip()
         if df is None or not value:
@@ -454,7 +495,7 @@ def quick_add(app_key: str, table_key: str) -> Response:
             msg = "; ".join(f"{p.label(t.fields_by_key[k].label) if k in t.fields_by_key else k}: {', '.join(v)}"
                             for k, v in details.items()) or e.message
             raise BadRequest(msg) from None
-        return grid_row_response(p, app, t, rec["id"], resolve_view(p, t, request.form.get("view")))
+        return grid_row_response(p, app, t, rec["id"], c.view)
 
 
 def selected_ids() -> list[int]:
@@ -536,11 +577,8 @@ def grid_layout(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         data = gridlayout.load(p, t)
         if view is not None and gridlayout.is_personal(view["key"]):
             lay = gridlayout.prefs_from_form(p, t, request.form, layout(p, t, view))
@@ -575,9 +613,8 @@ def grid_layout_to_view(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, t, view = c.p, c.t, c.view
         if view is None or gridlayout.is_personal(view["key"]) or not access.can_build():
             return render(p, "_toast.html", 403, kind="error", message=p.t("forbidden"))
         auth.audit_meta_change(conn, access, request.method, request.path, client_ip())
@@ -608,11 +645,8 @@ def save_grid_view(app_key: str, table_key: str) -> Response:
 
     access = current_access()
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        state = GridState.from_request()
-        view = resolve_view(p, t, state.view)
+        c = gridlayout.table_context(conn, cat, access, app_key, table_key)
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
         label = (request.form.get("label") or "").strip()[:200]
         share = bool(request.form.get("share")) and access.can_build()
         base = f"/apps/{app.key}/{t.key}"
@@ -744,10 +778,8 @@ def paste_cells(app_key: str, table_key: str) -> Response:
     cells = request.form.getlist("cell")
     values = request.form.getlist("value")
     with unit() as (conn, cat):
-        p = make_page(conn, cat, access)
-        app = visible_app(p, app_key)
-        t = visible_table(p, app_key, table_key)
-        view = resolve_view(p, t, request.form.get("view"))
+        tc = table_context(conn, cat, access, app_key, table_key)
+        p, app, t, view = tc.p, tc.app, tc.t, tc.view
         if not cells or len(cells) != len(values) or len(cells) > MAX_PASTE_CELLS:
             raise BadRequest(p.t("fix_errors"))
         by_row: dict[int, dict[str, str]] = {}

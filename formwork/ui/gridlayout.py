@@ -12,11 +12,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from formwork.errors import NotFound
-from formwork.metadata.catalog import FieldDef, TableDef, label_text
+from sqlalchemy.engine import Connection
+
+from formwork.errors import BadRequest, NotFound
+from formwork.metadata.catalog import AppDef, Catalog, FieldDef, TableDef, label_text
 from formwork.metadata.fieldtypes.base import BOOL, DATE, LINK_ONE, SELECT, TEXT, USER
 from formwork.runtime import notifications
-from formwork.ui.context import ALL_RECORDS, Page, current_view, shown_fields
+from formwork.runtime.permissions import Access
+from formwork.ui.context import ALL_RECORDS, GridState, Page, current_view, make_page, shown_fields, visible_table
 
 HEIGHTS = ("short", "medium", "tall")
 PERSONAL_PREFIX = "my-"
@@ -65,6 +68,34 @@ def resolve_view(p: Page, t: TableDef, key: str | None) -> dict[str, Any] | None
                 return clean_view(p, t, v)
         raise NotFound(f"no view '{str(key)[:100]}' in table '{t.key}'")
     return current_view(t, key)
+
+
+@dataclass
+class TableContext:
+    """What a table route works on: the page, the app and table the user sees, the grid's query from the
+    request and the view it names (None: "All records")."""
+
+    p: Page
+    app: AppDef
+    t: TableDef
+    state: GridState
+    view: dict[str, Any] | None
+
+
+def table_context(conn: Connection, cat: Catalog, access: Access, app_key: str, table_key: str,
+                  view_type: str | None = None) -> TableContext:
+    """The preamble of a table route: the page, the visible app and table (404 otherwise), the request's
+    grid state and the view it names (``view`` in the query or the form; the table's first view when none).
+    With ``view_type`` the view must be of that type (400 otherwise)."""
+    p = make_page(conn, cat, access)
+    t = visible_table(p, app_key, table_key)
+    state = GridState.from_request()
+    view = resolve_view(p, t, state.view)
+    if view_type is not None and (view is None or view.get("type", "grid") != view_type):
+        raise BadRequest(f"not a {view_type} view")
+    if view is not None and state.view is None:
+        state.view = view["key"]
+    return TableContext(p, cat.app(app_key), t, state, view)
 
 
 def clean_view(p: Page, t: TableDef, v: dict[str, Any]) -> dict[str, Any]:

@@ -223,12 +223,30 @@ class CellRenderer:
             return '<span class="check on">✓</span>' if value else '<span class="check"></span>'
         return str(escape(str(value)))
 
+    def files_cell(self, f: FieldDef, value: Any, href: str) -> str:
+        """A stored attachment field's cell: small thumbnails of its first pictures (served by the record's
+        file route, so only to readers of the record and field) and the number of files."""
+        items = [v for v in value if isinstance(v, dict) and v.get("token")] if isinstance(value, list) else []
+        if not items:
+            return ""
+        thumbs: list[str] = []
+        for v in items:
+            mime = str(v.get("mime") or "")
+            if mime.startswith("image/") and mime != "image/svg+xml" and len(thumbs) < 3:
+                name = escape(str(v.get("name") or ""))
+                thumbs.append(f'<img class="cell-thumb" src="{href}{escape(str(v["token"]))}?thumb=1" alt="{name}" '
+                              f'title="{name}" width="24" height="24" loading="lazy">')
+        n = len(items)
+        return f'{"".join(thumbs)}<span class="files" title="{n}">{n}</span>'
+
     def row(self, cols: list[FieldDef], rec: dict[str, Any], editable: set[str], base: str,
-            primary: str | None = None, open_label: str = "", extra: str = "") -> Markup:
+            primary: str | None = None, open_label: str = "", extra: str = "",
+            tails: dict[str, str] | None = None) -> Markup:
         """One grid ``<tr>``: built as one string because a 50-row fragment must render in a few ms. No record
         id is shown: the primary (display) cell links to the record, and a small "open" link sits by the
         row's checkbox for rows whose primary value is empty or hidden. Each cell carries its column's
-        label (``data-label``) for the phone layout, where rows become cards."""
+        label (``data-label``) for the phone layout, where rows become cards. ``tails`` adds HTML at the end of
+        a column's cells (an attachment cell's upload button)."""
         fields = rec["fields"]
         rid = int(rec["id"])
         href = f"{escape(base)}/{rid}"
@@ -244,6 +262,9 @@ class CellRenderer:
                 html = Markup(f'<a class="primary-link" href="{href}">{inner}</a>') if inner else html
                 parts.append(f'<td data-f="{f.key}" class="primary"{ro} data-label="{label}">{html}</td>')
             else:
-                parts.append(f'<td data-f="{f.key}"{ro} data-label="{label}">{html}</td>')
+                if f.ftype.kind == FILES and f.stored:
+                    html = Markup(self.files_cell(f, fields.get(f.key), f"{href}/files/{f.key}/"))
+                tail = tails.get(f.key, "") if tails else ""
+                parts.append(f'<td data-f="{f.key}"{ro} data-label="{label}">{html}{tail}</td>')
         parts.append("</tr>")
         return Markup("".join(parts))

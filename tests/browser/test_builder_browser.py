@@ -1,7 +1,7 @@
 """The builder for business users in a real browser, in both languages: an app from Chinese names only,
 a view with a nested condition, a formula with a picked field and a rollup with picked targets, kanban
-column totals, a calendar drag that reschedules. Screenshots for the user guide go to /tmp/shots-build/
-(FORMWORK_SHOTS=docs/img copies them into the guide's folder)."""
+column totals and the board's card-fields panel, a calendar drag that reschedules. Screenshots for the
+user guide go to /tmp/shots-build/ (``python -m tests.browser.screenshots`` puts the guide's into docs/img)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,19 @@ TEXT = {
     "en": {"name": "Name", "create": "Create", "save": "Save", "add_option": "Add option",
            "option": "Option name", "colour": "Colour", "add_condition": "Add condition", "add_group": "Add group",
            "field": "Field", "comparison": "Comparison", "value": "Value", "match": "Records that match",
-           "valid": "Valid formula", "insert": "Insert a field", "add_card": "Add a card"},
+           "valid": "Valid formula", "insert": "Insert a field", "add_card": "Add a card",
+           "no_tables": "This app has no tables yet.", "new_table": "New table", "first_field": "First field label",
+           "type": "Type", "single_select": "Single select", "move_up": "Move up", "card_fields": "Card fields",
+           "hide_empty": "Hide empty columns", "to_view": "Save to the view for everyone", "amount": "Amount",
+           "close": "Close date", "hot": "Hot", "account": "Account"},
     "zh-CN": {"name": "名称", "create": "创建", "save": "保存", "add_option": "添加选项", "option": "选项名称",
               "colour": "颜色", "add_condition": "添加条件", "add_group": "添加条件组", "field": "字段",
               "comparison": "比较方式", "value": "值", "match": "符合条件的记录", "valid": "公式正确",
-              "insert": "插入字段", "add_card": "添加卡片"},
+              "insert": "插入字段", "add_card": "添加卡片", "no_tables": "该应用还没有数据表。",
+              "new_table": "新建数据表", "first_field": "第一个字段的名称", "type": "类型", "single_select": "单选",
+              "move_up": "上移", "card_fields": "卡片字段", "hide_empty": "隐藏空列",
+              "to_view": "保存到视图，所有人可见", "amount": "金额", "close": "成交日期", "hot": "重点",
+              "account": "所属客户"},
 }
 
 
@@ -68,34 +76,37 @@ def sales_app(api: Any, key: str) -> None:
                                                          "close": close, "hot": hot, "account": acme}})
 
 
-def test_a_new_app_from_chinese_names_only(page: Any, server: dict[str, Any]) -> None:  # noqa: F811
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_a_new_app_from_chinese_names_only(page: Any, server: dict[str, Any], locale: str) -> None:  # noqa: F811
+    """Chinese labels only, no key typed, whichever language the builder's pages are in."""
     from playwright.sync_api import expect
 
     url, api = server["url"], server["api"]
-    t = TEXT["zh-CN"]
-    use_locale(page, url, "zh-CN")
-    page.get_by_role("textbox", name=t["name"], exact=True).fill("客户管理")
+    t = TEXT[locale]
+    app_name = "客户管理" if locale == "zh-CN" else "客户档案"
+    use_locale(page, url, locale)
+    page.get_by_role("textbox", name=t["name"], exact=True).fill(app_name)
     page.get_by_role("button", name=t["create"]).click()
-    expect(page.locator("body")).to_contain_text("还没有数据表")
-    page.get_by_role("link", name="+ 新建数据表").first.click()
+    expect(page.locator("body")).to_contain_text(t["no_tables"])
+    page.get_by_role("link", name="+ " + t["new_table"]).first.click()
     page.get_by_role("textbox", name=t["name"], exact=True).fill("客户")
-    page.get_by_label("第一个字段").fill("公司")
+    page.get_by_label(t["first_field"]).fill("公司")
     page.get_by_role("button", name=t["create"]).click()
     expect(page.locator("h1")).to_have_text("客户")
     page.goto(page.url.split("?")[0] + "/fields/new")
     page.get_by_role("textbox", name=t["name"], exact=True).fill("级别")
     with settled(page):
-        page.get_by_label("类型").select_option(label="单选")
+        page.get_by_label(t["type"]).select_option(label=t["single_select"])
     page.get_by_role("button", name=t["add_option"]).click()
     page.get_by_label(t["option"]).last.fill("重要")
     page.get_by_label(t["option"]).last.press("Enter")
     page.get_by_label(t["option"]).last.fill("普通")
     page.get_by_label(t["colour"]).last.select_option("gray")
-    page.get_by_role("button", name="上移").last.click()  # 普通 before 重要
-    shot(page, "builder-options-zh")
+    page.get_by_role("button", name=t["move_up"]).last.click()  # 普通 before 重要
+    shot(page, "builder-options-zh" if locale == "zh-CN" else "builder-options-en")
     page.get_by_role("button", name=t["save"]).click()
     expect(page.locator("table.plain")).to_contain_text("级别")
-    app = next(a for a in api.ok("GET", "/meta/apps")["apps"] if a["label"] == "客户管理")
+    app = next(a for a in api.ok("GET", "/meta/apps")["apps"] if a["label"] == app_name)
     assert re.fullmatch(r"a_[a-z2-9]{6}", app["key"])
     table = api.ok("GET", f"/meta/apps/{app['key']}/tables")["tables"][0]
     assert table["label"] == "客户" and [f["label"] for f in table["fields"]] == ["公司", "级别"]
@@ -221,6 +232,31 @@ def test_kanban_with_column_totals(page: Any, server: dict[str, Any], locale: st
     expect(page.locator(".column[data-value=lead] .col-sum")).to_contain_text("100")
     shot(page, f"kanban-totals-{locale}")
     assert [r["fields"]["stage"] for r in api.records(key, "deals", search="Beta")] == ["won"]
+
+    # the board's own settings: the fields cards show (ticked, in the list's order) and "hide empty
+    # columns", first for this user only, then saved into the view for everyone
+    beta = page.locator(".card", has_text="Beta").locator(".kv .k")
+    expect(beta).to_have_text([t["amount"], t["close"], t["hot"], t["account"]])
+    page.get_by_text(t["card_fields"], exact=True).click()
+    panel = page.locator("#board-settings")
+    with settled(page):
+        panel.get_by_label(t["amount"], exact=True).uncheck()
+    expect(beta).to_have_text([t["close"], t["hot"], t["account"]])
+    with settled(page):  # Alt+Up on a field's box moves it up the list (as the grid's columns panel)
+        panel.get_by_label(t["hot"], exact=True).press("Alt+ArrowUp")
+    expect(beta).to_have_text([t["hot"], t["close"], t["account"]])
+    expect(page.locator(".column[data-value='']")).to_have_count(1)
+    with settled(page):
+        panel.get_by_role("switch", name=t["hide_empty"]).check()
+    expect(page.locator(".column[data-value='']")).to_have_count(0)
+    expect(panel).to_be_visible()  # the panel stays open while its changes apply
+    board = api.ok("GET", f"/meta/apps/{key}/tables/deals/views/board")
+    assert "fields" not in board and "hide_empty" not in board["options"]  # the user's own, so far
+    shot(page, f"kanban-card-fields-{locale}")
+    with settled(page):
+        panel.get_by_role("button", name=t["to_view"]).click()
+    board = api.ok("GET", f"/meta/apps/{key}/tables/deals/views/board")
+    assert board["fields"] == ["hot", "close", "account"] and board["options"]["hide_empty"] is True
 
 
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])

@@ -1,8 +1,8 @@
 """The form designer and attachments in a real browser, in both languages: design a form (sections, order,
-help, required, a hidden prefilled value, success message, public link with its QR code), open the public
-link, send it with an attachment and see the success message; a filled honeypot stores nothing. On a
-record page: add files by button, paste and drop, preview a picture in the lightbox, remove a file and see
-the history name it."""
+help and section titles in English and Chinese (the form shows the reader's), required, a hidden prefilled
+value, success message, public link with its QR code), open the public link, send it with an attachment and
+see the success message; a filled honeypot stores nothing. On a record page: add files by button, paste and
+drop, preview a picture in the lightbox, remove a file and see the history name it."""
 
 from __future__ import annotations
 
@@ -20,16 +20,18 @@ from tests.browser.test_ui_browser import browser, server  # noqa: F401 - fixtur
 pytestmark = pytest.mark.browser
 
 T = {
-    "en": {"design": "Form designer", "add_section": "Add section", "section_title": "Section title",
+    "en": {"design": "Form designer", "add_section": "Add section", "section_en": "Section title (EN)",
+           "section_zh": "Section title (中文)", "help_zh": "Help text (中文): Name",
            "saved": "Form saved.", "public": "Anyone with the link can fill in this form", "save": "Save",
-           "help": "Help text: Name", "hidden": "Hidden: Source", "prefill": "Prefilled value: Source",
+           "help": "Help text (EN): Name", "hidden": "Hidden: Source", "prefill": "Prefilled value: Source",
            "required": "Required: Email", "success": "Success message (EN)", "title": "Title (EN)",
            "name": "Name", "email": "Email", "photos": "Photos", "submit": "Submit", "qr": "QR code of the public link",
            "add_files": "Add files", "view": "View", "close": "Close", "remove": "Remove", "up": "Move up: Email",
            "drag": "Drag to reorder"},
-    "zh-CN": {"design": "表单设计器", "add_section": "添加分组", "section_title": "分组标题",
+    "zh-CN": {"design": "表单设计器", "add_section": "添加分组", "section_en": "分组标题 (EN)",
+              "section_zh": "分组标题 (中文)", "help_zh": "填写说明 (中文): 姓名",
               "saved": "表单已保存。", "public": "任何拿到链接的人都可以填写此表单", "save": "保存",
-              "help": "填写说明: 姓名", "hidden": "隐藏: 来源", "prefill": "预填值: 来源",
+              "help": "填写说明 (EN): 姓名", "hidden": "隐藏: 来源", "prefill": "预填值: 来源",
               "required": "必填: 邮箱", "success": "成功提示 (中文)", "title": "标题 (中文)",
               "name": "姓名", "email": "邮箱", "photos": "照片", "submit": "提交", "qr": "公开链接的二维码",
               "add_files": "添加文件", "view": "查看", "close": "关闭", "remove": "移除", "up": "上移: 邮箱",
@@ -109,21 +111,37 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     rows = page.locator("[data-fd-list] > li input[name=row]")
     expect(rows.nth(0)).to_have_value("f:email")
     page.get_by_role("button", name=t["add_section"]).click()
-    page.get_by_label(t["section_title"]).fill("Contact" if locale == "en" else "联系方式")
+    # section titles and help texts in both languages: the form shows the reader's
+    page.get_by_label(t["section_en"]).fill("Contact")
+    page.get_by_label(t["section_zh"]).fill("联系方式")
     expect(rows.nth(0)).to_have_value(re.compile(r"^s:"))  # a new section comes first
     # the source row dragged by its handle to the top (SortableJS)
-    page.locator("[data-fd-list]").scroll_into_view_if_needed()
+    # the list's top at the window's top, so both rows are on screen where the pointer goes
+    page.locator("[data-fd-list]").evaluate("l => l.scrollIntoView({block: 'start'})")
+    assert page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").evaluate(
+        "h => h.getBoundingClientRect().bottom < window.innerHeight")
     assert page.evaluate("() => !!(window.Sortable && Sortable.get(document.querySelector('[data-fd-list]')))")
+    page.evaluate("() => document.fonts.ready.then(() => true)")  # no late font moving the rows
     src = page.locator("[data-fd-list] > li").nth(3).locator(".fd-handle").bounding_box()
     dst = page.locator("[data-fd-list] > li").nth(0).bounding_box()
-    page.mouse.move(src["x"] + src["width"] / 2, src["y"] + src["height"] / 2)
+    x, y0, y1 = src["x"] + src["width"] / 2, src["y"] + src["height"] / 2, dst["y"] + 4
+    assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('li').querySelector('input[name=row]')"
+                         ".value", [x, y0]) == "f:source"
+    page.mouse.move(x, y0)
     page.mouse.down()
-    for i in range(1, 11):  # in steps, as a hand would: SortableJS follows the pointer
-        page.mouse.move(src["x"] + src["width"] / 2,
-                        src["y"] + (dst["y"] + 4 - src["y"]) * i / 10)
+    for i in range(1, 31):  # in small steps, as a hand would: SortableJS follows the pointer row by row
+        page.mouse.move(x, y0 + (y1 - y0) * i / 30)
+    # SortableJS skips a row while it is still animating and only looks again when the pointer moves: the
+    # hand stays over the top row, moving a little, until the row has gone there (each move waits for the
+    # browser; no sleep)
+    for i in range(100):
+        if rows.nth(0).get_attribute("value") == "f:source":
+            break
+        page.mouse.move(x, y1 + 2 * (i % 4))
     page.mouse.up()
     expect(rows.nth(0)).to_have_value("f:source")
-    page.get_by_label(t["help"]).fill("As on your ID" if locale == "en" else "与证件一致")
+    page.get_by_label(t["help"]).fill("As on your ID")
+    page.get_by_label(t["help_zh"]).fill("与证件一致")
     page.get_by_label(t["required"]).check()
     page.get_by_label(t["hidden"]).check()
     page.get_by_label(t["prefill"]).fill("web")
@@ -141,12 +159,14 @@ def test_design_a_form_then_fill_it_in(page: Any, server: dict[str, Any], locale
     layout = view.get("data", view)["options"]["layout"]
     assert {"field": "source", "hidden": True, "value": "web"} in layout
     assert [i.get("field") for i in layout if "field" in i] == ["source", "email", "name", "photos"]
-    assert "section" in layout[1]
+    assert layout[1]["section"] == {"en": "Contact", "zh-CN": "联系方式"}
+    assert {"field": "name", "help": {"en": "As on your ID", "zh-CN": "与证件一致"}} in layout
 
     # the public link, as a visitor sees it
     page.goto(link)
     expect(page.get_by_role("heading", name="Contact" if locale == "en" else "联系方式")).to_be_visible()
     expect(page.locator("body")).to_contain_text("As on your ID" if locale == "en" else "与证件一致")
+    expect(page.locator("body")).not_to_contain_text("与证件一致" if locale == "en" else "As on your ID")
     expect(page.locator("input[name=source]")).to_have_count(0)
     page.get_by_label(t["name"]).fill("Li Lei")
     photo = tmp_path / "photo.png"

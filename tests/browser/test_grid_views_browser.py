@@ -1,11 +1,13 @@
 """The grid as business users expect it, in a real browser and in both languages: columns hidden and
 reordered (kept after a reload), rows grouped with counts and folded away, cells moved through with the
-keyboard, copied as TSV and pasted (a bad row refused next to its cell), a personal "Save as view", rows as
-cards on a phone and the kanban there. Screenshots go to /tmp/shots-grid/."""
+keyboard, copied as TSV and pasted (a bad row refused next to its cell), files put into an attachment cell by
+its button, by drag-and-drop and by paste, a personal "Save as view", rows as cards on a phone and the kanban
+there. Screenshots go to /tmp/shots-grid/."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ TEXT = {
     "en": {"columns": "Columns", "amount": "Amount", "stage": "Stage", "title": "Title", "group": "Group by",
            "lead": "Show or hide the group Lead", "records2": "2 records", "save_view": "Save as view",
            "view_name": "View name", "save": "Save", "mine": "Only you see this view", "not_number": "is not a number",
-           "open": "Open record"},
+           "open": "Open record", "upload": "Upload to Photos", "bad_type": "is not an allowed type (image/*)"},
     "zh-CN": {"columns": "列设置", "amount": "金额", "stage": "阶段", "title": "标题", "group": "分组",
               "lead": "展开或收起分组“线索”", "records2": "2 条记录", "save_view": "保存为视图",
               "view_name": "视图名称", "save": "保存", "mine": "仅您自己可见", "not_number": "不是数字",
-              "open": "打开记录"},
+              "open": "打开记录", "upload": "上传到照片", "bad_type": "的文件类型不允许（image/*）"},
 }
 
 
@@ -34,18 +36,45 @@ def shot(pg: Any, name: str) -> None:
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def picture(path: Path, color: tuple[int, int, int]) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (60, 40), color).save(path, "PNG")
+    return path
+
+
+def files_event(pg: Any, selector: str, kind: str, name: str, color: str) -> None:
+    """Drop (``drop``) or paste (``paste``) a small picture onto an element, as the browser does with a file
+    dragged from the desktop or a screenshot on the clipboard."""
+    pg.evaluate("""([sel, kind, name, color]) => new Promise(done => {
+        const c = document.createElement("canvas"); c.width = 60; c.height = 40;
+        const g = c.getContext("2d"); g.fillStyle = color; g.fillRect(0, 0, 60, 40);
+        c.toBlob(blob => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([blob], name, {type: "image/png"}));
+          const el = document.querySelector(sel), opts = {bubbles: true, cancelable: true};
+          el.dispatchEvent(kind === "drop" ? new DragEvent("drop", {...opts, dataTransfer: dt})
+                                           : new ClipboardEvent("paste", {...opts, clipboardData: dt}));
+          done();
+        }, "image/png");
+    })""", [selector, kind, name, color])
+
+
 def headers(pg: Any) -> list[str]:
     return [h.strip() for h in pg.locator("table.grid thead th[data-f]").all_inner_texts()]
 
 
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])
 def test_grid_columns_groups_keyboard_paste_and_views(page: Any, server: dict[str, Any],  # noqa: F811
-                                                      locale: str) -> None:
+                                                      locale: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     url, api = server["url"], server["api"]
     key = "gv_" + locale.replace("-", "").lower()
     sales_app(api, key)
+    api.ok("POST", f"/meta/apps/{key}/tables/deals/fields", {
+        "key": "photos", "label": {"en": "Photos", "zh-CN": "照片"}, "type": "attachment",
+        "options": {"max_files": 3, "max_size": 20000, "mime_types": ["image/*"]}})
     t = TEXT[locale]
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     use_locale(page, url, locale)
@@ -163,6 +192,35 @@ def test_grid_columns_groups_keyboard_paste_and_views(page: Any, server: dict[st
     expect(page.locator(f'table.grid tr[data-id="{first_id}"] td[data-f=amount]')).to_contain_text("7,777")
     expect(grid).to_have_attribute("aria-busy", "false")
     shot(page, f"grid-paste-{locale}-1280")
+
+    # an attachment cell takes a picture from its button, one dropped on it and one pasted into it; each
+    # comes back as the row with its thumbnail; a file of a type the field refuses is named next to the cell
+    files_cell = page.locator(f'table.grid tr[data-id="{first_id}"] td[data-f=photos]')
+    button = files_cell.get_by_role("button", name=t["upload"], exact=True)
+    expect(button).to_have_attribute("title", re.compile("image/"))
+    with page.expect_file_chooser() as chooser:
+        button.click()
+    with settled(page):
+        chooser.value.set_files(str(picture(tmp_path / "red.png", (200, 30, 30))))
+    expect(files_cell.locator("img.cell-thumb")).to_have_count(1)
+    expect(files_cell.locator("img.cell-thumb")).to_have_attribute("alt", "red.png")
+    with settled(page):
+        files_event(page, f'tr[data-id="{first_id}"] td[data-f=photos]', "drop", "green.png", "#1a1")
+    expect(files_cell.locator("img.cell-thumb")).to_have_count(2)
+    files_cell.focus()
+    with settled(page):
+        files_event(page, f'tr[data-id="{first_id}"] td[data-f=photos]', "paste", "blue.png", "#22c")
+    expect(files_cell.locator("img.cell-thumb")).to_have_count(3)
+    assert files_cell.locator("img.cell-thumb").first.evaluate("i => i.complete && i.naturalWidth > 0")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    with page.expect_file_chooser() as chooser:
+        files_cell.get_by_role("button", name=t["upload"], exact=True).click()
+    chooser.value.set_files(str(tmp_path / "notes.txt"))
+    expect(files_cell.locator(".cell-err[role=alert]")).to_contain_text("notes.txt")
+    expect(files_cell.locator(".cell-err[role=alert]")).to_contain_text(t["bad_type"])
+    names = [f["name"] for f in api.ok("GET", f"/data/{key}/deals/{first_id}")["fields"]["photos"]]
+    assert names == ["red.png", "green.png", "blue.png"], names
+    shot(page, f"grid-files-{locale}-1280")
 
     # Save as view: a personal view, marked as the user's own
     page.get_by_text(t["save_view"], exact=True).click()

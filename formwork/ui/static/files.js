@@ -15,8 +15,8 @@
       return mime === t;
     });
   }
-  function problems(zone, files) {
-    var out = [], d = zone.dataset;
+  function problems(d, files) {  // d: the box's data- attributes
+    var out = [];
     if (d.room && files.length > +d.room) return [d.tooMany];
     Array.prototype.forEach.call(files, function (f) {
       if (d.types && f.type && !typeOk(f, d.types.split(","))) out.push(d.badType.replace("{name}", f.name));
@@ -24,6 +24,7 @@
     });
     return out;
   }
+  window.formworkFileProblems = problems;  // an attachment cell of the grid checks the same (grid.js)
   function say(zone, messages) {
     var box = zone.querySelector(".err");
     if (!box) return;
@@ -33,7 +34,7 @@
   function send(zone, fileList) {
     var input = zone.querySelector("input[type=file]");
     if (!input || !fileList || !fileList.length) return;
-    var bad = problems(zone, fileList);
+    var bad = problems(zone.dataset, fileList);
     if (bad.length) {
       say(zone, bad);
       input.value = "";
@@ -57,7 +58,7 @@
   document.addEventListener("change", function (e) {
     var zone = e.target.closest && e.target.closest("[data-attach-zone]");
     if (!zone || e.target.type !== "file" || !e.target.files.length) return;
-    var bad = problems(zone, e.target.files);
+    var bad = problems(zone.dataset, e.target.files);
     if (bad.length) {
       e.stopImmediatePropagation();  // no data-autosubmit: nothing is sent
       say(zone, bad);

@@ -16,7 +16,7 @@
         holder.innerHTML = tpl.innerHTML.replace(/__ID__/g, "n" + Date.now().toString(36) + seq);
         var row = holder.firstElementChild;
         list.insertBefore(row, list.firstChild);
-        row.querySelector("input[name^=sec_]").focus();
+        (row.querySelector("input[name^=sec_][required]") || row.querySelector("input[name^=sec_]")).focus();
         return;
       }
       var move = e.target.closest("[data-fd-move]");

@@ -6,6 +6,7 @@
      from a read-only cell), Escape cancels an edit (app.js), Ctrl/Cmd+C copies the rectangle as TSV and
      Ctrl/Cmd+V pastes TSV into cells through the server's normal update path (a refused row changes nothing
      and says why next to its cells);
+   - attachment cells take files from their button, by drag-and-drop and by paste;
    - kanban: dragging a card near the board's edge scrolls it to off-screen columns. */
 (function () {
   "use strict";
@@ -138,6 +139,18 @@
   document.addEventListener("htmx:beforeSwap", function (e) {
     var t = e.detail && e.detail.target;
     if (t && t.id === "grid") { var d = t.querySelector("details.col-pop"); panelOpen = !!(d && d.open); }
+    if (t && t.id === "board") {  // the board's card-fields panel stays open while a card moves
+      var b = t.querySelector("details.board-pop");
+      boardPanel = !!(b && b.open);
+    }
+  });
+  var boardPanel = false;
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var t = e.detail && e.detail.target;
+    if (!boardPanel || !t || (t.id !== "board" && document.contains(t))) return;
+    var d = document.querySelector("#board details.board-pop");
+    if (d) d.open = true;
+    boardPanel = false;
   });
   document.addEventListener("htmx:afterSwap", function (e) {
     var t = e.detail && e.detail.target;
@@ -148,7 +161,7 @@
     }
   });
   document.addEventListener("click", function (e) {
-    document.querySelectorAll(".grid-tools details[open]").forEach(function (d) {
+    document.querySelectorAll(".grid-tools details[open], .board-tools details[open]").forEach(function (d) {
       if (!d.contains(e.target)) d.open = false;
     });
   });
@@ -310,9 +323,83 @@
     say((table.dataset.copied || "").replace("{n}", n));
   });
 
+  // --- attachment cells: files from the cell's button, dropped onto the cell or pasted into it go up as one
+  // update of the record (the record page's path and limits); the row comes back with its thumbnails, or
+  // with the refusal naming the limit under it --------------------------------------------------------
+  function cellError(td, text) {
+    var err = document.createElement("div");
+    err.className = "cell-err";
+    err.setAttribute("role", "alert");
+    err.textContent = text;
+    td.classList.add("has-err");
+    td.appendChild(err);
+  }
+  function sendFiles(td, list) {
+    var btn = td && td.querySelector(".cell-upload");
+    if (!btn || !list || !list.length || !window.htmx) return;
+    var tr = td.closest("tr"), table = td.closest("table.grid");
+    td.querySelectorAll(".cell-err").forEach(function (x) { x.remove(); });
+    td.classList.remove("has-err");
+    var bad = window.formworkFileProblems ? window.formworkFileProblems(btn.dataset, list) : [];  // files.js
+    if (bad.length) { cellError(td, bad.join(" ")); return; }
+    var next = tr.nextElementSibling;
+    if (next && next.classList.contains("row-msg")) next.remove();
+    var form = document.createElement("form"), input = document.createElement("input"), view = document.createElement("input");
+    form.hidden = true;
+    form.setAttribute("hx-post", table.dataset.base + "/" + tr.dataset.id + "/cell/" + encodeURIComponent(td.dataset.f) + "/files");
+    form.setAttribute("hx-encoding", "multipart/form-data");
+    form.setAttribute("hx-target", "closest tr");
+    form.setAttribute("hx-swap", "outerHTML");
+    input.type = "file"; input.name = "files"; input.multiple = true;
+    var dt = new DataTransfer();
+    Array.prototype.forEach.call(list, function (f) { dt.items.add(f); });
+    input.files = dt.files;
+    view.type = "hidden"; view.name = "view"; view.value = table.dataset.view || "";
+    form.appendChild(input); form.appendChild(view);
+    td.appendChild(form);
+    td.setAttribute("aria-busy", "true");
+    last = { id: tr.dataset.id, f: td.dataset.f };
+    htmx.process(form);
+    htmx.trigger(form, "submit");
+  }
+  document.addEventListener("click", function (e) {
+    var btn = e.target.closest && e.target.closest("table.grid .cell-upload");
+    if (!btn) return;
+    e.preventDefault();
+    var td = btn.closest("td"), pick = document.createElement("input");
+    pick.type = "file"; pick.multiple = true;
+    if (btn.dataset.types) pick.accept = btn.dataset.types;
+    pick.addEventListener("change", function () { sendFiles(td, pick.files); });
+    pick.click();
+  });
+  function hasFiles(e) {
+    return e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types, "Files") >= 0;
+  }
+  document.addEventListener("dragover", function (e) {
+    var td = e.target.closest && e.target.closest("table.grid td[data-f]");
+    if (!td || !td.querySelector(".cell-upload") || !hasFiles(e)) return;
+    e.preventDefault();
+    td.classList.add("over");
+  });
+  document.addEventListener("dragleave", function (e) {
+    var td = e.target.closest && e.target.closest("table.grid td.over");
+    if (td && !td.contains(e.relatedTarget)) td.classList.remove("over");
+  });
+  document.addEventListener("drop", function (e) {
+    var td = e.target.closest && e.target.closest("table.grid td[data-f]");
+    if (!td || !td.querySelector(".cell-upload") || !e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    td.classList.remove("over");
+    sendFiles(td, e.dataTransfer.files);
+  });
+
   document.addEventListener("paste", function (e) {
     var active = document.activeElement;
     if (!cur || active !== cur || !e.clipboardData) return;
+    if (e.clipboardData.files && e.clipboardData.files.length) {  // a screenshot or copied files
+      if (cur.querySelector(".cell-upload")) { e.preventDefault(); sendFiles(cur, e.clipboardData.files); }
+      return;
+    }
     var text = e.clipboardData.getData("text/plain");
     if (!text) return;
     e.preventDefault();

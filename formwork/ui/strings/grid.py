@@ -22,6 +22,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "gv_paste_bad": "Some rows were not saved: see the marked cells.", "gv_pasted": "{n} rows updated.",
         "gv_copied": "Copied {n} cells.", "gv_not_number": "“{value}” is not a number.",
         "gv_card_cover": "Cover", "gv_sum_of": "Sum of {field}",
+        "gv_upload_to": "Upload to {field}", "gv_upload_limits": "{field}: {limits}",
+        "gv_card_fields": "Card fields", "gv_card_fields_help": "Tick the fields cards show, drag to reorder.",
+        "gv_show_card_field": "Show {field} on cards", "gv_drag_card_field": "Drag to reorder {field}",
+        "gv_board_mine": "These settings are kept for you only.",
+        "gv_board_reset": "Back to the view's settings", "gv_board_to_view": "Save to the view for everyone",
     },
     "zh-CN": {
         "gv_columns": "列设置", "gv_columns_help": "勾选以显示，拖动以调整顺序（或按 Alt+↑/↓）。",
@@ -42,5 +47,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "gv_paste_bad": "部分行没有保存：请查看标出的单元格。", "gv_pasted": "已更新 {n} 行。",
         "gv_copied": "已复制 {n} 个单元格。", "gv_not_number": "“{value}”不是数字。",
         "gv_card_cover": "封面", "gv_sum_of": "{field}合计",
+        "gv_upload_to": "上传到{field}", "gv_upload_limits": "{field}：{limits}",
+        "gv_card_fields": "卡片字段", "gv_card_fields_help": "勾选卡片上显示的字段，拖动调整顺序。",
+        "gv_show_card_field": "在卡片上显示{field}", "gv_drag_card_field": "拖动调整{field}的顺序",
+        "gv_board_mine": "这些设置只对你自己生效。",
+        "gv_board_reset": "恢复视图的设置", "gv_board_to_view": "保存到视图，所有人可见",
     },
 }
