@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Response, request
 
-from formwork.errors import BadRequest, Conflict, PreconditionFailed, ValidationFailed
+from formwork.errors import BadRequest, Conflict, NotFound, PreconditionFailed, ValidationFailed
 from formwork.metadata.catalog import AppDef, FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import DATETIME, FILES, NUMBER, SELECT
 from formwork.metadata.flows import flow_of
@@ -28,7 +28,7 @@ from formwork.ui.render import choice_map, local_datetime
 from formwork.web import RouteSet, current_access, unit
 
 routes = RouteSet()
-KANBAN_CARDS = 50
+KANBAN_CARDS = 20  # per column; "show more" loads the next 20
 CARD_FIELDS = 6  # shown when nobody chose the card fields
 MAX_CARD_FIELDS = 12
 
@@ -51,7 +51,8 @@ def board_settings(p: Page, t: TableDef, view: dict[str, Any]) -> dict[str, Any]
     return {"cards": cards, "hide_empty": hide, "mine": mine}
 
 
-def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState) -> dict[str, Any]:
+def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: GridState,
+                first_page: bool = True) -> dict[str, Any]:
     from formwork.runtime.aggregate import aggregate
 
     gkey = (view.get("options") or {}).get("group_field")
@@ -100,23 +101,9 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
         col["sum"] = r0.cell(sf, total if total is not None else 0) if sf is not None else None
     if settings["hide_empty"]:
         columns = [c for c in columns if c["count"]]
-    keys = [k for k in [title_key, *[f.key for f in extra], gkey, cover.key if cover else None] if k]
-    reader = p.reader()
+    cards = CardReader(p, r, t, view, state, tree, gkey or "", title_key, extra, cover)
     for col in columns:
-        col["cards"] = []
-        if not col["count"]:
-            continue
-        cond: dict[str, Any] = {"field": gkey, "op": "is_empty"} if col["value"] == "" else \
-            {"field": gkey, "op": "eq", "value": col["value"]}
-        full = {"and": [cond, tree]} if tree else cond
-        res = reader.list(t, filter_tree=full, search=state.search or None, fields=keys, limit=KANBAN_CARDS,
-                          view=view)
-        for rec in res["records"]:
-            tf = t.fields_by_key.get(title_key or "")
-            col["cards"].append({"rec": rec, "title": (r.text(tf, rec["fields"].get(tf.key)) if tf else "")
-                                 or f"#{rec['id']}", "cover": cover_url(rec, cover),
-                                 "extra": [(p.label(f.label), r.cell(f, rec["fields"].get(f.key))) for f in extra
-                                           if rec["fields"].get(f.key) not in (None, "", [])]})
+        col["cards"], col["next"] = cards.page(col["value"]) if col["count"] and first_page else ([], None)
     movable = writable(p, t, gf)
     for col in columns:
         moves = allowed_moves(p, t, gf.key, col["value"] or None)
@@ -126,8 +113,60 @@ def kanban_data(p: Page, app: AppDef, t: TableDef, view: dict[str, Any], state: 
     can_add = p.access.can(p.cat, t, "create") and movable and tf is not None and writable(p, t, tf) \
         and tf.ftype.input_kind in ("text", "textarea", "email", "url", "tel")
     return {"columns": columns, "group_field": gf, "movable": movable, "board_error": None, "sum_field": sf,
-            "can_add_card": can_add, "title_field": tf, "board_settings": settings,
+            "can_add_card": can_add, "title_field": tf, "board_settings": settings, "cards": cards,
             "card_choices": [(f, True) for f in extra] + [(f, False) for f in choosable if f not in extra]}
+
+
+class CardReader:
+    """One column's cards, a page at a time (``KANBAN_CARDS``; "show more" asks for the next by cursor)."""
+
+    def __init__(self, p: Page, r: Any, t: TableDef, view: dict[str, Any], state: GridState, tree: Any, gkey: str,
+                 title_key: str | None, extra: list[FieldDef], cover: FieldDef | None) -> None:
+        self.p, self.r, self.t, self.view, self.state, self.tree = p, r, t, view, state, tree
+        self.gkey, self.extra, self.cover = gkey, extra, cover
+        self.tf = t.fields_by_key.get(title_key or "")
+        self.keys = [k for k in [title_key, *[f.key for f in extra], gkey, cover.key if cover else None] if k]
+        self.labels = [p.label(f.label) for f in extra]
+
+    def page(self, value: str, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        cond: dict[str, Any] = {"field": self.gkey, "op": "is_empty"} if value == "" else \
+            {"field": self.gkey, "op": "eq", "value": value}
+        full = {"and": [cond, self.tree]} if self.tree else cond
+        res = self.p.reader().list(self.t, filter_tree=full, search=self.state.search or None, fields=self.keys,
+                                   limit=KANBAN_CARDS, cursor=cursor, view=self.view)
+        r, tf = self.r, self.tf
+        out = []
+        for rec in res["records"]:
+            fields = rec["fields"]
+            out.append({"rec": rec, "title": (r.text(tf, fields.get(tf.key)) if tf else "") or f"#{rec['id']}",
+                        "cover": cover_url(rec, self.cover),
+                        "extra": [(label, r.cell(f, fields.get(f.key)))
+                                  for label, f in zip(self.labels, self.extra, strict=True)
+                                  if fields.get(f.key) not in (None, "", [])]})
+        return out, res.get("next_cursor")
+
+
+@routes.get("/apps/<app_key>/<table_key>/kanban/more")
+def kanban_more(app_key: str, table_key: str) -> Response:
+    """A column's next cards ("show more"): the cards after ``cursor`` and, when more remain, the next button."""
+    access = current_access()
+    with unit() as (conn, cat):
+        c = table_context(conn, cat, access, app_key, table_key, "kanban")
+        p, app, t, state, view = c.p, c.app, c.t, c.state, c.view
+        assert view is not None
+        data = kanban_data(p, app, t, view, state, first_page=False)
+        value = request.args.get("value", "")
+        col = next((col for col in data["columns"] if col["value"] == value), None)
+        if col is None:
+            raise NotFound(p.t("not_found"))
+        col["cards"], col["next"] = data["cards"].page(value, request.args.get("cursor") or None)
+        before = request.args.get("shown", "")
+        col["shown"] = (int(before) if before.isdigit() and len(before) < 8 else 0) + len(col["cards"])
+        moves = allowed_moves(p, t, data["group_field"].key, value or None)
+        for card in col["cards"]:
+            card["moves"] = moves
+        data.pop("cards")
+        return render(p, "_kanban_cards.html", app=app, t=t, view=view, state=state, col=col, **data)
 
 
 @routes.post("/apps/<app_key>/<table_key>/board-settings")
