@@ -78,3 +78,17 @@ def test_an_exact_type_change_converts_every_value_in_place(app: Any, notes: Api
                 {"t": app.extensions["formwork"].catalogs.get().table("crm", "notes").name})}
         current = app.extensions["formwork"].catalogs.get().table("crm", "notes").fields_by_key["qty"].column_name
         assert current in cols and len([c for c in cols if c.startswith("f_")]) == 2
+
+
+def test_fields_added_back_to_back_never_wait_on_each_others_index(app: Any, notes: Api, backend: str) -> None:
+    """Each add starts an index build after its commit; the next add changes the same table's columns at
+    once. (A concurrent build held its table lock while waiting for that transaction: a deadlock that
+    could fail the user's change.) Every add succeeds and every index ends up built."""
+    if backend != "postgresql":
+        pytest.skip("search indexes (pg_trgm) exist on PostgreSQL only")
+    for i in range(6):
+        notes.ok("POST", "/meta/apps/crm/tables/notes/fields", {"key": f"memo{i}", "label": f"Memo {i}",
+                                                                "type": "text"})
+        notes.ok("PATCH", "/data/crm/notes/1", {"fields": {f"memo{i}": "x"}})
+    wait_for_search_indexes()
+    assert all(_index(app, f"memo{i}")[1] is True for i in range(6))

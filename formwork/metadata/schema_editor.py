@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Column, Index, Table, create_engine, inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from formwork import db
@@ -60,10 +62,10 @@ class SchemaEditor:
     def create_search_index(self, table: Table, column_names: list[str], later: bool = False) -> None:
         """PostgreSQL: a trigram index per text column so ``search=`` (ILIKE) stays indexed.
 
-        Building one reads every row. ``later`` builds it after the transaction commits, in the
-        background and ``CONCURRENTLY`` (writes go on meanwhile; search works unindexed until it is
-        there), so adding or converting a field on a big table does not wait for it. A build that
-        never happened (the process stopped) is made up by ``ensure_search_indexes`` (the worker).
+        Building one reads every row. ``later`` builds it after the transaction commits, in a
+        background thread (search works unindexed until it is there), so adding or converting a field on
+        a big table does not wait for it. A build that never happened (the process stopped) is made up
+        by ``ensure_search_indexes`` (the worker's tick).
         """
         if self.dialect != "postgresql":
             return
@@ -111,9 +113,22 @@ def wait_for_search_indexes(timeout: float = 60) -> None:
         t.join(timeout)
 
 
+#: how long a background build waits for the table's writers before it gives up for now (it retries, and
+#: writers that arrive meanwhile queue behind it for at most this long)
+BUILD_LOCK_TIMEOUT_MS = 1000
+BUILD_TRIES = 5
+
+
 def build_search_indexes(engine: Engine, wanted: list[tuple[str, str]]) -> int:
-    """Create the trigram indexes ``(table, column)`` that are missing or left invalid, CONCURRENTLY;
-    a column or table that is gone by now is skipped. Returns how many were built."""
+    """Create the trigram indexes ``(table, column)`` that are missing or left invalid; a column or table
+    that is gone by now is skipped. Returns how many were built.
+
+    Not ``CONCURRENTLY``: a concurrent build holds its table lock while it waits for every older
+    transaction, so a transaction that then changes the table's columns (the next field added) deadlocks
+    with it. A plain build waits for the lock it needs only ``BUILD_LOCK_TIMEOUT_MS`` (then tries again,
+    ``BUILD_TRIES`` times; the worker's tick after that), and holds it while it reads the column: writes to
+    the table wait that long (≈ 65 ms per 100k rows here).
+    """
     built = 0
     # a connection of its own (not from the app's pool): the app may dispose of its pool meanwhile
     own = create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -121,6 +136,7 @@ def build_search_indexes(engine: Engine, wanted: list[tuple[str, str]]) -> int:
         with own.connect() as conn:
             prep = conn.dialect.identifier_preparer
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            conn.exec_driver_sql(f"SET lock_timeout = {int(BUILD_LOCK_TIMEOUT_MS)}")
             for table_name, column in wanted:
                 name = search_index_name(table_name, column)
                 state = conn.execute(text(
@@ -128,17 +144,25 @@ def build_search_indexes(engine: Engine, wanted: list[tuple[str, str]]) -> int:
                     "WHERE c.relname = :n"), {"n": name}).first()
                 if state is not None and state[0]:
                     continue
-                if state is not None:  # an interrupted concurrent build leaves an invalid index behind
-                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {prep.quote(name)}")
-                present = conn.execute(text(
-                    "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                    "AND table_name = :t AND column_name = :c"), {"t": table_name, "c": column}).first()
-                if present is None:
-                    continue
-                conn.exec_driver_sql(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {prep.quote(name)} ON {prep.quote(table_name)} "
-                    f"USING gin ({prep.quote(column)} gin_trgm_ops)")
-                built += 1
+                if state is not None:  # an interrupted concurrent build (older versions) leaves it invalid
+                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prep.quote(name)}")
+                for attempt in range(BUILD_TRIES):
+                    present = conn.execute(text(
+                        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                        "AND table_name = :t AND column_name = :c"), {"t": table_name, "c": column}).first()
+                    if present is None:
+                        break
+                    try:
+                        conn.exec_driver_sql(
+                            f"CREATE INDEX IF NOT EXISTS {prep.quote(name)} ON {prep.quote(table_name)} "
+                            f"USING gin ({prep.quote(column)} gin_trgm_ops)")
+                        built += 1
+                        break
+                    except OperationalError as e:  # lock timeout (or the column went away meanwhile)
+                        if attempt == BUILD_TRIES - 1:
+                            raise
+                        log.info("search index %s waits for its table (%s)", name, e.orig)
+                        time.sleep(0.2 * (attempt + 1))
     except Exception:  # noqa: BLE001 - search still works without the index; the worker tries again
         log.warning("could not build search indexes %s", wanted, exc_info=True)
     finally:
