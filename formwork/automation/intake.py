@@ -229,7 +229,11 @@ class Intake:
             ordered = sorted(ids)
             hits: set[int] = set()
             for i in range(0, len(ordered), 500):
-                q = select(t.sa.c.id).where(t.sa.c.id.in_(ordered[i:i + 500]), cond)
+                part = ordered[i:i + 500]
+                if part[-1] - part[0] < 2 * len(part):  # nearly consecutive ids: one index range, no long IN list
+                    q = select(t.sa.c.id).where(t.sa.c.id.between(part[0], part[-1]), cond)
+                else:
+                    q = select(t.sa.c.id).where(t.sa.c.id.in_(part), cond)
                 if scope is not None:
                     q = q.where(scope)
                 hits.update(r[0] for r in conn.execute(q))
