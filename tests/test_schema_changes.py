@@ -92,3 +92,19 @@ def test_fields_added_back_to_back_never_wait_on_each_others_index(app: Any, not
         notes.ok("PATCH", "/data/crm/notes/1", {"fields": {f"memo{i}": "x"}})
     wait_for_search_indexes()
     assert all(_index(app, f"memo{i}")[1] is True for i in range(6))
+
+
+def test_a_field_change_leaves_its_catalog_to_the_next_request(app: Any, notes: Api) -> None:
+    """The catalog the change loaded after its last write is the process's once the change commits: the
+    next request finds the new field without loading the catalog again; a failed change leaves none."""
+    cache = app.extensions["formwork"].catalogs
+    notes.ok("POST", "/meta/apps/crm/tables/notes/fields", {"key": "memo", "label": "Memo", "type": "text"})
+    held = cache._catalog
+    assert held is not None and "memo" in held.table("crm", "notes").fields_by_key
+    with app.extensions["formwork"].engine.connect() as conn:
+        assert cache.get(conn) is held
+    status, _ = notes.call("POST", "/meta/apps/crm/tables/notes/fields", {"key": "memo", "label": "Again",
+                                                                          "type": "text"})
+    assert status == 409 and cache._catalog is held
+    notes.ok("PATCH", "/meta/apps/crm/tables/notes/fields/memo", {"label": "Memo 2"})
+    assert cache._catalog is not held and cache._catalog.table("crm", "notes").field("memo").label == "Memo 2"
