@@ -193,10 +193,11 @@ def _drain_process(url: str, ready: Any, go: Any, out: Any) -> None:
     n = 0
     while True:
         done = worker.engine.process_events(500)
-        if done == 0:
+        if done == 0:  # the rest is locked by the other worker: wait like `formwork worker` (poll 10 ms)
             with app.extensions["formwork"].engine.connect() as conn:
                 if conn.execute(select(db.outbox.c.id).where(db.outbox.c.status == "pending").limit(1)).first() is None:
                     break
+            time.sleep(0.01)
             continue
         n += done
     out.put((n, time.perf_counter() - t0))
@@ -243,14 +244,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="records in the table (default: one per event)")
     ap.add_argument("--workers-scaling", type=int, default=0, metavar="ROUNDS",
                     help="also compare one worker process with two, ROUNDS times (0: skip)")
+    ap.add_argument("--only-scaling", action="store_true", help="skip the alternated runs and the delay")
     args = ap.parse_args()
     notes: list[str] = []
     with database(args.backend, args.pg) as url:
         app, info = setup(url, args.rows or args.events)
         try:
-            rows = [measure(app, info, "W7 condition only", args.backend, args.events, args.iterations, False),
-                    measure(app, info, "W7 condition + update", args.backend, args.events, args.iterations, True)]
-            notes.append(delay(app, info, args.delay_samples))
+            rows = [] if args.only_scaling else [
+                measure(app, info, "W7 condition only", args.backend, args.events, args.iterations, False),
+                measure(app, info, "W7 condition + update", args.backend, args.events, args.iterations, True)]
+            if not args.only_scaling:
+                notes.append(delay(app, info, args.delay_samples))
             if args.workers_scaling:
                 for with_update in (False, True):
                     notes.append(scaling(app, info, url, args.events, with_update, args.workers_scaling))
