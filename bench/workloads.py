@@ -214,14 +214,33 @@ class MoreWorkloads:
         def add_baseline() -> None:
             self._ddl(f"ALTER TABLE {qi(t.name)} ADD COLUMN {qi(f'raw_extra_{n[0]}')} VARCHAR(1000)")
 
-        add = alternate(self.result("W8 add field", "≤ raw DDL + 20 ms"), add_platform, add_baseline,
-                        iterations=self.iterations)
+        from formwork.metadata.schema_editor import wait_for_search_indexes
+
+        # alternated like harness.alternate, but the search index the platform builds after its commit
+        # (PostgreSQL, in the background) is waited for outside both timings, so it never delays the
+        # next raw ALTER; how long it took after the response is reported beside
+        add = self.result("W8 add field", "≤ raw DDL + 20 ms")
+        after: list[float] = []
+        for i in range(self.iterations + 5):
+            t0 = time.perf_counter()
+            add_baseline()
+            t1 = time.perf_counter()
+            add_platform()
+            t2 = time.perf_counter()
+            wait_for_search_indexes()
+            t3 = time.perf_counter()
+            if i >= 5:
+                add.baseline.append(t1 - t0)
+                add.platform.append(t2 - t1)
+                after.append(t3 - t2)
         diff = (statistics.median(add.platform) - statistics.median(add.baseline)) * 1000
-        add.note = f"platform − raw = {diff:.1f} ms (incl. HTTP, validation, catalog reload)"
+        add.note = (f"platform − raw = {diff:.1f} ms (incl. HTTP, validation, catalog reload); search index "
+                    f"after the response: p50 {statistics.median(after) * 1000:.1f} ms (background)")
 
         change = self.result("W8 change type number→text", "≤ 1.5× raw",
                              note="ALTER … TYPE … USING" if self.backend == "postgresql" else "add/UPDATE/drop column")
         runs = int(self.options.get("ddl_iterations") or 3)
+        change_after: list[float] = []
         qty = self.c["quantity"].name
         for i in range(runs + 1):
             key = f"num_{i}"
@@ -251,10 +270,14 @@ class MoreWorkloads:
                                   json={"type": "text"})
             t2 = time.perf_counter()
             assert r.status_code == 200, r.data[:300]
+            wait_for_search_indexes()  # the converted text field's index, built after the response
+            if i:
+                change_after.append(time.perf_counter() - t2)
             if i:
                 change.baseline.append(t1 - t0)
                 change.platform.append(t2 - t1)
-        change.note += f"; {runs} runs after 1 warm-up"
+        change.note += (f"; {runs} runs after 1 warm-up; search index after the response: p50 "
+                        f"{statistics.median(change_after) * 1000:.0f} ms (background)")
         return [add, change]
 
     # --- W10: soak against a real HTTP server --------------------------------------------------------------

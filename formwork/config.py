@@ -44,4 +44,7 @@ def from_env() -> dict[str, Any]:
         "WEBHOOK_ALLOW_PRIVATE": env.get("FORMWORK_WEBHOOK_ALLOW_PRIVATE") == "1",
         "FILES_DIR": env.get("FORMWORK_FILES_DIR") or str(instance_dir() / "files"),
         "MAX_CONTENT_LENGTH": int(env.get("FORMWORK_MAX_UPLOAD_MB", "50")) * 1024 * 1024,
+        # the login limiter's shared window lives in Redis when one is named (else in the database)
+        "REDIS_URL": env.get("FORMWORK_REDIS_URL") or None,
+        "REDIS_PREFIX": env.get("FORMWORK_REDIS_PREFIX") or "formwork",
     }

@@ -7,7 +7,7 @@ The platform tables below are versioned by Alembic migrations in ``formwork/migr
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -524,13 +524,36 @@ def _ping_when_idle(engine: Engine, seconds: float) -> None:
             raise exc.DisconnectionError("the database connection is gone")
 
 
+_AFTER_COMMIT = "fw_after_commit"
+
+
+def after_commit(conn: Connection, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the transaction of ``conn`` has committed (never after a rollback).
+
+    Only work that may be lost is queued here (``transaction`` and the web request's unit run it; other
+    code paths drop it): e.g. a search index built in the background, which the worker repairs anyway.
+    """
+    conn.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
+def run_after_commit(conn: Connection, committed: bool) -> None:
+    """Called by whoever committed (or rolled back) ``conn``'s transaction: runs or drops its hooks."""
+    hooks = conn.info.pop(_AFTER_COMMIT, None) or []
+    if committed:
+        for fn in hooks:
+            fn()
+
+
 @contextmanager
 def transaction(engine: Engine, write: bool = True) -> Iterator[Connection]:
     """One unit of work: commits when the block ends, rolls back (DDL included) when it raises."""
     with engine.connect() as conn:
         conn.info["write"] = write
+        committed = False
         try:
             with conn.begin():
                 yield conn
+            committed = True
         finally:
             conn.info["write"] = False
+            run_after_commit(conn, committed)

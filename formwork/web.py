@@ -221,11 +221,14 @@ def unit(write: bool | None = None) -> Iterator[tuple[Connection, Catalog]]:
     if pending is not None:
         if pending.write or not write:
             units.append(pending.conn)
+            committed = False
             try:
                 with pending.tx:
                     yield pending.conn, p.catalogs.get(pending.conn, version=pending.schema_version)
+                committed = True
             finally:
                 units.pop()
+                db.run_after_commit(pending.conn, committed)
                 pending.close()
             return
         pending.close()

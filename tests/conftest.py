@@ -83,6 +83,9 @@ def app(database_url: str, tmp_path: Any) -> Iterator[Any]:
         application.extensions.pop("formwork_jobs", None)
         application.config.clear()
         application.config.update(config)
+        from formwork.metadata.schema_editor import wait_for_search_indexes
+
+        wait_for_search_indexes()  # search indexes built after a commit, in the background
         engine.dispose()
 
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Response, make_response, request
+from sqlalchemy.engine import Connection
 
+from formwork import db
 from formwork.api.common import (
     MAX_JSON,
     bool_arg,
@@ -30,7 +32,7 @@ from formwork.metadata.service import MetadataService
 from formwork.runtime import auth, demo
 from formwork.runtime.dashboards import shared_with
 from formwork.runtime.permissions import Access
-from formwork.web import RouteSet, client_ip, current_access, json_body, unit
+from formwork.web import RouteSet, client_ip, current_access, json_body, platform, unit
 
 routes = RouteSet()
 
@@ -181,6 +183,18 @@ def list_fields(app_key: str, table_key: str) -> Response:
         return ok({"fields": [svc.field_json(f) for f in t.fields if vis.get(f.id, True) is not False]})
 
 
+def adopt_after_commit(conn: Connection, svc: MetadataService) -> None:
+    """The field change was the request's last metadata write: once it commits, this process keeps the
+    catalog the service loaded after it instead of loading the same version again on the next request."""
+    catalogs = platform().catalogs
+    loaded = svc.catalog
+
+    def adopt() -> None:
+        catalogs.adopt(loaded)
+
+    db.after_commit(conn, adopt)
+
+
 @routes.post("/meta/apps/<app_key>/tables/<table_key>/fields")
 def create_field(app_key: str, table_key: str) -> Response:
     access = current_access()
@@ -188,6 +202,7 @@ def create_field(app_key: str, table_key: str) -> Response:
     with unit() as (conn, cat):
         svc = meta_service(conn, cat, access)
         f = svc.create_field(app_key, table_key, body)
+        adopt_after_commit(conn, svc)
         return ok(svc.field_json(f), 201)
 
 
@@ -214,6 +229,7 @@ def update_field(app_key: str, table_key: str, field_key: str) -> Response:
         if dry:
             conn.rollback()
             return ok(result)
+        adopt_after_commit(conn, svc)
         field = result.pop("field")
         return ok({**field, "conversion": result})
 

@@ -12,7 +12,7 @@ import decimal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from formwork import db
@@ -70,6 +70,10 @@ class RuleRunner(Protocol):
     def access_for(self, conn: Connection, rule: dict[str, Any]) -> Access: ...
 
     def start(self, conn: Connection, cat: Catalog, req: RunRequest, checked: bool = False) -> int: ...
+
+    def drive(self, conn: Connection, cat: Catalog, req: RunRequest, run_id: int, access: Access,
+              outputs: dict[str, Any], resume: list[Any] | None, fresh: bool = False,
+              closing: list[dict[str, Any]] | None = None) -> str: ...
 
     def matches(self, conn: Connection, cat: Catalog, access: Access, t: TableDef, record_id: int, tree: Any,
                 changes: dict[str, Any] | None) -> bool: ...
@@ -131,16 +135,50 @@ def initial_state(req: RunRequest) -> dict[str, Any]:
     return {"trigger": req.trigger_ctx, "changes": req.changes, "deleted_fields": req.deleted_fields}
 
 
-def insert_run(conn: Connection, req: RunRequest, status: str, error: str | None = None) -> int:
+# one statement object for every run: its cache key and compiled form are built once, not per run
+_INSERT_RUN = insert(db.automation_runs).returning(db.automation_runs.c.id)
+
+
+def run_row(req: RunRequest, status: str, error: str | None = None) -> dict[str, Any]:
+    """The ``fw_automation_runs`` row that starts a run (``status`` running, or failed/skipped at once)."""
     now = db.utcnow()
     done = status in ("failed", "skipped")
-    return int(conn.execute(insert(db.automation_runs).values(
-        app_id=req.app.id, automation_id=req.rule["id"], automation_key=req.rule["key"], trigger=req.trigger,
-        table_id=req.table.id if req.table else None, record_id=req.record_id, outbox_id=req.outbox_id,
-        firing_key=req.firing_key, status=status, depth=req.depth, started_at=now,
-        finished_at=now if done else None, duration_ms=0 if done else None, error=error,
-        state=initial_state(req),
-    ).returning(db.automation_runs.c.id)).scalar_one())
+    return {"app_id": req.app.id, "automation_id": req.rule["id"], "automation_key": req.rule["key"],
+            "trigger": req.trigger, "table_id": req.table.id if req.table else None, "record_id": req.record_id,
+            "outbox_id": req.outbox_id, "firing_key": req.firing_key, "status": status, "depth": req.depth,
+            "started_at": now, "finished_at": now if done else None, "duration_ms": 0 if done else None,
+            "error": error, "state": initial_state(req)}
+
+
+def insert_run(conn: Connection, req: RunRequest, status: str, error: str | None = None) -> int:
+    return int(conn.execute(_INSERT_RUN, run_row(req, status, error)).scalar_one())
+
+
+_INSERT_RUNS = insert(db.automation_runs).returning(db.automation_runs.c.id, sort_by_parameter_order=True)
+
+
+def insert_runs_statement() -> Any:
+    """The many-rows form of ``insert_run``: executed with a list of ``run_row``s, it returns their ids
+    in the order of the list."""
+    return _INSERT_RUNS
+
+
+# the run's closing update: one statement object (its SET clause comes from the parameters' keys)
+_UPDATE_RUN = update(db.automation_runs).where(db.automation_runs.c.id == bindparam("run_id"))
+
+
+def close_run(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
+    conn.execute(_UPDATE_RUN, {"run_id": run_id, **values})
+
+
+def close_runs(conn: Connection, closing: list[dict[str, Any]]) -> None:
+    """Apply run closings collected over a batch (each ``{"run_id", column: value...}``): one
+    executemany per set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for c in closing:
+        groups.setdefault(tuple(sorted(c)), []).append(c)
+    for rows in groups.values():
+        conn.execute(_UPDATE_RUN, rows)
 
 
 def notify_owner(conn: Connection, req: RunRequest, run_id: int, message: str) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from formwork import db
 from formwork.automation.actions.base import action_types
 from formwork.automation.runs import Park, RuleRunner, RunRequest, StepFailed, path_text, plain
-from formwork.automation.templating import TemplateError, render_value
+from formwork.automation.templating import TemplateError, render_value, template_names
 from formwork.errors import FormworkError, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, TableDef
 from formwork.runtime.permissions import Access
@@ -106,14 +106,18 @@ class Executor:
                 out[k] = v
         return out
 
-    def context(self, **extra: Any) -> dict[str, Any]:
+    def context(self, record: bool = True, **extra: Any) -> dict[str, Any]:
+        """What templates see; ``record=False`` leaves the record out (no template reads it: not loaded)."""
         now = dt.datetime.now(dt.UTC)
-        return {"record": self.record(), "trigger": self.req.trigger_ctx, "actions": self.outputs, "now": now,
-                "today": now.astimezone(ZoneInfo(self.access.timezone or "UTC")).date(), **extra}
+        out = {"trigger": self.req.trigger_ctx, "actions": self.outputs, "now": now,
+               "today": now.astimezone(ZoneInfo(self.access.timezone or "UTC")).date(), **extra}
+        if record:
+            out["record"] = self.record()
+        return out
 
     def render(self, value: Any, **extra: Any) -> Any:
         try:
-            return plain(render_value(value, self.context(**extra)))
+            return plain(render_value(value, self.context("record" in template_names(value), **extra)))
         except TemplateError as e:
             raise StepFailed(f"template: {e.message}") from None
 

@@ -589,6 +589,25 @@ def render_template(text: str, context: dict[str, object]) -> str:
     return result
 
 
+def template_names(value: object) -> frozenset[str]:
+    """The top-level names the templates inside a JSON-like value read (``record``, ``trigger``, ...).
+
+    A caller can leave out of the context what no template reads (the executor then does not load the
+    record for a constant value). Text that does not compile reads nothing here; rendering it reports
+    the error.
+    """
+    if isinstance(value, str):
+        try:
+            return _compile(value).names
+        except TemplateError:
+            return frozenset()
+    if isinstance(value, Mapping):
+        return frozenset().union(*(template_names(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return frozenset().union(*(template_names(v) for v in value))
+    return frozenset()
+
+
 def render_value(value: object, context: Mapping[str, object]) -> object:
     """Render templates inside a JSON-like value (e.g. a webhook payload).
 

@@ -27,6 +27,7 @@ from formwork.automation.actions import register_actions
 from formwork.automation.engine import AutomationEngine
 from formwork.automation.heartbeat import BEAT_SECONDS, Heartbeat
 from formwork.automation.settings import Settings
+from formwork.metadata.schema_editor import ensure_search_indexes
 
 log = logging.getLogger("formwork.worker")
 
@@ -66,6 +67,10 @@ class Worker:
             self.engine.tick()
         except Exception:  # noqa: BLE001 - the scheduler thread must survive a bad tick
             log.exception("schedule tick failed")
+        try:  # search indexes whose background build never happened (a web process stopped first)
+            ensure_search_indexes(self.engine.engine, self.engine.catalogs.get())
+        except Exception:  # noqa: BLE001 - search works without them; next tick tries again
+            log.exception("search index check failed")
 
     def serve(self) -> None:
         """Run until ``stop_event`` is set (by SIGTERM/SIGINT in the command)."""

@@ -369,6 +369,14 @@ class CatalogCache:
                     self._catalog = cat
             return cat
 
+    def adopt(self, cat: Catalog) -> None:
+        """Take a catalog loaded by a schema change, once that change has committed (``db.after_commit``),
+        so this process's next request does not load the version it just wrote. Only for a catalog loaded
+        after the transaction's last metadata write (the caller vouches); a newer one is kept."""
+        with self._lock:
+            if self._catalog is None or cat.version > self._catalog.version:
+                self._catalog = cat
+
     def invalidate(self) -> None:
         self._catalog = None
 

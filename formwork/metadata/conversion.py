@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     false,
     func,
     literal,
@@ -173,6 +174,7 @@ class TypeConversion:
                 {"/type": [f"{report['emptied']} of {report['rows']} values cannot be converted{more}"]})
         gen = int(old.doc.get("_gen", 0)) + 1
         new.doc["_gen"] = gen
+        drop_old = old.stored
         if old.stored:
             self._drop_field_indexes(t, old)
         if not new.ftype.computed and new.ftype.column_type(new) is not None:
@@ -181,11 +183,16 @@ class TypeConversion:
             fresh = build_user_table(md, t, [new if g.id == new.id else g for g in t.fields]
                                      + ([old] if old.stored else []))
             col = fresh.c[new.column_name]
-            self.editor.add_column(t.sa, col)
-            if fast is not None:
-                src = fresh.c[old.column_name]
-                self.conn.execute(update(fresh).where(fast.present(src), fast.exact(src, new))
-                                  .values({col.name: fast.value(src, new)}))
+            if fast is not None and old.stored and self.conn.dialect.name == "postgresql":
+                # one rewrite in place (as ALTER … TYPE … USING by hand), then the generation's new name
+                self._alter_in_place(t, old, new, fast, col)
+                drop_old = False  # its column is the new one now
+            else:
+                self.editor.add_column(t.sa, col)
+                if fast is not None:
+                    src = fresh.c[old.column_name]
+                    self.conn.execute(update(fresh).where(fast.present(src), fast.exact(src, new))
+                                      .values({col.name: fast.value(src, new)}))
             if new_values:
                 stmt = update(fresh).where(fresh.c.id == bindparam("rid")).values({col.name: bindparam("v")})
                 for i in range(0, len(new_values), 5000):
@@ -197,11 +204,25 @@ class TypeConversion:
                             self.editor.create_index(ix)
                     except IntegrityError:
                         raise Conflict(f"'{new.key}' cannot be unique: converted values repeat") from None
-            if new.ftype.searchable:
-                self.editor.create_search_index(fresh, [new.column_name])
-        if old.stored:
+            if new.ftype.searchable:  # reads every row: built after commit, in the background
+                self.editor.create_search_index(fresh, [new.column_name], later=True)
+        if drop_old:
             self.editor.drop_column(t.sa, old.column_name)
         return report
+
+    def _alter_in_place(self, t: TableDef, old: FieldDef, new: FieldDef, fast: FastConversion, col: Any) -> None:
+        """PostgreSQL: convert the column with one ``ALTER … TYPE … USING`` (the exact values; the others
+        empty, to be written from Python after) and rename it to the new generation's name."""
+        dialect = self.conn.dialect
+        src: Any = column(old.column_name)  # unqualified, as USING wants it
+        using = case((and_(fast.present(src), fast.exact(src, new)), fast.value(src, new)))
+        sql_using = str(using.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        q = dialect.identifier_preparer.quote
+        ctype = col.type.compile(dialect=dialect)
+        self.conn.exec_driver_sql(f"ALTER TABLE {q(t.name)} ALTER COLUMN {q(old.column_name)} TYPE {ctype} "
+                                  f"USING {sql_using}")
+        self.conn.exec_driver_sql(f"ALTER TABLE {q(t.name)} RENAME COLUMN {q(old.column_name)} "
+                                  f"TO {q(new.column_name)}")
 
     def _write_ctx(self) -> WriteContext:
         return WriteContext(self.catalog, self.conn, self.user_id, lenient=True)
@@ -253,14 +274,15 @@ class TypeConversion:
         ctx = self._write_ctx()
         present, exact = fast.present(src), fast.exact(src, new)
         seen = scope if scope is not None else true()
-        rows, simple, outside = self.conn.execute(select(
+        rows, simple, outside, odd_count = self.conn.execute(select(
             func.count(case((seen, 1))), func.count(case((and_(seen, present, exact), 1))),
-            func.count(case((~seen, 1))) if scope is not None else literal(0))).one()
+            func.count(case((~seen, 1))) if scope is not None else literal(0),
+            func.count(case((and_(present, ~exact), 1))))).one()
         rows, simple = int(rows or 0), int(simple or 0)
         converted, emptied, everywhere = simple, 0, 0
         new_values: list[dict[str, Any]] = []
         odd = select(t.sa.c.id, src, seen.label("seen")).where(present, ~exact).order_by(t.sa.c.id)
-        for rid, raw, visible in self.conn.execute(odd):
+        for rid, raw, visible in self.conn.execute(odd) if odd_count else ():
             after, ok = self._convert_one(old.ftype.to_json(raw, old), old, new, ctx)
             everywhere += not ok
             if visible:

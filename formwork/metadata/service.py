@@ -508,8 +508,8 @@ class MetadataService:
                     raise Conflict(f"'{f.key}' cannot be unique: some records share a value") from None
         if f.ftype.needs_junction(f):
             self.editor.create_table(build_junction(md, f.id))
-        if f.ftype.searchable and f.stored:
-            self.editor.create_search_index(fresh, [f.column_name])
+        if f.ftype.searchable and f.stored:  # reads every row: built after commit, in the background
+            self.editor.create_search_index(fresh, [f.column_name], later=True)
 
     def _number_existing(self, t: TableDef, f: FieldDef) -> None:
         """Give existing records numbers in creation order and set the counter past them."""
