@@ -29,6 +29,7 @@ from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.link import relation
+from formwork.runtime import guards
 from formwork.runtime.permissions import Access
 
 MATCHES = ("name", "phone", "email", "exact")
@@ -273,6 +274,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     for rid in (survivor, loser):
         _require_update(conn, cat, access, t, rid)
     svc = RecordService(cat, conn, access)
+    guards.check_delete(svc, t, [loser])  # the loser goes to the trash: what may not be deleted is not merged away
     take = list(dict.fromkeys(take))
     bad = {k: ["is not a field of this table"] for k in take if k not in t.fields_by_key}
     bad.update({k: ["is computed or read-only"] for k in take

@@ -266,8 +266,15 @@ def record_delete(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        p.service().delete(t, rid)
+        try:
+            with conn.begin_nested():
+                p.service().delete(t, rid)
+        except Conflict as e:  # a link that blocks it, or a rule of the app (stock history stays): said on the page
+            rec = p.reader().get(t, rid)
+            return render(p, "record.html", 409, **record_context(p, app, t, rec), errors={},
+                          button_error="; ".join(refusal(e, p.locale)))
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid))  # type: ignore[return-value]
 
 
