@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from formwork import db
 from formwork.runtime import auth
@@ -141,6 +141,33 @@ def test_merge_moves_related_records_and_writes_history(admin: Api, app: Any) ->
     assert loser is not None and loser.action == "merge" and loser.changes["_merged_into"]["new"]["id"] == ids["a"]
     # the merged record is in the trash and can be restored (its related records stay with the survivor)
     admin.ok("POST", f"/data/crm/customers/{dup}/restore")
+
+
+def test_records_moved_by_a_merge_raise_the_events_of_an_update(admin: Api, app: Any) -> None:
+    ids = build(admin)
+    dup = admin.ok("POST", "/data/crm/customers", {"fields": {"name": "云端", "phone": "13800138000"},
+                                                   "allow_duplicates": True})["id"]
+    c1 = admin.ok("POST", "/data/crm/contacts", {"fields": {"name": "王芳", "customer": dup}})["id"]
+    c2 = admin.ok("POST", "/data/crm/contacts", {"fields": {"name": "李雷", "customer": ids["a"]}})["id"]
+    camp = admin.ok("POST", "/data/crm/campaigns", {"fields": {"name": "展会", "customers": [dup]}})["id"]
+    o = db.outbox
+    with app.extensions["formwork"].engine.connect() as conn:
+        last = conn.execute(select(func.max(o.c.id))).scalar() or 0
+    admin.ok("POST", f"/data/crm/customers/{ids['a']}/merge", {"other": dup})
+    with app.extensions["formwork"].engine.connect() as conn:
+        tables = {r.key: r.id for r in conn.execute(select(db.tables.c.key, db.tables.c.id))}
+        rows = conn.execute(select(o.c.table_id, o.c.record_id, o.c.event, o.c.payload, o.c.user_id).where(
+            o.c.id > last).order_by(o.c.id)).all()
+    updated = {(r.table_id, r.record_id): r for r in rows if r.event == "record_updated"}
+    assert set(updated) == {(tables["contacts"], c1), (tables["campaigns"], camp)}  # c2 did not move
+    contact = updated[(tables["contacts"], c1)].payload
+    assert contact["changes"]["customer"]["old"]["id"] == dup and contact["changes"]["customer"]["new"] == {
+        "id": ids["a"], "display": "北京云端科技有限公司"}
+    assert contact["fields"]["name"] == "王芳" and contact["fields"]["customer"]["id"] == ids["a"]
+    campaign = updated[(tables["campaigns"], camp)].payload
+    assert [x["id"] for x in campaign["changes"]["customers"]["new"]] == [ids["a"]]
+    assert [(r.event, r.record_id) for r in rows if r.event != "record_updated"] == [("record_deleted", dup)]
+    assert c2 not in {r.record_id for r in rows if r.table_id == tables["contacts"]}
 
 
 def test_a_unique_value_can_be_taken_from_the_merged_record(admin: Api) -> None:

@@ -300,6 +300,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     now = db.utcnow()
     moved: dict[str, int] = {}
     stamp = {"updated_at": now, "updated_by": access.user_id}
+    touched = _Touched(svc)
     for f in _links_to(cat, t):
         src = cat.table_by_id(f.table_id)
         if f.options.get("multiple"):
@@ -311,6 +312,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
             if not rows:
                 continue
             have = {r[0] for r in conn.execute(select(j.c.src).where(j.c.dst == survivor, j.c.src.in_(rows)))}
+            touched.before(src, rows)
             conn.execute(delete(j).where(j.c.dst == loser, j.c.src.in_(rows)))
             new = [r for r in rows if r not in have]
             if new:
@@ -324,6 +326,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
                 ids = [i for i in ids if i != loser]
             if not ids:
                 continue
+            touched.before(src, ids)
             conn.execute(update(src.sa).where(src.sa.c.id.in_(ids)).values(
                 {col.name: survivor, "version": src.sa.c.version + 1, **stamp}))
             _history(conn, access, src, ids, f.key, loser, survivor, now)
@@ -333,11 +336,14 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
             j = relation(f, cat).table
             others = {r[0] for r in conn.execute(select(j.c.dst).where(j.c.src == loser))} - {survivor, loser}
             have = {r[0] for r in conn.execute(select(j.c.dst).where(j.c.src == survivor))}
+            if others - have:
+                touched.before(t, [survivor])
             conn.execute(delete(j).where(j.c.src == loser))
             if others - have:
                 conn.execute(insert(j), [{"src": survivor, "dst": d} for d in sorted(others - have)])
     n_comments = conn.execute(update(db.comments).where(
         db.comments.c.table_id == t.id, db.comments.c.record_id == loser).values(record_id=survivor)).rowcount
+    touched.raise_updates()
     svc._check_delete_blocks(t, [loser])
     before = svc.reader.by_ids(t, [loser])
     conn.execute(update(t.sa).where(t.sa.c.id == loser).values(
@@ -354,6 +360,38 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     svc._events(t, [{"record_id": loser, "event": "record_deleted",
                      "payload": {"fields": before[0]["fields"], "merged_into": survivor}}])
     return {"record": svc.reader.get(t, survivor), "merged": loser, "moved": moved, "comments": n_comments}
+
+
+class _Touched:
+    """The records a merge changes besides the survivor's own fields (related records re-pointed at the
+    survivor, the survivor gaining the loser's to-many links): their state before, so that afterwards
+    each raises the ``record_updated`` event an ordinary update raises (changes and fields as the merging
+    user's writer reads them), into the same outbox in the same transaction, and automations see them."""
+
+    def __init__(self, svc: Any) -> None:
+        self.svc = svc
+        self.tables: dict[int, TableDef] = {}
+        self.old: dict[int, dict[int, dict[str, Any]]] = {}
+
+    def before(self, t: TableDef, ids: list[int]) -> None:
+        seen = self.old.setdefault(t.id, {})
+        self.tables[t.id] = t
+        fresh = [i for i in ids if i not in seen]
+        for rec in self.svc.reader.by_ids(t, fresh) if fresh else []:
+            seen[rec["id"]] = rec["fields"]
+
+    def raise_updates(self) -> None:
+        for tid, old in self.old.items():
+            t = self.tables[tid]
+            events = []
+            for rec in self.svc.reader.by_ids(t, sorted(old)):
+                was = old[rec["id"]]
+                changes = {k: {"old": was.get(k), "new": v} for k, v in rec["fields"].items()
+                           if was.get(k) != v and not t.fields_by_key[k].ftype.computed}
+                if changes:
+                    events.append({"record_id": rec["id"], "event": "record_updated",
+                                   "payload": {"changes": changes, "fields": rec["fields"], "merge": True}})
+            self.svc._events(t, events)
 
 
 def _display(conn: Connection, cat: Catalog, access: Access, t: TableDef, rid: int) -> str | None:
