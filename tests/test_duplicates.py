@@ -170,6 +170,39 @@ def test_records_moved_by_a_merge_raise_the_events_of_an_update(admin: Api, app:
     assert c2 not in {r.record_id for r in rows if r.table_id == tables["contacts"]}
 
 
+def test_the_sql_prefilter_finds_the_same_matches_as_reading_every_record(admin: Api, app: Any) -> None:
+    import unicodedata
+
+    from formwork.runtime import duplicates
+
+    for ch in duplicates._CJK_PUNCT:  # plain punctuation never normalises into a letter, digit or ideograph
+        assert not any(duplicates._probe_char(c) for c in unicodedata.normalize("NFKC", ch).casefold()), ch
+    build(admin)
+    stored = ["ＡＣＭＥ　Ｉｎｃ", "Acme Co., Ltd.", "acme", "ACME-Trading", "Café Mélange", "cafe melange",
+              "北京云端（上海）科技有限公司", "北京云端上海科技", "㈱北京", "Straße GmbH", "STRASSE",
+              "Ｏｍｅｇａ", "omega ltd", "Ωmega", "云端", "Sp%cial_Co"]
+    phones = ["+86 138-0013-8000", "(010) 6552-1234", "8613800138000", "021 5555 0000", "415.555.0100",
+              "+1 415 555 0100", "13800138000"]
+    for i, name in enumerate(stored):
+        admin.ok("POST", "/data/crm/customers", {"fields": {"name": name, "phone": phones[i % len(phones)]},
+                                                 "allow_duplicates": True})
+    probes = [{"name": n} for n in [*stored, "acme inc", "北京云端上海科技股份有限公司", "strasse", "omega",
+                                    "sp%cial", "nothing like it"]]
+    probes += [{"phone": p} for p in [*phones, "１３８００１３８０００", "010 65521234", "999"]]
+    p = app.extensions["formwork"]
+    with db.transaction(p.engine) as conn:
+        t = p.catalogs.get(conn).table("crm", "customers")
+        everything = duplicates.DuplicateIndex.build(conn, t)
+        total = len(everything.seen)
+        read = []
+        for v in probes:
+            narrow = duplicates.DuplicateIndex.build(conn, t, [v])
+            assert narrow.lookup(v) == everything.lookup(v), v
+            read.append(len(narrow.seen))
+    assert any(everything.lookup(v) for v in probes)
+    assert sum(read) < total * len(probes) / 2  # most records are never read
+
+
 def test_a_unique_value_can_be_taken_from_the_merged_record(admin: Api) -> None:
     ids = build(admin)
     admin.ok("PATCH", "/meta/apps/crm/tables/customers/fields/email", {"unique": True})
