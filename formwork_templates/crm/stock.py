@@ -167,7 +167,7 @@ def _deletes(svc: RecordService, app: AppDef, t: TableDef, writes: list[PlannedW
     else:
         q = select(t.sa.c.id, status_col).join(orders.sa, orders.sa.c.id == _col(t, "order")).where(
             t.sa.c.id.in_(ids), status_col.in_(sorted(TAKEN)))
-    taken = dict(svc.conn.execute(q).all())
+    taken: dict[int, Any] = {r[0]: r[1] for r in svc.conn.execute(q)}
     for w in writes:
         if w.record_id in taken:
             w.refuse("", _t(svc.access, "order_kept" if t.key == "orders" else "lines_kept",
