@@ -178,17 +178,24 @@ def test_the_sql_prefilter_finds_the_same_matches_as_reading_every_record(admin:
     for ch in duplicates._CJK_PUNCT:  # plain punctuation never normalises into a letter, digit or ideograph
         assert not any(duplicates._probe_char(c) for c in unicodedata.normalize("NFKC", ch).casefold()), ch
     build(admin)
+    admin.ok("POST", "/meta/apps/crm/tables/customers/fields", {"key": "size", "label": "Size", "type": "number",
+                                                                "options": {"precision": 2}})
+    admin.ok("PATCH", "/meta/apps/crm/tables/customers", {"duplicate_rules": [
+        {"key": "same_name", "fields": [{"field": "name", "match": "name"}]},
+        {"key": "same_phone", "fields": [{"field": "phone", "match": "phone"}]},
+        {"key": "same_size", "fields": [{"field": "size", "match": "exact"}, {"field": "name", "match": "exact"}]}]})
     stored = ["ＡＣＭＥ　Ｉｎｃ", "Acme Co., Ltd.", "acme", "ACME-Trading", "Café Mélange", "cafe melange",
               "北京云端（上海）科技有限公司", "北京云端上海科技", "㈱北京", "Straße GmbH", "STRASSE",
               "Ｏｍｅｇａ", "omega ltd", "Ωmega", "云端", "Sp%cial_Co"]
     phones = ["+86 138-0013-8000", "(010) 6552-1234", "8613800138000", "021 5555 0000", "415.555.0100",
               "+1 415 555 0100", "13800138000"]
     for i, name in enumerate(stored):
-        admin.ok("POST", "/data/crm/customers", {"fields": {"name": name, "phone": phones[i % len(phones)]},
-                                                 "allow_duplicates": True})
+        admin.ok("POST", "/data/crm/customers", {"fields": {"name": name, "phone": phones[i % len(phones)],
+                                                            "size": [12, 12.5, 1200][i % 3]}, "allow_duplicates": True})
     probes = [{"name": n} for n in [*stored, "acme inc", "北京云端上海科技股份有限公司", "strasse", "omega",
                                     "sp%cial", "nothing like it"]]
     probes += [{"phone": p} for p in [*phones, "１３８００１３８０００", "010 65521234", "999"]]
+    probes += [{"size": n, "name": m} for n in (12, 12.5, 1200, 7) for m in ("acme", "ACME", "omega ltd")]
     p = app.extensions["formwork"]
     with db.transaction(p.engine) as conn:
         t = p.catalogs.get(conn).table("crm", "customers")

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, true, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, literal, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
@@ -172,6 +172,7 @@ def _outside(conn: Connection, col: Any, cls: str) -> Any:
 
 
 def _field_condition(conn: Connection, col: Any, match: str, normalised: str) -> Any:
+    col = cast(col, Text)  # numbers and autonumbers are compared as their text, as the normalisers do
     if match == "phone":  # the last digits once the usual separators are gone, or any other character
         stripped: Any = col
         for ch in " -().+/":
