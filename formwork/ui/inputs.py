@@ -95,6 +95,7 @@ def flow_options(p: Page, t: TableDef, options: dict[str, Any], current: dict[st
         key = fl.field.key
         if key not in options["choices"]:
             continue
+        allowed: set[Any]
         if current is None:
             allowed = {v for v in fl.values() if fl.may_start(v, roles, p.access.is_admin)}
         else:
