@@ -58,6 +58,10 @@ def test_stock_movements_are_never_deleted(crm: Crm) -> None:
     resp = client.post(f"/apps/crm/stock_movements/{second['id']}/delete", data={"csrf_token": csrf})
     assert resp.status_code == 409
     assert "出入库记录是库存的历史，不能删除" in resp.get_data(as_text=True)
+    # the grid's bulk delete (htmx): the reason in a toast
+    resp = client.post("/apps/crm/stock_movements/bulk-delete", data={"csrf_token": csrf, "ids": [str(i) for i in ids]},
+                       headers={"HX-Request": "true", "X-CSRF-Token": csrf})
+    assert resp.status_code == 409 and "出入库记录是库存的历史，不能删除" in resp.get_data(as_text=True)
     # nothing changed: both movements, the stock, no history
     assert _live(crm, "stock_movements", ids) == 2 and on_hand(crm, pid, wid) == 15
     assert _history_rows(crm) == hist
