@@ -48,6 +48,14 @@ def test_a_version_1_crm_is_upgraded_in_place(admin: Api) -> None:
     quote = admin.ok("POST", "/data/crm/quotes", {"fields": {"customer": cust, "total": 5000}})["id"]
     camp = admin.ok("POST", "/data/crm/campaigns", {"fields": {"name": "升级活动", "cost": 1000,
                                                                 "won_revenue": 9000}})["id"]
+    # someone added a source of their own and a duplicate rule of their own: both stay
+    src = admin.ok("GET", "/meta/apps/crm/tables/customers/fields/source")
+    admin.ok("PATCH", "/meta/apps/crm/tables/customers/fields/source", {"options": {
+        **src["options"], "choices": src["options"]["choices"] + [{"value": "community",
+                                                                    "label": {"en": "Community", "zh-CN": "社群"}}]}})
+    admin.ok("PATCH", "/meta/apps/crm/tables/customers", {"duplicate_rules": [
+        {"key": "same_website", "fields": [{"field": "website", "match": "exact"}]}]})
+    fan = admin.ok("POST", "/data/crm/customers", {"fields": {"name": "社群客户", "source": "community"}})["id"]
     # someone edited an automation: the upgrade keeps it
     admin.ok("PATCH", "/meta/apps/crm/automations/stage_clock", {"label": {"en": "Our stage clock",
                                                                              "zh-CN": "我们的阶段计时"}})
@@ -88,6 +96,25 @@ def test_a_version_1_crm_is_upgraded_in_place(admin: Api) -> None:
     assert {"lead_company", "lead_contact", "lead_phone", "lead_email"} <= set(form["fields"])
     orders = admin.ok("GET", "/meta/apps/crm/tables/orders")
     assert orders["flows"]["status"]["require"]["confirmed"] == ["warehouse"]
+
+    # the shared option list arrived with every choice in use, and both source fields take it
+    assert "option_list lead_source" in report["created"]
+    lists = {ol["key"]: ol for ol in admin.ok("GET", "/meta/apps/crm/option-lists")["option_lists"]}
+    values = [c["value"] for c in lists["lead_source"]["choices"]]
+    template_values = [c["value"] for c in doc["app"]["option_lists"][0]["choices"]]
+    assert values == [*template_values, "community"]
+    assert {(u["table"], u["field"]) for u in lists["lead_source"]["used_by"]} == {
+        ("customers", "source"), ("opportunities", "source")}
+    assert admin.ok("GET", f"/data/crm/customers/{fan}")["fields"]["source"] == "community"
+    opp_source = admin.ok("GET", "/meta/apps/crm/tables/opportunities/fields/source")["options"]
+    assert opp_source["list"] == "lead_source" and "cold_call" in [c["value"] for c in opp_source["choices"]]
+    # the template's duplicate rules arrived next to the user's own, and they work
+    rules = {r["key"] for r in admin.ok("GET", "/meta/apps/crm/tables/customers")["duplicate_rules"]}
+    assert rules == {"same_website", "same_name", "same_phone"}
+    assert {r["key"] for r in admin.ok("GET", "/meta/apps/crm/tables/contacts")["duplicate_rules"]} == {
+        "same_phone", "same_email"}
+    st, body = admin.post("/data/crm/customers", {"fields": {"name": "升级客户有限公司"}})
+    assert st == 409 and [m["id"] for m in body["error"]["details"]["matches"]] == [cust]
 
     # the upgraded CRM takes stock like a new one
     wid = moves[0]["fields"]["warehouse"]["id"]

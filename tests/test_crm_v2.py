@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -225,6 +226,56 @@ def test_the_lead_form_creates_customer_contact_and_opportunity_assigned_by_the_
     rep = crm.api(username)
     assert rep.ok("GET", f"/data/crm/opportunities/{opp[0]['id']}")["id"] == opp[0]["id"]
     assert rep.ok("GET", f"/data/crm/contacts/{contacts[0]['id']}")["id"] == contacts[0]["id"]
+
+
+def _submit_lead(crm: Crm, company: str, contact: str, email: str) -> tuple[int, str]:
+    client = crm.app.test_client()
+    page = client.get("/f/crm/opportunities/lead_form").get_data(as_text=True)
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    resp = client.post("/f/crm/opportunities/lead_form", data={
+        "form_token": token, "lead_company": company, "lead_contact": contact, "lead_email": email,
+        "name": f"询价：{contact}", "amount": "5000"})
+    body = re.sub(r'name="form_token" value="[^"]+"', "", resp.get_data(as_text=True))
+    return resp.status_code, body
+
+
+def test_the_lead_form_attaches_a_known_company_to_its_customer_and_owner(crm: Crm, worker: Worker) -> None:
+    am3 = crm.users["am3"]
+    known = crm.admin.ok("POST", "/data/crm/customers", {"fields": {"name": "老朋友科技有限公司", "owner": am3}})["id"]
+    pool = crm.admin.ok("POST", "/data/crm/customers", {"fields": {"name": "Pool Widgets Ltd.", "owner": None}})["id"]
+    n_customers = len(crm.admin.ok("GET", "/data/crm/customers?limit=1000")["records"])
+    # the visitor gets the same answer whether the company was known or not
+    answers = [_submit_lead(crm, "老朋友科技", "钱七", "qian@laopengyou.cn"),
+               _submit_lead(crm, "POOL WIDGETS", "Ann Lee", "ann@widgets.example"),
+               _submit_lead(crm, "全新线索公司", "孙八", "sun@new.example"),
+               _submit_lead(crm, "老朋友科技有限公司", "周九", "zhou@laopengyou.cn")]  # the very same name
+    assert {a[0] for a in answers} == {200} and len({a[1] for a in answers}) == 1
+    worker.drain()
+
+    def opp(company: str) -> dict[str, Any]:
+        recs = crm.admin.ok("GET", '/data/crm/opportunities?filter={"field":"lead_company","op":"eq",'
+                                   f'"value":"{company}"}}')["records"]
+        assert len(recs) == 1
+        return dict(recs[0]["fields"])
+
+    # a known company: the opportunity and the new contact join its customer and go to its owner
+    f = opp("老朋友科技")
+    assert f["customer"]["id"] == known and f["owner"]["id"] == am3 and f["account_manager"]["id"] == am3
+    contacts = crm.admin.ok("GET", f'/data/crm/contacts?filter={{"field":"customer","op":"eq","value":{known}}}')
+    assert sorted(c["fields"]["name"] for c in contacts["records"]) == ["周九", "钱七"]
+    assert opp("老朋友科技有限公司")["customer"]["id"] == known
+    assert crm.admin.ok("GET", f"/data/crm/customers/{known}")["fields"]["owner"]["id"] == am3
+    # a known company without an owner (in the pool): assigned by the rules, the customer goes with it
+    f = opp("POOL WIDGETS")
+    assert f["customer"]["id"] == pool
+    owner = f["owner"]["id"]
+    assert owner in {crm.users[f"am{i}"] for i in range(1, 5)}
+    assert crm.admin.ok("GET", f"/data/crm/customers/{pool}")["fields"]["owner"]["id"] == owner
+    # a new company is a new customer: exactly one more
+    f = opp("全新线索公司")
+    assert f["customer"]["display"] == "全新线索公司"
+    assert len(crm.admin.ok("GET", "/data/crm/customers?limit=1000")["records"]) == n_customers + 1
+    assert any("老朋友科技" in t for t in titles(crm, "am3"))
 
 
 # --- service ------------------------------------------------------------------------------------------------

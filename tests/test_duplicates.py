@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from formwork import db
 from formwork.runtime import auth
@@ -141,6 +141,73 @@ def test_merge_moves_related_records_and_writes_history(admin: Api, app: Any) ->
     assert loser is not None and loser.action == "merge" and loser.changes["_merged_into"]["new"]["id"] == ids["a"]
     # the merged record is in the trash and can be restored (its related records stay with the survivor)
     admin.ok("POST", f"/data/crm/customers/{dup}/restore")
+
+
+def test_records_moved_by_a_merge_raise_the_events_of_an_update(admin: Api, app: Any) -> None:
+    ids = build(admin)
+    dup = admin.ok("POST", "/data/crm/customers", {"fields": {"name": "云端", "phone": "13800138000"},
+                                                   "allow_duplicates": True})["id"]
+    c1 = admin.ok("POST", "/data/crm/contacts", {"fields": {"name": "王芳", "customer": dup}})["id"]
+    c2 = admin.ok("POST", "/data/crm/contacts", {"fields": {"name": "李雷", "customer": ids["a"]}})["id"]
+    camp = admin.ok("POST", "/data/crm/campaigns", {"fields": {"name": "展会", "customers": [dup]}})["id"]
+    o = db.outbox
+    with app.extensions["formwork"].engine.connect() as conn:
+        last = conn.execute(select(func.max(o.c.id))).scalar() or 0
+    admin.ok("POST", f"/data/crm/customers/{ids['a']}/merge", {"other": dup})
+    with app.extensions["formwork"].engine.connect() as conn:
+        tables = {r.key: r.id for r in conn.execute(select(db.tables.c.key, db.tables.c.id))}
+        rows = conn.execute(select(o.c.table_id, o.c.record_id, o.c.event, o.c.payload, o.c.user_id).where(
+            o.c.id > last).order_by(o.c.id)).all()
+    updated = {(r.table_id, r.record_id): r for r in rows if r.event == "record_updated"}
+    assert set(updated) == {(tables["contacts"], c1), (tables["campaigns"], camp)}  # c2 did not move
+    contact = updated[(tables["contacts"], c1)].payload
+    assert contact["changes"]["customer"]["old"]["id"] == dup and contact["changes"]["customer"]["new"] == {
+        "id": ids["a"], "display": "北京云端科技有限公司"}
+    assert contact["fields"]["name"] == "王芳" and contact["fields"]["customer"]["id"] == ids["a"]
+    campaign = updated[(tables["campaigns"], camp)].payload
+    assert [x["id"] for x in campaign["changes"]["customers"]["new"]] == [ids["a"]]
+    assert [(r.event, r.record_id) for r in rows if r.event != "record_updated"] == [("record_deleted", dup)]
+    assert c2 not in {r.record_id for r in rows if r.table_id == tables["contacts"]}
+
+
+def test_the_sql_prefilter_finds_the_same_matches_as_reading_every_record(admin: Api, app: Any) -> None:
+    import unicodedata
+
+    from formwork.runtime import duplicates
+
+    for ch in duplicates._CJK_PUNCT:  # plain punctuation never normalises into a letter, digit or ideograph
+        assert not any(duplicates._probe_char(c) for c in unicodedata.normalize("NFKC", ch).casefold()), ch
+    build(admin)
+    admin.ok("POST", "/meta/apps/crm/tables/customers/fields", {"key": "size", "label": "Size", "type": "number",
+                                                                "options": {"precision": 2}})
+    admin.ok("PATCH", "/meta/apps/crm/tables/customers", {"duplicate_rules": [
+        {"key": "same_name", "fields": [{"field": "name", "match": "name"}]},
+        {"key": "same_phone", "fields": [{"field": "phone", "match": "phone"}]},
+        {"key": "same_size", "fields": [{"field": "size", "match": "exact"}, {"field": "name", "match": "exact"}]}]})
+    stored = ["ＡＣＭＥ　Ｉｎｃ", "Acme Co., Ltd.", "acme", "ACME-Trading", "Café Mélange", "cafe melange",
+              "北京云端（上海）科技有限公司", "北京云端上海科技", "㈱北京", "Straße GmbH", "STRASSE",
+              "Ｏｍｅｇａ", "omega ltd", "Ωmega", "云端", "Sp%cial_Co"]
+    phones = ["+86 138-0013-8000", "(010) 6552-1234", "8613800138000", "021 5555 0000", "415.555.0100",
+              "+1 415 555 0100", "13800138000"]
+    for i, name in enumerate(stored):
+        admin.ok("POST", "/data/crm/customers", {"fields": {"name": name, "phone": phones[i % len(phones)],
+                                                            "size": [12, 12.5, 1200][i % 3]}, "allow_duplicates": True})
+    probes = [{"name": n} for n in [*stored, "acme inc", "北京云端上海科技股份有限公司", "strasse", "omega",
+                                    "sp%cial", "nothing like it"]]
+    probes += [{"phone": p} for p in [*phones, "１３８００１３８０００", "010 65521234", "999"]]
+    probes += [{"size": n, "name": m} for n in (12, 12.5, 1200, 7) for m in ("acme", "ACME", "omega ltd")]
+    p = app.extensions["formwork"]
+    with db.transaction(p.engine) as conn:
+        t = p.catalogs.get(conn).table("crm", "customers")
+        everything = duplicates.DuplicateIndex.build(conn, t)
+        total = len(everything.seen)
+        read = []
+        for v in probes:
+            narrow = duplicates.DuplicateIndex.build(conn, t, [v])
+            assert narrow.lookup(v) == everything.lookup(v), v
+            read.append(len(narrow.seen))
+    assert any(everything.lookup(v) for v in probes)
+    assert sum(read) < total * len(probes) / 2  # most records are never read
 
 
 def test_a_unique_value_can_be_taken_from_the_merged_record(admin: Api) -> None:

@@ -103,3 +103,49 @@ def test_the_option_list_pages(shop: dict[str, Any]) -> None:
     assert re.search(r'<option value="source" selected>', page) and "使用数据字典" in page
     resp = c.post("/apps/shop/option-lists", data={"csrf_token": csrf, "label_zh": "", "label_en": ""})
     assert resp.status_code == 422
+
+
+def test_the_builder_edits_duplicate_rules_with_pickers(shop: dict[str, Any]) -> None:
+    c, csrf, api = shop["client"], shop["csrf"], shop["api"]
+    url = "/apps/shop/customers/duplicate-rules"
+    assert url in html(c.get("/apps/shop/customers/fields"))
+    page = html(c.get(url))
+    assert "查重规则" in page and "规则 1" in page and "规则 2" in page and 'value="same_name"' in page
+    assert "电话号码（只比较数字，忽略国家区号）" in page and "Duplicate" not in page
+    # what the builder has on the page: rule 1 (name), rule 2 (phone); a third rule is added, nothing lost
+    form = {"csrf_token": csrf, "r0_present": "1", "r0_key": "same_name", "r0_label_zh": "名称相同",
+            "r0_f0_present": "1", "r0_f0_field": "name", "r0_f0_match": "name",
+            "r1_present": "1", "r1_key": "same_phone", "r1_label_zh": "电话相同",
+            "r1_f0_present": "1", "r1_f0_field": "phone", "r1_f0_match": "phone"}
+    resp = c.post(url, data={**form, "r1_label_zh": "电话一样", "action": "add_rule"})
+    page = html(resp)
+    assert resp.status_code == 200 and "规则 3" in page and 'value="电话一样"' in page
+    # saving the new rule without a name, with the same field twice: errors next to the inputs, nothing saved
+    bad = {**form, "r2_present": "1", "r2_key": "", "r2_f0_present": "1", "r2_f0_field": "name", "r2_f0_match": "exact",
+           "r2_f1_present": "1", "r2_f1_field": "name", "r2_f1_match": "exact", "action": "save"}
+    resp = c.post(url, data=bad)
+    page = html(resp, 422)
+    assert 'id="err-r2_label"' in page and "请填写规则名称。" in page
+    assert 'id="err-r2_f1_field"' in page and "该字段已在此规则中。" in page
+    assert len(api.ok("GET", "/meta/apps/shop/tables/customers")["duplicate_rules"]) == 2
+    # fixed: the name and phone together; rule 2 removed on the way
+    good = {**bad, "r2_label_zh": "名称和电话都相同", "r2_label_en": "Same name and phone", "r2_f1_field": "phone",
+            "r2_f1_match": "phone"}
+    page = html(c.post(url, data={**good, "action": "remove_rule:1"}))
+    assert "规则 3" not in page and 'value="名称和电话都相同"' in page
+    kept = {k: v for k, v in good.items() if not k.startswith("r1_")}
+    resp = c.post(url, data={**kept, "action": "save"})
+    assert resp.status_code == 302 and "saved=1" in resp.headers["Location"]
+    rules = api.ok("GET", "/meta/apps/shop/tables/customers")["duplicate_rules"]
+    assert rules == [
+        {"key": "same_name", "label": "名称相同", "fields": [{"field": "name", "match": "name"}]},
+        {"key": "same_name_and_phone", "label": {"en": "Same name and phone", "zh-CN": "名称和电话都相同"},
+         "fields": [{"field": "name", "match": "exact"}, {"field": "phone", "match": "phone"}]}]
+    # a field removed from a rule, a field added, and an unknown field refused next to its picker
+    page = html(c.post(url, data={**kept, "action": "remove_field:1:0"}))
+    assert 'name="r1_f1_field"' not in page and 'name="r1_f0_field"' in page
+    page = html(c.post(url, data={**kept, "action": "add_field:0"}))
+    assert 'name="r0_f1_field"' in page
+    resp = c.post(url, data={**kept, "r0_f0_field": "nope", "action": "save"})
+    page = html(resp, 422)
+    assert 'id="err-r0_f0_field"' in page and "请选择要比较的字段。" in page

@@ -6,6 +6,11 @@ is additive and keeps what people changed:
 - tables, fields, views, automations, dashboards (and their widgets) and record buttons the installed app
   lacks are created; select fields gain the template's new choices; form views gain new fields;
   table settings the installed table lacks (flows, scope through a parent, validations…) are set;
+- shared option lists (数据字典) the app lacks are created from the template's choices plus every choice the
+  installed fields that will use them have of their own (with the installed labels), and those fields
+  then take their choices from the list; an existing list only gains the template's new choices;
+- duplicate rules the installed table lacks are added next to its own (a rule of the same key that differs
+  is kept and listed);
 - a field the template now computes (a typed number that became a rollup) is kept as ``<key>_v1`` and the
   computed field takes its key; the template's hook moves the data over (``upgrade(svc, app, report)`` in
   ``formwork_templates/<name>/hooks.py``), e.g. the CRM turns typed stock into opening stock movements;
@@ -31,7 +36,7 @@ from formwork.metadata.portable import COMPUTED, LATE_TABLE_KEYS, TEMPLATES_PACK
 from formwork.metadata.service import MetadataService
 
 SETTINGS_KEYS = ("display_field", "owner_field", "validations", "scope_parent", "flows", "display_parent",
-                 "timeline", "description", "pool")
+                 "timeline", "description", "pool", "duplicate_rules")
 
 
 def template_version(app: AppDef) -> int:
@@ -49,6 +54,7 @@ def upgrade_app(svc: MetadataService, app_key: str, name: str) -> dict[str, Any]
     if have >= want:
         report["up_to_date"] = True
         return report
+    _option_lists(svc, app_key, doc, report)
     _tables(svc, app_key, doc, report)
     _fields(svc, app_key, doc, report)
     _table_settings(svc, app_key, doc, report)
@@ -72,6 +78,45 @@ def _hooks(name: str) -> Any:
     if not (template_dir(name) / "hooks.py").is_file():
         return None
     return importlib.import_module(f"{TEMPLATES_PACKAGE}.{name}.hooks")
+
+
+def _option_lists(svc: MetadataService, app_key: str, doc: dict[str, Any], report: dict[str, Any]) -> None:
+    from formwork.metadata.option_lists import OptionLists, find_list
+
+    lists = OptionLists(svc)
+    for ol in doc["app"].get("option_lists") or []:
+        app = svc.catalog.app(app_key)
+        users = []  # the installed select fields the template now gives this list, still with choices of their own
+        for t in doc.get("tables") or []:
+            table = app.tables_by_key.get(t["key"])
+            for f in t.get("fields", []):
+                have = table.fields_by_key.get(f["key"]) if table is not None else None
+                if (f.get("options") or {}).get("list") == ol["key"] and have is not None \
+                        and have.type == f["type"] and not (have.options or {}).get("list"):
+                    users.append((t["key"], have))
+        mine = find_list(app, ol["key"])
+        if mine is None:
+            installed: dict[str, dict[str, Any]] = {}
+            for _tkey, f in users:
+                for c in (f.options or {}).get("choices") or []:
+                    installed.setdefault(c.get("value"), c)
+            choices = [copy.deepcopy(installed.get(c["value"], c)) for c in ol.get("choices") or []]
+            known = {c["value"] for c in choices}
+            choices += [copy.deepcopy(c) for v, c in installed.items() if v not in known]
+            lists.create(app_key, {**copy.deepcopy(ol), "choices": choices})
+            report["created"].append(f"option_list {ol['key']}")
+        else:
+            values = {c.get("value") for c in mine.get("choices") or []}
+            new = [c for c in ol.get("choices") or [] if c.get("value") not in values]
+            if new:
+                lists.update(app_key, ol["key"], {"choices": list(mine.get("choices") or []) + copy.deepcopy(new)})
+                report["updated"].append(f"option_list {ol['key']}: " + ", ".join(str(c["value"]) for c in new))
+        listed = {c.get("value") for c in (find_list(svc.catalog.app(app_key), ol["key"]) or {}).get("choices") or []}
+        for tkey, f in users:
+            if {c.get("value") for c in (f.options or {}).get("choices") or []} <= listed:
+                opts = {k: v for k, v in (f.options or {}).items() if k != "choices"}
+                svc.update_field(app_key, tkey, f.key, {"options": {**opts, "list": ol["key"]}})
+                report["updated"].append(f"field {tkey}.{f.key}: option list {ol['key']}")
 
 
 def _tables(svc: MetadataService, app_key: str, doc: dict[str, Any], report: dict[str, Any]) -> None:
@@ -171,6 +216,15 @@ def _table_settings(svc: MetadataService, app_key: str, doc: dict[str, Any], rep
             extra = [b for b in t["buttons"] if b.get("key") not in keys]
             if extra:
                 patch["buttons"] = mine + extra
+        if t.get("duplicate_rules") and "duplicate_rules" in table.doc:
+            mine_rules = list(table.doc.get("duplicate_rules") or [])
+            by_key = {r.get("key"): r for r in mine_rules}
+            extra_rules = [r for r in t["duplicate_rules"] if r.get("key") not in by_key
+                           and all(p.get("field") in table.fields_by_key for p in r.get("fields") or [])]
+            report["kept"] += [f"duplicate rule {t['key']}.{r['key']}" for r in t["duplicate_rules"]
+                               if r.get("key") in by_key and by_key[r["key"]] != r]
+            if extra_rules:
+                patch["duplicate_rules"] = mine_rules + copy.deepcopy(extra_rules)
         if t.get("flows") and "flows" in table.doc:
             flows = dict(table.doc["flows"])
             extra_flows = {k: v for k, v in t["flows"].items() if k not in flows}

@@ -22,13 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, literal, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from formwork import db
 from formwork.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef
 from formwork.metadata.fieldtypes.link import relation
+from formwork.runtime import guards
 from formwork.runtime.permissions import Access
 
 MATCHES = ("name", "phone", "email", "exact")
@@ -133,31 +134,137 @@ class Match:
     display: str | None = None
 
 
+# --- the SQL prefilter ----------------------------------------------------------------------------------
+# A record can only match when its normalised values are equal, so each stored value must contain the
+# characters of the incoming normalised value. For stored text made of "plain" characters (printable ASCII,
+# the CJK unified ideographs and common CJK punctuation), normalising only drops characters and lowercases
+# ASCII, so it must literally contain (ASCII case aside) each ASCII letter, digit and ideograph of the
+# incoming normalised value. Stored text with any other character (full-width letters, compatibility
+# ideographs, accents…) may normalise into those characters, so it is always a candidate. The database
+# keeps the rows passing either test (a superset of the matches), and the exact normalised comparison
+# runs on those only: the same matches as comparing every row, without reading the whole table.
+_CJK_PUNCT = "（）【】《》「」『』，。、；：？！“”‘’·—…\u3000"
+_PLAIN_CLASS = " -~\u4e00-\u9fff" + _CJK_PUNCT
+_PHONE_CLASS = "0-9 ().+/-"
+#: most probe characters per field (each one a LIKE the database tests)
+PROBES = 3
+#: checking more incoming records than this, an import reads the table once instead
+SCAN_AFTER = 2000
+
+
+def _probe_char(ch: str) -> bool:
+    return ("0" <= ch <= "9") or ("a" <= ch <= "z") or ("\u4e00" <= ch <= "\u9fff")
+
+
+def _probes(normalised: str) -> list[str]:
+    """Up to PROBES distinct characters of a normalised value every plain stored match contains, rarest
+    (ideographs, then letters, then digits) first."""
+    chars = list(dict.fromkeys(c for c in normalised if _probe_char(c)))
+    chars.sort(key=lambda c: 0 if c >= "\u4e00" else 1 if c >= "a" else 2)
+    return chars[:PROBES]
+
+
+def _outside(conn: Connection, col: Any, cls: str) -> Any:
+    """``col`` holds a character outside the bracket class ``cls`` (SQLite GLOB, PostgreSQL regex)."""
+    if conn.dialect.name == "postgresql":
+        return col.op("~")(literal(f"[^{cls}]"))
+    return col.op("GLOB")(literal(f"*[^{cls}]*"))
+
+
+def _field_condition(conn: Connection, col: Any, match: str, normalised: str) -> Any:
+    col = cast(col, Text)  # numbers and autonumbers are compared as their text, as the normalisers do
+    if match == "phone":  # the last digits once the usual separators are gone, or any other character
+        stripped: Any = col
+        for ch in " -().+/":
+            stripped = func.replace(stripped, ch, "")
+        return or_(stripped.like(f"%{normalised[-6:]}%"), _outside(conn, col, _PHONE_CLASS))
+    probes = _probes(normalised)
+    if not probes:
+        return true()
+    lowered = func.lower(col)
+    return or_(and_(*[lowered.like(f"%{c}%") for c in probes]), _outside(conn, col, _PLAIN_CLASS))
+
+
+def candidates_condition(conn: Connection, t: TableDef, values: list[dict[str, Any]]) -> Any | None:
+    """A condition keeping every live record that may duplicate one of ``values`` under any rule (None:
+    nothing can match, no record needs reading)."""
+    ors = []
+    for r in rules(t):
+        fields = _rule_fields(t, r)
+        if not fields or any(not f.stored for f, _m in fields):
+            return and_(t.sa.c.deleted_at.is_(None))  # a rule over a computed value: every record
+        for v in values:
+            key = rule_key(t, r, v)
+            if key is None:
+                continue
+            ors.append(and_(*[_field_condition(conn, t.sa.c[f.column_name], m, k)
+                              for (f, m), k in zip(fields, key, strict=True)]))
+    if not ors:
+        return None
+    return and_(t.sa.c.deleted_at.is_(None), or_(*ors))
+
+
 @dataclass
 class DuplicateIndex:
-    """Every live record of a table under each rule (normalised values → record ids): built once with one
-    scan, then each incoming record (a form, an import row) is looked up in memory."""
+    """Live records of a table under each rule (normalised values → record ids), looked up in memory.
+
+    ``build(conn, t)`` reads every record once (a large import); ``build(conn, t, values)`` and ``cover``
+    read only the records that may match the given incoming values (see the prefilter above)."""
 
     table: TableDef
     by_rule: dict[str, dict[tuple[str, ...], list[int]]] = field(default_factory=dict)
+    seen: set[int] = field(default_factory=set)
+    complete: bool = False
+    covered: int = 0
+    upto: int | None = None  # an import's index: records created after it was built are the import's own
 
     @classmethod
-    def build(cls, conn: Connection, t: TableDef) -> DuplicateIndex:
-        idx = cls(t)
-        rs = rules(t)
-        if not rs:
-            return idx
-        used = {f.key: f for r in rs for f, _m in _rule_fields(t, r)}
-        sa = t.sa
-        cols = [sa.c.id, *(sa.c[f.column_name].label(k) for k, f in used.items())]
-        for r in rs:
-            idx.by_rule[r["key"]] = {}
-        for row in conn.execute(select(*cols).where(sa.c.deleted_at.is_(None))):
-            values = {k: getattr(row, k) for k in used}
-            idx.add(row.id, values)
+    def for_import(cls, conn: Connection, t: TableDef) -> DuplicateIndex:
+        """An empty index covering the records that exist now; ``cover`` each batch's new rows."""
+        idx = cls.build(conn, t, [])
+        idx.upto = int(conn.execute(select(func.max(t.sa.c.id))).scalar() or 0)
         return idx
 
+    @classmethod
+    def build(cls, conn: Connection, t: TableDef, values: list[dict[str, Any]] | None = None) -> DuplicateIndex:
+        idx = cls(t)
+        for r in rules(t):
+            idx.by_rule[r["key"]] = {}
+        if rules(t):
+            if values is None:
+                idx._read(conn, t.sa.c.deleted_at.is_(None))
+                idx.complete = True
+            else:
+                idx.cover(conn, values)
+        return idx
+
+    def cover(self, conn: Connection, values: list[dict[str, Any]]) -> None:
+        """Read the records that may duplicate ``values`` (all of them, once, past SCAN_AFTER values)."""
+        if self.complete or not rules(self.table):
+            return
+        self.covered += len(values)
+        if self.covered > SCAN_AFTER:
+            self._read(conn, self.table.sa.c.deleted_at.is_(None))
+            self.complete = True
+            return
+        for i in range(0, len(values), 100):
+            cond = candidates_condition(conn, self.table, values[i:i + 100])
+            if cond is not None:
+                self._read(conn, cond)
+
+    def _read(self, conn: Connection, cond: Any) -> None:
+        t = self.table
+        if self.upto is not None:
+            cond = and_(cond, t.sa.c.id <= self.upto)
+        used = {f.key: f for r in rules(t) for f, _m in _rule_fields(t, r)}
+        sa = t.sa
+        cols = [sa.c.id, *(sa.c[f.column_name].label(k) for k, f in used.items())]
+        for row in conn.execute(select(*cols).where(cond)):
+            if row.id not in self.seen:
+                self.add(row.id, {k: getattr(row, k) for k in used})
+
     def add(self, rid: int, values: dict[str, Any]) -> None:
+        self.seen.add(rid)
         for r in rules(self.table):
             k = rule_key(self.table, r, values)
             if k is not None:
@@ -174,6 +281,12 @@ class DuplicateIndex:
                 if rid != exclude and r["key"] not in out.setdefault(rid, []):
                     out[rid].append(r["key"])
         return {rid: rs for rid, rs in out.items() if rs}
+
+
+def matching(conn: Connection, t: TableDef, rule_key_: str, values: dict[str, Any]) -> list[int]:
+    """Ids of the live records ``values`` duplicates under the rule ``rule_key_``, oldest first."""
+    found = DuplicateIndex.build(conn, t, [values]).lookup(values)
+    return sorted(rid for rid, keys in found.items() if rule_key_ in keys)
 
 
 class DuplicateFound(Conflict):
@@ -206,7 +319,7 @@ def find(conn: Connection, cat: Catalog, access: Access, t: TableDef, values: di
     """Which existing records ``values`` (field key → value, as sent) duplicates."""
     if not rules(t):
         return {"matches": [], "hidden": 0}
-    return describe(conn, cat, access, t, DuplicateIndex.build(conn, t).lookup(values, exclude))
+    return describe(conn, cat, access, t, DuplicateIndex.build(conn, t, [values]).lookup(values, exclude))
 
 
 def refuse_duplicates(conn: Connection, cat: Catalog, access: Access, t: TableDef,
@@ -215,7 +328,7 @@ def refuse_duplicates(conn: Connection, cat: Catalog, access: Access, t: TableDe
     earlier one of the same batch (details: ``matches``/``hidden``, per ``records/<i>`` for a batch)."""
     if not rules(t) or not items:
         return
-    idx = DuplicateIndex.build(conn, t)
+    idx = DuplicateIndex.build(conn, t, [v for v in items if isinstance(v, dict)])
     details: dict[str, Any] = {}
     for i, values in enumerate(items):
         if not isinstance(values, dict):
@@ -273,6 +386,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     for rid in (survivor, loser):
         _require_update(conn, cat, access, t, rid)
     svc = RecordService(cat, conn, access)
+    guards.check_delete(svc, t, [loser])  # the loser goes to the trash: what may not be deleted is not merged away
     take = list(dict.fromkeys(take))
     bad = {k: ["is not a field of this table"] for k in take if k not in t.fields_by_key}
     bad.update({k: ["is computed or read-only"] for k in take
@@ -298,6 +412,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     now = db.utcnow()
     moved: dict[str, int] = {}
     stamp = {"updated_at": now, "updated_by": access.user_id}
+    touched = _Touched(svc)
     for f in _links_to(cat, t):
         src = cat.table_by_id(f.table_id)
         if f.options.get("multiple"):
@@ -309,6 +424,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
             if not rows:
                 continue
             have = {r[0] for r in conn.execute(select(j.c.src).where(j.c.dst == survivor, j.c.src.in_(rows)))}
+            touched.before(src, rows)
             conn.execute(delete(j).where(j.c.dst == loser, j.c.src.in_(rows)))
             new = [r for r in rows if r not in have]
             if new:
@@ -322,6 +438,7 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
                 ids = [i for i in ids if i != loser]
             if not ids:
                 continue
+            touched.before(src, ids)
             conn.execute(update(src.sa).where(src.sa.c.id.in_(ids)).values(
                 {col.name: survivor, "version": src.sa.c.version + 1, **stamp}))
             _history(conn, access, src, ids, f.key, loser, survivor, now)
@@ -331,11 +448,14 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
             j = relation(f, cat).table
             others = {r[0] for r in conn.execute(select(j.c.dst).where(j.c.src == loser))} - {survivor, loser}
             have = {r[0] for r in conn.execute(select(j.c.dst).where(j.c.src == survivor))}
+            if others - have:
+                touched.before(t, [survivor])
             conn.execute(delete(j).where(j.c.src == loser))
             if others - have:
                 conn.execute(insert(j), [{"src": survivor, "dst": d} for d in sorted(others - have)])
     n_comments = conn.execute(update(db.comments).where(
         db.comments.c.table_id == t.id, db.comments.c.record_id == loser).values(record_id=survivor)).rowcount
+    touched.raise_updates()
     svc._check_delete_blocks(t, [loser])
     before = svc.reader.by_ids(t, [loser])
     conn.execute(update(t.sa).where(t.sa.c.id == loser).values(
@@ -352,6 +472,38 @@ def merge(conn: Connection, cat: Catalog, access: Access, t: TableDef, survivor:
     svc._events(t, [{"record_id": loser, "event": "record_deleted",
                      "payload": {"fields": before[0]["fields"], "merged_into": survivor}}])
     return {"record": svc.reader.get(t, survivor), "merged": loser, "moved": moved, "comments": n_comments}
+
+
+class _Touched:
+    """The records a merge changes besides the survivor's own fields (related records re-pointed at the
+    survivor, the survivor gaining the loser's to-many links): their state before, so that afterwards
+    each raises the ``record_updated`` event an ordinary update raises (changes and fields as the merging
+    user's writer reads them), into the same outbox in the same transaction, and automations see them."""
+
+    def __init__(self, svc: Any) -> None:
+        self.svc = svc
+        self.tables: dict[int, TableDef] = {}
+        self.old: dict[int, dict[int, dict[str, Any]]] = {}
+
+    def before(self, t: TableDef, ids: list[int]) -> None:
+        seen = self.old.setdefault(t.id, {})
+        self.tables[t.id] = t
+        fresh = [i for i in ids if i not in seen]
+        for rec in self.svc.reader.by_ids(t, fresh) if fresh else []:
+            seen[rec["id"]] = rec["fields"]
+
+    def raise_updates(self) -> None:
+        for tid, old in self.old.items():
+            t = self.tables[tid]
+            events = []
+            for rec in self.svc.reader.by_ids(t, sorted(old)):
+                was = old[rec["id"]]
+                changes = {k: {"old": was.get(k), "new": v} for k, v in rec["fields"].items()
+                           if was.get(k) != v and not t.fields_by_key[k].ftype.computed}
+                if changes:
+                    events.append({"record_id": rec["id"], "event": "record_updated",
+                                   "payload": {"changes": changes, "fields": rec["fields"], "merge": True}})
+            self.svc._events(t, events)
 
 
 def _display(conn: Connection, cat: Catalog, access: Access, t: TableDef, rid: int) -> str | None:

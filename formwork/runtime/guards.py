@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from formwork.errors import ValidationFailed
+from formwork.errors import Conflict, ValidationFailed
 from formwork.metadata.catalog import TableDef
 
 if TYPE_CHECKING:
@@ -35,20 +35,47 @@ class PlannedWrite:
         self.errors.setdefault(key, []).append(message)
 
 
-#: a guard: (the writer, the table, "create" or "update", the planned writes) → None; it reports with
-#: ``PlannedWrite.refuse`` and may change ``PlannedWrite.values``
+#: a guard: (the writer, the table, "create", "update" or "delete", the planned writes) → None; it reports
+#: with ``PlannedWrite.refuse`` and may change ``PlannedWrite.values`` (not on a delete)
 Guard = Callable[["RecordService", TableDef, str, list[PlannedWrite]], None]
 
 _guards: dict[str, Guard] = {}
+_delete_guards: set[str] = set()
 
 
-def register(name: str, guard: Guard) -> None:
-    """Register (or replace, on a second create_app) the guard called ``name``."""
+def register(name: str, guard: Guard, *, deletes: bool = False) -> None:
+    """Register (or replace, on a second create_app) the guard called ``name``; ``deletes``: it also
+    judges deletes (see the module docstring)."""
     _guards[name] = guard
+    if deletes:
+        _delete_guards.add(name)
+    else:
+        _delete_guards.discard(name)
 
 
 def registered() -> list[str]:
     return sorted(_guards)
+
+
+class DeleteRefused(Conflict):
+    """A delete a guard refused (409, code ``delete_refused``); ``details`` maps each refused record's id to
+    the reasons, in the reader's language."""
+
+    code = "delete_refused"
+
+
+def check_delete(svc: RecordService, t: TableDef, ids: list[int]) -> None:
+    """Run the delete guards over the records about to be deleted; 409 naming each refused record (its
+    reasons), nothing deleted."""
+    if not _delete_guards or not ids:
+        return
+    writes = [PlannedWrite(rid, {}) for rid in ids]
+    for name in sorted(_delete_guards):
+        _guards[name](svc, t, "delete", writes)
+    details = {str(w.record_id): [m for msgs in w.errors.values() for m in msgs] for w in writes if w.errors}
+    if not details:
+        return
+    raise DeleteRefused(next(iter(details.values()))[0], details)
 
 
 def check(svc: RecordService, t: TableDef, op: str, writes: list[PlannedWrite], single: bool) -> None:

@@ -493,11 +493,13 @@ class Importer:
 
     def _check_duplicates(self, batch: list[_Row]) -> list[_Row]:
         """New rows matching existing records (or earlier rows) under the duplicate rules: reported per row
-        and, with ``duplicates=skip``, left out. One scan of the table per import builds the index."""
+        and, with ``duplicates=skip``, left out. Each batch reads only the records its new rows may match
+        (a large import reads the table once, see ``DuplicateIndex.cover``)."""
         if self.opts.duplicates == "allow" or not duplicates.rules(self.t):
             return batch
         if self.dup_index is None:
-            self.dup_index = duplicates.DuplicateIndex.build(self.conn, self.t)
+            self.dup_index = duplicates.DuplicateIndex.for_import(self.conn, self.t)
+        self.dup_index.cover(self.conn, [r.stored for r in batch if r.record_id is None])
         out = []
         for r in batch:
             if r.record_id is not None:

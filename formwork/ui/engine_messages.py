@@ -67,6 +67,8 @@ PATTERNS: tuple[tuple[str, str, str | None], ...] = (
      "someone else changed this record just now; reload it and try again"),
     (r"you may not (?P<op>update|delete|create|restore) this record", "你无权{op_zh}这条记录",
      "you may not {op} this record"),
+    (r"record \d+ is still linked from '[^']*'; unlink it first", "其他记录仍关联着这条记录，请先解除关联",
+     "Other records still link to this one; unlink them first"),
 )
 #: the formula parser's and type checker's refusals (the editor marks the position; this says why)
 FORMULA_PATTERNS: tuple[tuple[str, str, str | None], ...] = (

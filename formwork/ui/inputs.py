@@ -13,6 +13,7 @@ from formwork.errors import BadRequest
 from formwork.metadata.catalog import FieldDef, TableDef
 from formwork.metadata.fieldtypes.base import MULTI
 from formwork.metadata.fieldtypes.link import is_many
+from formwork.metadata.flows import flows_of
 from formwork.ui.context import Page
 from formwork.ui.render import choice_map, local_datetime
 
@@ -83,6 +84,25 @@ def input_options(p: Page, t: TableDef, fields: list[FieldDef]) -> dict[str, Any
             select(db.users.c.id, db.users.c.name).where(db.users.c.active.is_(True)).order_by(db.users.c.name)
             .limit(1000))]
     return out
+
+
+def flow_options(p: Page, t: TableDef, options: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """Limit the choices of fields under a state flow to the moves this user may make: from the record's
+    ``current`` values (its state stays offered), or the states a new record may start in (``current``
+    None). The writer enforces the flow anyway; the page only offers what it would accept."""
+    roles = [str(r.get("key")) for r in p.access.roles]
+    for fl in flows_of(t):
+        key = fl.field.key
+        if key not in options["choices"]:
+            continue
+        allowed: set[Any]
+        if current is None:
+            allowed = {v for v in fl.values() if fl.may_start(v, roles, p.access.is_admin)}
+        else:
+            state = current.get(key)
+            allowed = set(fl.targets(state, roles, p.access.is_admin)) | {state}
+        options["choices"][key] = {v: c for v, c in options["choices"][key].items() if v in allowed}
+    return options
 
 
 def input_value(f: FieldDef, value: Any, tz: str) -> Any:

@@ -30,7 +30,7 @@ from formwork.ui.context import (
     writable,
 )
 from formwork.ui.engine_messages import refusal
-from formwork.ui.inputs import input_options, parse_form
+from formwork.ui.inputs import flow_options, input_options, parse_form
 from formwork.ui.merge import duplicate_panel
 from formwork.ui.render import local_datetime
 from formwork.web import RouteSet, current_access, unit
@@ -39,7 +39,10 @@ routes = RouteSet()
 
 
 def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any],
-                   att_errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                   att_errors: dict[str, list[str]] | None = None,
+                   stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What record.html shows; ``stored``: the record's saved values when ``rec`` shows what was typed (a
+    refused save), so a state flow offers the moves from the saved state."""
     fields = shown_fields(p, t)
     shown = [f for f in fields if f.key in rec["fields"]]
     r = p.renderer(app.key)
@@ -54,7 +57,8 @@ def record_context(p: Page, app: AppDef, t: TableDef, rec: dict[str, Any],
                         for f in reverse if f.options.get("target") in p.cat.tables_by_id],
             "attachments": att,
             "history": history, "approval_panel": approval_panel(p, t, rec["id"]),
-            "options": input_options(p, t, edit), "tables": visible_tables(p, app),
+            "options": flow_options(p, t, input_options(p, t, edit), rec["fields"] if stored is None else stored),
+            "tables": visible_tables(p, app),
             "title": r.text(t.display_field, rec["fields"].get(t.display_field.key)) if t.display_field else "",
             "can_delete": _allowed(p, t, rec["id"], "delete"), "dashboards": visible_dashboards(p, app),
             "buttons": record_buttons(p, t, rec["id"]), "adds": related_adds(p, app, t, rec["id"], reverse),
@@ -183,9 +187,11 @@ def record_save(app_key: str, table_key: str, rid: int) -> Response:
             return render(p, "record.html", 412, **record_context(p, app, t, rec), errors={}, stale=True)
         except (ValidationFailed, Conflict, Forbidden) as e:
             rec = p.reader().get(t, rid)
+            stored = dict(rec["fields"])
             rec["fields"].update(_shown_links(p, t, data))
             return render(p, "record.html", 403 if isinstance(e, Forbidden) else 422,
-                          **record_context(p, app, t, rec), errors=e.details or {"": [e.message]}, submitted=True)
+                          **record_context(p, app, t, rec, stored=stored), errors=e.details or {"": [e.message]},
+                          submitted=True)
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid,  # type: ignore[return-value]
                             saved=1))
 
@@ -266,8 +272,15 @@ def record_delete(app_key: str, table_key: str, rid: int) -> Response:
     access = current_access()
     with unit() as (conn, cat):
         p = make_page(conn, cat, access)
+        app = visible_app(p, app_key)
         t = visible_table(p, app_key, table_key)
-        p.service().delete(t, rid)
+        try:
+            with conn.begin_nested():
+                p.service().delete(t, rid)
+        except Conflict as e:  # a link that blocks it, or a rule of the app (stock history stays): said on the page
+            rec = p.reader().get(t, rid)
+            return render(p, "record.html", 409, **record_context(p, app, t, rec), errors={},
+                          button_error="; ".join(refusal(e, p.locale)))
     return redirect(url_for("ui.record_page", app_key=app_key, table_key=table_key, rid=rid))  # type: ignore[return-value]
 
 
@@ -292,6 +305,7 @@ def record_new(app_key: str, table_key: str) -> Response:
         fields = [f for f in shown_fields(p, t) if (writable(p, t, f) or _file_input(p, t, f))
                   and not f.ftype.lists_related(f)]
         limits = {f.key: attachments.limits(f) for f in fields if f.ftype.kind == FILES}
+        new_options = flow_options(p, t, input_options(p, t, fields), None)  # a flow's states it may start in
         values: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
         dups = None
@@ -303,7 +317,7 @@ def record_new(app_key: str, table_key: str) -> Response:
             if dups is not None:
                 return render(p, "record_new.html", 200, app=app, t=t, fields=fields,
                               values=_shown_links(p, t, values), errors={}, duplicates=dups,
-                              options=input_options(p, t, fields), tables=visible_tables(p, app),
+                              options=new_options, tables=visible_tables(p, app),
                               dashboards=visible_dashboards(p, app))
             created: list[Any] = []
             try:
@@ -318,7 +332,7 @@ def record_new(app_key: str, table_key: str) -> Response:
                 # the new record went out of the creator's sight (another owner): no 404, say so
                 return render(p, "record_new.html", app=app, t=t, fields=fields, limits=limits,
                               values=new_record_values(p, t, fields, {}), errors={}, created_elsewhere=True,
-                              options=input_options(p, t, fields), tables=visible_tables(p, app),
+                              options=new_options, tables=visible_tables(p, app),
                               dashboards=visible_dashboards(p, app))
             except (ValidationFailed, Conflict) as e:
                 files.discard(conn, created)
@@ -327,7 +341,7 @@ def record_new(app_key: str, table_key: str) -> Response:
         else:
             values = new_record_values(p, t, [f for f in fields if f.key not in limits], request.args)
         return render(p, "record_new.html", 422 if errors else 200, app=app, t=t, fields=fields, values=values,
-                      errors=errors, options=input_options(p, t, fields), tables=visible_tables(p, app),
+                      errors=errors, options=new_options, tables=visible_tables(p, app),
                       dashboards=visible_dashboards(p, app), limits=limits)
 
 

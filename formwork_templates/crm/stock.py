@@ -46,6 +46,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "lines_locked": "The order is {status}: its lines can't change (set it back to draft first)",
         "on_hand": "Stock changes through stock movements only",
         "frozen": "Stock movements can't be changed; record an adjustment instead",
+        "kept": "Stock movements are the stock's history and can't be deleted; record an adjustment instead",
+        "lines_kept": "The order is {status}: its lines can't be deleted (cancel the order first)",
+        "order_kept": "The order is {status} and has taken its stock: cancel it instead of deleting it",
         "positive": "Must be more than zero",
         "non_zero": "An adjustment can't be zero",
         "below_zero": "Only {have} of {product} in {warehouse}: this movement would leave {after}",
@@ -61,6 +64,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "lines_locked": "订单状态为“{status}”，明细不能修改（请先退回草稿）",
         "on_hand": "库存数量只能通过出入库记录变更",
         "frozen": "出入库记录不能修改；如需更正请做盘点调整",
+        "kept": "出入库记录是库存的历史，不能删除；如需更正请做盘点调整",
+        "lines_kept": "订单状态为“{status}”，明细不能删除（请先取消订单）",
+        "order_kept": "订单状态为“{status}”，已扣减库存：请取消订单，不要删除",
         "positive": "必须大于零",
         "non_zero": "盘点调整数量不能为零",
         "below_zero": "{warehouse}的{product}库存只有 {have}，此操作后将为 {after}",
@@ -132,7 +138,9 @@ def stock_guard(svc: RecordService, t: TableDef, op: str, writes: list[PlannedWr
     if app is None or t.key not in (*SHAPE, "quote_lines") or not svc.cat.cached(("crm_stock", app.id),
                                                                                  lambda: _shaped(app)):
         return
-    if t.key == "stock_movements":
+    if op == "delete":
+        _deletes(svc, app, t, writes)
+    elif t.key == "stock_movements":
         _movements(svc, app, t, op, writes)
     elif t.key == "stock_levels":
         _levels(svc, app, t, op, writes)
@@ -140,6 +148,30 @@ def stock_guard(svc: RecordService, t: TableDef, op: str, writes: list[PlannedWr
         _orders(svc, app, t, writes)
     elif t.key in ("order_lines", "quote_lines"):
         _lines(svc, app, t, op, writes)
+
+
+def _deletes(svc: RecordService, app: AppDef, t: TableDef, writes: list[PlannedWrite]) -> None:
+    """Movements are history (a correction is an adjustment); a confirmed order and its lines stay while
+    the order holds its stock."""
+    if t.key == "stock_movements":
+        for w in writes:
+            w.refuse("", _t(svc.access, "kept"))
+        return
+    if t.key not in ("orders", "order_lines"):
+        return
+    orders = app.table("orders")
+    status_col = _col(orders, "status")
+    ids = [w.record_id for w in writes]
+    if t.key == "orders":
+        q = select(orders.sa.c.id, status_col).where(orders.sa.c.id.in_(ids), status_col.in_(sorted(TAKEN)))
+    else:
+        q = select(t.sa.c.id, status_col).join(orders.sa, orders.sa.c.id == _col(t, "order")).where(
+            t.sa.c.id.in_(ids), status_col.in_(sorted(TAKEN)))
+    taken: dict[int, Any] = {r[0]: r[1] for r in svc.conn.execute(q)}
+    for w in writes:
+        if w.record_id in taken:
+            w.refuse("", _t(svc.access, "order_kept" if t.key == "orders" else "lines_kept",
+                            status=_choice(orders, "status", taken[w.record_id], svc.access.locale)))
 
 
 # --- stock levels and movements ----------------------------------------------------------------------
@@ -365,7 +397,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def register() -> None:
-    guards.register("crm_stock", stock_guard)
+    guards.register("crm_stock", stock_guard, deletes=True)
 
 
 # --- upgrade from version 1 ------------------------------------------------------------------------

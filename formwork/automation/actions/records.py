@@ -11,6 +11,7 @@ from formwork import db
 from formwork.automation.actions.base import FIELD_VALUES, KEY, Action, CheckContext, RunContext
 from formwork.automation.actions.people import parent_link_problem, parent_owner_team, team_members, users_by_role
 from formwork.automation.runs import StepFailed, path_text
+from formwork.runtime import duplicates
 
 
 class UpdateRecord(Action):
@@ -35,18 +36,24 @@ class UpdateRecord(Action):
 
 class CreateRecord(Action):
     """Create a record; with ``once_per_record`` at most once per triggering record (winning an
-    opportunity twice makes one order): a later run answers with the record the first one made."""
+    opportunity twice makes one order): a later run answers with the record the first one made. With
+    ``use_existing`` (a duplicate rule of the target table) a live record the new one would duplicate under
+    that rule is used instead (the oldest; answered with ``existing: true``, nothing created or changed):
+    a lead naming a known company joins its customer."""
 
     type = "create_record"
     label = "Create a record"
-    properties = {"table": KEY, "fields": FIELD_VALUES, "once_per_record": {"type": "boolean"}}
+    properties = {"table": KEY, "fields": FIELD_VALUES, "once_per_record": {"type": "boolean"},
+                  "use_existing": KEY}
 
     def check(self, a: dict[str, Any], pointer: str, chk: CheckContext) -> None:
         target = chk.app.tables_by_key.get(a.get("table", ""))
         if target is None:
             chk.err(f"{pointer}/table", f"no table '{a.get('table')}' in app '{chk.app.key}'")
-        else:
-            chk.fields_of(target, a.get("fields"), f"{pointer}/fields")
+            return
+        chk.fields_of(target, a.get("fields"), f"{pointer}/fields")
+        if a.get("use_existing") and a["use_existing"] not in {r.get("key") for r in duplicates.rules(target)}:
+            chk.err(f"{pointer}/use_existing", f"must name a duplicate rule of '{target.key}'")
 
     def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
         target = ex.app.table(a["table"])
@@ -55,6 +62,11 @@ class CreateRecord(Action):
             if earlier is not None:
                 return {**earlier, "already_created": True}
         fields = ex.render(a["fields"])
+        if a.get("use_existing"):
+            same = duplicates.matching(ex.conn, target, a["use_existing"], fields)
+            if same:
+                rec = ex.service().reader.by_ids(target, same[:1])[0]
+                return {"id": rec["id"], "table": target.key, "fields": rec["fields"], "existing": True}
         if ex.dry:
             return {"table": target.key, "would_create": fields}
         rec = ex.service().create(target, fields)
@@ -69,7 +81,8 @@ class CreateRecord(Action):
             r.c.id != ex.run_id, s.c.path == path_text(path), s.c.action == "create_record", s.c.status == "ok")
             .order_by(s.c.id)).all()
         for (out,) in rows:
-            if isinstance(out, dict) and isinstance(out.get("id"), int) and not out.get("already_created"):
+            if isinstance(out, dict) and isinstance(out.get("id"), int) and not out.get("already_created") \
+                    and not out.get("existing"):
                 return {"id": out["id"], "table": out.get("table", a["table"]), "fields": out.get("fields") or {}}
         return None
 
@@ -113,11 +126,13 @@ class AssignOwner(Action):
     """Set a user field to a member of a role or team: round robin, or whoever owns the fewest records.
 
     The team may be named (``team``) or be the team of the owner of a linked parent record
-    (``owner_team_of``: a link key; a ticket goes to someone in the team of its customer's owner)."""
+    (``owner_team_of``: a link key; a ticket goes to someone in the team of its customer's owner). With
+    ``prefer_owner_of`` (a link key) the owner of the linked record, when it has an active one, is chosen
+    before any rule (a lead for a known customer goes to that customer's owner)."""
 
     type = "assign_owner"
     label = "Assign an owner"
-    properties = {"field": KEY, "role": KEY, "team": KEY, "owner_team_of": KEY,
+    properties = {"field": KEY, "role": KEY, "team": KEY, "owner_team_of": KEY, "prefer_owner_of": KEY,
                   "strategy": {"enum": ["round_robin", "least_loaded"]}}
     needs_record = True
 
@@ -134,11 +149,19 @@ class AssignOwner(Action):
             problem = parent_link_problem(t, chk.cat, a["owner_team_of"])
             if problem:
                 chk.err(f"{pointer}/owner_team_of", problem)
+        if a.get("prefer_owner_of"):
+            problem = parent_link_problem(t, chk.cat, a["prefer_owner_of"])
+            if problem:
+                chk.err(f"{pointer}/prefer_owner_of", problem)
 
     def run(self, a: dict[str, Any], path: list[Any], ex: RunContext) -> Any:
         assert ex.t is not None and ex.rid is not None
         conn = ex.conn
         f = ex.t.field(a.get("field") or (ex.t.owner_field.key if ex.t.owner_field else ""))
+        preferred = parent_owner_team(ex, a["prefer_owner_of"])[0] if a.get("prefer_owner_of") else None
+        if preferred is not None and conn.execute(select(db.users.c.id).where(
+                db.users.c.id == preferred, db.users.c.active.is_(True))).first() is not None:
+            return self._assign(ex, f, preferred)
         if a.get("role"):
             candidates = users_by_role(conn, a["role"])
         elif a.get("owner_team_of"):
@@ -163,10 +186,15 @@ class AssignOwner(Action):
             chosen = min(candidates, key=lambda uid: (loads.get(uid, 0), uid))
         else:
             chosen = self._round_robin(ex, candidates, path_text(path))
+        return self._assign(ex, f, chosen)
+
+    @staticmethod
+    def _assign(ex: RunContext, f: Any, chosen: int) -> dict[str, Any]:
+        assert ex.t is not None and ex.rid is not None
         if not ex.dry:
             ex.service().update(ex.t, ex.rid, {f.key: chosen})
             ex.forget_record()
-        name = conn.execute(select(db.users.c.name).where(db.users.c.id == chosen)).scalar()
+        name = ex.conn.execute(select(db.users.c.name).where(db.users.c.id == chosen)).scalar()
         return {"field": f.key, "user": {"id": chosen, "name": name}}
 
     @staticmethod

@@ -680,6 +680,7 @@ class RecordService:
         for rid in ids:
             self._current(t, rid, "delete")
         self._check_delete_blocks(t, ids)
+        guards.check_delete(self, t, ids)
         now = db.utcnow()
         before = self.reader.by_ids(t, ids)
         self.conn.execute(update(t.sa).where(t.sa.c.id.in_(ids)).values(
