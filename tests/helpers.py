@@ -6,7 +6,8 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import func, select, text
+import sqlalchemy as sa
+from sqlalchemy import func, literal, select, text, union_all
 
 
 class Api:
@@ -64,17 +65,33 @@ class Api:
         return self.ok("GET", f"/data/{app}/{table}" + (f"?{qs}" if qs else ""))["records"]
 
 
-def db_snapshot(app: Any) -> dict[str, Any]:
-    """Every table's row count and the schema version: to prove a failed request changed nothing."""
-    from sqlalchemy import inspect
+SNAPSHOT_SKIPS = ("fw_audit", "fw_session", "fw_user", "fw_login_attempt", "alembic_version")  # sign-ins
 
+
+def db_snapshot(app: Any) -> dict[str, Any]:
+    """Every table's row count and columns and the schema version: to prove a failed request changed nothing.
+
+    Two statements whatever the number of tables (the catalog's columns, then every count in one UNION ALL):
+    reflecting table by table cost PostgreSQL a second per snapshot."""
     engine = app.extensions["formwork"].engine
+    if engine.dialect.name == "postgresql":
+        cols_sql = ("SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema()")
+    else:
+        cols_sql = ("SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p "
+                    "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
     out: dict[str, Any] = {}
-    insp = inspect(engine)
     with engine.connect() as conn:
-        for name in sorted(insp.get_table_names()):
-            if name in ("fw_audit", "fw_session", "fw_user", "fw_login_attempt", "alembic_version"):  # sign-ins
-                continue
-            out[name] = conn.execute(select(func.count()).select_from(text(f'"{name}"'))).scalar()
-            out[name + ".columns"] = sorted(c["name"] for c in insp.get_columns(name))
+        columns: dict[str, list[str]] = {}
+        for table, column in conn.execute(text(cols_sql)).all():
+            if table not in SNAPSHOT_SKIPS:
+                columns.setdefault(table, []).append(column)
+        names = sorted(columns)
+        if names:
+            union = union_all(*(select(literal(i), func.count()).select_from(sa.table(name))
+                                for i, name in enumerate(names)))
+            for i, n in conn.execute(union).all():
+                out[names[i]] = n
+        for name in names:
+            out[name + ".columns"] = sorted(columns[name])
     return out
