@@ -106,6 +106,17 @@ def admin(app: Any) -> Api:
     return Api(app.test_client(), token)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``one_backend`` check what no database changes (the language of every page, of the demo
+    data): they run on SQLite only, so the PostgreSQL half of the suite spends its time on SQL."""
+    dropped = [item for item in items if item.get_closest_marker("one_backend") and getattr(
+        item, "callspec", None) is not None and item.callspec.params.get("database_url") == "postgresql"]
+    if dropped:
+        gone = {id(item) for item in dropped}
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if id(item) not in gone]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The run's controller (not an xdist worker) drops the PostgreSQL template the CRM tests copy from."""
     if PG_URL is None or hasattr(session.config, "workerinput"):

@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from formwork import db
 from tests.helpers import Api
+
+pytestmark = pytest.mark.one_backend  # the words shown do not depend on the database
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
