@@ -135,6 +135,7 @@ class MoreWorkloads:
     def w1(self) -> list[Result]:
         n = int(self.options.get("import_rows") or 100_000)
         iterations = int(self.options.get("import_iterations") or 3)
+        warmups = int(self.options.get("import_warmups", 1))
         path = Path(self.options["workdir"]) / "w1.csv"
         path.write_bytes(self._csv(n, 11))
         data = path.read_bytes()
@@ -154,9 +155,10 @@ class MoreWorkloads:
 
         peak0 = peak_rss_mb()
         res = alternate(self.result("W1 CSV import (API, in-process)", "≤ 4×; ≥ 20k rows/s",
-                                    note=f"{n:,} rows per run"), platform, baseline, iterations=iterations, warmup=1)
+                                    note=f"{n:,} rows per run"), platform, baseline, iterations=iterations,
+                        warmup=warmups)
         p50, b50 = statistics.median(res.platform), statistics.median(res.baseline)
-        res.note = (f"{n:,} rows/run, {iterations} runs after 1 warm-up: platform {n / p50:,.0f} rows/s, "
+        res.note = (f"{n:,} rows/run, {iterations} runs after {warmups} warm-up: platform {n / p50:,.0f} rows/s, "
                     f"baseline {n / b50:,.0f} rows/s; RSS growth per import max {max(growth):.0f} MB, "
                     f"peak RSS +{peak_rss_mb() - peak0:.0f} MB")
         return [res]

@@ -11,7 +11,7 @@ import functools
 import json
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, not_, select, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -63,6 +63,8 @@ def _choice_label(f: FieldDef, locale: str, value: Any) -> str:
             return label_text(c.get("label") or value, locale)
     return str(value)
 _OUTBOX_INSERT = insert(db.outbox)
+_USERS_BY_ID = select(db.users.c.id, db.users.c.name, db.users.c.active).where(
+    db.users.c.id.in_(bindparam("ids", expanding=True)))
 _HISTORY_COLUMNS = ("table_id", "record_id", "at", "user_id", "action", "changes")
 _OUTBOX_COLUMNS = ("at", "app_id", "table_id", "record_id", "event", "user_id", "payload", "depth", "origin",
                    "status", "attempts", "next_attempt_at")
@@ -607,9 +609,8 @@ class RecordService:
     def _prefetch_users(self, ids: set[int], ctx: WriteContext) -> None:
         """User ids of a batch in one query: seeds the coercion cache (active users only, as resolve_user
         looks them up) and the names the read-back shows."""
-        u = db.users
         known: dict[Any, int | None] = ctx.cache.setdefault("users", {})
-        found = {r.id: r for r in self.conn.execute(select(u.c.id, u.c.name, u.c.active).where(u.c.id.in_(ids)))}
+        found = {r.id: r for r in self.conn.execute(_USERS_BY_ID, {"ids": list(ids)})}
         for i in ids:
             row = found.get(i)
             known[i] = i if row is not None and row.active else None
