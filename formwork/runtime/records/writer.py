@@ -71,6 +71,10 @@ _OUTBOX_COLUMNS = ("at", "app_id", "table_id", "record_id", "event", "user_id", 
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
 
 
+def _lock_row(q: Any, lock: bool) -> Any:
+    return q.with_for_update() if lock else q
+
+
 _PLAIN_KINDS = (TEXT, NUMBER, DATE, DATETIME, BOOL, SELECT, MULTI)
 
 
@@ -660,11 +664,14 @@ class RecordService:
     def _current(self, t: TableDef, rid: int, op: str) -> Any:
         """The row to change, locked, within the caller's update/delete scope (404/403 otherwise)."""
         sa = t.sa
-        read = self.reader.base_conditions(t)
-        q = select(sa.c.id, sa.c.version).where(sa.c.id == rid, *read)
-        if self.conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        lock = self.conn.dialect.name == "postgresql"
+        if self.reader.read_scope(t, sa) is None:  # one statement per table and schema version
+            q = self.cat.cached(("current_row", t, lock), lambda: _lock_row(select(sa.c.id, sa.c.version).where(
+                sa.c.id == bindparam("rid"), *self.reader.base_conditions(t)), lock))
+            row = self.conn.execute(q, {"rid": rid}).first()
+        else:
+            q = _lock_row(select(sa.c.id, sa.c.version).where(sa.c.id == rid, *self.reader.base_conditions(t)), lock)
+            row = self.conn.execute(q).first()
         if row is None:
             raise NotFound(f"no record {rid} in '{t.key}'")
         scope = self.access.scope(self.cat, t, sa, op)
