@@ -71,6 +71,9 @@ _OUTBOX_COLUMNS = ("at", "app_id", "table_id", "record_id", "event", "user_id", 
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
 
 
+_NO_VALUE = (None, [], False)  # what a new record's history leaves out (0 too: it equals False)
+
+
 def _lock_row(q: Any, lock: bool) -> Any:
     return q.with_for_update() if lock else q
 
@@ -496,7 +499,7 @@ class RecordService:
         records = self._created_records(t, ids, rows, now) if coerced else self.reader.by_ids(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
                            "changes": {k: {"old": None, "new": v} for k, v in r["fields"].items()
-                                       if k in loaded[i] and v not in (None, [], False)}}
+                                       if k in loaded[i] and v not in _NO_VALUE}}
                           for i, r in enumerate(records)])
         self._events(t, [{"record_id": r["id"], "event": "record_created", "payload": {"fields": r["fields"]}}
                          for r in records])
