@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import time
 import uuid
 
@@ -51,6 +52,7 @@ def main() -> None:
             print(f"{a.label} {a.backend} run {run + 1}: platform {plat:,.0f} rows/cpu-s, raw loader {raw:,.0f} "
                   f"rows/cpu-s, ratio {raw / plat:.2f}")
         engine.dispose()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
