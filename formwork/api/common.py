@@ -73,7 +73,10 @@ def record_reader(conn: Connection, cat: Catalog, access: Access) -> RecordReade
 
 
 def record_service(conn: Connection, cat: Catalog, access: Access) -> RecordService:
-    return RecordService(cat, conn, access, secret=secret())
+    svc = RecordService(cat, conn, access, secret=secret())
+    if "auth_version" in g:  # the records it reads back show users' names from the process's cache too
+        svc.reader.shared_names = platform().auth.user_names(g.auth_version)
+    return svc
 
 
 # --- metadata: who may see and change definitions ----------------------------------------------------

@@ -338,8 +338,13 @@ def _hide_dangling(fields: dict[int, FieldDef], live_tables: set[int]) -> None:
                 changed = True
 
 
+# a constant statement (no user input), sent to the driver as is: nothing to build or compile per request
+_SCHEMA_VERSION_SQL = "SELECT value FROM fw_state WHERE name = 'schema_version'"
+assert db.state.name == "fw_state" and db.SCHEMA_VERSION == "schema_version"
+
+
 def current_version(conn: Connection) -> int:
-    v = conn.execute(select(db.state.c.value).where(db.state.c.name == db.SCHEMA_VERSION)).scalar()
+    v = conn.exec_driver_sql(_SCHEMA_VERSION_SQL).scalar()
     return int(v or 0)
 
 

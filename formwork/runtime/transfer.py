@@ -38,8 +38,11 @@ from formwork.metadata.fieldtypes.base import (
     FILES,
     LINK_MANY,
     LINK_ONE,
+    MULTI,
     NUMBER,
+    SELECT,
     TEXT,
+    USER,
     FieldValueError,
     WriteContext,
     cell_parts,
@@ -368,11 +371,35 @@ def convert_cell(f: FieldDef, value: Any, ctx: WriteContext, links: LinkResolver
 @dataclass
 class _Row:
     number: int
-    fields: dict[str, Any]  # API input form; None = an empty cell
-    stored: dict[str, Any] = field(default_factory=dict)  # the same values as the field types coerced them
+    stored: dict[str, Any]  # the values as the field types coerced them (empty cells left out)
+    empty: list[str] = field(default_factory=list)  # keys of the row's empty cells
     key: Any = None  # normalised, for comparisons
     stored_key: Any = None  # as the column holds it, for the look-up query
     record_id: int | None = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The row in the API's input form (an update parses it once more, strictly); None = an empty cell."""
+        out: dict[str, Any] = dict.fromkeys(self.empty)
+        out.update((k, _api_value(v)) for k, v in self.stored.items())
+        return out
+
+
+#: value kinds whose cells repeat (choices, people, linked records, dates, yes/no): a cell's conversion is
+#: remembered per column, up to MEMO cells, so each distinct text is parsed once per import
+_MEMO_KINDS = (SELECT, MULTI, BOOL, DATE, USER, LINK_ONE, LINK_MANY)
+MEMO = 10_000
+
+
+@dataclass
+class _Column:
+    index: int
+    name: str
+    field: FieldDef
+    key: str
+    required: bool
+    is_key: bool
+    memo: dict[str, Any] | None  # cell text → stored value
 
 
 class Importer:
@@ -395,6 +422,7 @@ class Importer:
         self.dup_index: duplicates.DuplicateIndex | None = None  # built on the first batch, if the table has rules
         self.dup_rows: list[dict[str, Any]] = []
         self.dup_skipped = 0
+        self.columns = self._columns()
 
     # errors
     def error(self, row: int, column: str | None, f: str | None, message: str) -> None:
@@ -408,34 +436,55 @@ class Importer:
         return self.opts.on_error == "abort" and self.truncated
 
     # rows
+    def _columns(self) -> list[_Column]:
+        key = self.plan.key
+        return [_Column(c.index, c.name, c.field, c.field.key, c.field.required, c is key,
+                        {} if c.field.ftype.value_kind(c.field, self.cat) in _MEMO_KINDS else None)
+                for c in self.plan.columns]
+
+    def _convert_cell(self, col: _Column, raw: Any) -> Any:
+        """A prepared, non-empty cell → its stored value; FieldValueError as the field type raises it.
+
+        Text cells of the repeating kinds are converted once per distinct text (errors are not kept: a
+        link to a record an earlier batch created may resolve later)."""
+        memo = col.memo
+        if memo is None or type(raw) is not str:
+            return convert_cell(col.field, raw, self.ctx, self.links)
+        if raw in memo:
+            value = memo[raw]
+        else:
+            value = convert_cell(col.field, raw, self.ctx, self.links)
+            if len(memo) >= MEMO:
+                memo.clear()
+            memo[raw] = value
+        return list(value) if isinstance(value, list) else value  # rows never share a list
+
     def convert(self, number: int, cells: list[Any]) -> _Row | None:
-        values: dict[str, Any] = {}
         coerced: dict[str, Any] = {}
+        empty: list[str] = []
         ok = True
         key: Any = None
         stored_key: Any = None
-        for col in self.plan.columns:
-            f = col.field
+        for col in self.columns:
             raw = _prepare(cells[col.index])
             if raw is None:
-                values[f.key] = None
-                if f.required:
-                    self.error(number, col.name, f.key, "is required")
+                empty.append(col.key)
+                if col.required:
+                    self.error(number, col.name, col.key, "is required")
                     ok = False
                 continue
             try:
-                stored = convert_cell(f, raw, self.ctx, self.links)
+                stored = self._convert_cell(col, raw)
             except FieldValueError as e:
-                self.error(number, col.name, f.key, e.message)
+                self.error(number, col.name, col.key, e.message)
                 ok = False
                 continue
-            if f.required and f.ftype.is_empty(stored):
-                self.error(number, col.name, f.key, "is required")
+            if col.required and col.field.ftype.is_empty(stored):
+                self.error(number, col.name, col.key, "is required")
                 ok = False
                 continue
-            values[f.key] = _api_value(stored)
-            coerced[f.key] = stored
-            if self.plan.key is not None and col is self.plan.key:
+            coerced[col.key] = stored
+            if col.is_key:
                 key, stored_key = _key_norm(stored), stored
         if self.plan.key is not None and ok:
             if key is None:
@@ -447,7 +496,7 @@ class Importer:
                            f"the same key as row {first}")
                 return None
             self.keys_seen[key] = number
-        return _Row(number, values, coerced, key, stored_key) if ok else None
+        return _Row(number, coerced, empty, key, stored_key) if ok else None
 
     def _match_keys(self, batch: list[_Row]) -> list[_Row]:
         """Upsert: find each row's record by the key field; more than one match is a row error."""

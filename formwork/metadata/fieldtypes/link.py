@@ -248,12 +248,16 @@ def existing_ids(ctx: WriteContext, target: TableDef, ids: list[int]) -> set[int
     known = ctx.cache.get(known_links_key(target.id))
     if known is not None and known[0].issuperset(ids):
         return known[1].intersection(ids)
+    from sqlalchemy import bindparam
+
     t = target.sa
     ids = [i for i in ids if 0 < i <= 2**62]
     if not ids:
         return set()
-    q = select(t.c.id).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))
     scope = writer_scope(ctx, target, t)
-    if scope is not None:
-        q = q.where(scope)
+    if scope is None:  # one statement per table and schema version (its cache key is worked out once)
+        q = ctx.catalog.cached(("existing_ids", target), lambda: select(t.c.id).where(
+            t.c.id.in_(bindparam("ids", expanding=True)), t.c.deleted_at.is_(None)))
+        return {r[0] for r in ctx.conn.execute(q, {"ids": ids})}
+    q = select(t.c.id).where(t.c.id.in_(ids), t.c.deleted_at.is_(None), scope)
     return {r[0] for r in ctx.conn.execute(q)}

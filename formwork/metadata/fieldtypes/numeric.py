@@ -22,6 +22,8 @@ from formwork.metadata.fieldtypes.base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from formwork.metadata.catalog import Catalog, FieldDef
 
 MAX_ABS = Decimal("1e15")
@@ -120,7 +122,7 @@ class NumberType(FieldType):
         if rounded != d and not ctx.lenient and p == 0:
             raise FieldValueError("must be a whole number")
         self.check_range(rounded, f)
-        return int(rounded) if p == 0 and isinstance(self.column_type(f), BigInteger) else rounded
+        return int(rounded) if p == 0 and not self.exact_decimal else rounded  # a BigInteger column
 
     def value_schema(self, f: FieldDef, catalog: Catalog, mode: str = "out") -> dict[str, Any]:
         """Exact decimals are numbers, accepted as strings too; counts are integers within min and max."""
@@ -147,6 +149,23 @@ class NumberType(FieldType):
             raise FieldValueError(f"must be at least {json_number(lo)}")
         if hi is not None and d > Decimal(str(hi)):
             raise FieldValueError(f"must be at most {json_number(hi)}")
+
+    def serializer(self, f: FieldDef, catalog: Catalog) -> Callable[[Any], Any]:
+        """``to_json`` with the field's precision worked out once (pages and imports call it per value)."""
+        if type(self).to_json is not NumberType.to_json:
+            return super().serializer(f, catalog)
+        p = self.precision(f)
+        if p == 0:
+            return json_number
+        q = Decimal(1).scaleb(-p)
+
+        def out(value: Any) -> Any:
+            if value is None or isinstance(value, int):
+                return json_number(value)
+            d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+            return float(d.quantize(q, rounding=ROUND_HALF_UP))
+
+        return out
 
     def to_json(self, value: Any, f: FieldDef) -> Any:
         if value is None:

@@ -58,6 +58,9 @@ def reader_independent(f: FieldDef, catalog: Catalog, depth: int = 0) -> bool:
     return inner is None or reader_independent(inner, catalog, depth + 1)
 
 
+_USER_NAMES = select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(bindparam("ids", expanding=True)))
+
+
 @dataclass
 class _ColumnSet:
     cols: list[Any]
@@ -413,7 +416,7 @@ class RecordReader:
                 self.names[i] = {"id": i, "name": shared.get(i)}
                 missing.discard(i)
         if missing:
-            rows = self.conn.execute(select(db.users.c.id, db.users.c.name).where(db.users.c.id.in_(missing))).all()
+            rows = self.conn.execute(_USER_NAMES, {"ids": sorted(missing)}).all()
             self.names.update({r.id: {"id": r.id, "name": r.name} for r in rows})
             if shared is not None:
                 shared.update({r.id: r.name for r in rows})

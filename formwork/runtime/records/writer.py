@@ -8,9 +8,10 @@ and records history and outbox events, all in the caller's transaction.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, not_, select, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -26,17 +27,29 @@ from formwork.errors import (
 )
 from formwork.metadata import defaults
 from formwork.metadata.catalog import Catalog, FieldDef, TableDef, label_text
-from formwork.metadata.fieldtypes.base import USERS, WriteContext
+from formwork.metadata.fieldtypes.base import (
+    BOOL,
+    DATE,
+    DATETIME,
+    MULTI,
+    NUMBER,
+    SELECT,
+    TEXT,
+    USERS,
+    FieldType,
+    WriteContext,
+)
 from formwork.metadata.fieldtypes.link import existing_ids, known_links_key, relation, set_writer_scope
 from formwork.metadata.fieldtypes.temporal import iso_utc
 from formwork.metadata.flows import flows_of
 from formwork.metadata.query import FilterCompiler
 from formwork.runtime import guards
 from formwork.runtime.permissions import Access
+from formwork.runtime.records import bulk
 from formwork.runtime.records.messages import msg
 from formwork.runtime.records.params import MAX_BATCH, parse_id
 from formwork.runtime.records.reader import RecordReader
-from formwork.runtime.records.schemas import load_input
+from formwork.runtime.records.schemas import load_input, serializer
 
 _HISTORY_INSERT = insert(db.history)
 
@@ -50,7 +63,38 @@ def _choice_label(f: FieldDef, locale: str, value: Any) -> str:
             return label_text(c.get("label") or value, locale)
     return str(value)
 _OUTBOX_INSERT = insert(db.outbox)
+_USERS_BY_ID = select(db.users.c.id, db.users.c.name, db.users.c.active).where(
+    db.users.c.id.in_(bindparam("ids", expanding=True)))
+_HISTORY_COLUMNS = ("table_id", "record_id", "at", "user_id", "action", "changes")
+_OUTBOX_COLUMNS = ("at", "app_id", "table_id", "record_id", "event", "user_id", "payload", "depth", "origin",
+                   "status", "attempts", "next_attempt_at")
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
+
+
+_NO_VALUE = (None, [], False)  # what a new record's history leaves out (0 too: it equals False)
+
+
+def _lock_row(q: Any, lock: bool) -> Any:
+    return q.with_for_update() if lock else q
+
+
+_PLAIN_KINDS = (TEXT, NUMBER, DATE, DATETIME, BOOL, SELECT, MULTI)
+
+
+def _created_plan(cat: Catalog, t: TableDef) -> tuple[list[tuple[str, str | None, Any]], list[FieldDef]]:
+    """Per field of ``t`` in order: (key, its column when the value written is what a read returns, the
+    serializer), and the fields that must be read back (see ``RecordService._created_records``)."""
+    own: list[tuple[str, str | None, Any]] = []
+    read: list[FieldDef] = []
+    for f in t.fields:
+        ft = type(f.ftype)
+        plain = (f.stored and not f.ftype.computed and not f.ftype.is_link
+                 and f.ftype.value_kind(f, cat) in _PLAIN_KINDS and not f.ftype.many_values(f, cat)
+                 and ft.expression is FieldType.expression and ft.read_expression is FieldType.read_expression)
+        own.append((f.key, f.column_name if plain else None, serializer(f, cat)))
+        if not plain:
+            read.append(f)
+    return own, read
 
 
 class RecordService:
@@ -368,12 +412,22 @@ class RecordService:
         return out
 
     def _history(self, t: TableDef, entries: list[dict[str, Any]]) -> None:
-        if entries:
+        if len(entries) >= COPY_FROM:  # set-based: one COPY / driver executemany, JSON encoded once
+            uid, dumps = self.access.user_id, json.dumps
+            bulk.insert_rows(self.conn, db.history, _HISTORY_COLUMNS, [
+                (t.id, e["record_id"], e["at"], uid, e["action"],
+                 None if e["changes"] is None else dumps(e["changes"])) for e in entries], json_text=("changes",))
+        elif entries:
             self.conn.execute(_HISTORY_INSERT, [dict(e, table_id=t.id, user_id=self.access.user_id)
                                                    for e in entries])
 
     def _events(self, t: TableDef, events: list[dict[str, Any]]) -> None:
-        if events:
+        if len(events) >= COPY_FROM:
+            now, uid, dumps = db.utcnow(), self.access.user_id, json.dumps
+            bulk.insert_rows(self.conn, db.outbox, _OUTBOX_COLUMNS, [
+                (now, t.app_id, t.id, e["record_id"], e["event"], uid, dumps(e["payload"]), self.depth,
+                 self.origin, "pending", 0, now) for e in events], json_text=("payload",))
+        elif events:
             self.conn.execute(_OUTBOX_INSERT, [
                 dict(e, app_id=t.app_id, table_id=t.id, user_id=self.access.user_id, depth=self.depth,
                      origin=self.origin) for e in events])
@@ -442,14 +496,42 @@ class RecordService:
         self._write_links_many(t, ids, link_sets)
         self._check_parent(t, ids)
         self._check_rules(t, ids, None if single else {rid: f"records/{i}" for i, rid in enumerate(ids)})
-        records = self.reader.by_ids(t, ids)
+        records = self._created_records(t, ids, rows, now) if coerced else self.reader.by_ids(t, ids)
         self._history(t, [{"record_id": r["id"], "at": now, "action": "create",
                            "changes": {k: {"old": None, "new": v} for k, v in r["fields"].items()
-                                       if k in loaded[i] and v not in (None, [], False)}}
+                                       if k in loaded[i] and v not in _NO_VALUE}}
                           for i, r in enumerate(records)])
         self._events(t, [{"record_id": r["id"], "event": "record_created", "payload": {"fields": r["fields"]}}
                          for r in records])
         return records
+
+    def _created_records(self, t: TableDef, ids: list[int], rows: list[dict[str, Any]],
+                         now: Any) -> list[dict[str, Any]]:
+        """New records as ``RecordReader.by_ids`` returns them, built from the rows just written.
+
+        Only what the database works out is read back, for the whole batch in one statement: computed
+        fields (lookups, rollups, formulas), link displays, user names, to-many values. A field whose read
+        expression is its plain column is serialised from the value written, by the same function a read
+        uses; a table without the others reads nothing back. Field visibility that varies by row (or
+        hides fields) takes the plain read-back.
+        """
+        vis = self.access.field_visibility(self.cat, t, t.sa)
+        if any(v is not True for v in vis.values()):
+            return self.reader.by_ids(t, ids)
+        own, read = self.cat.cached(("created_plan", t), lambda: _created_plan(self.cat, t))
+        read_back: dict[int, dict[str, Any]] = {}
+        if read:
+            cols, rvis = self.reader._columns(t, read)
+            by_id = {r.id: r for r in self.conn.execute(select(*cols).where(t.sa.c.id.in_(ids)))}
+            read_back = {rec["id"]: rec["fields"] for rec in self.reader.to_records(
+                t, [by_id[i] for i in ids if i in by_id], read, rvis)}
+        stamp = iso_utc(now)
+        out = []
+        for rid, row in zip(ids, rows, strict=True):
+            other = read_back.get(rid, {})
+            fields = {key: (to_json(row.get(col)) if col is not None else other.get(key)) for key, col, to_json in own}
+            out.append({"id": rid, "version": 1, "created_at": stamp, "updated_at": stamp, "fields": fields})
+        return out
 
     def _insert_rows(self, t: TableDef, rows: list[dict[str, Any]]) -> list[int]:
         """Multi-row INSERT … RETURNING id; the ids in the order of ``rows``.
@@ -463,6 +545,12 @@ class RecordService:
             return [int(self.conn.execute(stmt, rows[0]).scalar_one())]
         if self.conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
             return self._copy_rows(t, rows)
+        if self.conn.dialect.name == "sqlite" and len(rows) >= COPY_FROM:
+            names = list(rows[0])
+            ids = bulk.insert_rows_ids(self.conn, t.sa, names, [tuple(row[n] for n in names) for row in rows])
+            if len(ids) != len(rows):
+                raise RuntimeError("the insert returned a different number of ids than rows")
+            return ids
         if self.conn.dialect.name == "sqlite":
             ids = sorted(int(r) for r in self.conn.execute(insert(t.sa).returning(t.sa.c.id), rows).scalars())
         else:
@@ -528,9 +616,8 @@ class RecordService:
     def _prefetch_users(self, ids: set[int], ctx: WriteContext) -> None:
         """User ids of a batch in one query: seeds the coercion cache (active users only, as resolve_user
         looks them up) and the names the read-back shows."""
-        u = db.users
         known: dict[Any, int | None] = ctx.cache.setdefault("users", {})
-        found = {r.id: r for r in self.conn.execute(select(u.c.id, u.c.name, u.c.active).where(u.c.id.in_(ids)))}
+        found = {r.id: r for r in self.conn.execute(_USERS_BY_ID, {"ids": list(ids)})}
         for i in ids:
             row = found.get(i)
             known[i] = i if row is not None and row.active else None
@@ -580,11 +667,14 @@ class RecordService:
     def _current(self, t: TableDef, rid: int, op: str) -> Any:
         """The row to change, locked, within the caller's update/delete scope (404/403 otherwise)."""
         sa = t.sa
-        read = self.reader.base_conditions(t)
-        q = select(sa.c.id, sa.c.version).where(sa.c.id == rid, *read)
-        if self.conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+        lock = self.conn.dialect.name == "postgresql"
+        if self.reader.read_scope(t, sa) is None:  # one statement per table and schema version
+            q = self.cat.cached(("current_row", t, lock), lambda: _lock_row(select(sa.c.id, sa.c.version).where(
+                sa.c.id == bindparam("rid"), *self.reader.base_conditions(t)), lock))
+            row = self.conn.execute(q, {"rid": rid}).first()
+        else:
+            q = _lock_row(select(sa.c.id, sa.c.version).where(sa.c.id == rid, *self.reader.base_conditions(t)), lock)
+            row = self.conn.execute(q).first()
         if row is None:
             raise NotFound(f"no record {rid} in '{t.key}'")
         scope = self.access.scope(self.cat, t, sa, op)
