@@ -71,7 +71,7 @@ _OUTBOX_COLUMNS = ("at", "app_id", "table_id", "record_id", "event", "user_id", 
 COPY_FROM = 50  # PostgreSQL: batches from this size are written with COPY (one statement, no SQL to parse)
 
 
-_NO_VALUE = (None, [], False)  # what a new record's history leaves out (0 too: it equals False)
+_NO_VALUE: tuple[Any, ...] = (None, [], False)  # what a new record's history leaves out (0 too: it equals False)
 
 
 def _lock_row(q: Any, lock: bool) -> Any:
