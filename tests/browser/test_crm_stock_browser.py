@@ -85,7 +85,7 @@ def test_a_quote_prints_from_its_print_view(open_as: Any, crm_server: dict[str, 
     page.get_by_role("link", name=w["print_view"], exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(quote["fields"]["number"])
     expect(page.get_by_role("heading", level=2, name=w["lines"])).to_be_visible()
-    expect(page.get_by_role("cell", name="810", exact=True)).to_be_visible()  # 3 × 300 less 10 %
+    expect(page.get_by_role("cell", name="¥810.00", exact=True)).to_be_visible()  # 3 × 300 less 10 %, money
     expect(page.locator("body[data-ready='1']")).to_have_count(1)
     expect(page.get_by_role("button", name=w["print"], exact=True)).to_be_visible()
     page.emulate_media(media="print")
