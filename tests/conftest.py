@@ -80,7 +80,9 @@ def app(database_url: str, tmp_path: Any) -> Iterator[Any]:
     try:
         yield application
     finally:
-        application.extensions.pop("formwork_jobs", None)
+        jobs = application.extensions.pop("formwork_jobs", None)
+        if jobs is not None:
+            jobs.wait()  # a job's thread must not hold a connection past the engine's disposal
         application.config.clear()
         application.config.update(config)
         from formwork.metadata.schema_editor import wait_for_search_indexes

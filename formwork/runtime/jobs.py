@@ -143,6 +143,13 @@ class JobRunner:
                 self._thread = threading.Thread(target=self._loop, name="formwork-jobs", daemon=True)
                 self._thread.start()
 
+    def wait(self, timeout: float = 60) -> None:
+        """Until the runner's thread has finished the queued jobs (tests; a clean shutdown)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
             with self._lock:
