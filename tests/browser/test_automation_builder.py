@@ -13,7 +13,7 @@ import pytest
 from formwork import create_app, db
 from formwork.automation.worker import Worker
 from formwork.runtime import auth
-from tests.browser.test_ui_browser import PASSWORD, pytestmark, serving, settled  # noqa: F401 - fixtures and marks
+from tests.browser.test_ui_browser import PASSWORD, QUIET, pytestmark, serving, settled  # noqa: F401 - fixtures and marks
 from tests.helpers import Api
 from tests.peers import SmtpSink
 
@@ -173,6 +173,8 @@ def test_build_a_rule_in_the_pages_and_watch_it_run(page: Any, crm_server: dict[
     page.goto(url + "/apps/crm")
     page.get_by_role("link", name=w["automations"], exact=True).click()
     page.get_by_role("link", name=w["run_log"]).click()
+    page.wait_for_url(re.compile(r"/_automations/runs"))
+    page.wait_for_function(QUIET)  # the page's scripts are live: choosing a rule submits the filter form
     with page.expect_navigation():
         page.get_by_role("combobox", name=w["automations"], exact=True).select_option(label=rule_label)
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name=re.compile(re.escape(name))))
