@@ -12,7 +12,9 @@ import re
 from typing import Any
 
 from flask import Response, current_app, make_response, redirect, request, url_for
+from sqlalchemy import select
 
+from formwork import db
 from formwork.errors import Forbidden, FormworkError, NotFound
 from formwork.metadata import portable
 from formwork.metadata.catalog import Catalog
@@ -97,7 +99,9 @@ def gallery_job_page(job_id: int) -> Response:
         total = job.get("total") or 0
         percent = min(100, int(100 * (job.get("progress") or 0) / total)) if total else 0
         new_app = (job.get("result") or {}).get("app")
-        if new_app and not any(a.key == new_app for a in cat.apps):
+        if new_app and not any(a.key == new_app for a in cat.apps) and conn.execute(
+                select(db.apps.c.id).where(db.apps.c.key == new_app, db.apps.c.deleted_at.is_(None))).first() is None:
+            # (the catalog this request loaded may predate the job's commit: the database has the last word)
             new_app = None
         error = job.get("error")
         if error and error.startswith("the process running this job"):
