@@ -4,7 +4,6 @@ failing event undoing only its own runs."""
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -59,21 +58,7 @@ def test_two_workers_run_each_event_once_and_each_record_in_order(app: Any, sale
     apps = [create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
                         "FILES_DIR": str(tmp_path / "files"), "AUTO_MIGRATE": False}) for _ in range(2)]
     workers = [Worker(a, worker_id=f"racer-{i}", batch=3) for i, a in enumerate(apps)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def race(w: Worker) -> None:
-        try:
-            barrier.wait()
-            w.drain(max_rounds=500)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=race, args=(w,)) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = support.race(workers, lambda w: w.drain(max_rounds=500), 120)
     for a in apps:
         a.extensions["formwork"].engine.dispose()
     assert not errors, errors

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -83,3 +85,23 @@ def worker(app: Any) -> Worker:
     app.config["AUTOMATION_RETRY_CAP"] = 0.05
     app.config["WEBHOOK_ALLOW_PRIVATE"] = True
     return Worker(app, worker_id="test-worker")
+
+
+def race(workers: list[Worker], body: Callable[[Worker], None], timeout: float) -> list[BaseException]:
+    """Run ``body`` for each worker in its own thread, all released at once; what they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(workers))
+
+    def run(w: Worker) -> None:
+        try:
+            barrier.wait()
+            body(w)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors

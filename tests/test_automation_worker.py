@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -118,23 +117,12 @@ def test_two_workers_race_for_the_same_events_and_firings(app: Any, sales: Api, 
                         "FILES_DIR": str(tmp_path / "files"), "AUTO_MIGRATE": False}) for _ in range(2)]
     workers = [Worker(a, worker_id=f"racer-{i}", batch=7) for i, a in enumerate(apps)]
     base = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
+    def ticks(w: Worker) -> None:
+        for minute in range(3):
+            w.tick(base + dt.timedelta(minutes=minute, seconds=1))
+            w.drain()
 
-    def race(w: Worker) -> None:
-        try:
-            barrier.wait()
-            for minute in range(3):
-                w.tick(base + dt.timedelta(minutes=minute, seconds=1))
-                w.drain()
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=race, args=(w,)) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = support.race(workers, ticks, 60)
     for a in apps:
         a.extensions["formwork"].engine.dispose()
     assert not errors, errors
