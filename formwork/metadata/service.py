@@ -866,11 +866,8 @@ class MetadataService:
         on its own table and through links to it from other tables of the app."""
         app = self.catalog.app_by_id(t.app_id)
         own = f"{app.key}.{t.key}"
-        links: dict[str, set[str]] = {}  # "app.table" -> its link fields pointing at t
-        for other in app.tables:
-            keys = {f.key for f in other.fields if f.ftype.is_link and f.options.get("target") == t.id}
-            if keys:
-                links[f"{app.key}.{other.key}"] = keys
+        links = {f"{app.key}.{self.catalog.table_by_id(tid).key}": keys  # "app.table" -> its links to t
+                 for tid, keys in self._links_to(t).items()}
 
         def change(perms: dict[str, Any]) -> dict[str, Any]:
             for k, g in perms.items():
